@@ -1,0 +1,70 @@
+//! Criterion benchmarks of the Rust core on the benchmark stream: all real
+//! recordings concatenated in byte-wise file-name order, repeated 240 times.
+//! Run: `cargo bench -p sml_core` (needs ../shared/recordings beside the repo).
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sml_core::{crc, decode_with, transport::Framer, CrcMode, Outcome};
+
+fn stream() -> Vec<u8> {
+    let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
+        PathBuf::from,
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("recordings at {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort_by(|a, b| a.file_name().unwrap().as_encoded_bytes().cmp(b.file_name().unwrap().as_encoded_bytes()));
+    let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    one.repeat(240)
+}
+
+fn benches(c: &mut Criterion) {
+    let data = stream();
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(20);
+    g.bench_function("crc16_x25", |b| b.iter(|| crc::x25(&data)));
+    g.bench_function("framer", |b| {
+        b.iter(|| {
+            let mut n = 0u32;
+            let mut f = Framer::new(CrcMode::Auto);
+            f.feed(&data, |fr| n += u32::from(fr.result.is_ok()));
+            n
+        });
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            let mut values = 0usize;
+            decode_with(&data, CrcMode::Auto, |f| {
+                if let Outcome::Ok(ms) = &f.outcome {
+                    for m in ms {
+                        if let sml_core::MessageResult::Ok(m) = m {
+                            if let sml_core::Body::GetListResponse(r) = &m.body {
+                                values += r.values.len();
+                            }
+                        }
+                    }
+                }
+            });
+            values
+        });
+    });
+    g.bench_function("decode_4k_chunks", |b| {
+        b.iter(|| {
+            let mut n = 0u32;
+            let mut d = sml_core::Decoder::new(CrcMode::Auto);
+            for chunk in data.chunks(4096) {
+                d.feed(chunk, |f| n += u32::from(matches!(f.outcome, Outcome::Ok(_))));
+            }
+            n
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);

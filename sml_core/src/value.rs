@@ -1,0 +1,420 @@
+//! SML value types: SML_Value, SML_Time, SML_ListEntry and friends.
+
+use std::borrow::Cow;
+
+use crate::tl::{Cursor, ParseError, Result, Ty, MAX_DEPTH};
+
+pub type Bytes<'a> = Cow<'a, [u8]>;
+
+/// SML_Value as sent, integer width kept so an encoder can reproduce it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Bool(bool),
+    Bytes(Bytes<'a>),
+    /// Integer8..Integer64 incl. odd widths; `width` is the data byte count.
+    Int { value: i64, width: u8 },
+    UInt { value: u64, width: u8 },
+    /// SML_ListType (SML 1.04), whose only defined choice is an SML_Time.
+    Time(Time),
+}
+
+/// Which SML_Time choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeKind {
+    /// Seconds counter of the device, not a Unix time.
+    SecIndex,
+    /// Unix seconds, UTC.
+    Timestamp,
+    /// Unix seconds plus local and daylight-saving offsets in minutes (SML 1.04).
+    LocalTimestamp,
+}
+
+impl TimeKind {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeKind::SecIndex => "sec_index",
+            TimeKind::Timestamp => "timestamp",
+            TimeKind::LocalTimestamp => "local_timestamp",
+        }
+    }
+
+    #[must_use]
+    pub fn tag(self) -> u8 {
+        match self {
+            TimeKind::SecIndex => 1,
+            TimeKind::Timestamp => 2,
+            TimeKind::LocalTimestamp => 3,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Time {
+    pub kind: TimeKind,
+    pub value: u32,
+    pub local_offset: i16,
+    pub season_offset: i16,
+    /// Sent as a bare Unsigned without the CHOICE list (Holley DTZ541).
+    pub bare: bool,
+}
+
+impl Time {
+    #[must_use]
+    pub fn sec_index(value: u32) -> Self {
+        Time { kind: TimeKind::SecIndex, value, local_offset: 0, season_offset: 0, bare: false }
+    }
+
+    #[must_use]
+    pub fn timestamp(value: u32) -> Self {
+        Time { kind: TimeKind::Timestamp, value, local_offset: 0, season_offset: 0, bare: false }
+    }
+}
+
+/// Reads an optional SML_Time. A bare Unsigned in its place (Holley DTZ541,
+/// libsml issue 75) is taken as a secIndex and marked `bare`.
+pub fn time_opt(c: &mut Cursor<'_>) -> Result<Option<Time>> {
+    if c.not_set() {
+        return Ok(None);
+    }
+    time(c).map(Some)
+}
+
+pub fn time(c: &mut Cursor<'_>) -> Result<Time> {
+    let at = c.pos();
+    let tl = c.tl()?;
+    match tl.ty {
+        Ty::UInt | Ty::Int => {
+            *c = Cursor::at(c.data(), at);
+            let v = c.unsigned_max("secIndex", u64::from(u32::MAX))?;
+            Ok(Time { bare: true, ..Time::sec_index(v as u32) })
+        }
+        Ty::List if tl.len == 2 => {
+            let tag_at = c.pos();
+            let tag = c.unsigned("SML_Time tag")?;
+            match tag {
+                1 | 2 => {
+                    let v = c.unsigned_max("SML_Time", u64::from(u32::MAX))? as u32;
+                    Ok(if tag == 1 { Time::sec_index(v) } else { Time::timestamp(v) })
+                }
+                3 => {
+                    c.list_of(3, "localTimestamp")?;
+                    let v = c.unsigned_max("timestamp", u64::from(u32::MAX))? as u32;
+                    let local = c.signed("localOffset", i16::MIN.into(), i16::MAX.into())? as i16;
+                    let season = c.signed("seasonTimeOffset", i16::MIN.into(), i16::MAX.into())? as i16;
+                    Ok(Time {
+                        kind: TimeKind::LocalTimestamp,
+                        value: v,
+                        local_offset: local,
+                        season_offset: season,
+                        bare: false,
+                    })
+                }
+                _ => Err(ParseError::UnknownChoice { at: tag_at, what: "SML_Time", tag }),
+            }
+        }
+        Ty::List => Err(ParseError::Count { at, what: "SML_Time", expected: 2, found: tl.len }),
+        other => Err(ParseError::Expected { at, expected: "SML_Time", found: other }),
+    }
+}
+
+/// Reads an SML_Value (mandatory in the spec; `01` comes back as `None`, which
+/// EMH eHZ-IW8E2A5L0EK2P sends).
+pub fn value_opt<'a>(c: &mut Cursor<'a>) -> Result<Option<Value<'a>>> {
+    if c.not_set() {
+        return Ok(None);
+    }
+    value(c).map(Some)
+}
+
+pub fn value<'a>(c: &mut Cursor<'a>) -> Result<Value<'a>> {
+    let at = c.pos();
+    let b = c.peek().ok_or(ParseError::UnexpectedEnd { at })?;
+    match (b >> 4) & 0x7 {
+        5 | 6 => {
+            let (v, width, signed) = c.integer()?;
+            Ok(if signed {
+                Value::Int { value: v as i64, width }
+            } else {
+                Value::UInt { value: v as u64, width }
+            })
+        }
+        4 => Ok(Value::Bool(c.boolean_opt()?.unwrap_or(false))),
+        7 => {
+            c.list_of(2, "SML_ListType")?;
+            let tag_at = c.pos();
+            let tag = c.unsigned("SML_ListType tag")?;
+            if tag != 1 {
+                return Err(ParseError::UnknownChoice { at: tag_at, what: "SML_ListType", tag });
+            }
+            Ok(Value::Time(time(c)?))
+        }
+        _ => Ok(Value::Bytes(Cow::Borrowed(c.octets()?))),
+    }
+}
+
+/// Per-entry meter quirks the decoder recognised and corrected.
+pub mod quirk {
+    /// DZG DVS74 with a buggy firmware sent a positive power as a negative Int16.
+    pub const DZG_UNSIGNED_POWER: u8 = 1;
+    /// SML_Time sent as a bare Unsigned (Holley DTZ541).
+    pub const BARE_TIME: u8 = 2;
+    /// The mandatory value was `01` (not set).
+    pub const MISSING_VALUE: u8 = 4;
+
+    pub const NAMES: [(u8, &str); 3] = [
+        (DZG_UNSIGNED_POWER, "dzg-dvs74-unsigned-power"),
+        (BARE_TIME, "holley-bare-time"),
+        (MISSING_VALUE, "missing-value"),
+    ];
+}
+
+/// SML_ListEntry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry<'a> {
+    pub obj_name: Bytes<'a>,
+    pub status: Option<u64>,
+    pub val_time: Option<Time>,
+    pub unit: Option<u8>,
+    pub scaler: Option<i8>,
+    pub value: Option<Value<'a>>,
+    pub value_signature: Option<Bytes<'a>>,
+    /// Bit set of [`quirk`] constants.
+    pub quirks: u8,
+}
+
+impl<'a> ListEntry<'a> {
+    pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
+        c.list_of(7, "SML_ListEntry")?;
+        let obj_name = Cow::Borrowed(c.octets()?);
+        let status = c.unsigned_opt("status")?;
+        let val_time = time_opt(c)?;
+        let unit = c.unsigned_opt("unit")?;
+        let unit_at = c.pos();
+        let unit = match unit {
+            Some(u) => Some(u8::try_from(u).map_err(|_| ParseError::OutOfRange {
+                at: unit_at,
+                what: "unit",
+                value: i128::from(u),
+            })?),
+            None => None,
+        };
+        let scaler = c.signed_opt("scaler", i8::MIN.into(), i8::MAX.into())?.map(|s| s as i8);
+        let value = value_opt(c)?;
+        let value_signature = c.octets_opt()?.map(Cow::Borrowed);
+        let mut quirks = 0;
+        if value.is_none() {
+            quirks |= quirk::MISSING_VALUE;
+        }
+        if val_time.is_some_and(|t| t.bare) {
+            quirks |= quirk::BARE_TIME;
+        }
+        Ok(ListEntry { obj_name, status, val_time, unit, scaler, value, value_signature, quirks })
+    }
+
+    /// The value with quirks corrected (the wire value stays in `value`).
+    #[must_use]
+    pub fn corrected(&self) -> Option<Value<'a>> {
+        match &self.value {
+            Some(Value::Int { value, width }) if self.quirks & quirk::DZG_UNSIGNED_POWER != 0 => {
+                let mask = if *width >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(*width))) - 1 };
+                Some(Value::UInt { value: (*value as u64) & mask, width: *width })
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+/// SML_Tree (GetProcParameter, SetProcParameter, attention details).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree<'a> {
+    pub parameter_name: Bytes<'a>,
+    pub parameter_value: Option<ProcParValue<'a>>,
+    pub children: Option<Vec<Tree<'a>>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcParValue<'a> {
+    Value(Value<'a>),
+    PeriodEntry(PeriodEntry<'a>),
+    TupelEntry(Box<TupelEntry<'a>>),
+    Time(Time),
+    ListEntry(Box<ListEntry<'a>>),
+}
+
+/// SML_PeriodEntry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodEntry<'a> {
+    pub obj_name: Bytes<'a>,
+    pub unit: Option<u8>,
+    pub scaler: Option<i8>,
+    pub value: Option<Value<'a>>,
+    pub value_signature: Option<Bytes<'a>>,
+}
+
+/// SML_TupelEntry: the 23-field "Tupel" of FNN meters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TupelEntry<'a> {
+    pub server_id: Bytes<'a>,
+    pub sec_index: Time,
+    pub status: u64,
+    /// `(unit, scaler, value)` for pA, R1, R4, mA, R2, R3 in that order.
+    pub registers: [(u8, i8, i64); 6],
+    pub signature_pa_r1_r4: Bytes<'a>,
+    pub signature_ma_r2_r3: Bytes<'a>,
+}
+
+fn unit_opt(c: &mut Cursor<'_>) -> Result<Option<u8>> {
+    Ok(c.unsigned_opt("unit")?.map(|u| u as u8))
+}
+
+fn scaler_opt(c: &mut Cursor<'_>) -> Result<Option<i8>> {
+    Ok(c.signed_opt("scaler", i8::MIN.into(), i8::MAX.into())?.map(|s| s as i8))
+}
+
+impl<'a> PeriodEntry<'a> {
+    pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
+        c.list_of(5, "SML_PeriodEntry")?;
+        Ok(PeriodEntry {
+            obj_name: Cow::Borrowed(c.octets()?),
+            unit: unit_opt(c)?,
+            scaler: scaler_opt(c)?,
+            value: value_opt(c)?,
+            value_signature: c.octets_opt()?.map(Cow::Borrowed),
+        })
+    }
+}
+
+impl<'a> TupelEntry<'a> {
+    pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
+        c.list_of(23, "SML_TupelEntry")?;
+        let server_id = Cow::Borrowed(c.octets()?);
+        let sec_index = time(c)?;
+        let status = c.unsigned("status")?;
+        let mut registers = [(0u8, 0i8, 0i64); 6];
+        let mut sig1 = Cow::Borrowed(&[][..]);
+        for (i, reg) in registers.iter_mut().enumerate() {
+            let unit = c.unsigned_max("unit", 255)? as u8;
+            let scaler = c.signed("scaler", i8::MIN.into(), i8::MAX.into())? as i8;
+            let value = c.signed("value", i64::MIN, i64::MAX)?;
+            *reg = (unit, scaler, value);
+            if i == 2 {
+                sig1 = Cow::Borrowed(c.octets()?);
+            }
+        }
+        let sig2 = Cow::Borrowed(c.octets()?);
+        Ok(TupelEntry { server_id, sec_index, status, registers, signature_pa_r1_r4: sig1, signature_ma_r2_r3: sig2 })
+    }
+}
+
+impl<'a> Tree<'a> {
+    pub fn parse(c: &mut Cursor<'a>, depth: usize) -> Result<Self> {
+        if depth > MAX_DEPTH {
+            return Err(ParseError::TooDeep { at: c.pos() });
+        }
+        c.list_of(3, "SML_Tree")?;
+        let parameter_name = Cow::Borrowed(c.octets()?);
+        let parameter_value = if c.not_set() { None } else { Some(ProcParValue::parse(c)?) };
+        let children = match c.list_opt()? {
+            None => None,
+            Some(n) => {
+                let mut v = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    v.push(Tree::parse(c, depth + 1)?);
+                }
+                Some(v)
+            }
+        };
+        Ok(Tree { parameter_name, parameter_value, children })
+    }
+
+    pub fn parse_opt(c: &mut Cursor<'a>, depth: usize) -> Result<Option<Self>> {
+        if c.not_set() {
+            return Ok(None);
+        }
+        Tree::parse(c, depth).map(Some)
+    }
+}
+
+impl<'a> ProcParValue<'a> {
+    pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
+        c.list_of(2, "SML_ProcParValue")?;
+        let tag_at = c.pos();
+        let tag = c.unsigned("SML_ProcParValue tag")?;
+        Ok(match tag {
+            1 => ProcParValue::Value(value(c)?),
+            2 => ProcParValue::PeriodEntry(PeriodEntry::parse(c)?),
+            3 => ProcParValue::TupelEntry(Box::new(TupelEntry::parse(c)?)),
+            4 => ProcParValue::Time(time(c)?),
+            5 => ProcParValue::ListEntry(Box::new(ListEntry::parse(c)?)),
+            _ => return Err(ParseError::UnknownChoice { at: tag_at, what: "SML_ProcParValue", tag }),
+        })
+    }
+}
+
+/// A list of octet strings (SML_TreePath, object lists).
+pub fn octet_list<'a>(c: &mut Cursor<'a>) -> Result<Vec<Bytes<'a>>> {
+    let n = c.list()?;
+    let mut v = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        v.push(Cow::Borrowed(c.octets()?));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn list_entry_energy() {
+        let d = h("77070100010800ff 6500000782 01 621e 52ff 59000000000dd359d6 01");
+        let e = ListEntry::parse(&mut Cursor::new(&d)).unwrap();
+        assert_eq!(&*e.obj_name, &[1, 0, 1, 8, 0, 255]);
+        assert_eq!(e.status, Some(1922));
+        assert_eq!((e.unit, e.scaler), (Some(30), Some(-1)));
+        assert_eq!(e.value, Some(Value::Int { value: 231_954_902, width: 8 }));
+    }
+
+    #[test]
+    fn list_type_time_value() {
+        let d = h("770781006008000101010101 72 6201 72 6202 655FEE825D 01");
+        let e = ListEntry::parse(&mut Cursor::new(&d)).unwrap();
+        assert_eq!(e.value, Some(Value::Time(Time::timestamp(1_609_466_461))));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(time(&mut Cursor::new(&h("72620165000000FF"))).unwrap(), Time::sec_index(255));
+        assert_eq!(time(&mut Cursor::new(&h("72620265000000FF"))).unwrap(), Time::timestamp(255));
+        let bare = time(&mut Cursor::new(&h("6505e37033"))).unwrap();
+        assert!(bare.bare);
+        assert_eq!(bare.value, 98_791_475);
+        let local = time(&mut Cursor::new(&h("72 6203 73 65 60b5a5cd 53 0078 53 003c"))).unwrap();
+        assert_eq!((local.kind, local.value, local.local_offset, local.season_offset), (TimeKind::LocalTimestamp, 1_622_517_197, 120, 60));
+    }
+
+    #[test]
+    fn tree_and_proc_par_value() {
+        let d = h("730648616C6C6F0171730648616C6C6F0101");
+        let t = Tree::parse(&mut Cursor::new(&d), 0).unwrap();
+        assert_eq!(&*t.parameter_name, b"Hallo");
+        assert_eq!(t.children.as_ref().unwrap().len(), 1);
+        let d = h("72620472620265000000FF");
+        assert_eq!(ProcParValue::parse(&mut Cursor::new(&d)).unwrap(), ProcParValue::Time(Time::timestamp(255)));
+    }
+
+    #[test]
+    fn deep_trees_are_refused_not_overflowing() {
+        let mut d = Vec::new();
+        for _ in 0..10_000 {
+            d.extend(h("730241 01 71"));
+        }
+        assert!(matches!(Tree::parse(&mut Cursor::new(&d), 0), Err(ParseError::TooDeep { .. })));
+    }
+}

@@ -1,0 +1,3 @@
+from smlogger.cli import main
+
+raise SystemExit(main())

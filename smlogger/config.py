@@ -1,0 +1,993 @@
+"""Configuration: TOML file, environment (SMLOGGER_*) and command-line flags.
+
+Every option exists in all three places; later ones win: defaults < file < environment < flags.
+Global options live at the top level or in [database], [csv], [http]; meters are [[meter]] tables.
+Meter options given as flags/environment describe one meter: with a source (--port, --tcp,
+--replay, --simulate) they replace the configured meters (or update the single configured one);
+without a source they apply to every configured meter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on old Pythons only
+    import tomli as tomllib
+
+ENV_PREFIX = "SMLOGGER_"
+DEFAULT_DATA_DIR = "~/.local/share/smlogger"
+DEFAULT_HTTP = "127.0.0.1:8080"
+SOURCE_KEYS = ("port", "tcp", "replay", "simulate")
+MASK = "***"
+
+
+class ConfigError(ValueError):
+    """A bad option; the message names the key/flag/variable and what is allowed."""
+
+
+# ---- value parsers -----------------------------------------------------------------------
+Parser = Callable[[Any], Any]
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, not a boolean")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ValueError(f"expected a whole number, not {value!r}") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"expected a whole number, not {_type_name(value)}")
+        _check_range(value, lo, hi)
+        return value
+
+    return parse
+
+
+def parse_float(lo: float | None = None, hi: float | None = None) -> Parser:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not a boolean")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"expected a number, not {value!r}") from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"expected a number, not {value!r}")
+        _check_range(float(value), lo, hi)
+        return float(value)
+
+    return parse
+
+
+def _check_range(value: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and value < lo:
+        raise ValueError(f"must be at least {lo:g}, not {value:g}")
+    if hi is not None and value > hi:
+        raise ValueError(f"must be at most {hi:g}, not {value:g}")
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {_type_name(value)}")
+    return value
+
+
+def parse_choice(*choices: str, case: bool = False) -> Parser:
+    def parse(value: Any) -> str:
+        text = str(value).strip() if isinstance(value, (str, int, float)) else None
+        if text is not None and not case:
+            matches = [c for c in choices if c.lower() == text.lower()]
+            text = matches[0] if matches else None
+        if text is None or text not in choices:
+            raise ValueError(f"{value!r} is not allowed; use one of: {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def parse_stopbits(value: Any) -> float:
+    number = parse_float()(value)
+    if number not in (1.0, 1.5, 2.0):
+        raise ValueError(f"{value!r} is not allowed; use one of: 1, 1.5, 2")
+    return number
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6addr]:port'."""
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\]:(?P<port>\d+)|(?P<host>[^:\[\]]+):(?P<port2>\d+)", text
+    )
+    if match is None:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), not {text!r}")
+    host = match["v6"] or match["host"]
+    port = int(match["port"] or match["port2"])
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, not {port}")
+    return host, port
+
+
+def parse_listen(value: Any) -> str:
+    text = parse_str(value).strip()
+    if text.lower() in ("", "off", "none", "no", "false"):
+        return "off"
+    split_host_port(text)
+    return text
+
+
+def parse_tcp(value: Any) -> str:
+    text = parse_str(value).strip()
+    if not text:
+        return ""
+    _host, port = split_host_port(text)
+    if port == 0:
+        raise ValueError("port must be 1..65535, not 0")
+    return text
+
+
+def parse_speed(value: Any) -> str:
+    text = str(value).strip().lower() if not isinstance(value, bool) else ""
+    if text == "max":
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{value!r} is not allowed; use 1, 10, another factor > 0, or max")
+    return f"{number:g}"
+
+
+def parse_db_url(value: Any) -> str:
+    text = parse_str(value).strip()
+    if text == "":
+        return ""
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    allowed = ("sqlite", "mysql", "mariadb", "postgresql", "postgres")
+    if scheme.split("+")[0] not in allowed:
+        raise ValueError(
+            f"{mask_url(text)!r} is not a database URL; use sqlite:///PATH, "
+            "mysql://USER:PASSWORD@HOST/DB or postgresql://USER:PASSWORD@HOST/DB "
+            "(empty: SQLite file in the data dir)"
+        )
+    return text
+
+
+def parse_opt_path(value: Any) -> str:
+    return parse_str(value).strip()
+
+
+# ---- the option table --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # TOML key: "section.name" for globals, "name" inside [[meter]]
+    flag: str
+    parse: Parser
+    default: Any
+    help: str
+    meter: bool = False
+    secret: bool = False
+    boolean: bool = False
+    metavar: Optional[str] = None
+    example: Optional[str] = None  # value shown in `config --example` instead of the default
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag.lstrip("-").upper().replace("-", "_")
+
+    @property
+    def attr(self) -> str:
+        return self.key.replace(".", "_")
+
+    @property
+    def display(self) -> str:
+        return f"meter.{self.key}" if self.meter else self.key
+
+
+def _opt(key: str, flag: str, parse: Parser, default: Any, help: str, **kw: Any) -> Option:
+    return Option(key, flag, parse, default, help, **kw)
+
+
+GLOBAL_OPTIONS: tuple[Option, ...] = (
+    _opt(
+        "data_dir",
+        "--data-dir",
+        parse_opt_path,
+        DEFAULT_DATA_DIR,
+        "directory for the SQLite database, CSV files and the disk queue",
+        metavar="DIR",
+    ),
+    _opt(
+        "log_level",
+        "--log-level",
+        parse_choice("debug", "info", "warning", "error"),
+        "info",
+        "log level (-v/-q shift it)",
+    ),
+    _opt(
+        "store_interval",
+        "--store-interval",
+        parse_float(0),
+        0.0,
+        "seconds between stored readings (mean/min/max over the interval); 0 stores every frame",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "database.url",
+        "--db-url",
+        parse_db_url,
+        "",
+        "database URL: mysql://user:pw@host/db, postgresql://..., sqlite:///file; "
+        "empty = SQLite file smlogger.db in the data dir",
+        secret=True,
+        metavar="URL",
+        example="mysql://smlogger:secret@localhost/smart_meter",
+    ),
+    _opt(
+        "database.enabled",
+        "--db",
+        parse_bool,
+        True,
+        "store readings in the SQL database",
+        boolean=True,
+    ),
+    _opt(
+        "database.legacy_table",
+        "--legacy-table",
+        parse_bool,
+        False,
+        "also write the old script's smart_meter.values table (time, e_sum, p_sum, p_L1..p_L3)",
+        boolean=True,
+    ),
+    _opt(
+        "database.spool_max_age_days",
+        "--spool-max-age-days",
+        parse_float(0.01),
+        7.0,
+        "keep readings on local disk this long while the database is unreachable",
+        metavar="DAYS",
+    ),
+    _opt(
+        "database.batch_size",
+        "--db-batch-size",
+        parse_int(1, 100_000),
+        200,
+        "readings per database transaction",
+        metavar="N",
+    ),
+    _opt("csv.enabled", "--csv", parse_bool, True, "write rolling CSV files", boolean=True),
+    _opt(
+        "csv.dir",
+        "--csv-dir",
+        parse_opt_path,
+        "",
+        "directory for CSV files (empty: csv/ in the data dir)",
+        metavar="DIR",
+    ),
+    _opt(
+        "csv.rotate",
+        "--csv-rotate",
+        parse_choice("hourly", "daily", "size"),
+        "daily",
+        "start a new CSV file every hour, every day, or when max_size_mb is reached",
+    ),
+    _opt(
+        "csv.max_size_mb",
+        "--csv-max-size-mb",
+        parse_float(0.01),
+        50.0,
+        "file size that starts a new file with rotate = size",
+        metavar="MB",
+    ),
+    _opt(
+        "csv.compress", "--csv-compress", parse_bool, True, "gzip finished CSV files", boolean=True
+    ),
+    _opt(
+        "csv.keep_days",
+        "--csv-keep-days",
+        parse_float(0),
+        0.0,
+        "delete CSV files older than this many days (0 keeps them forever)",
+        metavar="DAYS",
+    ),
+    _opt(
+        "csv.timezone",
+        "--csv-timezone",
+        parse_choice("utc", "local"),
+        "utc",
+        "day/hour boundaries of CSV files in UTC or local time (rows are always UTC)",
+    ),
+    _opt(
+        "http.listen",
+        "--http",
+        parse_listen,
+        DEFAULT_HTTP,
+        "address of the web page and API, HOST:PORT; 'off' disables it",
+        metavar="HOST:PORT",
+    ),
+    _opt(
+        "http.token",
+        "--http-token",
+        parse_str,
+        "",
+        "require this token on every HTTP request (header or ?token=)",
+        secret=True,
+        metavar="TOKEN",
+    ),
+)
+
+METER_OPTIONS: tuple[Option, ...] = (
+    _opt(
+        "name",
+        "--meter-name",
+        parse_str,
+        "",
+        "name of the meter's source in status pages and logs (default: meter, meter2, ...)",
+        meter=True,
+        metavar="NAME",
+    ),
+    _opt(
+        "port",
+        "--port",
+        parse_opt_path,
+        "",
+        "serial port of the IR head, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...",
+        meter=True,
+        metavar="DEVICE",
+        example="/dev/ttyUSB0",
+    ),
+    _opt(
+        "tcp",
+        "--tcp",
+        parse_tcp,
+        "",
+        "network IR head / ser2net as HOST:PORT",
+        meter=True,
+        metavar="HOST:PORT",
+    ),
+    _opt(
+        "replay",
+        "--replay",
+        parse_opt_path,
+        "",
+        "replay a recording (raw dump or --capture file) through the pipeline",
+        meter=True,
+        metavar="FILE",
+    ),
+    _opt(
+        "simulate",
+        "--simulate",
+        parse_bool,
+        False,
+        "simulated 3-phase household meter (no hardware needed)",
+        meter=True,
+        boolean=True,
+    ),
+    _opt("baudrate", "--baudrate", parse_int(50, 4_000_000), 9600, "serial speed", meter=True),
+    _opt("bytesize", "--bytesize", parse_int(5, 8), 8, "serial data bits", meter=True),
+    _opt(
+        "parity",
+        "--parity",
+        parse_choice("N", "E", "O", "M", "S", case=False),
+        "N",
+        "serial parity: N(one), E(ven), O(dd), M(ark), S(pace)",
+        meter=True,
+    ),
+    _opt(
+        "stopbits", "--stopbits", parse_stopbits, 1.0, "serial stop bits: 1, 1.5 or 2", meter=True
+    ),
+    _opt(
+        "xonxoff",
+        "--xonxoff",
+        parse_bool,
+        False,
+        "serial software flow control",
+        meter=True,
+        boolean=True,
+    ),
+    _opt(
+        "rtscts",
+        "--rtscts",
+        parse_bool,
+        False,
+        "serial hardware flow control",
+        meter=True,
+        boolean=True,
+    ),
+    _opt(
+        "watchdog",
+        "--watchdog",
+        parse_float(0),
+        30.0,
+        "seconds without a valid frame before the source is reported and reopened (0: off)",
+        meter=True,
+        metavar="SECONDS",
+    ),
+    _opt(
+        "reconnect_max",
+        "--reconnect-max",
+        parse_float(0.1),
+        30.0,
+        "longest wait between reconnect attempts (backoff starts at 1 s)",
+        meter=True,
+        metavar="SECONDS",
+    ),
+    _opt("speed", "--speed", parse_speed, "1", "replay speed: 1, 10 or max", meter=True),
+    _opt(
+        "replay_interval",
+        "--replay-interval",
+        parse_float(0.001),
+        1.0,
+        "seconds between frames when replaying a raw dump (captures keep their timing)",
+        meter=True,
+        metavar="SECONDS",
+    ),
+    _opt(
+        "loop",
+        "--loop",
+        parse_bool,
+        False,
+        "replay the recording again and again",
+        meter=True,
+        boolean=True,
+    ),
+    _opt(
+        "profile",
+        "--profile",
+        parse_choice("household", "pv", "full"),
+        "household",
+        "simulation profile: household (MT175 set), pv (with export), full (+U/I/f)",
+        meter=True,
+    ),
+    _opt(
+        "interval",
+        "--interval",
+        parse_float(0.05, 3600),
+        1.0,
+        "seconds between frames of the simulated meter",
+        meter=True,
+        metavar="SECONDS",
+    ),
+    _opt(
+        "seed",
+        "--seed",
+        parse_str,
+        "smlogger",
+        "seed of the simulated meter's load curve",
+        meter=True,
+    ),
+    _opt(
+        "capture",
+        "--capture",
+        parse_opt_path,
+        "",
+        "also write the raw byte stream (timestamped, replayable) to FILE",
+        meter=True,
+        metavar="FILE",
+    ),
+    _opt(
+        "crc",
+        "--crc",
+        parse_choice("auto", "x25", "kermit"),
+        "auto",
+        "frame CRC: auto-detect, CRC-16/X-25 or CRC-16/KERMIT (Holley DTZ541)",
+        meter=True,
+    ),
+    _opt(
+        "accept_bad_msg_crc",
+        "--accept-bad-msg-crc",
+        parse_bool,
+        False,
+        "use messages whose own CRC is wrong when the frame CRC was good",
+        meter=True,
+        boolean=True,
+    ),
+    _opt(
+        "direction_from_status",
+        "--direction-from-status",
+        parse_bool,
+        False,
+        "sign the power by bit 0x20 of the 1.8.0 status word (EMH ED300L/eHZ)",
+        meter=True,
+        boolean=True,
+    ),
+    _opt(
+        "id",
+        "--meter-id",
+        parse_str,
+        "",
+        "use this meter id instead of the server id the meter sends",
+        meter=True,
+        metavar="ID",
+    ),
+    _opt(
+        "max_power_kw",
+        "--max-power-kw",
+        parse_float(0.1),
+        100.0,
+        "largest plausible power; faster-rising energy registers are rejected",
+        meter=True,
+        metavar="KW",
+    ),
+)
+
+ALL_OPTIONS = GLOBAL_OPTIONS + METER_OPTIONS
+_GLOBAL_BY_KEY = {o.key: o for o in GLOBAL_OPTIONS}
+_METER_BY_KEY = {o.key: o for o in METER_OPTIONS}
+
+
+@dataclass
+class MeterConfig:
+    name: str = ""
+    port: str = ""
+    tcp: str = ""
+    replay: str = ""
+    simulate: bool = False
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1.0
+    xonxoff: bool = False
+    rtscts: bool = False
+    watchdog: float = 30.0
+    reconnect_max: float = 30.0
+    speed: str = "1"
+    replay_interval: float = 1.0
+    loop: bool = False
+    profile: str = "household"
+    interval: float = 1.0
+    seed: str = "smlogger"
+    capture: str = ""
+    crc: str = "auto"
+    accept_bad_msg_crc: bool = False
+    direction_from_status: bool = False
+    id: str = ""
+    max_power_kw: float = 100.0
+
+    @property
+    def source_kind(self) -> str:
+        kinds = [k for k in SOURCE_KEYS if getattr(self, k)]
+        return kinds[0] if kinds else ""
+
+    def describe_source(self) -> str:
+        kind = self.source_kind
+        return "simulate" if kind == "simulate" else f"{kind} {getattr(self, kind)}"
+
+
+@dataclass
+class Config:
+    data_dir: str = DEFAULT_DATA_DIR
+    log_level: str = "info"
+    store_interval: float = 0.0
+    database_url: str = ""
+    database_enabled: bool = True
+    database_legacy_table: bool = False
+    database_spool_max_age_days: float = 7.0
+    database_batch_size: int = 200
+    csv_enabled: bool = True
+    csv_dir: str = ""
+    csv_rotate: str = "daily"
+    csv_max_size_mb: float = 50.0
+    csv_compress: bool = True
+    csv_keep_days: float = 0.0
+    csv_timezone: str = "utc"
+    http_listen: str = DEFAULT_HTTP
+    http_token: str = ""
+    meters: list[MeterConfig] = field(default_factory=list)
+    config_file: Optional[str] = None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir))
+
+    @property
+    def csv_path(self) -> Path:
+        return Path(os.path.expanduser(self.csv_dir)) if self.csv_dir else self.data_path / "csv"
+
+    @property
+    def http_address(self) -> Optional[tuple[str, int]]:
+        return None if self.http_listen == "off" else split_host_port(self.http_listen)
+
+    def secrets(self) -> list[str]:
+        """Secret strings that must never be printed or logged."""
+        found = [self.http_token] if self.http_token else []
+        password = urlsplit(self.database_url).password if self.database_url else None
+        if password:
+            found.append(password)
+        return found
+
+
+# ---- masking -----------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def masked(option: Option, value: Any) -> Any:
+    if not option.secret or not value:
+        return value
+    if option.key == "database.url":
+        return mask_url(str(value))
+    return MASK
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secret strings in every log record (belt and braces to masking at the source)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, MASK)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = str(record.exc_info[1])
+            if any(s in text for s in self.secrets):
+                record.exc_info = None
+                record.exc_text = None
+                record.msg = f"{record.msg} (details withheld: they contain a secret)"
+        return True
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _apply(option: Option, raw: Any, where: str) -> Any:
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        shown = masked(option, raw) if isinstance(raw, str) else raw
+        if option.secret:
+            shown = MASK if option.key != "database.url" else mask_url(str(raw))
+        raise ConfigError(f"{where}: invalid value {shown!r}: {exc}") from None
+
+
+def _flatten_globals(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list[Any]]:
+    values: dict[str, Any] = {}
+    meters: list[Any] = []
+    sections = {k.split(".")[0] for k in _GLOBAL_BY_KEY if "." in k}
+    for key, value in data.items():
+        if key == "meter":
+            meters = value if isinstance(value, list) else [value]
+            continue
+        if key in sections:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: [{key}] must be a table")
+            for sub, subvalue in value.items():
+                full = f"{key}.{sub}"
+                if full not in _GLOBAL_BY_KEY:
+                    known = [k.split(".", 1)[1] for k in _GLOBAL_BY_KEY if k.startswith(key + ".")]
+                    raise ConfigError(
+                        f"{path}: unknown key {full!r}{_suggest(sub, known)} "
+                        f"(allowed in [{key}]: {', '.join(known)})"
+                    )
+                values[full] = subvalue
+            continue
+        if key not in _GLOBAL_BY_KEY:
+            known = [k for k in _GLOBAL_BY_KEY if "." not in k] + sorted(sections) + ["meter"]
+            raise ConfigError(f"{path}: unknown key {key!r}{_suggest(key, known)}")
+        values[key] = value
+    return values, meters
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    return data
+
+
+def _meter_from_table(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    values = {}
+    for key, raw in table.items():
+        option = _METER_BY_KEY.get(key)
+        if option is None:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{_suggest(key, list(_METER_BY_KEY))} "
+                f"(allowed: {', '.join(_METER_BY_KEY)})"
+            )
+        values[key] = _apply(option, raw, f"{where}.{key}")
+    return values
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for option in ALL_OPTIONS:
+        if option.env in env:
+            out[("meter:" if option.meter else "") + option.key] = _apply(
+                option, env[option.env], f"environment variable {option.env}"
+            )
+    return out
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for option in ALL_OPTIONS:
+        value = getattr(args, _dest(option), None)
+        if value is not None:
+            out[("meter:" if option.meter else "") + option.key] = _apply(
+                option, value, f"option {option.flag}"
+            )
+    return out
+
+
+def _dest(option: Option) -> str:
+    return "opt_" + option.flag.lstrip("-").replace("-", "_")
+
+
+def _meter_config(values: Mapping[str, Any]) -> MeterConfig:
+    meter = MeterConfig()
+    for key, value in values.items():
+        setattr(meter, key, value)
+    return meter
+
+
+def _check_meter(meter: MeterConfig, where: str) -> None:
+    sources = [k for k in SOURCE_KEYS if getattr(meter, k)]
+    if not sources:
+        raise ConfigError(
+            f"{where}: no source; set one of port, tcp, replay or simulate "
+            "(flags --port, --tcp, --replay, --simulate)"
+        )
+    if len(sources) > 1:
+        raise ConfigError(
+            f"{where}: more than one source ({', '.join(sources)}); a meter has exactly one"
+        )
+
+
+def load(
+    args: argparse.Namespace | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    require_meter: bool = True,
+) -> Config:
+    """Effective configuration from defaults, the config file, the environment and the flags."""
+    env = os.environ if env is None else env
+    path_text = getattr(args, "config", None) if args is not None else None
+    path_text = path_text or env.get(ENV_PREFIX + "CONFIG") or None
+    file_globals: dict[str, Any] = {}
+    file_meters: list[dict[str, Any]] = []
+    if path_text:
+        path = Path(os.path.expanduser(path_text))
+        data = read_file(path)
+        raw_globals, raw_meters = _flatten_globals(data, str(path))
+        for key, raw in raw_globals.items():
+            file_globals[key] = _apply(_GLOBAL_BY_KEY[key], raw, f"{path}: {key}")
+        for index, table in enumerate(raw_meters):
+            file_meters.append(_meter_from_table(table, f"{path}: meter[{index + 1}]"))
+    overrides = _env_values(env)
+    if args is not None:
+        overrides.update(_flag_values(args))
+
+    config = Config(config_file=str(path_text) if path_text else None)
+    for key, value in {
+        **file_globals,
+        **{k: v for k, v in overrides.items() if ":" not in k},
+    }.items():
+        setattr(config, _GLOBAL_BY_KEY[key].attr, value)
+
+    meter_overrides = {
+        k.split(":", 1)[1]: v for k, v in overrides.items() if k.startswith("meter:")
+    }
+    new_source = any(meter_overrides.get(k) for k in SOURCE_KEYS)
+    if new_source:
+        base = dict(file_meters[0]) if len(file_meters) == 1 else {}
+        for key in SOURCE_KEYS:
+            base.pop(key, None)
+        meters = [{**base, **meter_overrides}]
+    else:
+        meters = [{**m, **meter_overrides} for m in file_meters]
+        if not meters and require_meter and meter_overrides:
+            meters = [dict(meter_overrides)]
+    config.meters = [_meter_config(m) for m in meters]
+
+    names: set[str] = set()
+    for index, meter in enumerate(config.meters):
+        where = f"meter[{index + 1}]" if len(config.meters) > 1 or file_meters else "meter"
+        if require_meter:
+            _check_meter(meter, where)
+        if not meter.name:
+            meter.name = "meter" if index == 0 else f"meter{index + 1}"
+        if meter.name in names:
+            raise ConfigError(f"{where}.name: {meter.name!r} is used by two meters")
+        names.add(meter.name)
+    if require_meter and not config.meters:
+        raise ConfigError(
+            "no meter: give a source (--port DEVICE, --tcp HOST:PORT, --replay FILE or "
+            "--simulate) or [[meter]] tables in the config file (--config FILE)"
+        )
+    return config
+
+
+# ---- argparse integration ----------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """All options as flags (default None = not given, so lower layers show through)."""
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help=f"TOML config file (env {ENV_PREFIX}CONFIG)"
+    )
+    groups = {
+        "": parser.add_argument_group("general"),
+        "database": parser.add_argument_group("database"),
+        "csv": parser.add_argument_group("CSV files"),
+        "http": parser.add_argument_group("web page and API"),
+        "meter": parser.add_argument_group(
+            "meter (one meter; use [[meter]] tables in the config file for several)"
+        ),
+    }
+    for option in ALL_OPTIONS:
+        group = groups[
+            "meter" if option.meter else option.key.split(".")[0] if "." in option.key else ""
+        ]
+        text = f"{option.help} [{option.display}, env {option.env}]"
+        if option.boolean:
+            group.add_argument(
+                option.flag,
+                dest=_dest(option),
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=text,
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                dest=_dest(option),
+                default=None,
+                metavar=option.metavar or option.key.split(".")[-1].upper(),
+                help=text,
+            )
+
+
+# ---- output ------------------------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else f"{value:.1f}"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def dump(config: Config) -> str:
+    """The effective configuration as TOML, secrets masked."""
+    lines = ["# effective smlogger configuration (secrets masked)"]
+    if config.config_file:
+        lines.append(f"# config file: {config.config_file}")
+    section = ""
+    for option in GLOBAL_OPTIONS:
+        head = option.key.split(".")[0] if "." in option.key else ""
+        if head != section:
+            lines += ["", f"[{head}]"]
+            section = head
+        value = masked(option, getattr(config, option.attr))
+        lines.append(f"{option.key.split('.')[-1]} = {toml_value(value)}")
+    for meter in config.meters:
+        lines += ["", "[[meter]]"]
+        for option in METER_OPTIONS:
+            value = getattr(meter, option.key)
+            if option.key in SOURCE_KEYS and not value:
+                continue
+            lines.append(f"{option.key} = {toml_value(masked(option, value))}")
+    return "\n".join(lines) + "\n"
+
+
+def example() -> str:
+    """A commented example config file with every option, its flag and its variable."""
+    out = [
+        "# smlogger configuration (TOML). Every key is also a command-line flag and an",
+        "# environment variable; flags win over the environment, which wins over this file.",
+        "# Energies are in kWh, power in W, times in UTC.",
+    ]
+    section = ""
+    for option in GLOBAL_OPTIONS:
+        head = option.key.split(".")[0] if "." in option.key else ""
+        if head != section:
+            out += ["", f"[{head}]"]
+            section = head
+        out += _example_lines(option, option.key.split(".")[-1])
+    out += [
+        "",
+        "# One [[meter]] table per meter, each with exactly one source:",
+        "# port (serial), tcp, replay or simulate.",
+        "[[meter]]",
+    ]
+    for option in METER_OPTIONS:
+        out += _example_lines(option, option.key, commented=option.key in ("tcp", "replay"))
+    out += [
+        "",
+        "# a second meter on a network IR head",
+        "# [[meter]]",
+        '# name = "heatpump"',
+        '# tcp = "192.168.1.50:8888"',
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _example_lines(option: Option, key: str, commented: bool = False) -> list[str]:
+    value: Any = option.example if option.example is not None else option.default
+    if option.key == "name":
+        value = "house"
+    if option.key == "tcp":
+        value = "192.168.1.50:8888"
+    if option.key == "replay":
+        value = "recording.bin"
+    lines = [f"# {option.help} ({option.flag}, {option.env})"]
+    prefix = "# " if commented or (option.secret and option.example is None) else ""
+    if option.secret and option.example is None:
+        value = "change-me"
+    lines.append(f"{prefix}{key} = {toml_value(value)}")
+    return lines

@@ -1,0 +1,340 @@
+"""Rolling CSV files: one file per meter and period (hour, day) or size step.
+
+Layout: `<dir>/<meter_id>/<meter_id>_<period>[_<n>].csv`, where period is `2024-05-01` (daily),
+`2024-05-01T13` (hourly) or `2024-05-01T130502` (size: start of the file). Rows carry ISO-8601
+UTC times; energies in kWh, power in W, voltage V, current A, frequency Hz.
+
+Every row is written with a single write() on an unbuffered file, so a crash leaves at most the
+last line partial; opening a file again (the next start) cuts such a line off. Finished files are
+optionally gzip'd (atomically, via a temporary file) and pruned after `keep_days`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from smlogger.reading import ENERGY_FIELDS, Reading
+
+log = logging.getLogger(__name__)
+
+ROTATIONS = ("hourly", "daily", "size")
+TIMEZONES = ("utc", "local")
+FSYNC_INTERVAL_S = 30.0
+INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
+
+_NAME = re.compile(
+    r"^(?P<meter>.+)_(?P<date>\d{4}-\d{2}-\d{2})(?:T(?P<hour>\d{2})(?P<rest>\d{4})?)?"
+    r"(?:_(?P<n>\d+))?\.csv(?P<gz>\.gz)?$"
+)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def columns(aggregated: bool) -> list[str]:
+    cols = ["time", "meter_id", *Reading.FIELDS]
+    if aggregated:
+        cols.append("samples")
+        for name in INSTANT_FIELDS:
+            cols += [f"{name}_min", f"{name}_max"]
+    return cols
+
+
+def format_time(stamp: datetime) -> str:
+    utc = stamp.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def format_number(value: Optional[float], decimals: int) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _escape(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def format_row(reading: Reading, aggregated: bool) -> str:
+    cells = [format_time(reading.time), _escape(reading.meter_id)]
+    for name in Reading.FIELDS:
+        cells.append(format_number(getattr(reading, name), 7 if name in ENERGY_FIELDS else 3))
+    if aggregated:
+        cells.append(str(reading.samples))
+        for name in INSTANT_FIELDS:
+            low_high = reading.minmax.get(name)
+            if low_high is None:
+                cells += ["", ""]
+            else:
+                cells += [format_number(low_high[0], 3), format_number(low_high[1], 3)]
+    return ",".join(cells) + "\n"
+
+
+def repair(path: Path) -> int:
+    """Cut a partial last line (and zero fill from a power loss); returns bytes removed."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        tail_len = min(size, 1 << 16)
+        fh.seek(size - tail_len)
+        tail = fh.read(tail_len)
+        if tail.endswith(b"\n"):
+            return 0
+        stripped = tail.rstrip(b"\x00")
+        cut = stripped.rfind(b"\n")
+        if cut == -1 and tail_len < size:
+            # a line longer than 64 KiB is not a CSV row we wrote: search the whole file
+            fh.seek(0)
+            whole = fh.read().rstrip(b"\x00")
+            keep = whole.rfind(b"\n") + 1
+        else:
+            keep = size - tail_len + cut + 1
+        fh.truncate(keep)
+        os.fsync(fh.fileno())
+    return size - keep
+
+
+@dataclass
+class _Open:
+    path: Path
+    key: str
+    fd: int
+    size: int
+    synced: float
+
+
+class CsvLog:
+    """Sink writing rolling CSV files (see module doc). Used from one thread at a time."""
+
+    name = "csv"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        rotate: str = "daily",
+        max_size: int = 50 * 1024 * 1024,
+        compress: bool = True,
+        keep_days: float = 0.0,
+        tz: str = "utc",
+        aggregated: bool = False,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if rotate not in ROTATIONS:
+            raise ValueError(f"rotate must be one of {', '.join(ROTATIONS)}, not {rotate!r}")
+        if tz not in TIMEZONES:
+            raise ValueError(f"timezone must be one of {', '.join(TIMEZONES)}, not {tz!r}")
+        self.directory = Path(directory)
+        self.rotate = rotate
+        self.max_size = max(1024, int(max_size))
+        self.compress = compress
+        self.keep_days = keep_days
+        self.tz = tz
+        self.aggregated = aggregated
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._header = ",".join(columns(aggregated)) + "\n"
+        self._files: dict[str, _Open] = {}
+        self._lock = threading.Lock()
+        self.written = 0
+        self.repaired = 0
+        self.last_error: Optional[str] = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.housekeeping()
+
+    # ---- naming --------------------------------------------------------------------------
+    def _local(self, stamp: datetime) -> datetime:
+        return stamp.astimezone() if self.tz == "local" else stamp.astimezone(timezone.utc)
+
+    def period_key(self, stamp: datetime) -> str:
+        local = self._local(stamp)
+        if self.rotate == "hourly":
+            return local.strftime("%Y-%m-%dT%H")
+        return local.strftime("%Y-%m-%d")
+
+    def meter_dir(self, meter_id: str) -> Path:
+        return self.directory / _SAFE.sub("_", meter_id)
+
+    def _candidate(self, meter_id: str, stamp: datetime) -> tuple[str, Path]:
+        safe = _SAFE.sub("_", meter_id)
+        if self.rotate == "size":
+            key = self._local(stamp).strftime("%Y-%m-%dT%H%M%S")
+        else:
+            key = self.period_key(stamp)
+        folder = self.meter_dir(meter_id)
+        n = 0
+        while True:
+            suffix = f"_{n}" if n else ""
+            path = folder / f"{safe}_{key}{suffix}.csv"
+            gz = path.with_name(path.name + ".gz")
+            if gz.exists() or (path.exists() and not self._reusable(path)):
+                n += 1
+                continue
+            return key, path
+
+    def _reusable(self, path: Path) -> bool:
+        """An existing file of the same period can be continued if its header matches."""
+        if self.rotate == "size" and path.stat().st_size >= self.max_size:
+            return False
+        with open(path, "rb") as fh:
+            first = fh.readline()
+        return first in (b"", self._header.encode()) or not first.endswith(b"\n")
+
+    # ---- files ---------------------------------------------------------------------------
+    def _open(self, meter_id: str, stamp: datetime) -> _Open:
+        key, path = self._candidate(meter_id, stamp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            removed = repair(path)
+            if removed:
+                self.repaired += 1
+                log.warning("%s: removed a partial last line (%d bytes)", path, removed)
+            with open(path, "rb") as fh:
+                first = fh.readline()
+            if first != self._header.encode():
+                # empty, or only a partial header survived
+                with open(path, "wb") as fh:
+                    fh.truncate(0)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            os.write(fd, self._header.encode())
+            size = len(self._header)
+        log.info("csv: writing %s", path)
+        if self.rotate == "size":
+            key = self.period_key(stamp)  # rotation by size only; key kept for display
+        return _Open(path, key, fd, size, time.monotonic())
+
+    def _close_file(self, handle: _Open, *, finished: bool) -> None:
+        try:
+            os.fsync(handle.fd)
+        except OSError as exc:
+            log.debug("fsync %s: %s", handle.path, exc)
+        os.close(handle.fd)
+        if finished and self.compress:
+            self._compress(handle.path)
+
+    def _compress(self, path: Path) -> None:
+        target = path.with_name(path.name + ".gz")
+        tmp = path.with_name(path.name + ".gz.tmp")
+        try:
+            if repair(path):
+                self.repaired += 1
+            with open(path, "rb") as src, gzip.open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            path.unlink()
+            log.info("csv: compressed %s", target)
+        except OSError as exc:
+            self.last_error = f"compress {path}: {exc}"
+            log.error("csv: cannot compress %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+
+    def _rotate_needed(self, handle: _Open, reading: Reading) -> bool:
+        if self.rotate == "size":
+            return handle.size >= self.max_size
+        return handle.key != self.period_key(reading.time)
+
+    # ---- housekeeping --------------------------------------------------------------------
+    def _files_on_disk(self) -> Iterable[tuple[Path, re.Match[str]]]:
+        for path in self.directory.glob("*/*"):
+            match = _NAME.match(path.name)
+            if match is not None and path.is_file():
+                yield path, match
+
+    def _period_start(self, match: re.Match[str]) -> datetime:
+        text = match["date"] + "T" + (match["hour"] or "00") + (match["rest"] or "0000")
+        naive = datetime.strptime(text, "%Y-%m-%dT%H%M%S")
+        if self.tz == "local":
+            return naive.astimezone()
+        return naive.replace(tzinfo=timezone.utc)
+
+    def housekeeping(self) -> None:
+        """Repair, compress finished and prune expired files (start-up and each rotation)."""
+        for stale in self.directory.glob("*/*.gz.tmp"):
+            stale.unlink(missing_ok=True)
+        now = self._clock()
+        open_paths = {h.path for h in self._files.values()}
+        current = {self.period_key(now)}
+        for path, match in list(self._files_on_disk()):
+            if path in open_paths:
+                continue
+            start = self._period_start(match)
+            if self.keep_days > 0 and start < now - timedelta(days=self.keep_days + 1):
+                # the whole period is older than keep_days (periods are at most a day long)
+                path.unlink(missing_ok=True)
+                log.info("csv: pruned %s", path)
+                continue
+            if match["gz"]:
+                continue
+            if repair(path):
+                self.repaired += 1
+                log.warning("csv: repaired partial last line of %s", path)
+            if not self.compress:
+                continue
+            key = match["date"] + (f"T{match['hour']}" if self.rotate == "hourly" else "")
+            # files of the running period are continued, not compressed
+            if self.rotate == "size" or key not in current:
+                self._compress(path)
+
+    # ---- Sink protocol -------------------------------------------------------------------
+    def write(self, reading: Reading) -> None:
+        row = format_row(reading, self.aggregated).encode()
+        with self._lock:
+            handle = self._files.get(reading.meter_id)
+            if handle is not None and self._rotate_needed(handle, reading):
+                del self._files[reading.meter_id]
+                self._close_file(handle, finished=True)
+                handle = None
+                self.housekeeping()
+            if handle is None:
+                handle = self._files[reading.meter_id] = self._open(reading.meter_id, reading.time)
+            try:
+                os.write(handle.fd, row)
+            except OSError as exc:
+                self.last_error = f"{handle.path}: {exc}"
+                # the file may now end in a partial row; reopen (and repair) on the next write
+                del self._files[reading.meter_id]
+                os.close(handle.fd)
+                raise
+            handle.size += len(row)
+            self.written += 1
+            self.last_error = None
+
+    def flush(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            for handle in self._files.values():
+                if now - handle.synced >= FSYNC_INTERVAL_S:
+                    os.fsync(handle.fd)
+                    handle.synced = now
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._files.values():
+                self._close_file(handle, finished=False)
+            self._files.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "queue_depth": 0,
+            "written": self.written,
+            "repaired": self.repaired,
+            "last_error": self.last_error,
+            "directory": str(self.directory),
+            "files": sorted(str(h.path) for h in list(self._files.values())),
+        }

@@ -1,0 +1,155 @@
+"""Live state shared between the pipeline (writer) and the web app (reader)."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from smlogger.reading import Reading
+
+SOURCE_STATES = ("connected", "waiting", "no data")
+SUBSCRIBER_QUEUE_SIZE = 256
+
+
+@dataclass
+class _Source:
+    state: str = "waiting"
+    detail: str = ""
+    since: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    last_frame: Optional[float] = None  # monotonic seconds
+    stats: dict[str, Any] = field(default_factory=dict)
+    meter_ids: list[str] = field(default_factory=list)
+
+
+class LiveState:
+    """Thread-safe latest readings, source/sink health and a fan-out to push subscribers."""
+
+    def __init__(
+        self,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._latest: dict[str, Reading] = {}
+        self._meters: list[str] = []
+        self._sources: dict[str, _Source] = {}
+        self._sinks: dict[str, dict[str, Any]] = {}
+        self._subscribers: list[queue.Queue[Reading]] = []
+        self.started = self._now()
+
+    # ---- writer side (pipeline) -------------------------------------------------------------
+    def add_meter(self, meter_id: str) -> None:
+        """Announce a configured meter id before its first reading."""
+        with self._lock:
+            if meter_id not in self._meters:
+                self._meters.append(meter_id)
+
+    def update(self, reading: Reading, *, source: str | None = None) -> None:
+        with self._lock:
+            if reading.meter_id not in self._meters:
+                self._meters.append(reading.meter_id)
+            self._latest[reading.meter_id] = reading
+            if source is not None:
+                src = self._sources.setdefault(source, _Source(since=self._now()))
+                if reading.meter_id not in src.meter_ids:
+                    src.meter_ids.append(reading.meter_id)
+            subscribers = list(self._subscribers)
+        for q in subscribers:
+            _offer(q, reading)
+
+    def set_source(
+        self, meter_key: str, state: str, *, detail: str = "", stats: dict[str, Any] | None = None
+    ) -> None:
+        if state not in SOURCE_STATES:
+            raise ValueError(f"source state must be one of {SOURCE_STATES}, not {state!r}")
+        with self._lock:
+            src = self._sources.get(meter_key)
+            if src is None:
+                src = self._sources[meter_key] = _Source(state=state, since=self._now())
+            elif src.state != state:
+                src.state = state
+                src.since = self._now()
+            src.detail = detail
+            if stats is not None:
+                src.stats = dict(stats)
+
+    def frame_received(self, meter_key: str, stats: dict[str, Any] | None = None) -> None:
+        """A good frame arrived on this source: feeds last_frame_age_s."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.last_frame = self._monotonic()
+            if stats is not None:
+                src.stats = dict(stats)
+
+    def set_sink_status(self, name: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._sinks[name] = dict(status)
+
+    # ---- reader side (web) ------------------------------------------------------------------
+    def meters(self) -> list[str]:
+        with self._lock:
+            return list(self._meters)
+
+    def latest(self, meter_id: str | None = None) -> Reading | None:
+        with self._lock:
+            if meter_id is None:
+                if not self._meters:
+                    return None
+                meter_id = self._meters[0]
+            return self._latest.get(meter_id)
+
+    def source_status(self) -> dict[str, dict[str, Any]]:
+        now = self._monotonic()
+        with self._lock:
+            return {
+                key: {
+                    "state": src.state,
+                    "detail": src.detail,
+                    "since": src.since.isoformat(),
+                    "last_frame_age_s": (
+                        None if src.last_frame is None else round(now - src.last_frame, 3)
+                    ),
+                    "stats": dict(src.stats),
+                    "meters": list(src.meter_ids),
+                }
+                for key, src in self._sources.items()
+            }
+
+    def sink_status(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {name: dict(status) for name, status in self._sinks.items()}
+
+    def subscribe(self) -> queue.Queue[Reading]:
+        q: queue.Queue[Reading] = queue.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue[Reading]) -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+
+def _offer(q: queue.Queue[Reading], reading: Reading) -> None:
+    # A stalled subscriber loses its oldest readings rather than blocking the pipeline.
+    while True:
+        try:
+            q.put_nowait(reading)
+            return
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()

@@ -1,0 +1,633 @@
+"""source -> decoder -> readings -> live state + sinks.
+
+One thread per meter reads its source, feeds the decoder and turns frames into readings; each
+sink runs in its own thread behind its own queue, so a slow or dead sink never blocks decoding or
+the other sinks. The live state sees every reading; sinks see every reading or, with
+`store_interval`, one aggregate (mean/min/max) per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Optional, Protocol
+
+from smlogger.capture import CaptureWriter
+from smlogger.live import LiveState
+from smlogger.reading import ENERGY_FIELDS, Reading, readings_from_frame
+from smlogger.sources import Chunk, Source
+
+log = logging.getLogger(__name__)
+
+INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
+DEFAULT_SINK_QUEUE = 100_000
+STATUS_INTERVAL_S = 1.0
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, reading: Reading) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def status(self) -> dict[str, object]: ...
+
+
+# ---- plausibility ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Baseline:
+    time: datetime
+    energies: dict[str, float]
+    resolution: dict[str, float]
+
+
+def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
+    from smlogger.reading import ENERGY_OBIS
+
+    energies: dict[str, float] = {}
+    resolution: dict[str, float] = {}
+    for name in ENERGY_FIELDS:
+        value = getattr(reading, name)
+        if value is None:
+            continue
+        energies[name] = value
+        entry = reading.values.get(ENERGY_OBIS[name])
+        scaler = entry.scaler if entry is not None and entry.scaler is not None else 0
+        # one step of the register in kWh (PIN-locked meters count whole kWh)
+        resolution[name] = 10.0**scaler / 1000.0
+    return energies, resolution
+
+
+class PlausibilityCheck:
+    """Energy registers never go backwards nor jump faster than `max_power_w` allows.
+
+    A corrupted frame that passed its CRCs must not spike the data, so such readings are
+    rejected. If a meter keeps sending a consistent new level (meter exchanged, register reset)
+    for `rebase_after` readings in a row, that level becomes the new baseline.
+    """
+
+    def __init__(self, max_power_w: float = 100_000.0, rebase_after: int = 10) -> None:
+        self.max_power_w = max_power_w
+        self.rebase_after = rebase_after
+        self._baseline: dict[str, _Baseline] = {}
+        self._candidate: dict[str, tuple[_Baseline, int]] = {}
+        self.rejected = 0
+        self.last_reason: Optional[str] = None
+
+    def _compare(self, base: _Baseline, reading: Reading, energies: dict[str, float]) -> str | None:
+        elapsed_h = max(0.0, (reading.time - base.time).total_seconds()) / 3600.0
+        allowed = self.max_power_w / 1000.0 * elapsed_h
+        for name, value in energies.items():
+            before = base.energies.get(name)
+            if before is None:
+                continue
+            step = base.resolution.get(name, 0.0)
+            tolerance = step + 1e-9 * max(1.0, abs(before))
+            if value < before - tolerance:
+                return f"{name} went backwards ({before:g} -> {value:g} kWh)"
+            if value - before > allowed + step + tolerance:
+                return (
+                    f"{name} jumped {value - before:g} kWh in {elapsed_h * 3600:.0f} s "
+                    f"(more than {self.max_power_w / 1000:g} kW)"
+                )
+        return None
+
+    def check(self, reading: Reading) -> str | None:
+        """None if plausible (and remembered), else the reason for rejecting it."""
+        for name in ("p_sum", "p_L1", "p_L2", "p_L3"):
+            power = getattr(reading, name)
+            if power is not None and abs(power) > self.max_power_w:
+                return self._reject(reading, f"{name} {power:g} W beyond {self.max_power_w:g} W")
+        energies, resolution = _energies(reading)
+        current = _Baseline(reading.time, energies, resolution)
+        base = self._baseline.get(reading.meter_id)
+        reason = None if base is None else self._compare(base, reading, energies)
+        if reason is None:
+            if base is not None:
+                # keep registers the meter only sends sometimes
+                current.energies = {**base.energies, **energies}
+                current.resolution = {**base.resolution, **resolution}
+            self._baseline[reading.meter_id] = current
+            self._candidate.pop(reading.meter_id, None)
+            return None
+        candidate = self._candidate.get(reading.meter_id)
+        if candidate is not None and self._compare(candidate[0], reading, energies) is None:
+            count = candidate[1] + 1
+            if count >= self.rebase_after:
+                log.warning(
+                    "meter %s: energy registers moved to a new level (%s) and stayed there for "
+                    "%d readings; accepting it (meter exchanged or register reset?)",
+                    reading.meter_id,
+                    reason,
+                    count,
+                )
+                self._baseline[reading.meter_id] = current
+                del self._candidate[reading.meter_id]
+                return None
+            self._candidate[reading.meter_id] = (current, count)
+        else:
+            self._candidate[reading.meter_id] = (current, 1)
+        return self._reject(reading, reason)
+
+    def _reject(self, reading: Reading, reason: str) -> str:
+        self.rejected += 1
+        self.last_reason = f"{reading.time.isoformat()}: {reason}"
+        return reason
+
+
+# ---- aggregation -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    index: int
+    readings: list[Reading] = field(default_factory=list)
+    touched: float = 0.0  # monotonic time of the last reading
+
+
+def aggregate(readings: list[Reading]) -> Reading:
+    """Mean of instantaneous fields, last value of energies, extremes in `minmax`."""
+    last = readings[-1]
+    changes: dict[str, Any] = {}
+    minmax: dict[str, tuple[float, float]] = {}
+    for name in INSTANT_FIELDS:
+        samples = [v for v in (getattr(r, name) for r in readings) if v is not None]
+        if samples:
+            changes[name] = sum(samples) / len(samples)
+            minmax[name] = (min(samples), max(samples))
+        else:
+            changes[name] = None
+    for name in ENERGY_FIELDS:
+        changes[name] = next(
+            (getattr(r, name) for r in reversed(readings) if getattr(r, name) is not None), None
+        )
+    return replace(last, samples=len(readings), minmax=minmax, **changes)
+
+
+class Aggregator:
+    """Collects readings per meter into `interval`-second buckets aligned to the epoch."""
+
+    def __init__(
+        self,
+        interval: float,
+        emit: Callable[[Reading], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self._emit = emit
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+
+    def add(self, reading: Reading) -> None:
+        if self.interval <= 0:
+            self._emit(reading)
+            return
+        index = int(reading.time.timestamp() // self.interval)
+        done = None
+        with self._lock:
+            bucket = self._buckets.get(reading.meter_id)
+            if bucket is not None and bucket.index != index:
+                done = bucket.readings
+                bucket = None
+            if bucket is None:
+                bucket = self._buckets[reading.meter_id] = _Bucket(index)
+            bucket.readings.append(reading)
+            bucket.touched = self._monotonic()
+        if done:
+            self._emit(aggregate(done))
+
+    def flush_idle(self) -> None:
+        """Emit buckets of meters that went silent (no reading for a whole interval)."""
+        limit = max(self.interval, 5.0)
+        now = self._monotonic()
+        with self._lock:
+            idle = [k for k, b in self._buckets.items() if now - b.touched > limit]
+            done = [self._buckets.pop(k).readings for k in idle]
+        for readings in done:
+            self._emit(aggregate(readings))
+
+    def flush(self) -> None:
+        with self._lock:
+            done = [b.readings for b in self._buckets.values()]
+            self._buckets.clear()
+        for readings in done:
+            if readings:
+                self._emit(aggregate(readings))
+
+
+# ---- sink workers ----------------------------------------------------------------------------
+
+
+class SinkWorker:
+    """Runs one sink in its own thread; retries failed writes with backoff."""
+
+    def __init__(
+        self, sink: Sink, *, maxsize: int = DEFAULT_SINK_QUEUE, block_when_full: bool = False
+    ) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.block_when_full = block_when_full
+        self._queue: queue.Queue[Reading] = queue.Queue(maxsize=maxsize)
+        self._closing = threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self._lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self.errors = 0
+        self.last_error: Optional[str] = None
+        self.closed = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, reading: Reading) -> None:
+        if self.block_when_full:
+            while not self._closing.is_set():
+                try:
+                    self._queue.put(reading, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+        while True:
+            try:
+                self._queue.put_nowait(reading)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    with self._lock:
+                        self.dropped += 1
+                    if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                        log.error(
+                            "sink %s: queue full, dropped %d readings so far",
+                            self.name,
+                            self.dropped,
+                        )
+                except queue.Empty:
+                    pass
+
+    def _write(self, reading: Reading) -> bool:
+        delay = 0.5
+        while True:
+            try:
+                self.sink.write(reading)
+                with self._lock:
+                    self.written += 1
+                return True
+            except Exception as exc:
+                with self._lock:
+                    self.errors += 1
+                    first = self.last_error is None
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                if first or self.errors % 100 == 0:
+                    log.error("sink %s: write failed (%s); retrying", self.name, self.last_error)
+                else:
+                    log.debug("sink %s: write failed again: %s", self.name, exc)
+            if time.monotonic() + delay > self._deadline:
+                return False
+            if self._closing.wait(delay) and time.monotonic() > self._deadline:
+                return False
+            delay = min(delay * 2, 10.0)
+
+    def _safe(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            with self._lock:
+                self.errors += 1
+                self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+            log.error("sink %s: %s failed: %s", self.name, what, exc)
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        dirty = False
+        unwritten = 0
+        try:
+            while True:
+                try:
+                    reading = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    if self._closing.is_set():
+                        break
+                    if dirty and time.monotonic() - last_flush >= 1.0:
+                        self._safe("flush", self.sink.flush)
+                        last_flush = time.monotonic()
+                        dirty = False
+                    continue
+                if time.monotonic() > self._deadline:
+                    unwritten += 1 + self._queue.qsize()
+                    break
+                if self._write(reading):
+                    dirty = True
+                else:
+                    unwritten += 1
+                if dirty and time.monotonic() - last_flush >= 1.0:
+                    self._safe("flush", self.sink.flush)
+                    last_flush = time.monotonic()
+                    dirty = False
+        finally:
+            if unwritten:
+                log.error("sink %s: %d readings not written before shutdown", self.name, unwritten)
+            self._safe("flush", self.sink.flush)
+            self._safe("close", self.sink.close)
+            self.closed.set()
+
+    def close(self, deadline: float) -> None:
+        """Drain the queue until `deadline` (monotonic), then flush and close the sink."""
+        self._deadline = deadline
+        self._closing.set()
+
+    def join(self, deadline: float) -> bool:
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            status: dict[str, Any] = dict(self.sink.status())
+        except Exception as exc:
+            status = {"status_error": f"{type(exc).__name__}: {exc}"}
+        with self._lock:
+            own: dict[str, Any] = {
+                "queue_depth": self._queue.qsize() + int(status.get("queue_depth", 0) or 0),
+                "written": self.written,
+                "dropped": self.dropped,
+                "errors": self.errors,
+            }
+            if self.last_error is not None or "last_error" not in status:
+                own["last_error"] = self.last_error
+        status.update(own)
+        return status
+
+
+# ---- meters ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MeterSpec:
+    """One meter: where its bytes come from and how to read them."""
+
+    key: str
+    source: Source
+    crc: str = "auto"
+    direction_from_status: bool = False
+    accept_bad_msg_crc: bool = False
+    meter_id: Optional[str] = None
+    watchdog_s: float = 30.0
+    max_power_w: float = 100_000.0
+    capture: Optional[CaptureWriter] = None
+
+
+class MeterRunner:
+    def __init__(
+        self,
+        spec: MeterSpec,
+        live: LiveState,
+        deliver: Callable[[Reading], None],
+        stop: threading.Event,
+    ) -> None:
+        self.spec = spec
+        self.live = live
+        self.deliver = deliver
+        self.stop = stop
+        self.check = PlausibilityCheck(spec.max_power_w)
+        self.counters = {"readings": 0, "rejected": 0, "watchdog_events": 0, "bad_msg_crc": 0}
+        self.decoder_stats: dict[str, Any] = {}
+        self.finished = threading.Event()
+        self.error: Optional[BaseException] = None
+        self._state = "waiting"
+        self._silent = False  # watchdog fired and no frame came since
+        self._last_good = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
+        spec.source.on_state = self._source_state
+
+    def start(self) -> None:
+        self.live.set_source(self.spec.key, "waiting", detail="starting", stats=self.stats())
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.decoder_stats,
+            **self.counters,
+            "source": self.spec.source.describe(),
+            "last_rejection": self.check.last_reason,
+        }
+
+    def _set_state(self, state: str, detail: str) -> None:
+        self._state = state
+        self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
+
+    def _source_state(self, state: str, detail: str) -> None:
+        if state == "connected" and self._silent:
+            state, detail = "no data", f"reopened; no frame for {self.spec.watchdog_s:g} s"
+        if state == "connected":
+            self._last_good = time.monotonic()  # give a freshly opened port its full grace time
+        self._set_state(state, detail)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._read_source()
+                break
+            except Exception as exc:
+                if not self.spec.source.endless:
+                    self.error = exc
+                    log.error("%s: %s", self.spec.key, exc)
+                    self._set_state("no data", str(exc))
+                    break
+                log.exception("%s: reader failed; restarting in 5 s", self.spec.key)
+                self._set_state("waiting", f"internal error: {exc}")
+                self.stop.wait(5.0)
+        self.finished.set()
+
+    def _read_source(self) -> None:
+        from smlogger import sml
+
+        decoder = sml.Decoder(crc=self.spec.crc)
+        source = self.spec.source
+        for chunk in source.chunks(self.stop):
+            if chunk.data:
+                if self.spec.capture is not None:
+                    try:
+                        self.spec.capture.write(chunk.time, chunk.data)
+                    except OSError as exc:
+                        log.error("%s: capture failed, stopped capturing: %s", self.spec.key, exc)
+                        self.spec.capture = None
+                self._frames(decoder.feed(chunk.data), chunk, decoder)
+            if source.watchdog and self.spec.watchdog_s > 0:
+                self._watchdog(chunk)
+            if self.stop.is_set():
+                break
+        self._frames(decoder.finish(), Chunk(b"", datetime.now().astimezone()), decoder)
+
+    def _watchdog(self, chunk: Chunk) -> None:
+        if self._state == "waiting":
+            return
+        silent = time.monotonic() - self._last_good
+        if silent < self.spec.watchdog_s:
+            return
+        self.counters["watchdog_events"] += 1
+        self._silent = True
+        log.warning(
+            "%s: watchdog: no valid frame for %.0f s; reopening %s",
+            self.spec.key,
+            silent,
+            self.spec.source.describe(),
+        )
+        self._set_state("no data", f"no frame for {silent:.0f} s; reopening")
+        self._last_good = time.monotonic()
+        self.spec.source.request_reset()
+
+    def _frames(self, frames: Iterable[Any], chunk: Chunk, decoder: Any) -> None:
+        got_frame = False
+        for frame in frames:
+            if not frame.get("ok"):
+                continue
+            got_frame = True
+            for message in frame.get("messages") or ():
+                if message.get("type") == "GetListResponse" and not message.get("crc_ok", True):
+                    self.counters["bad_msg_crc"] += 1
+            readings = readings_from_frame(
+                frame,
+                chunk.time,
+                direction_from_status=self.spec.direction_from_status,
+                meter_id=self.spec.meter_id,
+                accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
+            )
+            for reading in readings:
+                reason = self.check.check(reading)
+                if reason is not None:
+                    self.counters["rejected"] += 1
+                    count = self.counters["rejected"]
+                    if count <= 10 or count % 100 == 0:
+                        log.warning(
+                            "%s: implausible reading rejected (#%d): %s",
+                            self.spec.key,
+                            count,
+                            reason,
+                        )
+                    continue
+                self.counters["readings"] += 1
+                self.live.update(reading, source=self.spec.key)
+                self.deliver(reading)
+        self.decoder_stats = dict(decoder.stats)
+        if got_frame:
+            self._last_good = time.monotonic()
+            if self._state != "connected" or self._silent:
+                if self._silent:
+                    log.info("%s: frames again", self.spec.key)
+                self._silent = False
+                self._set_state("connected", "receiving frames")
+            self.live.frame_received(self.spec.key, self.stats())
+
+
+# ---- the pipeline ----------------------------------------------------------------------------
+
+
+class Pipeline:
+    def __init__(
+        self,
+        meters: list[MeterSpec],
+        sinks: list[Sink],
+        live: LiveState,
+        *,
+        store_interval: float = 0.0,
+    ) -> None:
+        if not meters:
+            raise ValueError("no meter configured")
+        self.live = live
+        self.stop_event = threading.Event()
+        finite = all(not m.source.endless for m in meters)
+        self.workers = [SinkWorker(s, block_when_full=finite) for s in sinks]
+        self.aggregator = Aggregator(store_interval, self._to_sinks)
+        self.runners = [MeterRunner(m, live, self.aggregator.add, self.stop_event) for m in meters]
+        self._last_status = 0.0
+        self._stopped = False
+
+    def _to_sinks(self, reading: Reading) -> None:
+        for worker in self.workers:
+            worker.put(reading)
+
+    def start(self) -> None:
+        for meter in self.runners:
+            if meter.spec.meter_id:
+                self.live.add_meter(meter.spec.meter_id)
+        for worker in self.workers:
+            worker.start()
+        for runner in self.runners:
+            runner.start()
+        self.publish_status()
+
+    @property
+    def finished(self) -> bool:
+        """All sources ended (only replays and counted simulations end)."""
+        return all(r.finished.is_set() for r in self.runners)
+
+    def healthy(self) -> bool:
+        return all(r.alive() or r.finished.is_set() for r in self.runners) and all(
+            w.alive() for w in self.workers
+        )
+
+    def errors(self) -> list[BaseException]:
+        return [r.error for r in self.runners if r.error is not None]
+
+    def publish_status(self) -> None:
+        for worker in self.workers:
+            self.live.set_sink_status(worker.name, worker.status())
+
+    def tick(self) -> None:
+        """Periodic housekeeping from the main thread."""
+        self.aggregator.flush_idle()
+        if time.monotonic() - self._last_status >= STATUS_INTERVAL_S:
+            self._last_status = time.monotonic()
+            self.publish_status()
+
+    def run(self, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> None:
+        """Block until `stop` is set or every source has ended."""
+        while not stop.wait(0.25):
+            self.tick()
+            if on_tick is not None:
+                on_tick()
+            if self.finished:
+                break
+
+    def stop(self, timeout: float = 4.0) -> bool:
+        """Stop sources, flush aggregates, drain and close sinks; True if all closed in time."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        deadline = time.monotonic() + timeout
+        self.stop_event.set()
+        for runner in self.runners:
+            runner.join(max(0.0, min(1.5, deadline - time.monotonic())))
+        self.aggregator.flush()
+        for worker in self.workers:
+            worker.close(deadline - 0.3)
+        clean = all([w.join(deadline) for w in self.workers])
+        self.publish_status()
+        for spec in (r.spec for r in self.runners):
+            if spec.capture is not None:
+                spec.capture.close()
+        if not clean:
+            log.error("some sinks did not close within %.1f s", timeout)
+        return clean

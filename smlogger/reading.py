@@ -1,0 +1,291 @@
+"""The reading model: one decoded GetListResponse turned into named, unit-aware values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, ClassVar, Optional, Union
+
+ValueType = Union[int, float, str, bool, bytes, None]
+Frame = Mapping[str, Any]
+
+# Status bit that EDL21-style meters (EMH ED300L/eHZ) set in the 1.8.0 status word while energy
+# flows towards the grid; their 15.7.0 is an unsigned magnitude, so this bit is the only sign.
+DIRECTION_EXPORT_BIT = 0x20
+
+OBIS_E_SUM = "1-0:1.8.0*255"
+OBIS_P_SUM = "1-0:16.7.0*255"
+OBIS_P_ABS = "1-0:15.7.0*255"
+OBIS_P_IMPORT = "1-0:1.7.0*255"
+OBIS_P_EXPORT = "1-0:2.7.0*255"
+
+# Well-known field -> OBIS code of the register it comes from.
+ENERGY_OBIS: dict[str, str] = {
+    "e_sum": OBIS_E_SUM,
+    "e_export": "1-0:2.8.0*255",
+    "e_t1": "1-0:1.8.1*255",
+    "e_t2": "1-0:1.8.2*255",
+    "e_export_t1": "1-0:2.8.1*255",
+    "e_export_t2": "1-0:2.8.2*255",
+}
+INSTANT_OBIS: dict[str, tuple[str, str]] = {
+    "p_L1": ("1-0:36.7.0*255", "W"),
+    "p_L2": ("1-0:56.7.0*255", "W"),
+    "p_L3": ("1-0:76.7.0*255", "W"),
+    "u_L1": ("1-0:32.7.0*255", "V"),
+    "u_L2": ("1-0:52.7.0*255", "V"),
+    "u_L3": ("1-0:72.7.0*255", "V"),
+    "i_L1": ("1-0:31.7.0*255", "A"),
+    "i_L2": ("1-0:51.7.0*255", "A"),
+    "i_L3": ("1-0:71.7.0*255", "A"),
+    "freq": ("1-0:14.7.0*255", "Hz"),
+}
+FIELD_UNITS: dict[str, str] = {
+    **{name: "kWh" for name in ENERGY_OBIS},
+    "p_sum": "W",
+    **{name: unit for name, (_, unit) in INSTANT_OBIS.items()},
+}
+ENERGY_FIELDS: tuple[str, ...] = tuple(ENERGY_OBIS)
+
+_ENERGY_TO_KWH = {"Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}
+_POWER_TO_W = {"W": 1.0, "kW": 1e3}
+
+
+@dataclass(frozen=True)
+class Value:
+    obis: str
+    value: ValueType
+    unit: Optional[str]
+    raw: object | None = None
+    scaler: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One data set of one meter. Fields are None when the meter does not send them.
+
+    `samples`/`minmax` are only filled for readings aggregated over --store-interval:
+    the fields then hold the mean (energies: the last value) and `minmax` the extremes.
+    """
+
+    meter_id: str
+    time: datetime
+    values: Mapping[str, Value]
+    e_sum: Optional[float] = None
+    e_export: Optional[float] = None
+    e_t1: Optional[float] = None
+    e_t2: Optional[float] = None
+    e_export_t1: Optional[float] = None
+    e_export_t2: Optional[float] = None
+    p_sum: Optional[float] = None
+    p_L1: Optional[float] = None
+    p_L2: Optional[float] = None
+    p_L3: Optional[float] = None
+    u_L1: Optional[float] = None
+    u_L2: Optional[float] = None
+    u_L3: Optional[float] = None
+    i_L1: Optional[float] = None
+    i_L2: Optional[float] = None
+    i_L3: Optional[float] = None
+    freq: Optional[float] = None
+    samples: int = 1
+    minmax: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "e_sum", "e_export", "e_t1", "e_t2", "e_export_t1", "e_export_t2",
+        "p_sum", "p_L1", "p_L2", "p_L3",
+        "u_L1", "u_L2", "u_L3", "i_L1", "i_L2", "i_L3", "freq",
+    )  # fmt: skip
+
+    def fields(self) -> dict[str, Optional[float]]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (octet strings as hex) for APIs and exports."""
+        out: dict[str, Any] = {"meter_id": self.meter_id, "time": self.time.isoformat()}
+        out.update(self.fields())
+        out["values"] = {
+            obis: {"value": json_value(v.value), "unit": v.unit, "scaler": v.scaler}
+            for obis, v in self.values.items()
+        }
+        if self.samples != 1 or self.minmax:
+            out["samples"] = self.samples
+            out["minmax"] = {k: [lo, hi] for k, (lo, hi) in self.minmax.items()}
+        return out
+
+
+def json_value(value: ValueType) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def text_or_hex(value: bytes) -> str:
+    """Printable ASCII ids (manufacturer, firmware) as text, binary ones (server ids) as hex."""
+    if value and all(0x20 <= b < 0x7F for b in value):
+        return value.decode("ascii")
+    return value.hex()
+
+
+def _number(value: ValueType) -> Optional[float]:
+    # bool is an int subclass but never a measurement
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _scaled(
+    values: Mapping[str, Value], obis: str, factors: Mapping[str, float], default_unit: str
+) -> Optional[float]:
+    entry = values.get(obis)
+    if entry is None:
+        return None
+    number = _number(entry.value)
+    if number is None:
+        return None
+    factor = factors.get(entry.unit or default_unit)
+    if factor is None:
+        return None  # a unit we cannot convert is not silently taken as the expected one
+    return number * factor
+
+
+def _plain(values: Mapping[str, Value], obis: str, unit: str) -> Optional[float]:
+    entry = values.get(obis)
+    if entry is None or (entry.unit is not None and entry.unit != unit):
+        return None
+    return _number(entry.value)
+
+
+def _status(values: Mapping[str, Value], obis: str, statuses: Mapping[str, int]) -> Optional[int]:
+    return statuses.get(obis) if obis in values else None
+
+
+def total_power(
+    values: Mapping[str, Value], statuses: Mapping[str, int], direction_from_status: bool
+) -> Optional[float]:
+    """Signed total power: + import, - export.
+
+    16.7.0 is already signed; 15.7.0 is a magnitude; 1.7.0/2.7.0 are separate import/export.
+    With `direction_from_status` the sign comes from the 1.8.0 status word instead.
+    """
+    power = _scaled(values, OBIS_P_SUM, _POWER_TO_W, "W")
+    if power is None:
+        power = _scaled(values, OBIS_P_ABS, _POWER_TO_W, "W")
+    if power is None:
+        imported = _scaled(values, OBIS_P_IMPORT, _POWER_TO_W, "W")
+        exported = _scaled(values, OBIS_P_EXPORT, _POWER_TO_W, "W")
+        if imported is not None or exported is not None:
+            power = (imported or 0.0) - (exported or 0.0)
+    if power is None or not direction_from_status:
+        return power
+    status = _status(values, OBIS_E_SUM, statuses)
+    if status is None:
+        return power
+    return -abs(power) if status & DIRECTION_EXPORT_BIT else abs(power)
+
+
+def values_from_entries(
+    entries: list[Mapping[str, Any]],
+) -> tuple[dict[str, Value], dict[str, int]]:
+    values: dict[str, Value] = {}
+    statuses: dict[str, int] = {}
+    for entry in entries:
+        obis = str(entry.get("obis"))
+        values[obis] = Value(
+            obis=obis,
+            value=entry.get("value"),
+            unit=entry.get("unit_symbol"),
+            raw=entry.get("raw"),
+            scaler=entry.get("scaler"),
+        )
+        status = entry.get("status")
+        if isinstance(status, int) and not isinstance(status, bool):
+            statuses[obis] = status
+    return values, statuses
+
+
+def reading_from_values(
+    meter_id: str,
+    received: datetime,
+    values: Mapping[str, Value],
+    statuses: Mapping[str, int] | None = None,
+    *,
+    direction_from_status: bool = False,
+) -> Reading:
+    statuses = statuses or {}
+    if received.tzinfo is None:
+        raise ValueError("reading time must be timezone-aware")
+
+    def energy(name: str) -> Optional[float]:
+        return _scaled(values, ENERGY_OBIS[name], _ENERGY_TO_KWH, "Wh")
+
+    def power(name: str) -> Optional[float]:
+        return _scaled(values, INSTANT_OBIS[name][0], _POWER_TO_W, "W")
+
+    def plain(name: str) -> Optional[float]:
+        obis, unit = INSTANT_OBIS[name]
+        return _plain(values, obis, unit)
+
+    return Reading(
+        meter_id=meter_id,
+        time=received.astimezone(timezone.utc),
+        values=MappingProxyType(dict(values)),
+        e_sum=energy("e_sum"),
+        e_export=energy("e_export"),
+        e_t1=energy("e_t1"),
+        e_t2=energy("e_t2"),
+        e_export_t1=energy("e_export_t1"),
+        e_export_t2=energy("e_export_t2"),
+        p_sum=total_power(values, statuses, direction_from_status),
+        p_L1=power("p_L1"),
+        p_L2=power("p_L2"),
+        p_L3=power("p_L3"),
+        u_L1=plain("u_L1"),
+        u_L2=plain("u_L2"),
+        u_L3=plain("u_L3"),
+        i_L1=plain("i_L1"),
+        i_L2=plain("i_L2"),
+        i_L3=plain("i_L3"),
+        freq=plain("freq"),
+    )
+
+
+def readings_from_frame(
+    frame: Frame,
+    received: datetime,
+    *,
+    direction_from_status: bool = False,
+    meter_id: str | None = None,
+    accept_bad_msg_crc: bool = False,
+) -> list[Reading]:
+    """One reading per GetListResponse of a good frame.
+
+    `meter_id` overrides the server id (meters with zeroed or duplicate ids); messages whose own
+    CRC failed are skipped unless `accept_bad_msg_crc` (transport CRC was good).
+    """
+    if not frame.get("ok"):
+        return []
+    readings = []
+    for message in frame.get("messages") or ():
+        if message.get("type") != "GetListResponse":
+            continue
+        if not message.get("crc_ok", False) and not accept_bad_msg_crc:
+            continue
+        body = message.get("body") or {}
+        server_id = body.get("server_id")
+        ident = meter_id
+        if ident is None:
+            ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+        values, statuses = values_from_entries(list(body.get("values") or ()))
+        readings.append(
+            reading_from_values(
+                ident, received, values, statuses, direction_from_status=direction_from_status
+            )
+        )
+    return readings

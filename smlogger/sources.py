@@ -1,0 +1,479 @@
+"""Byte sources: serial port, TCP, replay of recordings and the simulated meter.
+
+A source is iterated by one pipeline thread. It yields `Chunk`s: received bytes with their receive
+time, and empty chunks while idle so the caller can run its watchdog. Live sources (serial, tcp)
+never end on their own: losing the device is a state change (`waiting`), followed by reopening
+with exponential backoff until stopped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import logging
+import socket
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional, Union
+
+from smlogger.capture import CAPTURE_MAGIC, parse_line
+
+log = logging.getLogger(__name__)
+
+START_SEQUENCE = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"
+READ_TIMEOUT_S = 0.5
+READ_SIZE = 4096
+
+StateCallback = Callable[[str, str], None]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    data: bytes
+    time: datetime  # receive time (UTC); for replays the recorded or synthesised time
+
+
+class Backoff:
+    """Reconnect delays 1, 2, 4, ... capped at `maximum` seconds."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0) -> None:
+        self.initial = max(0.01, initial)
+        self.maximum = max(self.initial, maximum)
+        self._next = self.initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Source(ABC):
+    """Common state reporting; subclasses implement `chunks`."""
+
+    #: False for sources that end (replay); the pipeline then finishes when all have ended.
+    endless = True
+    #: whether a silent source should be reopened by the no-data watchdog
+    watchdog = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.on_state: StateCallback = lambda state, detail: None
+        self._reset = threading.Event()
+
+    def request_reset(self) -> None:
+        """Close and reopen the connection at the next opportunity (watchdog recovery)."""
+        self._reset.set()
+
+    @abstractmethod
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]: ...
+
+    def describe(self) -> str:
+        return self.name
+
+
+class _StreamSource(Source):
+    """Reconnect loop shared by serial and TCP."""
+
+    def __init__(
+        self, name: str, *, reconnect_initial: float, reconnect_max: float, clock: Clock = utc_now
+    ) -> None:
+        super().__init__(name)
+        self._backoff = Backoff(reconnect_initial, reconnect_max)
+        self._clock = clock
+
+    @abstractmethod
+    def _open(self) -> object: ...
+
+    @abstractmethod
+    def _read(self, handle: object) -> bytes:
+        """Bytes available within about READ_TIMEOUT_S; b"" when idle. Raises OSError when lost."""
+
+    @abstractmethod
+    def _close(self, handle: object) -> None: ...
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        last_error = ""
+        while not stop.is_set():
+            try:
+                handle = self._open()
+            except (OSError, ValueError) as exc:
+                delay = self._backoff.next()
+                error = _describe_error(exc)
+                if error != last_error:
+                    log.warning("%s: cannot open: %s (retrying with backoff)", self.name, error)
+                    last_error = error
+                else:
+                    log.debug("%s: still cannot open: %s", self.name, error)
+                self.on_state("waiting", f"{error}; retry in {delay:g} s")
+                yield Chunk(b"", self._clock())
+                stop.wait(delay)
+                continue
+            if last_error:
+                log.info("%s: open again", self.name)
+            else:
+                log.info("%s: open", self.name)
+            last_error = ""
+            self._reset.clear()
+            self.on_state("connected", "open")
+            try:
+                while not stop.is_set() and not self._reset.is_set():
+                    data = self._read(handle)
+                    if data:
+                        self._backoff.reset()
+                    yield Chunk(data, self._clock())
+            except (OSError, ValueError) as exc:
+                error = _describe_error(exc)
+                log.warning("%s: connection lost: %s", self.name, error)
+                last_error = error
+                self.on_state("waiting", f"lost: {error}")
+            finally:
+                self._close(handle)
+            if self._reset.is_set():
+                log.info("%s: reopening (watchdog)", self.name)
+            elif last_error and not stop.is_set():
+                # a device that vanished usually needs a moment before it is back
+                delay = self._backoff.next()
+                self.on_state("waiting", f"lost: {last_error}; retry in {delay:g} s")
+                stop.wait(delay)
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    port: str
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    xonxoff: bool = False
+    rtscts: bool = False
+
+
+class SerialSource(_StreamSource):
+    def __init__(
+        self,
+        settings: SerialSettings,
+        *,
+        reconnect_initial: float = 1.0,
+        reconnect_max: float = 30.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(
+            f"serial {settings.port}",
+            reconnect_initial=reconnect_initial,
+            reconnect_max=reconnect_max,
+            clock=clock,
+        )
+        self.settings = settings
+
+    def _open(self) -> object:
+        import serial  # deferred: only needed for serial meters
+
+        s = self.settings
+        try:
+            port = serial.Serial(
+                port=s.port,
+                baudrate=s.baudrate,
+                bytesize=s.bytesize,
+                parity=s.parity,
+                stopbits=s.stopbits,
+                xonxoff=s.xonxoff,
+                rtscts=s.rtscts,
+                timeout=READ_TIMEOUT_S,
+                exclusive=True,
+            )
+        except serial.SerialException as exc:
+            raise OSError(_serial_error(exc)) from exc
+        return port
+
+    def _read(self, handle: object) -> bytes:
+        import serial
+
+        assert isinstance(handle, serial.Serial)
+        try:
+            data = bytes(handle.read(1))
+            if data:
+                waiting = handle.in_waiting
+                if waiting:
+                    data += bytes(handle.read(waiting))
+        except serial.SerialException as exc:
+            raise OSError(_serial_error(exc)) from exc
+        if data or Path(self.settings.port).exists():
+            return data
+        # some USB-serial drivers keep a vanished device readable but silent
+        raise OSError(f"{self.settings.port} disappeared")
+
+    def _close(self, handle: object) -> None:
+        import serial
+
+        assert isinstance(handle, serial.Serial)
+        try:
+            handle.close()
+        except (OSError, serial.SerialException) as exc:
+            log.debug("%s: close failed: %s", self.name, exc)
+
+
+def _serial_error(exc: BaseException) -> str:
+    text = _describe_error(exc)
+    if "Permission denied" in text:
+        text += " (is the user in the 'dialout' group?)"
+    return text
+
+
+class TcpSource(_StreamSource):
+    """Network IR heads and ser2net: a raw TCP byte stream."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 5.0,
+        reconnect_initial: float = 1.0,
+        reconnect_max: float = 30.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(
+            f"tcp {host}:{port}",
+            reconnect_initial=reconnect_initial,
+            reconnect_max=reconnect_max,
+            clock=clock,
+        )
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+
+    def _open(self) -> object:
+        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        sock.settimeout(READ_TIMEOUT_S)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+
+    def _read(self, handle: object) -> bytes:
+        assert isinstance(handle, socket.socket)
+        try:
+            data = handle.recv(READ_SIZE)
+        except socket.timeout:
+            return b""
+        if not data:
+            raise OSError("connection closed by peer")
+        return data
+
+    def _close(self, handle: object) -> None:
+        assert isinstance(handle, socket.socket)
+        handle.close()
+
+
+SPEEDS = ("1", "10", "max")
+
+
+def parse_speed(text: Union[str, float]) -> Optional[float]:
+    """Replay speed factor; None means as fast as possible."""
+    value = str(text).strip().lower()
+    if value == "max":
+        return None
+    try:
+        factor = float(value)
+    except ValueError:
+        raise ValueError(f"speed must be a positive number or 'max', not {text!r}") from None
+    if not factor > 0:
+        raise ValueError(f"speed must be a positive number or 'max', not {text!r}")
+    return factor
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _blocks(fh: io.BufferedIOBase, size: int = 65536) -> Iterator[bytes]:
+    try:
+        while True:
+            block = fh.read(size)
+            if not block:
+                return
+            yield block
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        log.warning("damaged gzip tail ignored (%s)", exc)
+
+
+def _lines(fh: io.BufferedIOBase) -> Iterator[bytes]:
+    pending = b""
+    for block in _blocks(fh):
+        pending += block
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    # a last line without newline is the partial write of a crashed capture: ignored
+
+
+def _frame_pieces(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """Raw dump cut before every start sequence, streaming."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        pieces = split_frames(pending)
+        # the last piece may still grow (or hide a start sequence split across blocks)
+        pending = pieces.pop() if pieces else b""
+        yield from pieces
+    if pending:
+        yield pending
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """Cut a raw dump before every start sequence (garbage before the first one stays a piece)."""
+    pieces = []
+    start = 0
+    pos = data.find(START_SEQUENCE, 1)
+    while pos != -1:
+        pieces.append(data[start:pos])
+        start = pos
+        pos = data.find(START_SEQUENCE, pos + 1)
+    if start < len(data):
+        pieces.append(data[start:])
+    return [p for p in pieces if p]
+
+
+class ReplaySource(Source):
+    """Replays a capture file (with its timing) or a raw dump (one frame per `interval`).
+
+    Readings from a replay carry the recorded times (captures) or synthesised times spaced by
+    `interval` from the start (raw dumps), independent of `speed`, so fast replays still produce
+    plausible energy/time series.
+    """
+
+    endless = False
+    watchdog = False
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        speed: Optional[float] = 1.0,
+        interval: float = 1.0,
+        loop: bool = False,
+        clock: Clock = utc_now,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        super().__init__(f"replay {path}")
+        self.path = Path(path)
+        self.speed = speed
+        self.interval = interval
+        self.loop = loop
+        self._clock = clock
+        self._sleep = sleep
+
+    def _timed(self) -> Iterator[tuple[float, bytes, Optional[datetime]]]:
+        """(offset seconds from start, data, recorded time or None) for one pass."""
+        with _open_binary(self.path) as fh:
+            head = fh.read(len(CAPTURE_MAGIC))
+            if head == CAPTURE_MAGIC:
+                first: Optional[datetime] = None
+                for line in _lines(fh):
+                    item = parse_line(line)
+                    if item is None:
+                        continue
+                    stamp, data = item
+                    first = first or stamp
+                    yield (stamp - first).total_seconds(), data, stamp
+                return
+            pieces = _frame_pieces(itertools.chain([head], _blocks(fh)))
+            for index, piece in enumerate(pieces):
+                yield index * self.interval, piece, None
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        if not self.path.is_file():
+            self.on_state("waiting", f"{self.path}: no such file")
+            raise FileNotFoundError(f"replay file not found: {self.path}")
+        self.on_state("connected", f"replaying {self.path.name}")
+        base = self._clock()
+        shift = 0.0
+        while True:
+            wall_start = time.monotonic()
+            last_offset = 0.0
+            count = 0
+            for offset, data, recorded in self._timed():
+                if stop.is_set():
+                    return
+                count += 1
+                last_offset = offset
+                if self.speed is not None:
+                    delay = offset / self.speed - (time.monotonic() - wall_start)
+                    if delay > 0:
+                        if self._sleep is not None:
+                            self._sleep(delay)
+                        elif stop.wait(delay):
+                            return
+                if recorded is not None:
+                    stamp = recorded + timedelta(seconds=shift)
+                else:
+                    stamp = base + timedelta(seconds=shift + offset)
+                yield Chunk(data, stamp)
+            if not self.loop or count == 0:
+                break
+            shift += last_offset + self.interval
+        self.on_state("no data", "replay finished")
+
+
+class SimulatedSource(Source):
+    """The synthetic meter of `smlogger.simulate`, emitting one SML frame per interval."""
+
+    watchdog = False
+
+    def __init__(
+        self,
+        meter: object,
+        *,
+        interval: float = 1.0,
+        clock: Clock = utc_now,
+        frames: Optional[int] = None,
+    ) -> None:
+        super().__init__("simulate")
+        from smlogger.simulate import SimulatedMeter
+
+        assert isinstance(meter, SimulatedMeter)
+        self.meter = meter
+        self.interval = interval
+        self._clock = clock
+        self.frames = frames
+        if frames is not None:
+            self.endless = False
+
+    def describe(self) -> str:
+        return f"simulate ({self.meter.profile.name})"
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        self.on_state("connected", f"simulated meter, profile {self.meter.profile.name}")
+        sent = 0
+        next_at = time.monotonic()
+        while not stop.is_set() and (self.frames is None or sent < self.frames):
+            now = self._clock()
+            yield Chunk(self.meter.frame(now), now)
+            sent += 1
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay < -self.interval:
+                next_at = time.monotonic()  # fell behind (suspend): do not burst to catch up
+            elif delay > 0 and stop.wait(delay):
+                return

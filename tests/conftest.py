@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real meter recordings live (never copied into the repo)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDINGS = Path(os.environ.get("SMLOGGER_RECORDINGS", ROOT.parent / "shared" / "recordings"))
+
+
+def recording_files() -> list[Path]:
+    """All recordings in byte-wise sorted file-name order (the benchmark stream order)."""
+    files = sorted(RECORDINGS.glob("*.bin"), key=lambda p: p.name.encode())
+    if not files:
+        raise RuntimeError(f"no recordings under {RECORDINGS}; ../shared must sit beside the repo")
+    return files
+
+
+@pytest.fixture(scope="session")
+def recordings_dir() -> Path:
+    return RECORDINGS
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict[str, Any]:
+    with open(RECORDINGS / "expected.json", encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
