@@ -122,7 +122,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
 
 
 def parse_stopbits(value: Any) -> float:
-    number = parse_float()(value)
+    number = float(parse_float()(value))
     if number not in (1.0, 1.5, 2.0):
         raise ValueError(f"{value!r} is not allowed; use one of: 1, 1.5, 2")
     return number
@@ -853,7 +853,10 @@ def load(
 
     names: set[str] = set()
     for index, meter in enumerate(config.meters):
-        where = f"meter[{index + 1}]" if len(config.meters) > 1 or file_meters else "meter"
+        if file_meters and not new_source:
+            where = f"{path_text}: meter[{index + 1}]"
+        else:
+            where = "meter (command line/environment)"
         if require_meter:
             _check_meter(meter, where)
         if not meter.name:
@@ -979,15 +982,15 @@ def example() -> str:
 
 def _example_lines(option: Option, key: str, commented: bool = False) -> list[str]:
     value: Any = option.example if option.example is not None else option.default
-    if option.key == "name":
-        value = "house"
-    if option.key == "tcp":
-        value = "192.168.1.50:8888"
-    if option.key == "replay":
-        value = "recording.bin"
-    lines = [f"# {option.help} ({option.flag}, {option.env})"]
-    prefix = "# " if commented or (option.secret and option.example is None) else ""
-    if option.secret and option.example is None:
-        value = "change-me"
-    lines.append(f"{prefix}{key} = {toml_value(value)}")
-    return lines
+    samples = {"name": "house", "tcp": "192.168.1.50:8888", "replay": "recording.bin"}
+    value = samples.get(option.key, value) if option.meter else value
+    if option.secret:
+        # secrets stay commented out: a copied example must not enable them by accident
+        commented = True
+        value = option.example or "change-me"
+    prefix = "# " if commented else ""
+    return [
+        f"# {option.help}",
+        f"#   flag {option.flag}, environment {option.env}",
+        f"{prefix}{key} = {toml_value(value)}",
+    ]

@@ -263,6 +263,13 @@ class CsvLog:
             return naive.astimezone()
         return naive.replace(tzinfo=timezone.utc)
 
+    def _period_end(self, path: Path, match: re.Match[str]) -> datetime:
+        """When the file's last row can have been written: pruning removes whole periods."""
+        if match["rest"] is not None:  # size rotation: the file ends with its last write
+            return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        length = timedelta(hours=1) if match["hour"] is not None else timedelta(days=1)
+        return self._period_start(match) + length
+
     def housekeeping(self) -> None:
         """Repair, compress finished and prune expired files (start-up and each rotation)."""
         for stale in self.directory.glob("*/*.gz.tmp"):
@@ -273,9 +280,9 @@ class CsvLog:
         for path, match in list(self._files_on_disk()):
             if path in open_paths:
                 continue
-            start = self._period_start(match)
-            if self.keep_days > 0 and start < now - timedelta(days=self.keep_days + 1):
-                # the whole period is older than keep_days (periods are at most a day long)
+            if self.keep_days > 0 and self._period_end(path, match) < now - timedelta(
+                days=self.keep_days
+            ):
                 path.unlink(missing_ok=True)
                 log.info("csv: pruned %s", path)
                 continue

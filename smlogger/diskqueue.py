@@ -362,6 +362,11 @@ class DiskQueue:
                 self._nonempty.wait(timeout)
             return self._depth > 0 and not self._closed
 
+    def wake(self) -> None:
+        """Wake a consumer blocked in `wait` (e.g. to let it notice a shutdown)."""
+        with self._nonempty:
+            self._nonempty.notify_all()
+
     def peek(self, max_items: int) -> list[Entry]:
         """Up to `max_items` unacknowledged entries, oldest first; repeated until `ack`ed."""
         with self._lock:

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, cast
 
 from smlogger.capture import CaptureWriter
 from smlogger.live import LiveState
-from smlogger.reading import ENERGY_FIELDS, Reading, readings_from_frame
+from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
 from smlogger.sources import Chunk, Source
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,10 @@ class _Baseline:
     resolution: dict[str, float]
 
 
-def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
-    from smlogger.reading import ENERGY_OBIS
+_TARIFF_OF = {"e_sum": "e_t1", "e_export": "e_export_t1"}
 
+
+def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
     energies: dict[str, float] = {}
     resolution: dict[str, float] = {}
     for name in ENERGY_FIELDS:
@@ -62,6 +63,8 @@ def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
             continue
         energies[name] = value
         entry = reading.values.get(ENERGY_OBIS[name])
+        if entry is None and name in _TARIFF_OF:
+            entry = reading.values.get(ENERGY_OBIS[_TARIFF_OF[name]])  # total from tariffs
         scaler = entry.scaler if entry is not None and entry.scaler is not None else 0
         # one step of the register in kWh (PIN-locked meters count whole kWh)
         resolution[name] = 10.0**scaler / 1000.0
@@ -463,7 +466,7 @@ class MeterRunner:
     def _read_source(self) -> None:
         from smlogger import sml
 
-        decoder = sml.Decoder(crc=self.spec.crc)
+        decoder = sml.Decoder(crc=cast("sml.CrcName", self.spec.crc))
         source = self.spec.source
         for chunk in source.chunks(self.stop):
             if chunk.data:

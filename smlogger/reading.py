@@ -232,12 +232,22 @@ def reading_from_values(
         obis, unit = INSTANT_OBIS[name]
         return _plain(values, obis, unit)
 
+    def total(name: str, tariffs: tuple[str, str]) -> Optional[float]:
+        # meters without a total register (tariff-only, e.g. Holley DTZ541, heat-pump meters):
+        # the total is the sum of the tariff registers
+        value = energy(name)
+        if value is not None or ENERGY_OBIS[name] in values:
+            return value
+        parts = [energy(t) for t in tariffs]
+        present = [p for p in parts if p is not None]
+        return sum(present) if present else None
+
     return Reading(
         meter_id=meter_id,
         time=received.astimezone(timezone.utc),
         values=MappingProxyType(dict(values)),
-        e_sum=energy("e_sum"),
-        e_export=energy("e_export"),
+        e_sum=total("e_sum", ("e_t1", "e_t2")),
+        e_export=total("e_export", ("e_export_t1", "e_export_t2")),
         e_t1=energy("e_t1"),
         e_t2=energy("e_t2"),
         e_export_t1=energy("e_export_t1"),

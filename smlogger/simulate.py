@@ -391,8 +391,8 @@ class SimulatedMeter:
                 {
                     "obis": "1-0:14.7.0*255",
                     "unit": 44,
-                    "scaler": -1,
-                    "raw": round(state.frequency * 10),
+                    "scaler": -2,
+                    "raw": round(state.frequency * 100),
                 }
             )
         values.append({"obis": "129-129:199.130.5*255", "raw": self._public_key})
@@ -421,9 +421,9 @@ class SimulatedMeter:
         ]
 
     def frame(self, when: datetime) -> bytes:
-        from smlogger import sml
+        from smlogger import sml as sml_api
 
-        data: bytes = sml.encode(self.messages(when))
+        data: bytes = sml_api.encode(self.messages(when))
         return data
 
 

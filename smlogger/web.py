@@ -43,6 +43,9 @@ AUTO_HISTORY_POINTS = 2000
 MAX_CONSUMPTION_BARS = 5000
 DEFAULT_HISTORY_SPAN = timedelta(hours=24)
 EPOCH_MAX = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last instant datetime can hold
+# accepted query times; the margin to datetime's limits keeps range arithmetic from overflowing
+TIME_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TIME_MAX = datetime(9998, 12, 31, tzinfo=timezone.utc)
 SSE_RETRY_MS = 3000
 
 SECURITY_HEADERS = {
@@ -162,6 +165,13 @@ _DURATION_UNITS = {
 
 def parse_time(name: str, text: str, now: datetime) -> datetime:
     """ISO-8601 (no offset = UTC), epoch seconds, `now`, or relative like `-24h`, `-7d`."""
+    moment = _parse_moment(name, text, now)
+    if not TIME_MIN <= moment <= TIME_MAX:
+        raise ApiError(400, f"parameter '{name}' is outside 1970..9998", name)
+    return moment
+
+
+def _parse_moment(name: str, text: str, now: datetime) -> datetime:
     value = text.strip()
     if not value:
         raise ApiError(400, f"parameter '{name}' is empty", name)
@@ -247,7 +257,7 @@ class MetricsWriter:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
 
-    def add(self, name: str, kind: str, help_text: str, value: object, **labels: str) -> None:
+    def add(self, name: str, kind: str, help_text: str, value: object, /, **labels: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return
         family = self._families.get(name)
@@ -295,6 +305,71 @@ def _as_number(value: object) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
 
 
+def _meter_metrics(out: MetricsWriter, meter: str, reading: Reading, now: datetime) -> None:
+    power = "Active power in W (positive: import, negative: export)."
+    out.add("smlogger_power_watts", "gauge", power, reading.p_sum, meter=meter, phase="total")
+    for phase, num in _PHASE_FIELDS:
+        value = getattr(reading, f"p_L{num}")
+        out.add("smlogger_power_watts", "gauge", power, value, meter=meter, phase=phase)
+    for name, direction, tariff in _ENERGY_METRICS:
+        out.add(
+            "smlogger_energy_kwh_total", "counter", "Meter energy register in kWh.",
+            getattr(reading, name), meter=meter, direction=direction, tariff=tariff,
+        )  # fmt: skip
+    for phase, num in _PHASE_FIELDS:
+        volts, amps = getattr(reading, f"u_L{num}"), getattr(reading, f"i_L{num}")
+        out.add("smlogger_voltage_volts", "gauge", "Phase voltage in V.", volts,
+                meter=meter, phase=phase)  # fmt: skip
+        out.add("smlogger_current_amperes", "gauge", "Phase current in A.", amps,
+                meter=meter, phase=phase)  # fmt: skip
+    out.add("smlogger_frequency_hertz", "gauge", "Grid frequency in Hz.", reading.freq, meter=meter)
+    out.add(
+        "smlogger_reading_timestamp_seconds", "gauge",
+        "Receive time of the meter's latest reading (unix).", reading.time.timestamp(),
+        meter=meter,
+    )  # fmt: skip
+    out.add(
+        "smlogger_reading_age_seconds", "gauge", "Seconds since the meter's latest reading.",
+        max(0.0, (now - reading.time).total_seconds()), meter=meter,
+    )  # fmt: skip
+
+
+def _source_metrics(out: MetricsWriter, name: str, source: Mapping[str, Any]) -> None:
+    state = str(source.get("state"))
+    up = 1 if state == "connected" else 0
+    out.add("smlogger_source_up", "gauge", "1 while the source delivers frames.", up, source=name)
+    for candidate in _STATE_RANK:
+        out.add(
+            "smlogger_source_state", "gauge", "Link state of the source (1 = current state).",
+            1 if state == candidate else 0, source=name, state=candidate,
+        )  # fmt: skip
+    out.add(
+        "smlogger_last_frame_age_seconds", "gauge", "Seconds since the source's last good frame.",
+        source.get("last_frame_age_s"), source=name,
+    )  # fmt: skip
+    for key, value in sorted((source.get("stats") or {}).items()):
+        known = _DECODER_METRICS.get(key)
+        if known:
+            out.add(known[0], "counter", known[1], value, source=name)
+        else:
+            out.add(
+                "smlogger_decoder_events_total", "counter",
+                "Other decoder counters (truncated frames, discarded bytes, ...).",
+                value, source=name, kind=key,
+            )  # fmt: skip
+
+
+def _sink_metrics(out: MetricsWriter, name: str, sink: Mapping[str, Any]) -> None:
+    depth, written = sink.get("queue_depth"), sink.get("written")
+    out.add("smlogger_sink_queue_depth", "gauge", "Readings queued for the sink.", depth, sink=name)
+    out.add("smlogger_sink_written_total", "counter", "Readings written by the sink.", written,
+            sink=name)  # fmt: skip
+    for key, value in sorted(sink.items()):
+        if key not in ("queue_depth", "written"):
+            out.add("smlogger_sink_stat", "gauge", "Other numeric sink status values.", value,
+                    sink=name, stat=key)  # fmt: skip
+
+
 # ---- link state -------------------------------------------------------------------------------
 
 _STATE_RANK = {"connected": 0, "waiting": 1, "no data": 2}
@@ -305,7 +380,9 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
 
     Sources name the meters they delivered; with a single source every meter is on it.
     """
-    chosen = {k: s for k, s in sources.items() if meter is not None and meter in s.get("meters", ())}
+    chosen = {
+        k: s for k, s in sources.items() if meter is not None and meter in s.get("meters", ())
+    }
     if not chosen and len(sources) == 1:
         chosen = dict(sources)
     if not chosen:
@@ -314,9 +391,7 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
                 "last_frame_age_s": None}  # fmt: skip
     worst = max(chosen.values(), key=lambda s: _STATE_RANK.get(str(s.get("state")), 3))
     frames_ok = sum(_as_number(s.get("stats", {}).get("frames_ok")) or 0 for s in chosen.values())
-    crc_errors = sum(
-        _as_number(s.get("stats", {}).get("crc_errors")) or 0 for s in chosen.values()
-    )
+    crc_errors = sum(_as_number(s.get("stats", {}).get("crc_errors")) or 0 for s in chosen.values())
     ages = [
         a for a in (_as_number(s.get("last_frame_age_s")) for s in chosen.values()) if a is not None
     ]
@@ -334,16 +409,19 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
 # ---- first paint formatting (app.js uses the same rules) ---------------------------------------
 
 
+NO_VALUE = "\u2013"  # en dash: what the page shows for a value the meter does not send
+
+
 def fmt_power(watts: Optional[float]) -> tuple[str, str]:
     if watts is None:
-        return "–", "W"
+        return NO_VALUE, "W"
     if abs(watts) >= 10_000:
         return f"{watts / 1000:,.2f}", "kW"
     return f"{watts:,.0f}", "W"
 
 
 def fmt_number(value: Optional[float], decimals: int) -> str:
-    return "–" if value is None else f"{value:,.{decimals}f}"
+    return NO_VALUE if value is None else f"{value:,.{decimals}f}"
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -430,10 +508,8 @@ class WebApp:
             return None
         if len(values) > 1:
             raise ApiError(400, f"parameter '{name}' given more than once", name)
-        text = values[0]
-        # Bottle hands out latin-1 decoded text; URLs carry UTF-8.
         try:
-            return str(text.encode("latin-1").decode("utf-8"))
+            return str(values[0].encode("latin-1").decode("utf-8"))  # see wsgi_text()
         except UnicodeError:
             raise ApiError(400, f"parameter '{name}' is not valid UTF-8", name) from None
 
@@ -556,9 +632,7 @@ class WebApp:
                 raise ApiError(400, str(exc)) from None
             except Exception:
                 log.warning("consumption query failed", exc_info=True)
-                raise ApiError(
-                    503, "database unavailable", headers={"Retry-After": "10"}
-                ) from None
+                raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
         return {
             "meter": meter,
             "period": period,
@@ -615,73 +689,25 @@ class WebApp:
     def metrics(self) -> str:
         now = self.now()
         out = MetricsWriter()
-        out.add("smlogger_info", "gauge", "smlogger build information.", 1,
-                version=__version__, python=platform.python_version())  # fmt: skip
-        out.add("smlogger_start_time_seconds", "gauge", "Start time of the logger (unix).",
-                self.started.timestamp())  # fmt: skip
+        out.add(
+            "smlogger_info", "gauge", "smlogger build information.", 1,
+            version=__version__, python=platform.python_version(),
+        )  # fmt: skip
+        out.add(
+            "smlogger_start_time_seconds", "gauge", "Start time of the logger (unix).",
+            self.started.timestamp(),
+        )  # fmt: skip
         for meter in self.live.meters():
             reading = self.live.latest(meter)
-            if reading is None:
-                continue
-            self._meter_metrics(out, meter, reading, now)
+            if reading is not None:
+                _meter_metrics(out, meter, reading, now)
         for name, source in self.live.source_status().items():
-            self._source_metrics(out, name, source)
+            _source_metrics(out, name, source)
         for name, sink in self.live.sink_status().items():
-            out.add("smlogger_sink_queue_depth", "gauge",
-                    "Readings waiting in the sink's queue.", sink.get("queue_depth"), sink=name)  # fmt: skip
-            out.add("smlogger_sink_written_total", "counter",
-                    "Readings the sink has written.", sink.get("written"), sink=name)  # fmt: skip
-            for key, value in sorted(sink.items()):
-                if key not in ("queue_depth", "written"):
-                    out.add("smlogger_sink_stat", "gauge", "Other numeric sink status values.",
-                            value, sink=name, stat=key)  # fmt: skip
+            _sink_metrics(out, name, sink)
         out.add("smlogger_sse_clients", "gauge", "Open Server-Sent Events streams.", self.hub.open)
         bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
         return out.render()
-
-    @staticmethod
-    def _meter_metrics(out: MetricsWriter, meter: str, reading: Reading, now: datetime) -> None:
-        power_help = "Active power in W (positive: import, negative: export)."
-        out.add("smlogger_power_watts", "gauge", power_help, reading.p_sum,
-                meter=meter, phase="total")  # fmt: skip
-        for phase, num in _PHASE_FIELDS:
-            out.add("smlogger_power_watts", "gauge", power_help, getattr(reading, f"p_L{num}"),
-                    meter=meter, phase=phase)  # fmt: skip
-        for name, direction, tariff in _ENERGY_METRICS:
-            out.add("smlogger_energy_kwh_total", "counter", "Meter energy register in kWh.",
-                    getattr(reading, name), meter=meter, direction=direction, tariff=tariff)  # fmt: skip
-        for phase, num in _PHASE_FIELDS:
-            out.add("smlogger_voltage_volts", "gauge", "Phase voltage in V.",
-                    getattr(reading, f"u_L{num}"), meter=meter, phase=phase)  # fmt: skip
-            out.add("smlogger_current_amperes", "gauge", "Phase current in A.",
-                    getattr(reading, f"i_L{num}"), meter=meter, phase=phase)  # fmt: skip
-        out.add("smlogger_frequency_hertz", "gauge", "Grid frequency in Hz.", reading.freq,
-                meter=meter)  # fmt: skip
-        out.add("smlogger_reading_timestamp_seconds", "gauge",
-                "Receive time of the meter's latest reading (unix).", reading.time.timestamp(),
-                meter=meter)  # fmt: skip
-        out.add("smlogger_reading_age_seconds", "gauge", "Seconds since the meter's latest reading.",
-                max(0.0, (now - reading.time).total_seconds()), meter=meter)  # fmt: skip
-
-    @staticmethod
-    def _source_metrics(out: MetricsWriter, name: str, source: Mapping[str, Any]) -> None:
-        state = str(source.get("state"))
-        out.add("smlogger_source_up", "gauge", "1 when the source delivers frames.",
-                1 if state == "connected" else 0, source=name)  # fmt: skip
-        for candidate in _STATE_RANK:
-            out.add("smlogger_source_state", "gauge", "Current link state of the source (1 = set).",
-                    1 if state == candidate else 0, source=name, state=candidate)  # fmt: skip
-        out.add("smlogger_last_frame_age_seconds", "gauge", "Seconds since the last good frame.",
-                source.get("last_frame_age_s"), source=name)  # fmt: skip
-        stats = source.get("stats") or {}
-        for key, value in sorted(stats.items()):
-            known = _DECODER_METRICS.get(key)
-            if known:
-                out.add(known[0], "counter", known[1], value, source=name)
-            else:
-                out.add("smlogger_decoder_events_total", "counter",
-                        "Other decoder counters (truncated frames, discarded bytes, ...).",
-                        value, source=name, kind=key)  # fmt: skip
 
     # -- SSE -------------------------------------------------------------------------------
 
@@ -744,7 +770,7 @@ class WebApp:
 
     def asset(self, name: str) -> str:
         url = f"/static/{name}?v={self.fingerprints.get(name, '0')}"
-        token = bottle.request.query.get("token")
+        token = self.query("token")
         return url + (f"&token={quote(token, safe='')}" if token else "")
 
     def page(self) -> str:
@@ -819,17 +845,24 @@ class WebApp:
         if self.token is None:
             return
         request = bottle.request
-        given = None
+        given = ""
         auth = request.get_header("Authorization", "")
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
-        given = given or request.get_header("X-Token") or request.query.get("token")
+        given = given or request.get_header("X-Token", "") or request.query.get("token", "")
+        # compare_digest keeps the time independent of where the first difference is
         if not given or not hmac.compare_digest(
-            given.encode("utf-8", "surrogateescape"), self.token.encode("utf-8")
+            wsgi_text(given).encode("utf-8"), self.token.encode("utf-8")
         ):
-            raise ApiError(
-                401, "missing or wrong token", headers={"WWW-Authenticate": 'Bearer realm="smlogger"'}
-            )
+            raise ApiError(401, "missing or wrong token")
+
+
+def wsgi_text(text: str) -> str:
+    """WSGI hands headers and query strings over as latin-1; clients send UTF-8."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 def _with_ts(row: Mapping[str, Any]) -> dict[str, Json]:

@@ -1,14 +1,14 @@
 //! CRC-16 with the reflected polynomial 0x8408 (normal form 0x1021), the only
 //! polynomial SML uses. X-25 and KERMIT differ only in init/xorout and in the
-//! byte order on the wire, so both share one slicing-by-8 table set.
+//! byte order on the wire, so both share one slicing-by-16 table set.
 //!
-//! Slicing-by-8 handles eight input bytes per table round; a byte-at-a-time
+//! Slicing-by-16 handles sixteen input bytes per table round; a byte-at-a-time
 //! table loop tops out near 0.5 GB/s, this runs at several GB/s.
 
 const POLY: u16 = 0x8408;
 
-const fn make_tables() -> [[u16; 256]; 8] {
-    let mut t = [[0u16; 256]; 8];
+const fn make_tables() -> [[u16; 256]; 16] {
+    let mut t = [[0u16; 256]; 16];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u16;
@@ -21,7 +21,7 @@ const fn make_tables() -> [[u16; 256]; 8] {
         i += 1;
     }
     let mut n = 1;
-    while n < 8 {
+    while n < 16 {
         let mut i = 0;
         while i < 256 {
             let prev = t[n - 1][i];
@@ -33,23 +33,31 @@ const fn make_tables() -> [[u16; 256]; 8] {
     t
 }
 
-static TABLES: [[u16; 256]; 8] = make_tables();
+static TABLES: [[u16; 256]; 16] = make_tables();
 
 /// Advances a raw (reflected) CRC register over `data`.
 #[must_use]
 pub fn update(mut crc: u16, data: &[u8]) -> u16 {
     let t = &TABLES;
-    let mut chunks = data.chunks_exact(8);
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
         let lo = crc ^ u16::from_le_bytes([c[0], c[1]]);
-        crc = t[7][(lo & 0xff) as usize]
-            ^ t[6][(lo >> 8) as usize]
-            ^ t[5][c[2] as usize]
-            ^ t[4][c[3] as usize]
-            ^ t[3][c[4] as usize]
-            ^ t[2][c[5] as usize]
-            ^ t[1][c[6] as usize]
-            ^ t[0][c[7] as usize];
+        crc = t[15][(lo & 0xff) as usize]
+            ^ t[14][(lo >> 8) as usize]
+            ^ t[13][c[2] as usize]
+            ^ t[12][c[3] as usize]
+            ^ t[11][c[4] as usize]
+            ^ t[10][c[5] as usize]
+            ^ t[9][c[6] as usize]
+            ^ t[8][c[7] as usize]
+            ^ t[7][c[8] as usize]
+            ^ t[6][c[9] as usize]
+            ^ t[5][c[10] as usize]
+            ^ t[4][c[11] as usize]
+            ^ t[3][c[12] as usize]
+            ^ t[2][c[13] as usize]
+            ^ t[1][c[14] as usize]
+            ^ t[0][c[15] as usize];
     }
     for &b in chunks.remainder() {
         crc = (crc >> 8) ^ t[0][((crc ^ b as u16) & 0xff) as usize];

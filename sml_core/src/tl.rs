@@ -260,6 +260,19 @@ impl<'a> Cursor<'a> {
     /// Any integer (signed or unsigned, 1..8 bytes) as i128, with its width and signedness.
     fn number(&mut self, expected: &'static str) -> Result<(i128, u8, bool)> {
         let at = self.pos;
+        // Fast path: single TL byte 0x52..=0x59 / 0x62..=0x69 and all bytes present.
+        if let Some(&b) = self.data.get(at) {
+            let n = (b & 0x0f) as usize;
+            if matches!(b >> 4, 5 | 6) && (2..=9).contains(&n) && at + n <= self.data.len() {
+                let bytes = &self.data[at + 1..at + n];
+                self.pos = at + n;
+                return Ok(if b >> 4 == 5 {
+                    (i128::from(be_int(bytes)), (n - 1) as u8, true)
+                } else {
+                    (i128::from(be_uint(bytes)), (n - 1) as u8, false)
+                });
+            }
+        }
         let tl = self.tl()?;
         let signed = match tl.ty {
             Ty::Int => true,

@@ -65,12 +65,14 @@ age = live["age_s"]
       <h2>Power</h2>
       <p class="big"><span data-f="p_sum">{{power_text}}</span><span class="unit" data-u="p_sum">{{power_unit}}</span></p>
       <p class="sub" id="flow">{{"no reading yet" if p is None else ("feeding into the grid" if flow == "export" else "drawing from the grid")}}</p>
+      <canvas class="spark" id="spark" aria-hidden="true" hidden></canvas>
     </article>
 
     <article class="tile" data-group="import"{{!"" if has("e_sum", "e_t1", "e_t2") or p is None else " hidden"}}>
       <h2>Meter reading · import</h2>
       <p class="big"><span data-f="e_sum">{{fmt_number(f.get("e_sum"), 3)}}</span><span class="unit">kWh</span></p>
       <dl class="kv">
+        <div id="today-row" hidden><dt>Today</dt><dd><span id="today">–</span> kWh</dd></div>
         <div data-row="e_t1"{{!"" if f.get("e_t1") is not None else " hidden"}}><dt>Tariff 1</dt><dd><span data-f="e_t1">{{fmt_number(f.get("e_t1"), 3)}}</span> kWh</dd></div>
         <div data-row="e_t2"{{!"" if f.get("e_t2") is not None else " hidden"}}><dt>Tariff 2</dt><dd><span data-f="e_t2">{{fmt_number(f.get("e_t2"), 3)}}</span> kWh</dd></div>
       </dl>

@@ -397,8 +397,10 @@
       var x = plot.x(tt.ticks[i]);
       ctx.strokeStyle = this.colors.grid;
       ctx.beginPath(); ctx.moveTo(Math.round(x) + 0.5, plot.top); ctx.lineTo(Math.round(x) + 0.5, plot.bottom); ctx.stroke();
+      var label = timeLabel(tt.ticks[i], tt.unit), half = ctx.measureText(label).width / 2;
+      if (x - half < 2 || x + half > g.w - 1) continue;  /* a clipped label reads worse than none */
       ctx.fillStyle = this.colors.faint;
-      ctx.fillText(timeLabel(tt.ticks[i], tt.unit), x, plot.bottom + 7);
+      ctx.fillText(label, x, plot.bottom + 7);
     }
 
     ctx.save();
@@ -607,5 +609,44 @@
     this.canvas.setAttribute("data-points", String(count));
   };
 
-  global.SmChart = { TimeChart: TimeChart, BarChart: BarChart, niceScale: niceScale, timeTicks: timeTicks };
+  /* ---- sparkline: points [[tMs, v]] over [from, to], filled down to zero ------------------ */
+
+  function sparkline(canvas, points, from, to, color) {
+    var w = canvas.clientWidth, h = canvas.clientHeight, dpr = global.devicePixelRatio || 1;
+    if (!w || !h) return;
+    if (canvas.width !== Math.round(w * dpr)) canvas.width = Math.round(w * dpr);
+    if (canvas.height !== Math.round(h * dpr)) canvas.height = Math.round(h * dpr);
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    if (points.length < 2) return;
+    var lo = 0, hi = 0;
+    for (var i = 0; i < points.length; i++) { lo = Math.min(lo, points[i][1]); hi = Math.max(hi, points[i][1]); }
+    if (hi - lo < 1e-9) hi = lo + 1;
+    var pad = 2;
+    var x = function (t) { return (t - from) / (to - from) * w; };
+    var y = function (v) { return pad + (hi - v) / (hi - lo) * (h - 2 * pad); };
+    var stroke = cssVar(canvas, color, "#2563eb");
+    ctx.beginPath();
+    ctx.moveTo(x(points[0][0]), y(0));
+    for (i = 0; i < points.length; i++) ctx.lineTo(x(points[i][0]), y(points[i][1]));
+    ctx.lineTo(x(points[points.length - 1][0]), y(0));
+    ctx.closePath();
+    var grad = ctx.createLinearGradient(0, 0, 0, h);
+    grad.addColorStop(0, cssVar(canvas, "--accent-soft", "rgba(37,99,235,.18)"));
+    grad.addColorStop(1, "rgba(0,0,0,0)");
+    ctx.fillStyle = grad;
+    ctx.fill();
+    ctx.beginPath();
+    for (i = 0; i < points.length; i++) {
+      if (i) ctx.lineTo(x(points[i][0]), y(points[i][1])); else ctx.moveTo(x(points[i][0]), y(points[i][1]));
+    }
+    ctx.strokeStyle = stroke;
+    ctx.lineWidth = 1.5;
+    ctx.lineJoin = "round";
+    ctx.stroke();
+  }
+
+  global.SmChart = {
+    sparkline: sparkline, TimeChart: TimeChart, BarChart: BarChart, niceScale: niceScale, timeTicks: timeTicks };
 })(window);

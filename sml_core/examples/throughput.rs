@@ -1,0 +1,40 @@
+//! Quick throughput check without criterion:
+//! `cargo run --release -p sml_core --example throughput [repeat]`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use sml_core::{decode_with, transport::Framer, CrcMode, Outcome};
+
+fn main() {
+    let repeat: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(240);
+    let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
+        PathBuf::from,
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("recordings directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).expect("read")).collect();
+    let data = one.repeat(repeat);
+    let mb = data.len() as f64 / 1e6;
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut ok = 0u32;
+        Framer::new(CrcMode::Auto).feed(&data, |f| ok += u32::from(f.result.is_ok()));
+        let framer = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut frames = 0u32;
+        decode_with(&data, CrcMode::Auto, |f| frames += u32::from(matches!(f.outcome, Outcome::Ok(_))));
+        let full = t.elapsed().as_secs_f64();
+        println!(
+            "round {round}: {mb:.1} MB, framer {:.0} MB/s ({ok} frames), full decode {:.0} MB/s ({frames} frames, {:.0} frames/s)",
+            mb / framer,
+            mb / full,
+            f64::from(frames) / full
+        );
+    }
+}

@@ -1,0 +1,160 @@
+"""SML (Smart Message Language v1) decoding and encoding - the public API.
+
+The work happens in the Rust extension ``smlogger._sml_core``; this module
+re-exports it with types and adds small helpers for callers.
+
+>>> from smlogger import sml
+>>> frames = sml.decode(open("meter.bin", "rb").read())        # doctest: +SKIP
+>>> [v["obis"] for f in frames for v in sml.entries(f)]         # doctest: +SKIP
+
+Bad input never raises: a damaged frame is an item with ``ok: False`` and the
+reason in ``error`` (``"crc" | "truncated" | "escape" | "parse" | "too_long"``)
+and ``detail``. Feeding the same bytes whole, byte by byte or in any chunks
+gives the same frames.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Literal, Optional, Union
+
+from smlogger._sml_core import (
+    DEFAULT_MAX_FRAME,
+    Decoder,
+    count_frames,
+    crc16_kermit,
+    crc16_x25,
+    decode,
+    encode,
+    frame,
+    obis_from_str,
+    obis_to_str,
+    unit_symbol,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, TypedDict
+else:  # pragma: no cover - exercised on older interpreters only
+    from typing_extensions import NotRequired, TypedDict
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "CrcName",
+    "Decoder",
+    "Entry",
+    "Frame",
+    "Message",
+    "Time",
+    "count_frames",
+    "crc16_kermit",
+    "crc16_x25",
+    "decode",
+    "encode",
+    "entries",
+    "format_value",
+    "frame",
+    "get_list_responses",
+    "obis_from_str",
+    "obis_to_str",
+    "unit_symbol",
+]
+
+CrcName = Literal["auto", "x25", "kermit"]
+ErrorName = Literal["crc", "truncated", "escape", "parse", "too_long"]
+
+
+class Time(TypedDict):
+    """SML_Time. ``sec_index`` is the meter's seconds counter, not a Unix time."""
+
+    kind: Literal["sec_index", "timestamp", "local_timestamp"]
+    value: int
+    local_offset: NotRequired[int]
+    season_time_offset: NotRequired[int]
+
+
+Raw = Union[int, bool, bytes, Time, None]
+Scaled = Union[int, float, bool, bytes, None]
+
+
+class Entry(TypedDict):
+    """One SML_ListEntry of a GetListResponse."""
+
+    obis: str
+    status: Optional[int]
+    val_time: Optional[Time]
+    unit: Optional[int]
+    unit_symbol: Optional[str]
+    scaler: Optional[int]
+    raw: Raw
+    value: Scaled
+    value_signature: Optional[bytes]
+    quirk: Optional[str]
+
+
+class Message(TypedDict):
+    type: str
+    transaction_id: Optional[bytes]
+    group_no: Optional[int]
+    abort_on_error: Optional[int]
+    crc_ok: bool
+    error: Optional[str]
+    body: dict[str, object]
+
+
+class Frame(TypedDict):
+    offset: int
+    length: int
+    ok: bool
+    error: Optional[ErrorName]
+    detail: Optional[str]
+    crc: Optional[Literal["x25", "kermit"]]
+    messages: list[Message]
+
+
+def get_list_responses(frame: Frame, *, require_crc: bool = True) -> Iterator[dict[str, object]]:
+    """Bodies of the frame's GetListResponse messages (any number, any position).
+
+    With ``require_crc`` (the default) messages whose own CRC failed are skipped.
+    """
+    for message in frame["messages"]:
+        if message["type"] == "GetListResponse" and (message["crc_ok"] or not require_crc):
+            yield message["body"]
+
+
+def entries(frame: Frame, *, require_crc: bool = True) -> Iterator[Entry]:
+    """All list entries of all GetListResponses in a frame."""
+    for body in get_list_responses(frame, require_crc=require_crc):
+        values = body["values"]
+        assert isinstance(values, list)
+        yield from values
+
+
+def format_value(entry: Entry) -> str:
+    """The value as text: numbers with as many decimals as the scaler implies
+    (``libsml``'s ``sml_server`` convention), octet strings as text when they
+    are printable ASCII and as hex otherwise."""
+    value = entry["value"]
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        if value and all(0x20 <= b < 0x7F for b in value):
+            return value.decode("ascii")
+        return value.hex()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        scaler = entry["scaler"] or 0
+        return f"{value:.{max(0, -scaler)}f}"
+    return str(value)
+
+
+def iter_frames(chunks: Iterable[bytes], *, crc: CrcName = "auto") -> Iterator[Frame]:
+    """Decodes a stream of chunks, then flushes the decoder at the end."""
+    decoder = Decoder(crc)
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
+    yield from decoder.finish()
+
+
+__all__ += ["iter_frames"]

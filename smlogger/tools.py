@@ -1,0 +1,228 @@
+"""``smlogger decode`` and ``smlogger bench``: the decoder on files and pipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from smlogger import sml
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+PROGRESS_MIN_BYTES = 8 << 20
+
+
+def register_cli(subparsers: Any) -> None:
+    dec = subparsers.add_parser(
+        "decode",
+        help="decode an SML recording (file or - for stdin) and print its values",
+        description=(
+            "Decode SML from a file or stdin. Prints one OBIS#value#unit line per value "
+            "(libsml's sml_server format), or one JSON object per frame with --json. "
+            "Exits 1 when no valid frame was found."
+        ),
+    )
+    dec.add_argument("file", help="recording to decode, or - for stdin")
+    dec.add_argument("--json", action="store_true", help="one JSON object per frame")
+    dec.add_argument("--errors", action="store_true", help="also print damaged frames (JSON)")
+    dec.add_argument(
+        "--crc", choices=["auto", "x25", "kermit"], default="auto", help="frame CRC to accept"
+    )
+    dec.add_argument("--stats", action="store_true", help="print decoder counters to stderr")
+    dec.add_argument("--progress", action="store_true", help="progress bar even for small files")
+    dec.set_defaults(func=cmd_decode)
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure decoder throughput on a recording",
+        description="Decode a recording repeatedly and print MB/s, frames/s and peak memory.",
+    )
+    bench.add_argument("file", help="recording to decode")
+    bench.add_argument("--repeat", type=int, default=1, help="concatenate the file N times")
+    bench.add_argument("--rounds", type=int, default=3, help="timed rounds (best is reported)")
+    bench.add_argument(
+        "--crc", choices=["auto", "x25", "kermit"], default="auto", help="frame CRC to accept"
+    )
+    bench.set_defaults(func=cmd_bench)
+
+
+def _chunks(stream: IO[bytes], size: int = CHUNK) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total: int, out: IO[str]) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.out = out
+        self.started = time.monotonic()
+        self.drawn = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.drawn >= 0.1 or self.done >= self.total:
+            self.drawn = now
+            frac = min(1.0, self.done / self.total)
+            bar = "#" * int(frac * 30)
+            rate = self.done / max(now - self.started, 1e-9) / 1e6
+            self.out.write(f"\r[{bar:<30}] {frac:6.1%} {self.done / 1e6:8.1f} MB {rate:7.1f} MB/s")
+            self.out.flush()
+
+    def close(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+
+def sml_server_text(value: bytes) -> str:
+    """Octet string as libsml's ``sml_server`` prints it: printable ASCII
+    (0x21..0x7a) up to the first other byte, then every byte as hex + space."""
+    out = []
+    for i, b in enumerate(value):
+        if 0x21 <= b <= 0x7A:
+            out.append(chr(b))
+            continue
+        out.extend(f"{x:02x} " for x in value[i:])
+        break
+    return "".join(out)
+
+
+def sml_server_line(entry: sml.Entry) -> Optional[str]:
+    value = entry["value"]
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        text = sml_server_text(value)
+    elif isinstance(value, bool):
+        text = "1" if value else "0"
+    elif isinstance(value, float):
+        text = f"{value:.{max(0, -(entry['scaler'] or 0))}f}"
+    else:
+        text = str(value)
+    unit = entry["unit_symbol"] or ""
+    return f"{entry['obis']}#{text}#{unit}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.file == "-":
+        stream: IO[bytes] = sys.stdin.buffer
+        size = 0
+    else:
+        path = Path(args.file)
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            print(f"smlogger decode: {exc.strerror}: {args.file}", file=sys.stderr)
+            return 2
+        size = path.stat().st_size
+    progress = None
+    if size and (args.progress or (size >= PROGRESS_MIN_BYTES and sys.stderr.isatty())):
+        progress = Progress(size, sys.stderr)
+    decoder = sml.Decoder(args.crc)
+    good = 0
+    try:
+        for chunk in _chunks(stream):
+            good += _emit(decoder.feed(chunk), args, out)
+            if progress:
+                progress.update(len(chunk))
+        good += _emit(decoder.finish(), args, out)
+    except BrokenPipeError:
+        # `smlogger decode big.bin | head` is fine; silence the interpreter's complaint.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        if progress:
+            progress.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if args.stats:
+        print(json.dumps(decoder.stats), file=sys.stderr)
+    if good == 0:
+        print("smlogger decode: no valid SML frame found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _emit(frames: list[sml.Frame], args: argparse.Namespace, out: IO[str]) -> int:
+    good = 0
+    for frame in frames:
+        if not frame["ok"]:
+            log.info("frame at %d: %s (%s)", frame["offset"], frame["error"], frame["detail"])
+            if args.errors:
+                out.write(json.dumps(_jsonable(frame)) + "\n")
+            continue
+        good += 1
+        if args.json:
+            out.write(json.dumps(_jsonable(frame)) + "\n")
+            continue
+        for entry in sml.entries(frame):
+            line = sml_server_line(entry)
+            if line is not None:
+                out.write(line + "\n")
+    return good
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes() * max(1, args.repeat)
+    mb = len(data) / 1e6
+    print(f"input: {args.file} x{args.repeat} = {mb:.1f} MB")
+
+    def best(fn: Any) -> tuple[float, Any]:
+        times = []
+        result = None
+        for _ in range(max(1, args.rounds)):
+            t0 = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times), result
+
+    dt, (ok, _) = best(lambda: sml.count_frames(data, crc=args.crc))
+    print(f"rust core (no Python objects): {mb / dt:9.1f} MB/s {ok / dt:12,.0f} frames/s")
+    dt, frames = best(lambda: sml.decode(data, crc=args.crc))
+    ok = sum(1 for f in frames if f["ok"])
+    del frames
+    print(f"sml.decode (dicts):            {mb / dt:9.1f} MB/s {ok / dt:12,.0f} frames/s")
+
+    def stream() -> int:
+        dec = sml.Decoder(args.crc)
+        n = 0
+        for i in range(0, len(data), 4096):
+            n += sum(1 for f in dec.feed(data[i : i + 4096]) if f["ok"])
+        return n
+
+    dt, ok = best(stream)
+    print(f"Decoder.feed (4 KiB chunks):   {mb / dt:9.1f} MB/s {ok / dt:12,.0f} frames/s")
+    print(f"valid frames: {ok}, peak RSS: {peak_rss_mb():.1f} MB")
+    return 0 if ok else 1

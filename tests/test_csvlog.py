@@ -1,0 +1,169 @@
+"""Rolling CSV files: rotation, header, compression, pruning and crash repair."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from smlogger.csvlog import CsvLog, columns, repair
+from smlogger.reading import Reading, Value
+
+METER = "0a0149534b0001d53531"
+
+
+def reading(at: datetime, e_sum: float = 100.0, p_sum: float = 250.0, **kw: float) -> Reading:
+    values = {"1-0:1.8.0*255": Value("1-0:1.8.0*255", e_sum * 1000, "Wh", int(e_sum * 1e4), -1)}
+    return Reading(meter_id=kw.pop("meter", METER), time=at, values=values,  # type: ignore[arg-type]
+                   e_sum=e_sum, p_sum=p_sum, **kw)  # fmt: skip
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return list(csv.DictReader(io.StringIO(raw.decode())))
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.is_file())
+
+
+def test_daily_rotation_across_midnight(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 23, 59, 57, 250000, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, clock=lambda: start)
+    for i in range(6):
+        log.write(reading(start + timedelta(seconds=i), e_sum=100 + i / 1000, p_sum=200 + i))
+    log.close()
+    assert files(tmp_path) == [f"{METER}_2024-03-09.csv.gz", f"{METER}_2024-03-10.csv"]
+    day1 = rows(tmp_path / METER / f"{METER}_2024-03-09.csv.gz")
+    day2 = rows(tmp_path / METER / f"{METER}_2024-03-10.csv")
+    assert [r["time"] for r in day1] == [
+        "2024-03-09T23:59:57.250Z", "2024-03-09T23:59:58.250Z", "2024-03-09T23:59:59.250Z"
+    ]  # fmt: skip
+    assert day2[0]["time"] == "2024-03-10T00:00:00.250Z"
+    assert [r["p_sum"] for r in day1 + day2] == ["200", "201", "202", "203", "204", "205"]
+    assert day2[-1]["e_sum"] == "100.005"
+    assert day2[0]["meter_id"] == METER
+    assert list(day2[0]) == columns(False)
+    assert day2[0]["u_L1"] == ""
+
+
+def test_hourly_and_local_boundaries(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 10, 59, 59, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, rotate="hourly", compress=False)
+    for i in range(3):
+        log.write(reading(start + timedelta(seconds=i)))
+    log.close()
+    assert files(tmp_path) == [f"{METER}_2024-03-09T10.csv", f"{METER}_2024-03-09T11.csv"]
+
+
+def test_size_rotation(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 10, 0, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, rotate="size", max_size=2048, compress=True)
+    for i in range(80):
+        log.write(reading(start + timedelta(seconds=i)))
+    log.close()
+    names = files(tmp_path)
+    assert len(names) >= 3
+    assert all(n.endswith(".csv.gz") for n in names[:-1]) and names[-1].endswith(".csv")
+    total = [r for n in names for r in rows(tmp_path / METER / n)]
+    assert len(total) == 80
+    for name in names[:-1]:
+        size = len(gzip.decompress((tmp_path / METER / name).read_bytes()))
+        assert size < 2048 + 200
+
+
+def test_partial_last_line_is_repaired_on_restart(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, clock=lambda: start)
+    for i in range(3):
+        log.write(reading(start + timedelta(seconds=i)))
+    log.close()
+    path = tmp_path / METER / f"{METER}_2024-03-09.csv"
+    with open(path, "ab") as fh:
+        fh.write(b"2024-03-09T12:00:03.000Z,0a01,100.0")  # crash in the middle of a row
+    log = CsvLog(tmp_path, clock=lambda: start)
+    log.write(reading(start + timedelta(seconds=4)))
+    log.close()
+    content = path.read_text()
+    assert "0a01,100.0" not in content
+    parsed = rows(path)
+    assert [r["time"][17:19] for r in parsed] == ["00", "01", "02", "04"]
+    assert all(len(r) == len(columns(False)) and None not in r.values() for r in parsed)
+
+
+def test_zero_fill_and_header_only_partial(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"a,b\n1,2\n3,\x00\x00\x00")
+    assert repair(path) == 5
+    assert path.read_bytes() == b"a,b\n1,2\n"
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    folder = tmp_path / "csv" / METER
+    folder.mkdir(parents=True)
+    (folder / f"{METER}_2024-03-09.csv").write_bytes(b"time,meter_id,e_s")
+    log = CsvLog(tmp_path / "csv", clock=lambda: start)
+    log.write(reading(start))
+    log.close()
+    text = (folder / f"{METER}_2024-03-09.csv").read_text().splitlines()
+    assert text[0] == ",".join(columns(False)) and len(text) == 2
+
+
+def test_old_uncompressed_files_compressed_and_pruned_at_start(tmp_path: Path) -> None:
+    day = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, compress=False, clock=lambda: day)
+    for d in range(5):
+        log.write(reading(day + timedelta(days=d)))
+    log.close()
+    assert len(files(tmp_path)) == 5
+    now = day + timedelta(days=4)
+    log = CsvLog(tmp_path, compress=True, keep_days=2, clock=lambda: now)
+    log.close()
+    # keep_days=2 at 03-05 12:00: files whose period ended before 03-03 12:00 are gone
+    assert files(tmp_path) == [
+        f"{METER}_2024-03-03.csv.gz", f"{METER}_2024-03-04.csv.gz", f"{METER}_2024-03-05.csv",
+    ]  # fmt: skip
+
+
+def test_prune_on_rotation(tmp_path: Path) -> None:
+    day = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    clock = [day]
+    log = CsvLog(tmp_path, keep_days=1, clock=lambda: clock[0])
+    for d in range(4):
+        clock[0] = day + timedelta(days=d)
+        log.write(reading(clock[0]))
+    log.close()
+    assert files(tmp_path) == [f"{METER}_2024-03-03.csv.gz", f"{METER}_2024-03-04.csv"]
+
+
+def test_header_change_starts_a_new_file(tmp_path: Path) -> None:
+    at = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, clock=lambda: at)
+    log.write(reading(at))
+    log.close()
+    log = CsvLog(tmp_path, aggregated=True, clock=lambda: at)
+    agg = reading(at + timedelta(minutes=1), samples=60,  # type: ignore[arg-type]
+                  minmax={"p_sum": (100.0, 900.0)})  # fmt: skip
+    log.write(agg)
+    log.close()
+    assert files(tmp_path) == [f"{METER}_2024-03-09.csv", f"{METER}_2024-03-09_1.csv"]
+    row = rows(tmp_path / METER / f"{METER}_2024-03-09_1.csv")[0]
+    assert (row["samples"], row["p_sum_min"], row["p_sum_max"]) == ("60", "100", "900")
+    assert row["u_L1_min"] == ""
+
+
+def test_several_meters_get_their_own_files(tmp_path: Path) -> None:
+    at = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path)
+    log.write(reading(at, meter="house"))
+    log.write(reading(at, meter="heat/pump"))
+    log.close()
+    assert files(tmp_path) == ["heat_pump_2024-03-09.csv", "house_2024-03-09.csv"]
+    assert rows(tmp_path / "heat_pump" / "heat_pump_2024-03-09.csv")[0]["meter_id"] == "heat/pump"
+
+
+def test_bad_options_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rotate must be one of hourly, daily, size"):
+        CsvLog(tmp_path, rotate="weekly")
