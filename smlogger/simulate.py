@@ -159,7 +159,7 @@ def pv_power(profile: Profile, local: datetime, plan: DayPlan) -> float:
     x = (hour - (noon - half)) / (2 * half)
     if not 0.0 < x < 1.0:
         return 0.0
-    season = 0.45 + 0.55 * (half * 2 - 7.7) / (16.3 - 7.7)
+    season = 0.35 + 0.45 * (half * 2 - 7.7) / (16.3 - 7.7)  # ~80 % of kWp in June
     sun = float(math.sin(math.pi * x) ** 1.4)
     minutes = hour * 60.0
     p1, p2, p3 = plan.cloud_phases

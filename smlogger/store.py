@@ -460,7 +460,8 @@ def _create_database_if_missing(db: peewee.Database, d: Dialect) -> Optional[str
     name = str(db.database)
     params = dict(db.connect_params)
     if d.name == "mysql":
-        server = peewee.MySQLDatabase("", **params)
+        # any account may open information_schema, so it serves to reach the server
+        server = peewee.MySQLDatabase("information_schema", **params)
         with server.connection_context():
             _sql(server, f"CREATE DATABASE IF NOT EXISTS {d.q(name)} CHARACTER SET utf8mb4")
     else:
@@ -1539,10 +1540,9 @@ class Store:
 
     def _enqueue(self, readings: Sequence[Reading]) -> None:
         if readings:
-            self.queue.put_many(
-                [StoredRow.from_reading(r).to_payload() for r in readings],
-                [r.time.timestamp() for r in readings],
-            )
+            # the age bound counts from queueing, not from the reading's own time: it limits
+            # how long an outage is bridged, and replays may carry old timestamps
+            self.queue.put_many([StoredRow.from_reading(r).to_payload() for r in readings])
 
     def flush(self, timeout: float = 3.0) -> None:
         """Queue finished aggregation windows, fsync the queue and give the writer up to
@@ -1610,6 +1610,7 @@ class Store:
         self.schema_actions += actions
         self._writer.forget_meters()
         self._schema_ready = True
+        self._succeeded(0)
         return True
 
     def _drain(self) -> None:

@@ -978,7 +978,8 @@ def build_app(
         status_interval_s=status_interval_s,
         clock=clock or (lambda: datetime.now(timezone.utc)),
     )
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
+    app.uninstall("json")  # _JsonPlugin serialises (strict JSON, no NaN)
     app.install(_JsonPlugin())
 
     def auth_hook() -> None:

@@ -17,7 +17,9 @@ fn stream() -> Vec<u8> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "bin"))
         .collect();
-    files.sort_by(|a, b| a.file_name().unwrap().as_encoded_bytes().cmp(b.file_name().unwrap().as_encoded_bytes()));
+    files.sort_by(|a, b| {
+        a.file_name().unwrap().as_encoded_bytes().cmp(b.file_name().unwrap().as_encoded_bytes())
+    });
     let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
     one.repeat(240)
 }

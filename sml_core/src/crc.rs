@@ -154,6 +154,7 @@ pub enum CrcMode {
 
 impl CrcMode {
     /// Parses the Python-facing names `"auto" | "x25" | "kermit"`.
+    #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "auto" => Some(CrcMode::Auto),

@@ -21,7 +21,7 @@ pub struct Writer {
 /// Smallest data width (1..=8 bytes) that holds an unsigned value.
 #[must_use]
 pub fn uint_width(v: u64) -> u8 {
-    (((64 - v.leading_zeros()).max(1) + 7) / 8) as u8
+    (64 - v.leading_zeros()).max(1).div_ceil(8) as u8
 }
 
 /// Smallest data width (1..=8 bytes) that holds a signed value.
@@ -302,7 +302,9 @@ impl Writer {
                 self.list(1);
                 self.octets_opt(global_signature.as_deref());
             }
-            Body::GetProfilePackRequest(r) | Body::GetProfileListRequest(r) => self.profile_request(r),
+            Body::GetProfilePackRequest(r) | Body::GetProfileListRequest(r) => {
+                self.profile_request(r);
+            }
             Body::GetProfilePackResponse(r) => {
                 self.list(8);
                 self.octets(&r.server_id);
@@ -361,7 +363,9 @@ impl Writer {
                 self.octet_list(&r.parameter_tree_path);
                 self.tree(&r.parameter_tree);
             }
-            Body::SetProcParameterRequest(r) | Body::SetProcParameterResponse(r) => self.proc_set(r),
+            Body::SetProcParameterRequest(r) | Body::SetProcParameterResponse(r) => {
+                self.proc_set(r);
+            }
             Body::GetListRequest(r) => {
                 self.list(5);
                 self.octets(&r.client_id);

@@ -165,8 +165,12 @@ pub struct AttentionResponse<'a> {
 pub enum Body<'a> {
     OpenRequest(OpenRequest<'a>),
     OpenResponse(OpenResponse<'a>),
-    CloseRequest { global_signature: Option<Bytes<'a>> },
-    CloseResponse { global_signature: Option<Bytes<'a>> },
+    CloseRequest {
+        global_signature: Option<Bytes<'a>>,
+    },
+    CloseResponse {
+        global_signature: Option<Bytes<'a>>,
+    },
     GetProfilePackRequest(GetProfileRequest<'a>),
     GetProfilePackResponse(GetProfilePackResponse<'a>),
     GetProfileListRequest(GetProfileRequest<'a>),
@@ -179,7 +183,10 @@ pub enum Body<'a> {
     GetListResponse(GetListResponse<'a>),
     AttentionResponse(AttentionResponse<'a>),
     /// A tag this decoder does not know: the body element is kept as raw bytes.
-    Unknown { tag: u32, raw: Bytes<'a> },
+    Unknown {
+        tag: u32,
+        raw: Bytes<'a>,
+    },
 }
 
 impl Body<'_> {
@@ -252,9 +259,9 @@ fn bytes<'a>(c: &mut Cursor<'a>) -> Result<Bytes<'a>> {
 fn u8_opt(c: &mut Cursor<'_>, what: &'static str) -> Result<Option<u8>> {
     let at = c.pos();
     match c.unsigned_opt(what)? {
-        Some(v) => u8::try_from(v)
-            .map(Some)
-            .map_err(|_| ParseError::OutOfRange { at, what, value: i128::from(v) }),
+        Some(v) => {
+            u8::try_from(v).map(Some).map_err(|_| ParseError::OutOfRange { at, what, value: i128::from(v) })
+        }
         None => Ok(None),
     }
 }
@@ -372,7 +379,12 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
                     c.list_of(2, "SML_ValueEntry")?;
                     values.push(ValueEntry { value: value_opt(c)?, value_signature: opt_bytes(c)? });
                 }
-                period_list.push(ProfObjPeriodEntry { val_time, status, values, period_signature: opt_bytes(c)? });
+                period_list.push(ProfObjPeriodEntry {
+                    val_time,
+                    status,
+                    values,
+                    period_signature: opt_bytes(c)?,
+                });
             }
             Body::GetProfilePackResponse(GetProfilePackResponse {
                 server_id,
@@ -464,7 +476,11 @@ pub enum MessageResult<'a> {
     Ok(Message<'a>),
     /// The message at payload byte `offset` failed; `skipped` says whether its
     /// extent could still be found so the following messages were read.
-    Err { offset: usize, error: ParseError, skipped: bool },
+    Err {
+        offset: usize,
+        error: ParseError,
+        skipped: bool,
+    },
 }
 
 /// Parses one SML_Message starting at the cursor.

@@ -16,9 +16,10 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use crate::crc::{CrcKind, CrcMode};
 use crate::message::{
-    AttentionResponse, Body, GetListRequest, GetListResponse, GetProcParameterRequest, GetProcParameterResponse,
-    GetProfileListResponse, GetProfilePackResponse, GetProfileRequest, Message, MessageResult, OpenRequest,
-    OpenResponse, ProfObjHeaderEntry, ProfObjPeriodEntry, SetProcParameterRequest, ValueEntry,
+    AttentionResponse, Body, GetListRequest, GetListResponse, GetProcParameterRequest,
+    GetProcParameterResponse, GetProfileListResponse, GetProfilePackResponse, GetProfileRequest, Message,
+    MessageResult, OpenRequest, OpenResponse, ProfObjHeaderEntry, ProfObjPeriodEntry,
+    SetProcParameterRequest, ValueEntry,
 };
 use crate::value::{quirk, ListEntry, PeriodEntry, ProcParValue, Time, TimeKind, Tree, TupelEntry, Value};
 use crate::{obis, units, Frame, Outcome};
@@ -29,8 +30,8 @@ type Obj<'py> = Bound<'py, PyAny>;
 /// `raw / 10^k` is one correctly rounded division, the same number Python's
 /// `float(Decimal(...))` gives.
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-    1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
 ];
 
 /// Caches Python strings that repeat in every frame (OBIS names, unit symbols).
@@ -133,6 +134,7 @@ impl<'py> Conv<'_, 'py> {
     }
 
     /// `raw × 10^scaler`: an exact int for scaler >= 0, a float below.
+    #[allow(clippy::many_single_char_names)]
     fn scaled(&self, v: Option<&Value<'_>>, raw: &Obj<'py>, scaler: Option<i8>) -> PyResult<Obj<'py>> {
         let n: i128 = match v {
             None => return Ok(self.none()),
@@ -154,7 +156,9 @@ impl<'py> Conv<'_, 'py> {
         }
         let k = (-s) as usize;
         let f = if n.unsigned_abs() < (1u128 << 53) && k < POW10.len() {
-            n as f64 / POW10[k]
+            #[allow(clippy::cast_precision_loss)] // |n| < 2^53: exact in f64
+            let exact = n as f64;
+            exact / POW10[k]
         } else {
             // Rust's float parser rounds correctly, like Python's float(str).
             format!("{n}e{s}").parse::<f64>().unwrap_or(f64::NAN)
@@ -226,7 +230,9 @@ impl<'py> Conv<'_, 'py> {
         d.set_item("server_id", self.bytes(&t.server_id))?;
         d.set_item("sec_index", self.time(&t.sec_index)?)?;
         d.set_item("status", t.status)?;
-        for (name, (unit, scaler, value)) in ["pA", "R1", "R4", "mA", "R2", "R3"].iter().zip(t.registers.iter()) {
+        for (name, (unit, scaler, value)) in
+            ["pA", "R1", "R4", "mA", "R2", "R3"].iter().zip(t.registers.iter())
+        {
             d.set_item(format!("unit_{name}"), *unit)?;
             d.set_item(format!("scaler_{name}"), *scaler)?;
             d.set_item(format!("value_{name}"), *value)?;
@@ -607,6 +613,7 @@ impl PyDecoder {
     }
 
     /// Feeds a chunk; returns the frames it completes (good and bad).
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
     fn feed<'py>(&mut self, py: Python<'py>, data: PyBackedBytes) -> PyResult<Bound<'py, PyList>> {
         self.run(py, &data, false)
     }
@@ -652,7 +659,13 @@ impl PyDecoder {
 /// Decodes a whole buffer (same result as one `feed` plus `finish`).
 #[pyfunction]
 #[pyo3(signature = (data, *, crc = "auto", max_frame = crate::transport::DEFAULT_MAX_FRAME))]
-fn decode<'py>(py: Python<'py>, data: PyBackedBytes, crc: &str, max_frame: usize) -> PyResult<Bound<'py, PyList>> {
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
+fn decode<'py>(
+    py: Python<'py>,
+    data: PyBackedBytes,
+    crc: &str,
+    max_frame: usize,
+) -> PyResult<Bound<'py, PyList>> {
     let mut d = PyDecoder::new(crc, max_frame)?;
     let _pause = GcPause::new(py);
     let out = d.run(py, &data, false)?;
@@ -802,7 +815,9 @@ fn entry_from(v: &Obj<'_>) -> PyResult<ListEntry<'static>> {
 }
 
 fn octet_list_from(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Vec<Cow<'static, [u8]>>> {
-    let Some(v) = get(d, key)? else { return Ok(Vec::new()) };
+    let Some(v) = get(d, key)? else {
+        return Ok(Vec::new());
+    };
     v.try_iter()?.map(|b| Ok(Cow::Owned(to_bytes(&b?, key)?))).collect()
 }
 
@@ -857,7 +872,11 @@ fn profile_request_from(b: &Bound<'_, PyDict>) -> PyResult<GetProfileRequest<'st
         begin_time: opt_time(b, "begin_time")?,
         end_time: opt_time(b, "end_time")?,
         parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
-        object_list: if get(b, "object_list")?.is_some() { Some(octet_list_from(b, "object_list")?) } else { None },
+        object_list: if get(b, "object_list")?.is_some() {
+            Some(octet_list_from(b, "object_list")?)
+        } else {
+            None
+        },
         das_details: opt_tree(b, "das_details")?,
     })
 }
@@ -917,7 +936,9 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                         for v in vs.try_iter()? {
                             let v = as_dict(&v?, "values[]")?;
                             values.push(ValueEntry {
-                                value: get(&v, "value")?.map(|x| value_from(&x, None, "value")).transpose()?,
+                                value: get(&v, "value")?
+                                    .map(|x| value_from(&x, None, "value"))
+                                    .transpose()?,
                                 value_signature: opt_b(&v, "value_signature")?,
                             });
                         }

@@ -23,14 +23,15 @@ pub fn is_buggy_dzg_dvs74(server_id: &[u8]) -> bool {
 pub fn apply_get_list(server_id: &[u8], values: &mut [ListEntry<'_>]) {
     let buggy = is_buggy_dzg_dvs74(server_id)
         || values.iter().any(|e| {
-            &*e.obj_name == obis::DEVICE_ID_FNN
+            *e.obj_name == obis::DEVICE_ID_FNN
                 && matches!(&e.value, Some(Value::Bytes(b)) if is_buggy_dzg_dvs74(b))
         });
     if !buggy {
         return;
     }
     for e in values.iter_mut() {
-        if &*e.obj_name == obis::POWER_SUM && matches!(e.value, Some(Value::Int { value, width }) if value < 0 && width <= 2)
+        if *e.obj_name == obis::POWER_SUM
+            && matches!(e.value, Some(Value::Int { value, width }) if value < 0 && width <= 2)
         {
             e.quirks |= quirk::DZG_UNSIGNED_POWER;
         }

@@ -75,22 +75,36 @@ impl ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::UnexpectedEnd { at } => write!(f, "payload ends inside an element at byte {at}"),
-            ParseError::ReservedType { at, tl } => write!(f, "reserved TL type in {tl:#04x} at byte {at}"),
+            ParseError::UnexpectedEnd { at } => {
+                write!(f, "payload ends inside an element at byte {at}")
+            }
+            ParseError::ReservedType { at, tl } => {
+                write!(f, "reserved TL type in {tl:#04x} at byte {at}")
+            }
             ParseError::BadContinuation { at, byte } => {
                 write!(f, "TL continuation byte {byte:#04x} at byte {at} has type bits set")
             }
-            ParseError::LengthUnderflow { at } => write!(f, "TL length shorter than the TL itself at byte {at}"),
+            ParseError::LengthUnderflow { at } => {
+                write!(f, "TL length shorter than the TL itself at byte {at}")
+            }
             ParseError::Expected { at, expected, found } => {
                 write!(f, "expected {expected} at byte {at}, found {}", found.name())
             }
-            ParseError::IntWidth { at, bytes } => write!(f, "integer of {bytes} bytes at byte {at} (1..8 allowed)"),
-            ParseError::OutOfRange { at, what, value } => write!(f, "{what} {value} out of range at byte {at}"),
+            ParseError::IntWidth { at, bytes } => {
+                write!(f, "integer of {bytes} bytes at byte {at} (1..8 allowed)")
+            }
+            ParseError::OutOfRange { at, what, value } => {
+                write!(f, "{what} {value} out of range at byte {at}")
+            }
             ParseError::Count { at, what, expected, found } => {
                 write!(f, "{what} at byte {at} has {found} elements, expected {expected}")
             }
-            ParseError::UnknownChoice { at, what, tag } => write!(f, "unknown {what} choice {tag:#x} at byte {at}"),
-            ParseError::MissingEndOfMessage { at } => write!(f, "endOfSmlMsg (00) missing at byte {at}"),
+            ParseError::UnknownChoice { at, what, tag } => {
+                write!(f, "unknown {what} choice {tag:#x} at byte {at}")
+            }
+            ParseError::MissingEndOfMessage { at } => {
+                write!(f, "endOfSmlMsg (00) missing at byte {at}")
+            }
             ParseError::TooDeep { at } => write!(f, "nesting too deep at byte {at}"),
         }
     }

@@ -118,7 +118,11 @@ enum State {
     /// unexamined byte relative to the frame start, `run` the number of `1b`
     /// bytes directly before it, `escaped` whether the payload holds escaped
     /// escapes that must be undone.
-    Frame { scan: usize, run: usize, escaped: bool },
+    Frame {
+        scan: usize,
+        run: usize,
+        escaped: bool,
+    },
 }
 
 /// Streaming SML transport decoder.
@@ -244,7 +248,11 @@ impl Framer {
                     }
                     Scan::Restart { at } => {
                         self.stats.truncated += 1;
-                        emit(RawFrame { offset: base + pos as u64, length: at - pos, result: Err(FrameError::Truncated) });
+                        emit(RawFrame {
+                            offset: base + pos as u64,
+                            length: at - pos,
+                            result: Err(FrameError::Truncated),
+                        });
                         pos = at;
                         self.state = State::Frame { scan: START.len(), run: 0, escaped: false };
                     }
@@ -288,15 +296,13 @@ impl Framer {
         let mut s = f + scan;
         loop {
             if run == 0 {
-                match memchr(ESC, &data[s..]) {
-                    Some(k) => s += k,
-                    None => {
-                        if len > limit {
-                            return Scan::TooLong;
-                        }
-                        return Scan::NeedMore { scan: len - f, run: 0, escaped };
+                let Some(k) = memchr(ESC, &data[s..]) else {
+                    if len > limit {
+                        return Scan::TooLong;
                     }
-                }
+                    return Scan::NeedMore { scan: len - f, run: 0, escaped };
+                };
+                s += k;
             }
             while s < len && data[s] == ESC {
                 run += 1;
@@ -472,7 +478,7 @@ mod tests {
     fn spec_error_vectors() {
         let err = |s: &str, e: &str| {
             let got = payloads(&hex(s));
-            assert!(got.iter().any(|r| *r == Err(e)), "{s}: {got:?}");
+            assert!(got.contains(&Err(e)), "{s}: {got:?}");
         };
         err("1b1b1b1b 01010101 12345678 1b1b1b1b 1a00b8FF", "crc");
         err("1b1b1b1b 01010101 12345678 FF 1b1b1b1b 1a0013b6", "escape");

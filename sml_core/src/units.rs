@@ -4,6 +4,7 @@
 /// entries); codes without a symbol in the table are rendered `?:<code>`.
 #[must_use]
 pub fn symbol(code: u8) -> Option<&'static str> {
+    // Codes 14, 16 and 18 are the "corrected" volume variants: same symbols.
     Some(match code {
         1 => "a",
         2 => "mo",
@@ -17,12 +18,9 @@ pub fn symbol(code: u8) -> Option<&'static str> {
         10 => "currency",
         11 => "m",
         12 => "m/s",
-        13 => "m³",
-        14 => "m³",
-        15 => "m³/h",
-        16 => "m³/h",
-        17 => "m³/d",
-        18 => "m³/d",
+        13 | 14 => "m³",
+        15 | 16 => "m³/h",
+        17 | 18 => "m³/d",
         19 => "l",
         20 => "kg",
         21 => "N",

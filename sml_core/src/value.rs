@@ -12,8 +12,14 @@ pub enum Value<'a> {
     Bool(bool),
     Bytes(Bytes<'a>),
     /// Integer8..Integer64 incl. odd widths; `width` is the data byte count.
-    Int { value: i64, width: u8 },
-    UInt { value: u64, width: u8 },
+    Int {
+        value: i64,
+        width: u8,
+    },
+    UInt {
+        value: u64,
+        width: u8,
+    },
     /// SML_ListType (SML 1.04), whose only defined choice is an SML_Time.
     Time(Time),
 }
@@ -303,7 +309,14 @@ impl<'a> TupelEntry<'a> {
             }
         }
         let sig2 = Cow::Borrowed(c.octets()?);
-        Ok(TupelEntry { server_id, sec_index, status, registers, signature_pa_r1_r4: sig1, signature_ma_r2_r3: sig2 })
+        Ok(TupelEntry {
+            server_id,
+            sec_index,
+            status,
+            registers,
+            signature_pa_r1_r4: sig1,
+            signature_ma_r2_r3: sig2,
+        })
     }
 }
 
@@ -396,7 +409,10 @@ mod tests {
         assert!(bare.bare);
         assert_eq!(bare.value, 98_791_475);
         let local = time(&mut Cursor::new(&h("72 6203 73 65 60b5a5cd 53 0078 53 003c"))).unwrap();
-        assert_eq!((local.kind, local.value, local.local_offset, local.season_offset), (TimeKind::LocalTimestamp, 1_622_517_197, 120, 60));
+        assert_eq!(
+            (local.kind, local.value, local.local_offset, local.season_offset),
+            (TimeKind::LocalTimestamp, 1_622_517_197, 120, 60)
+        );
     }
 
     #[test]
@@ -406,7 +422,10 @@ mod tests {
         assert_eq!(&*t.parameter_name, b"Hallo");
         assert_eq!(t.children.as_ref().unwrap().len(), 1);
         let d = h("72620472620265000000FF");
-        assert_eq!(ProcParValue::parse(&mut Cursor::new(&d)).unwrap(), ProcParValue::Time(Time::timestamp(255)));
+        assert_eq!(
+            ProcParValue::parse(&mut Cursor::new(&d)).unwrap(),
+            ProcParValue::Time(Time::timestamp(255))
+        );
     }
 
     #[test]

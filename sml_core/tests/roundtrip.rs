@@ -88,9 +88,23 @@ fn tree(depth: u32) -> BoxedStrategy<Tree<'static>> {
 
 fn body() -> impl Strategy<Value = Body<'static>> {
     prop_oneof![
-        (opt_octets(4), opt_octets(8), octets(12), octets(12), prop::option::of(time()), prop::option::of(any::<u8>()))
+        (
+            opt_octets(4),
+            opt_octets(8),
+            octets(12),
+            octets(12),
+            prop::option::of(time()),
+            prop::option::of(any::<u8>())
+        )
             .prop_map(|(codepage, client_id, req_file_id, server_id, ref_time, sml_version)| {
-                Body::OpenResponse(OpenResponse { codepage, client_id, req_file_id, server_id, ref_time, sml_version })
+                Body::OpenResponse(OpenResponse {
+                    codepage,
+                    client_id,
+                    req_file_id,
+                    server_id,
+                    ref_time,
+                    sml_version,
+                })
             }),
         (
             opt_octets(8),
@@ -101,18 +115,20 @@ fn body() -> impl Strategy<Value = Body<'static>> {
             opt_octets(300),
             prop::option::of(time()),
         )
-            .prop_map(|(client_id, server_id, list_name, act_sensor_time, mut values, list_signature, gw)| {
-                quirks::apply_get_list(&server_id, &mut values);
-                Body::GetListResponse(GetListResponse {
-                    client_id,
-                    server_id,
-                    list_name,
-                    act_sensor_time,
-                    values,
-                    list_signature,
-                    act_gateway_time: gw,
-                })
-            }),
+            .prop_map(
+                |(client_id, server_id, list_name, act_sensor_time, mut values, list_signature, gw)| {
+                    quirks::apply_get_list(&server_id, &mut values);
+                    Body::GetListResponse(GetListResponse {
+                        client_id,
+                        server_id,
+                        list_name,
+                        act_sensor_time,
+                        values,
+                        list_signature,
+                        act_gateway_time: gw,
+                    })
+                }
+            ),
         opt_octets(70).prop_map(|global_signature| Body::CloseResponse { global_signature }),
         (octets(10), octets(6), opt_octets(30), prop::option::of(tree(2))).prop_map(|(s, n, m, d)| {
             Body::AttentionResponse(AttentionResponse {

@@ -1,0 +1,280 @@
+"""Real database servers for tests: MariaDB and PostgreSQL in temporary directories.
+
+Each server listens on 127.0.0.1 on a free port (and a unix socket in its directory), runs
+with settings tuned for throw-away data (no fsync), and is torn down with its files.
+Use them as context managers, or through small fixtures in the test modules:
+
+    with MariaDBServer.running(tmp_path) as server:
+        url = server.url()          # mysql://smlogger:...@127.0.0.1:PORT/smlogger
+        server.stop(); server.start()   # same port, same data
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import pymysql
+
+USER = "smlogger"
+PASSWORD = "s3cret pw/with:odd@chars"
+DATABASE = "smlogger"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str, *extra_dirs: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in (*extra_dirs, "/usr/sbin", "/usr/local/sbin", "/sbin"):
+        for candidate in sorted(glob.glob(os.path.join(directory, name)), reverse=True):
+            if os.access(candidate, os.X_OK):
+                return candidate
+    raise RuntimeError(
+        f"{name} not found: the database tests need it (Debian: apt-get install "
+        f"{'mariadb-server' if 'maria' in name else 'postgresql'})"
+    )
+
+
+def _quote_pw(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _wait_for(check: object, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    last: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise RuntimeError(f"{what} did not come up within {timeout} s ({last}); log:\n{tail}")
+
+
+class MariaDBServer:
+    """A private mariadbd with a database and a password user for the tests."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.datadir = base / "data"
+        self.socket = base / "mysqld.sock"
+        self.log = base / "error.log"
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.mariadbd = find_binary("mariadbd")
+        self.install_db = find_binary("mariadb-install-db")
+
+    def install(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self.install_db,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        cmd = [
+            self.mariadbd,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.base / 'mysqld.pid'}",
+            f"--log-error={self.log}",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--skip-log-bin",
+            "--max-connections=50",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mariadbd exited with {self.proc.returncode}")
+            conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
+            conn.close()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                return True
+
+        _wait_for(ready, timeout, "mariadbd", self.log)
+
+    def root(self) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+        return pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True)
+
+    def create_user(self) -> None:
+        conn = self.root()
+        try:
+            with conn.cursor() as cur:
+                for host in ("127.0.0.1", "localhost"):
+                    cur.execute(
+                        f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY %s", (PASSWORD,)
+                    )
+                    # *.*: the logger may create its database itself
+                    cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'{host}'")
+        finally:
+            conn.close()
+
+    def url(self, database: str = DATABASE, *, via_socket: bool = False) -> str:
+        auth = f"{USER}:{_quote_pw(PASSWORD)}"
+        if via_socket:
+            return f"mysql://{auth}@localhost/{database}?unix_socket={self.socket}"
+        return f"mysql://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def query(self, sql: str, database: str = DATABASE) -> list[tuple[object, ...]]:
+        conn = self.root()
+        try:
+            conn.select_db(database)
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Clean shutdown (SIGTERM); the data stays for the next `start`."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, base: Path) -> Iterator[MariaDBServer]:
+        server = cls(base)
+        server.install()
+        server.start()
+        try:
+            server.create_user()
+            yield server
+        finally:
+            server.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (initdb + postgres, as user `postgres` when run as root)."""
+
+    def __init__(self) -> None:
+        bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+        self.initdb = find_binary("initdb", *bindirs)
+        self.postgres = find_binary("postgres", *bindirs)
+        # a private directory directly under /tmp: pytest's tmp dirs are not reachable by the
+        # unprivileged server user
+        self.base = Path(tempfile.mkdtemp(prefix="smlogger-pg-"))
+        self.datadir = self.base / "data"
+        self.log = self.base / "server.log"
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.user: Optional[str] = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            shutil.chown(self.base, user="postgres")
+
+    def install(self) -> None:
+        result = subprocess.run(
+            [self.initdb, "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+             "--no-sync"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            user=self.user,
+            cwd=self.base,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        log_fh = open(self.log, "ab")  # noqa: SIM115 - the server keeps writing to it
+        try:
+            self.proc = subprocess.Popen(
+                [self.postgres, "-D", str(self.datadir), "-p", str(self.port),
+                 "-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                stdout=log_fh,
+                stderr=log_fh,
+                user=self.user,
+                cwd=self.base,
+            )  # fmt: skip
+        finally:
+            log_fh.close()
+
+        def ready() -> bool:
+            import psycopg2
+
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}")
+            conn = psycopg2.connect(
+                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres"
+            )
+            conn.close()
+            return True
+
+        _wait_for(ready, timeout, "postgres", self.log)
+
+    def url(self, database: str = DATABASE) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # "fast" shutdown
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[PostgresServer]:
+        server = cls()
+        try:
+            server.install()
+            server.start()
+            yield server
+        finally:
+            server.stop()
+            shutil.rmtree(server.base, ignore_errors=True)

@@ -1,0 +1,296 @@
+"""Byte sources: TCP against a real local server, replay of dumps and captures, capture files."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from smlogger import sml
+from smlogger.capture import CAPTURE_MAGIC, CaptureWriter
+from smlogger.live import LiveState
+from smlogger.pipeline import MeterSpec, Pipeline
+from smlogger.reading import Reading
+from smlogger.sources import (
+    Backoff,
+    Chunk,
+    ReplaySource,
+    SerialSettings,
+    SerialSource,
+    TcpSource,
+    parse_speed,
+    split_frames,
+)
+
+MT175 = "ISKRA_MT175_eHZ.bin"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class Collect:
+    """A sink that keeps what it gets."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.closed = False
+
+    def write(self, reading: Reading) -> None:
+        self.readings.append(reading)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def status(self) -> dict[str, object]:
+        return {"written": len(self.readings)}
+
+
+def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+    assert callable(predicate)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class MeterServer:
+    """A network IR head: serves a recording to each connection, frame by frame."""
+
+    def __init__(self, data: bytes, pause: float = 0.05) -> None:
+        self.frames = split_frames(data)
+        self.pause = pause
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.drop_after: int | None = None  # close a connection after this many frames
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                for index, frame in enumerate(self.frames * 100):
+                    if self._stop.is_set() or index == self.drop_after:
+                        break
+                    try:
+                        conn.sendall(frame)
+                    except OSError:
+                        break
+                    time.sleep(self.pause)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(5)
+
+
+def test_tcp_source_reads_and_reconnects(recordings_dir: Path) -> None:
+    server = MeterServer((recordings_dir / MT175).read_bytes())
+    server.drop_after = 6
+    live = LiveState()
+    sink = Collect()
+    source = TcpSource("127.0.0.1", server.port, reconnect_initial=0.1, reconnect_max=0.5)
+    pipeline = Pipeline([MeterSpec("tcp-head", source)], [sink], live)
+    pipeline.start()
+    try:
+        # the server hangs up after 6 frames; the source reconnects on its own
+        wait_for(lambda: server.connections >= 3, what="reconnects")
+        wait_for(lambda: len(sink.readings) >= 15, what="readings after reconnects")
+        status = live.source_status()["tcp-head"]
+        assert status["stats"]["frames_ok"] >= 15
+        assert status["meters"] == ["090149534b000403df63"]
+    finally:
+        pipeline.stop(4)
+        server.close()
+    assert sink.closed
+    assert all(r.meter_id == "090149534b000403df63" for r in sink.readings)
+
+
+def test_tcp_source_waits_for_a_server_that_is_not_there_yet(recordings_dir: Path) -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on `port` now
+    states: list[tuple[str, str]] = []
+    source = TcpSource("127.0.0.1", port, reconnect_initial=0.1, reconnect_max=0.2)
+    source.on_state = lambda state, detail: states.append((state, detail))
+    stop = threading.Event()
+    chunks: list[Chunk] = []
+
+    def consume() -> None:
+        for chunk in source.chunks(stop):
+            chunks.append(chunk)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    wait_for(lambda: len(states) >= 2, what="waiting states")
+    assert states[0][0] == "waiting" and "refused" in states[0][1].lower()
+    data = (recordings_dir / MT175).read_bytes()
+    server = socket.create_server(("127.0.0.1", port))
+    try:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(data)
+            wait_for(lambda: sum(len(c.data) for c in chunks) >= len(data), what="data")
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert ("connected", "open") in states
+    assert b"".join(c.data for c in chunks) == data
+
+
+def test_serial_source_on_missing_port_keeps_waiting() -> None:
+    states: list[tuple[str, str]] = []
+    settings = SerialSettings(port="/dev/serial/by-id/usb-no-such-head-if00-port0")
+    source = SerialSource(settings, reconnect_initial=0.05, reconnect_max=0.1)
+    source.on_state = lambda state, detail: states.append((state, detail))
+    stop = threading.Event()
+    count = 0
+    for _chunk in source.chunks(stop):
+        count += 1
+        if count == 3:
+            stop.set()
+    assert [s for s, _ in states] == ["waiting"] * 3
+    assert "no-such-head" in states[0][1] and "retry in" in states[0][1]
+
+
+def test_backoff_doubles_up_to_the_limit() -> None:
+    backoff = Backoff(1, 30)
+    assert [backoff.next() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    backoff.reset()
+    assert backoff.next() == 1
+
+
+def test_parse_speed() -> None:
+    assert parse_speed("max") is None and parse_speed("10") == 10.0 and parse_speed(1) == 1.0
+    with pytest.raises(ValueError, match="speed must be a positive number or 'max'"):
+        parse_speed("0")
+
+
+def replay_all(source: ReplaySource) -> list[Chunk]:
+    return list(source.chunks(threading.Event()))
+
+
+def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:
+    data = (recordings_dir / MT175).read_bytes()
+    source = ReplaySource(recordings_dir / MT175, speed=None, interval=2.0, clock=lambda: T0)
+    chunks = replay_all(source)
+    assert b"".join(c.data for c in chunks) == data
+    assert [c.time for c in chunks] == [T0 + timedelta(seconds=2 * i) for i in range(len(chunks))]
+    assert all(c.data.startswith(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01") for c in chunks)
+    assert len(chunks) == 11  # 10 complete frames + the cut-off one at the end
+
+
+def test_replay_paces_at_speed(recordings_dir: Path) -> None:
+    sleeps: list[float] = []
+    source = ReplaySource(recordings_dir / MT175, speed=10, interval=1.0, sleep=sleeps.append)
+    chunks = replay_all(source)
+    # frame i is due i * 0.1 s after the start at speed 10 (the injected sleep returns at once)
+    assert len(sleeps) == len(chunks) - 1
+    assert sleeps == pytest.approx([0.1 * i for i in range(1, len(chunks))], abs=0.05)
+
+
+def test_replay_loop_keeps_time_running(recordings_dir: Path) -> None:
+    source = ReplaySource(recordings_dir / MT175, speed=None, loop=True, clock=lambda: T0)
+    stop = threading.Event()
+    got = []
+    for chunk in source.chunks(stop):
+        got.append(chunk)
+        if len(got) == 30:
+            stop.set()
+    times = [c.time for c in got]
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+
+def test_capture_round_trip_through_replay(tmp_path: Path, recordings_dir: Path) -> None:
+    data = (recordings_dir / MT175).read_bytes()
+    pieces = [data[i : i + 333] for i in range(0, len(data), 333)]
+    for name in ("cap.txt", "cap.txt.gz"):
+        path = tmp_path / name
+        writer = CaptureWriter(path)
+        for i, piece in enumerate(pieces):
+            writer.write(T0 + timedelta(seconds=i * 0.25), piece)
+        writer.write(T0, b"")  # idle chunks are not written
+        writer.close()
+        raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        assert raw.startswith(CAPTURE_MAGIC)
+        chunks = replay_all(ReplaySource(path, speed=None))
+        assert [c.data for c in chunks] == pieces
+        assert [c.time for c in chunks] == [T0 + timedelta(seconds=i * 0.25) for i in range(13)]
+
+
+def test_capture_survives_a_crash_mid_line(tmp_path: Path, recordings_dir: Path) -> None:
+    path = tmp_path / "cap.txt"
+    writer = CaptureWriter(path)
+    writer.write(T0, b"\x01\x02")
+    writer.close()
+    with open(path, "ab") as fh:
+        fh.write(b"2024-05-01T12:00:01+00:00 0304")  # killed before the newline
+    assert [c.data for c in replay_all(ReplaySource(path, speed=None))] == [b"\x01\x02"]
+    writer = CaptureWriter(path)  # next start: the partial line is dropped, capture continues
+    writer.write(T0 + timedelta(seconds=2), b"\x05")
+    writer.close()
+    assert [c.data for c in replay_all(ReplaySource(path, speed=None))] == [b"\x01\x02", b"\x05"]
+
+
+def test_capture_of_a_live_source_replays_identically(tmp_path: Path, recordings_dir: Path) -> None:
+    server = MeterServer((recordings_dir / MT175).read_bytes(), pause=0.02)
+    capture = CaptureWriter(tmp_path / "capture.txt")
+    first = Collect()
+    source = TcpSource("127.0.0.1", server.port)
+    pipeline = Pipeline([MeterSpec("tcp", source, capture=capture)], [first], LiveState())
+    pipeline.start()
+    try:
+        wait_for(lambda: len(first.readings) >= 12, what="readings")
+    finally:
+        pipeline.stop(4)
+        server.close()
+    second = Collect()
+    replay = ReplaySource(tmp_path / "capture.txt", speed=None)
+    again = Pipeline([MeterSpec("replay", replay)], [second], LiveState())
+    again.start()
+    again.run(threading.Event())
+    again.stop(4)
+    assert [(r.time, r.fields()) for r in second.readings] == [
+        (r.time, r.fields()) for r in first.readings
+    ]
+
+
+def test_split_frames_keeps_garbage_and_tail() -> None:
+    start = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"
+    assert split_frames(b"xx" + start + b"a" + start + b"b") == [b"xx", start + b"a", start + b"b"]
+    assert split_frames(b"") == []
+
+
+def iter_decoded(chunks: Iterator[Chunk]) -> int:
+    decoder = sml.Decoder()
+    return sum(1 for c in chunks for f in decoder.feed(c.data) if f["ok"])
+
+
+def test_replay_of_every_recording_decodes_like_the_file(
+    recordings_dir: Path, expected: dict[str, object]
+) -> None:
+    for name, info in expected.items():
+        assert isinstance(info, dict)
+        chunks = ReplaySource(recordings_dir / name, speed=None).chunks(threading.Event())
+        assert iter_decoded(chunks) == info["crc_ok_frames"], name
