@@ -230,7 +230,8 @@ def build_sinks(config: Config) -> tuple[list[Any], Any]:
             db,
             spool_dir=config.data_path / "spool",
             max_spool_age_days=config.database_spool_max_age_days,
-            store_interval=config.store_interval,
+            # the pipeline aggregates for all sinks already (see Pipeline(store_interval=))
+            store_interval=0,
             legacy_table=config.database_legacy_table,
             batch_size=config.database_batch_size,
         )
@@ -352,10 +353,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if web_stopper is not None:
         web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
     notifier.close()
-    errors = pipeline.errors()
-    if errors:
+    if pipeline.errors():
         return 1
-    return 0 if clean else 1
+    if not clean:
+        # whatever a sink still held is on durable storage (disk queue) or was logged as lost
+        log.warning("shutdown finished with sinks still busy")
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -36,7 +36,8 @@ class Sink(Protocol):
 
     def flush(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush and release; called once, from the sink's own thread."""
 
     def status(self) -> dict[str, object]: ...
 
@@ -236,11 +237,17 @@ class SinkWorker:
     """Runs one sink in its own thread; retries failed writes with backoff."""
 
     def __init__(
-        self, sink: Sink, *, maxsize: int = DEFAULT_SINK_QUEUE, block_when_full: bool = False
+        self,
+        sink: Sink,
+        *,
+        maxsize: int = DEFAULT_SINK_QUEUE,
+        block_when_full: bool = False,
+        retry_initial: float = 0.5,
     ) -> None:
         self.sink = sink
         self.name = sink.name
         self.block_when_full = block_when_full
+        self.retry_initial = retry_initial
         self._queue: queue.Queue[Reading] = queue.Queue(maxsize=maxsize)
         self._closing = threading.Event()
         self._deadline = float("inf")
@@ -282,7 +289,7 @@ class SinkWorker:
                     pass
 
     def _write(self, reading: Reading) -> bool:
-        delay = 0.5
+        delay = self.retry_initial
         while True:
             try:
                 self.sink.write(reading)
@@ -343,7 +350,7 @@ class SinkWorker:
         finally:
             if unwritten:
                 log.error("sink %s: %d readings not written before shutdown", self.name, unwritten)
-            self._safe("flush", self.sink.flush)
+            # close() flushes: a separate flush first would only double the wait on a slow DB
             self._safe("close", self.sink.close)
             self.closed.set()
 

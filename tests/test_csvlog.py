@@ -18,8 +18,14 @@ METER = "0a0149534b0001d53531"
 
 def reading(at: datetime, e_sum: float = 100.0, p_sum: float = 250.0, **kw: float) -> Reading:
     values = {"1-0:1.8.0*255": Value("1-0:1.8.0*255", e_sum * 1000, "Wh", int(e_sum * 1e4), -1)}
-    return Reading(meter_id=kw.pop("meter", METER), time=at, values=values,  # type: ignore[arg-type]
-                   e_sum=e_sum, p_sum=p_sum, **kw)  # fmt: skip
+    return Reading(
+        meter_id=kw.pop("meter", METER),
+        time=at,
+        values=values,  # type: ignore[arg-type]
+        e_sum=e_sum,
+        p_sum=p_sum,
+        **kw,
+    )
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -41,8 +47,10 @@ def test_daily_rotation_across_midnight(tmp_path: Path) -> None:
     day1 = rows(tmp_path / METER / f"{METER}_2024-03-09.csv.gz")
     day2 = rows(tmp_path / METER / f"{METER}_2024-03-10.csv")
     assert [r["time"] for r in day1] == [
-        "2024-03-09T23:59:57.250Z", "2024-03-09T23:59:58.250Z", "2024-03-09T23:59:59.250Z"
-    ]  # fmt: skip
+        "2024-03-09T23:59:57.250Z",
+        "2024-03-09T23:59:58.250Z",
+        "2024-03-09T23:59:59.250Z",
+    ]
     assert day2[0]["time"] == "2024-03-10T00:00:00.250Z"
     assert [r["p_sum"] for r in day1 + day2] == ["200", "201", "202", "203", "204", "205"]
     assert day2[-1]["e_sum"] == "100.005"
@@ -123,8 +131,10 @@ def test_old_uncompressed_files_compressed_and_pruned_at_start(tmp_path: Path) -
     log.close()
     # keep_days=2 at 03-05 12:00: files whose period ended before 03-03 12:00 are gone
     assert files(tmp_path) == [
-        f"{METER}_2024-03-03.csv.gz", f"{METER}_2024-03-04.csv.gz", f"{METER}_2024-03-05.csv",
-    ]  # fmt: skip
+        f"{METER}_2024-03-03.csv.gz",
+        f"{METER}_2024-03-04.csv.gz",
+        f"{METER}_2024-03-05.csv",
+    ]
 
 
 def test_prune_on_rotation(tmp_path: Path) -> None:
@@ -144,8 +154,11 @@ def test_header_change_starts_a_new_file(tmp_path: Path) -> None:
     log.write(reading(at))
     log.close()
     log = CsvLog(tmp_path, aggregated=True, clock=lambda: at)
-    agg = reading(at + timedelta(minutes=1), samples=60,  # type: ignore[arg-type]
-                  minmax={"p_sum": (100.0, 900.0)})  # fmt: skip
+    agg = reading(
+        at + timedelta(minutes=1),
+        samples=60,  # type: ignore[arg-type]
+        minmax={"p_sum": (100.0, 900.0)},
+    )
     log.write(agg)
     log.close()
     assert files(tmp_path) == [f"{METER}_2024-03-09.csv", f"{METER}_2024-03-09_1.csv"]

@@ -23,14 +23,24 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def reading(
-    seconds: float, e_sum: float | None = 1000.0, p_sum: float | None = 500.0,
-    meter: str = "m1", scaler: int = -1, **kw: Any,
-) -> Reading:  # fmt: skip
+    seconds: float,
+    e_sum: float | None = 1000.0,
+    p_sum: float | None = 500.0,
+    meter: str = "m1",
+    scaler: int = -1,
+    **kw: Any,
+) -> Reading:
     values = {}
     if e_sum is not None:
         values["1-0:1.8.0*255"] = Value("1-0:1.8.0*255", e_sum * 1000, "Wh", None, scaler)
-    return Reading(meter_id=meter, time=T0 + timedelta(seconds=seconds), values=values,
-                   e_sum=e_sum, p_sum=p_sum, **kw)  # fmt: skip
+    return Reading(
+        meter_id=meter,
+        time=T0 + timedelta(seconds=seconds),
+        values=values,
+        e_sum=e_sum,
+        p_sum=p_sum,
+        **kw,
+    )
 
 
 class Collect:
@@ -152,7 +162,7 @@ def test_aggregator_flushes_silent_meters() -> None:
 
 def test_failing_sink_is_retried_in_order() -> None:
     sink = Collect(fail_first=3)
-    worker = SinkWorker(sink)
+    worker = SinkWorker(sink, retry_initial=0.05)
     worker.start()
     for i in range(5):
         worker.put(reading(i, 1000 + i))
@@ -177,7 +187,7 @@ def test_full_queue_drops_oldest_and_counts() -> None:
 
 
 def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: Path) -> None:
-    slow = Collect(delay=0.5)
+    slow = Collect(delay=0.2)
     fast = Collect()
     fast.name = "fast"
     live = LiveState()

@@ -111,13 +111,21 @@ def test_every_recording_yields_plausible_readings(
 
 def _frame_with_bad_message_crc() -> bytes:
     messages = [
-        {"type": "OpenResponse", "transaction_id": b"\x01",
-         "body": {"req_file_id": b"\x01", "server_id": b"\x0a\x01ABC\x00\x00\x00\x00\x01"}},
-        {"type": "GetListResponse", "transaction_id": b"\x02",
-         "body": {"server_id": b"\x0a\x01ABC\x00\x00\x00\x00\x01",
-                  "values": [{"obis": "1-0:1.8.0*255", "unit": 30, "scaler": -1, "raw": 1234}]}},
+        {
+            "type": "OpenResponse",
+            "transaction_id": b"\x01",
+            "body": {"req_file_id": b"\x01", "server_id": b"\x0a\x01ABC\x00\x00\x00\x00\x01"},
+        },
+        {
+            "type": "GetListResponse",
+            "transaction_id": b"\x02",
+            "body": {
+                "server_id": b"\x0a\x01ABC\x00\x00\x00\x00\x01",
+                "values": [{"obis": "1-0:1.8.0*255", "unit": 30, "scaler": -1, "raw": 1234}],
+            },
+        },
         {"type": "CloseResponse", "transaction_id": b"\x03", "body": {}},
-    ]  # fmt: skip
+    ]
     data = bytearray(sml.encode(messages))
     # corrupt the GetListResponse's own CRC field, then give the frame a valid transport CRC
     payload_end = data.rindex(b"\x1b\x1b\x1b\x1b\x1a")

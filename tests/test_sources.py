@@ -165,9 +165,7 @@ def test_serial_source_on_missing_port_keeps_waiting() -> None:
     source = SerialSource(settings, reconnect_initial=0.05, reconnect_max=0.1)
     source.on_state = lambda state, detail: states.append((state, detail))
     stop = threading.Event()
-    count = 0
-    for _chunk in source.chunks(stop):
-        count += 1
+    for count, _chunk in enumerate(source.chunks(stop), 1):
         if count == 3:
             stop.set()
     assert [s for s, _ in states] == ["waiting"] * 3

@@ -20,8 +20,10 @@ def decode_one(meter: SimulatedMeter, at: datetime) -> Reading:
     assert len(frames) == 1 and frames[0]["ok"], frames
     assert frames[0]["crc"] == "x25"
     assert [m["type"] for m in frames[0]["messages"]] == [
-        "OpenResponse", "GetListResponse", "CloseResponse"
-    ]  # fmt: skip
+        "OpenResponse",
+        "GetListResponse",
+        "CloseResponse",
+    ]
     assert all(m["crc_ok"] for m in frames[0]["messages"])
     [reading] = readings_from_frame(frames[0], at)
     return reading
@@ -38,10 +40,17 @@ def test_mt175_like_obis_set() -> None:
     reading = decode_one(meter, at)
     assert reading.meter_id == meter.meter_id and reading.meter_id.startswith("0a0149534b")
     assert set(reading.values) == {
-        "129-129:199.130.3*255", "1-0:0.0.9*255", "1-0:1.8.0*255", "1-0:1.8.1*255",
-        "1-0:1.8.2*255", "1-0:16.7.0*255", "1-0:36.7.0*255", "1-0:56.7.0*255",
-        "1-0:76.7.0*255", "129-129:199.130.5*255",
-    }  # fmt: skip
+        "129-129:199.130.3*255",
+        "1-0:0.0.9*255",
+        "1-0:1.8.0*255",
+        "1-0:1.8.1*255",
+        "1-0:1.8.2*255",
+        "1-0:16.7.0*255",
+        "1-0:36.7.0*255",
+        "1-0:56.7.0*255",
+        "1-0:76.7.0*255",
+        "129-129:199.130.5*255",
+    }
     assert reading.values["129-129:199.130.3*255"].value == b"ISK"
     assert reading.values["1-0:1.8.0*255"].unit == "Wh"
     assert reading.values["1-0:1.8.0*255"].scaler == -1

@@ -336,7 +336,14 @@ impl Framer {
                     }
                     return Scan::BadEscape { at: s };
                 }
-                _ => return Scan::BadEscape { at: s },
+                _ => {
+                    // Wait for the whole 4-byte escape payload so that the
+                    // reported sequence does not depend on chunking.
+                    if s + 4 > len {
+                        return Scan::NeedMore { scan: s - f, run, escaped };
+                    }
+                    return Scan::BadEscape { at: s };
+                }
             }
         }
     }
@@ -532,6 +539,24 @@ mod tests {
         assert_eq!(frames[0].result.as_ref().unwrap().1, CrcKind::Kermit);
         let (frames, _) = frame_all(&f, CrcMode::X25);
         assert!(matches!(frames[0].result, Err(FrameError::Crc { .. })));
+    }
+
+    #[test]
+    fn bad_escape_report_does_not_depend_on_chunking() {
+        // Found by the decode_stream fuzz target: the reported escape payload
+        // used to be whatever bytes the current chunk happened to hold.
+        let data = hex("1b1b1b1b 01010101 12345678 1b1b1b1b a5026698 1b1b1b1b 01010101");
+        let (whole, _) = frame_all(&data, CrcMode::Auto);
+        for cut in 1..data.len() {
+            let mut framer = Framer::new(CrcMode::Auto);
+            let mut out: Vec<OwnedRawFrame> = Vec::new();
+            for c in data.chunks(cut) {
+                framer.feed(c, |f| out.push(f.into()));
+            }
+            framer.finish(|f| out.push(f.into()));
+            assert_eq!(out, whole, "cut {cut}");
+        }
+        assert_eq!(whole[0].result, Err(FrameError::Escape { sequence: vec![0xa5, 0x02, 0x66, 0x98] }));
     }
 
     #[test]

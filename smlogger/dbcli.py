@@ -1,0 +1,267 @@
+"""`smlogger db-init` and `smlogger export`: schema set-up and data export from the database.
+
+Both read the database location like `smlogger run` does: --db-url / --data-dir flags, else the
+environment (SMLOGGER_DB_URL, SMLOGGER_DATA_DIR), else the config file (--config), else the
+default SQLite file in the data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import peewee
+
+from smlogger import config as cfgmod
+from smlogger.store import (
+    Queries,
+    dialect_of,
+    ensure_schema,
+    is_connection_error,
+    open_database,
+    redact_url,
+    schema_version,
+)
+
+FORMATS = ("csv", "json", "ndjson")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601 date or date-time (`Z` or an offset; without one: UTC) or epoch seconds."""
+    value = text.strip()
+    try:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        pass
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO-8601 (2024-05-01, 2024-05-01T12:00:00Z) "
+            "or epoch seconds"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _add_db_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="TOML config file (env SMLOGGER_CONFIG)"
+    )
+    parser.add_argument(
+        "--db-url",
+        metavar="URL",
+        help="database URL: mysql://user:pw@host/db, postgresql://..., sqlite:///file "
+        "(env SMLOGGER_DB_URL; default: smlogger.db in the data dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"data directory (env SMLOGGER_DATA_DIR; default {cfgmod.DEFAULT_DATA_DIR})",
+    )
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the `db-init` and `export` subcommands."""
+    init = subparsers.add_parser(
+        "db-init",
+        help="create or migrate the database schema",
+        description="Create the tables (or bring an existing database up to the current "
+        "schema) and print what was done. Safe to run again; `smlogger run` does the same "
+        "on start.",
+    )
+    _add_db_arguments(init)
+    init.add_argument(
+        "--legacy-table",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also create the old script's `values` table (time, e_sum, p_sum, p_L1..p_L3)",
+    )
+    init.set_defaults(func=cmd_db_init)
+
+    export = subparsers.add_parser(
+        "export",
+        help="export stored readings as CSV or JSON",
+        description="Stream stored readings from the database, in time order. Times are "
+        "ISO-8601 or epoch seconds; without an offset they are UTC.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  smlogger export --from 2024-05-01 --to 2024-06-01 > may.csv\n"
+        "  smlogger export --from 2024-05-01T00:00:00+02:00 --format json -o may.json\n"
+        "  smlogger export --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
+    )
+    _add_db_arguments(export)
+    export.add_argument(
+        "--from",
+        dest="start",
+        type=parse_time,
+        default=None,
+        metavar="TIME",
+        help="first reading time (default: the oldest)",
+    )
+    export.add_argument(
+        "--to",
+        dest="end",
+        type=parse_time,
+        default=None,
+        metavar="TIME",
+        help="end of the range, exclusive (default: now)",
+    )
+    export.add_argument("--meter", metavar="ID", help="only this meter (default: all)")
+    export.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="csv",
+        help="csv (like the rolling CSV files), json (one array) or ndjson (one object a line)",
+    )
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(func=cmd_export)
+
+
+def _location(args: argparse.Namespace) -> tuple[Optional[str], Path, bool]:
+    """(database URL or None, data dir, legacy table) from flags > environment > file."""
+    config = cfgmod.load(argparse.Namespace(config=args.config), require_meter=False)
+    url = args.db_url if args.db_url is not None else config.database_url
+    data_dir = (
+        Path(os.path.expanduser(args.data_dir)) if args.data_dir is not None else config.data_path
+    )
+    legacy = getattr(args, "legacy_table", None)
+    return url or None, data_dir, config.database_legacy_table if legacy is None else legacy
+
+
+def _describe(db: peewee.Database, url: Optional[str]) -> str:
+    if dialect_of(db).name == "sqlite":
+        return f"SQLite {db.database}"
+    return redact_url(url)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"smlogger: error: {message}\n")
+    return 1
+
+
+def _open(args: argparse.Namespace) -> tuple[peewee.Database, Optional[str], bool]:
+    url, data_dir, legacy = _location(args)
+    try:
+        return open_database(url, data_dir), url, legacy
+    except ValueError as exc:
+        raise cfgmod.ConfigError(f"--db-url: {exc}") from None
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    db, url, legacy = _open(args)
+    where = _describe(db, url)
+    try:
+        actions = ensure_schema(db, legacy_table=legacy)
+        version = schema_version(db)
+    except peewee.PeeweeException as exc:
+        return _fail(f"database {where}: {exc}")
+    finally:
+        db.close()
+    if actions:
+        print(f"{where}:")
+        for action in actions:
+            print(f"  {action}")
+        print(f"schema version {version}")
+    else:
+        print(f"{where}: schema up to date (version {version})")
+    return 0
+
+
+def _csv_lines(readings: Iterator[Any], aggregated: bool) -> Iterator[str]:
+    from smlogger.csvlog import columns, format_row
+
+    yield ",".join(columns(aggregated)) + "\n"
+    for reading in readings:
+        yield format_row(reading, aggregated)
+
+
+def _json_lines(readings: Iterator[Any], array: bool) -> Iterator[str]:
+    separator = ""
+    if array:
+        yield "["
+    for reading in readings:
+        text = json.dumps(reading.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        if array:
+            yield f"{separator}\n{text}"
+            separator = ","
+        else:
+            yield text + "\n"
+    if array:
+        yield "\n]\n"
+
+
+def _aggregated(queries: Queries, start: datetime, end: datetime) -> bool:
+    """Whether any row in the range aggregates several readings (CSV then gets min/max)."""
+    d = queries.dialect
+    cursor = queries.db.execute_sql(  # type: ignore[no-untyped-call]
+        f"SELECT MAX({d.q('samples')}) FROM {d.q('readings')} WHERE {d.q('time')} >= "
+        f"{d.param} AND {d.q('time')} < {d.param}",
+        (d.time_param(start), d.time_param(end)),
+    )
+    row = cursor.fetchone()
+    return bool(row and row[0] is not None and int(row[0]) > 1)
+
+
+@contextlib.contextmanager
+def _output(path: Optional[str]) -> Iterator[IO[str]]:
+    """stdout, or a file that appears complete or not at all."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    db, url, _legacy = _open(args)
+    where = _describe(db, url)
+    start = args.start or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = args.end or datetime.now(timezone.utc) + timedelta(seconds=1)
+    if end <= start:
+        raise cfgmod.ConfigError("--to must be after --from")
+    queries = Queries(db)
+    try:
+        if schema_version(db) == 0:
+            return _fail(f"database {where} has no smlogger tables (run `smlogger db-init`)")
+        if args.meter is not None and queries.meter_key(args.meter) is None:
+            known = ", ".join(queries.meters()) or "none"
+            return _fail(f"unknown meter {args.meter!r} (stored meters: {known})")
+        readings = queries.export(args.meter, start, end)
+        if args.format == "csv":
+            lines = _csv_lines(readings, _aggregated(queries, start, end))
+        else:
+            lines = _json_lines(readings, array=args.format == "json")
+        with _output(args.output) as out:
+            for line in lines:
+                out.write(line)
+    except BrokenPipeError:
+        # `smlogger export | head`: the reader is gone, which is not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+    except peewee.PeeweeException as exc:
+        if is_connection_error(exc):
+            return _fail(f"cannot read database {where}: {exc}")
+        raise
+    finally:
+        db.close()
+    return 0
