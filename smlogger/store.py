@@ -90,7 +90,9 @@ def redact_url(url: Optional[str]) -> str:
 
 
 def _sqlite_path(url: str, data_dir: Path) -> Path:
-    rest = url[len("sqlite://") :]
+    rest = url[len("sqlite://") :] if url.startswith("sqlite://") else "?"
+    if rest in ("", "/"):
+        return data_dir / DEFAULT_SQLITE_NAME
     if not rest.startswith("/"):
         raise ValueError("sqlite URL must look like sqlite:///relative.db or sqlite:////abs.db")
     path_text = unquote(rest[1:].split("?", 1)[0])

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -37,9 +38,42 @@ const POW10: [f64; 23] = [
 /// Caches Python strings that repeat in every frame (OBIS names, unit symbols).
 #[derive(Default)]
 struct Strings {
-    obis: HashMap<[u8; 6], Py<PyString>>,
-    units: HashMap<u8, Py<PyString>>,
+    obis: FastMap<[u8; 6], Py<PyString>>,
+    units: FastMap<u8, Py<PyString>>,
+    /// Dicts with every key of a record mapped to None. Copying one and
+    /// filling in values avoids the hashing, inserting and resizing that
+    /// building each dict key by key costs (the bulk of the binding's time).
+    templates: [Option<Py<PyDict>>; TEMPLATES],
+    /// Meters repeat their server id in every message; bytes are immutable,
+    /// so the last one is shared.
+    server_id: Option<(Vec<u8>, Py<PyBytes>)>,
 }
+
+/// The caches are keyed by a handful of bytes from trusted-size input; a
+/// multiply-rotate hash is plenty and much cheaper than SipHash per entry.
+#[derive(Default)]
+struct SmallKeyHasher(u64);
+
+impl Hasher for SmallKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<SmallKeyHasher>>;
+
+const TEMPLATES: usize = 5;
+const T_FRAME: usize = 0;
+const T_MESSAGE: usize = 1;
+const T_ENTRY: usize = 2;
+const T_TIME: usize = 3;
+const T_GET_LIST: usize = 4;
 
 const OBIS_CACHE_LIMIT: usize = 4096;
 
@@ -49,6 +83,32 @@ struct Conv<'a, 'py> {
 }
 
 impl<'py> Conv<'_, 'py> {
+    /// A fresh dict with `keys` (all None), copied from a cached template.
+    fn record(&mut self, which: usize, keys: &[&Bound<'py, PyString>]) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        if let Some(t) = &self.strings.templates[which] {
+            return t.bind(py).copy();
+        }
+        let t = PyDict::new(py);
+        for k in keys {
+            t.set_item(*k, py.None())?;
+        }
+        let copy = t.copy()?;
+        self.strings.templates[which] = Some(t.unbind());
+        Ok(copy)
+    }
+
+    fn server_id(&mut self, id: &[u8]) -> Obj<'py> {
+        if let Some((raw, obj)) = &self.strings.server_id {
+            if raw.as_slice() == id {
+                return obj.bind(self.py).clone().into_any();
+            }
+        }
+        let obj = PyBytes::new(self.py, id);
+        self.strings.server_id = Some((id.to_vec(), obj.clone().unbind()));
+        obj.into_any()
+    }
+
     fn none(&self) -> Obj<'py> {
         self.py.None().into_bound(self.py)
     }
@@ -100,9 +160,13 @@ impl<'py> Conv<'_, 'py> {
             .into_any()
     }
 
-    fn time(&self, t: &Time) -> PyResult<Obj<'py>> {
+    fn time(&mut self, t: &Time) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = PyDict::new(py);
+        let d = if t.kind == TimeKind::LocalTimestamp {
+            PyDict::new(py)
+        } else {
+            self.record(T_TIME, &[intern!(py, "kind"), intern!(py, "value")])?
+        };
         let kind = match t.kind {
             TimeKind::SecIndex => intern!(py, "sec_index"),
             TimeKind::Timestamp => intern!(py, "timestamp"),
@@ -117,12 +181,15 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
-    fn opt_time(&self, t: Option<&Time>) -> PyResult<Obj<'py>> {
-        t.map_or_else(|| Ok(self.none()), |t| self.time(t))
+    fn opt_time(&mut self, t: Option<&Time>) -> PyResult<Obj<'py>> {
+        match t {
+            Some(t) => self.time(t),
+            None => Ok(self.none()),
+        }
     }
 
     /// The wire value as Python sees it.
-    fn raw(&self, v: Option<&Value<'_>>) -> PyResult<Obj<'py>> {
+    fn raw(&mut self, v: Option<&Value<'_>>) -> PyResult<Obj<'py>> {
         Ok(match v {
             None => self.none(),
             Some(Value::Bool(b)) => self.int(*b)?,
@@ -135,7 +202,7 @@ impl<'py> Conv<'_, 'py> {
 
     /// `raw × 10^scaler`: an exact int for scaler >= 0, a float below.
     #[allow(clippy::many_single_char_names)]
-    fn scaled(&self, v: Option<&Value<'_>>, raw: &Obj<'py>, scaler: Option<i8>) -> PyResult<Obj<'py>> {
+    fn scaled(&mut self, v: Option<&Value<'_>>, raw: &Obj<'py>, scaler: Option<i8>) -> PyResult<Obj<'py>> {
         let n: i128 = match v {
             None => return Ok(self.none()),
             Some(Value::Int { value, .. }) => i128::from(*value),
@@ -176,7 +243,21 @@ impl<'py> Conv<'_, 'py> {
 
     fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = PyDict::new(py);
+        let d = self.record(
+            T_ENTRY,
+            &[
+                intern!(py, "obis"),
+                intern!(py, "status"),
+                intern!(py, "val_time"),
+                intern!(py, "unit"),
+                intern!(py, "unit_symbol"),
+                intern!(py, "scaler"),
+                intern!(py, "raw"),
+                intern!(py, "value"),
+                intern!(py, "value_signature"),
+                intern!(py, "quirk"),
+            ],
+        )?;
         d.set_item(intern!(py, "obis"), self.obis(&e.obj_name))?;
         d.set_item(intern!(py, "status"), self.opt_int(e.status)?)?;
         d.set_item(intern!(py, "val_time"), self.opt_time(e.val_time.as_ref())?)?;
@@ -198,7 +279,7 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
-    fn value_obj(&self, v: Option<&Value<'_>>) -> PyResult<Obj<'py>> {
+    fn value_obj(&mut self, v: Option<&Value<'_>>) -> PyResult<Obj<'py>> {
         self.raw(v)
     }
 
@@ -224,7 +305,7 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
-    fn tupel(&self, t: &TupelEntry<'_>) -> PyResult<Obj<'py>> {
+    fn tupel(&mut self, t: &TupelEntry<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = PyDict::new(py);
         d.set_item("server_id", self.bytes(&t.server_id))?;
@@ -313,7 +394,7 @@ impl<'py> Conv<'_, 'py> {
     fn get_list_response(&mut self, d: &Bound<'py, PyDict>, r: &GetListResponse<'_>) -> PyResult<()> {
         let py = self.py;
         d.set_item(intern!(py, "client_id"), self.opt_bytes(r.client_id.as_ref()))?;
-        d.set_item(intern!(py, "server_id"), self.bytes(&r.server_id))?;
+        d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
         let list_name = match &r.list_name {
             None => self.none(),
             Some(n) => self.obis(n),
@@ -333,7 +414,22 @@ impl<'py> Conv<'_, 'py> {
     #[allow(clippy::too_many_lines)]
     fn body(&mut self, b: &Body<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = PyDict::new(py);
+        let d = if matches!(b, Body::GetListResponse(_)) {
+            self.record(
+                T_GET_LIST,
+                &[
+                    intern!(py, "client_id"),
+                    intern!(py, "server_id"),
+                    intern!(py, "list_name"),
+                    intern!(py, "act_sensor_time"),
+                    intern!(py, "values"),
+                    intern!(py, "list_signature"),
+                    intern!(py, "act_gateway_time"),
+                ],
+            )?
+        } else {
+            PyDict::new(py)
+        };
         match b {
             Body::OpenRequest(r) => {
                 d.set_item("codepage", self.opt_bytes(r.codepage.as_ref()))?;
@@ -348,7 +444,7 @@ impl<'py> Conv<'_, 'py> {
                 d.set_item(intern!(py, "codepage"), self.opt_bytes(r.codepage.as_ref()))?;
                 d.set_item(intern!(py, "client_id"), self.opt_bytes(r.client_id.as_ref()))?;
                 d.set_item(intern!(py, "req_file_id"), self.bytes(&r.req_file_id))?;
-                d.set_item(intern!(py, "server_id"), self.bytes(&r.server_id))?;
+                d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
                 d.set_item(intern!(py, "ref_time"), self.opt_time(r.ref_time.as_ref())?)?;
                 d.set_item(intern!(py, "sml_version"), self.opt_int(r.sml_version)?)?;
             }
@@ -447,7 +543,18 @@ impl<'py> Conv<'_, 'py> {
 
     fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = PyDict::new(py);
+        let d = self.record(
+            T_MESSAGE,
+            &[
+                intern!(py, "type"),
+                intern!(py, "transaction_id"),
+                intern!(py, "group_no"),
+                intern!(py, "abort_on_error"),
+                intern!(py, "crc_ok"),
+                intern!(py, "error"),
+                intern!(py, "body"),
+            ],
+        )?;
         match m {
             MessageResult::Ok(m) => {
                 d.set_item(intern!(py, "type"), m.body.name())?;
@@ -477,7 +584,18 @@ impl<'py> Conv<'_, 'py> {
 
     fn frame(&mut self, f: &Frame<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = PyDict::new(py);
+        let d = self.record(
+            T_FRAME,
+            &[
+                intern!(py, "offset"),
+                intern!(py, "length"),
+                intern!(py, "ok"),
+                intern!(py, "error"),
+                intern!(py, "detail"),
+                intern!(py, "crc"),
+                intern!(py, "messages"),
+            ],
+        )?;
         d.set_item(intern!(py, "offset"), f.offset)?;
         d.set_item(intern!(py, "length"), f.length)?;
         let ok = matches!(f.outcome, Outcome::Ok(_));

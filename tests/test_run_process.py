@@ -1,0 +1,256 @@
+"""`smlogger run` as a real process: fresh-install demo, SIGTERM/SIGINT flush, kill -9 recovery,
+systemd notifications."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smlogger import sml
+from smlogger.capture import CaptureWriter
+from smlogger.csvlog import columns
+from smlogger.simulate import make_meter
+
+EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            result = predicate()
+        except OSError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def start(args: list[str], tmp_path: Path, env: dict[str, str] | None = None,
+          name: str = "stderr") -> tuple[subprocess.Popen[bytes], Path]:  # fmt: skip
+    log_path = tmp_path / f"{name}.txt"
+    full_env = {**os.environ, "HOME": str(tmp_path / "home"), **(env or {})}
+    full_env.pop("NOTIFY_SOCKET", None) if "NOTIFY_SOCKET" not in (env or {}) else None
+    err = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen([sys.executable, "-m", "smlogger", "run", *args], stderr=err,
+                            env=full_env)  # fmt: skip
+    err.close()
+    return proc, log_path
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> tuple[int, float]:
+    began = time.monotonic()
+    proc.send_signal(sig)
+    code = proc.wait(15)
+    return code, time.monotonic() - began
+
+
+def csv_rows(folder: Path) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for path in sorted(folder.rglob("*.csv")):
+        text = path.read_text()
+        assert text.endswith("\n"), f"{path} ends in a partial line"
+        rows = list(csv.DictReader(io.StringIO(text)))
+        for row in rows:
+            assert None not in row and None not in row.values(), f"bad row in {path}: {row}"
+        assert rows == [] or list(rows[0]) == columns(False)
+        out += rows
+    return out
+
+
+def db_times(data_dir: Path, tmp_path: Path) -> list[str]:
+    from smlogger.store import Store, open_database
+
+    store = Store(open_database(None, data_dir), spool_dir=tmp_path / "check-spool")
+    try:
+        readings = list(store.export(None, *EVER))
+    finally:
+        store.close()
+    return [r.time.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.time.microsecond // 1000:03d}Z"
+            for r in readings]  # fmt: skip
+
+
+def test_fresh_install_simulate_fills_sqlite_csv_and_serves_the_page(tmp_path: Path) -> None:
+    port = free_port()
+    proc, log_path = start(["--simulate", "--interval", "0.2", "--http", f"127.0.0.1:{port}"],
+                           tmp_path)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        live = wait_for(lambda: get_json(f"{base}/api/live"), what="live data")
+        wait_for(lambda: get_json(f"{base}/api/live")["fields"]["p_sum"] is not None,
+                 what="a reading")  # fmt: skip
+        with urllib.request.urlopen(f"{base}/", timeout=5) as response:
+            page = response.read().decode()
+            assert response.status == 200 and "<html" in page.lower()
+        assert live["meter"].startswith("0a0149534b")
+        status = get_json(f"{base}/api/status")
+        assert status["sources"]["meter"]["state"] == "connected"
+        wait_for(lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 5,
+                 what="rows in SQLite")  # fmt: skip
+        assert status["sinks"]["csv"]["last_error"] is None
+    finally:
+        code, took = stop(proc)
+    stderr = log_path.read_text()
+    assert code == 0 and took < 5.0, stderr
+    data_dir = tmp_path / "home" / ".local" / "share" / "smlogger"  # the default data dir
+    assert (data_dir / "smlogger.db").is_file()
+    rows = csv_rows(data_dir / "csv")
+    assert len(rows) >= 5
+    assert sorted(r["time"] for r in rows) == sorted(db_times(data_dir, tmp_path))
+
+
+def _capture(tmp_path: Path, frames: int) -> Path:
+    meter = make_meter("household")
+    path = tmp_path / "recording.txt"
+    writer = CaptureWriter(path)
+    start_time = datetime(2024, 3, 9, 23, 58, tzinfo=timezone.utc)
+    for i in range(frames):
+        at = start_time + timedelta(seconds=i)
+        writer.write(at, meter.frame(at))
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -> None:
+    recording = _capture(tmp_path, 400)
+    data_dir = tmp_path / "data"
+    proc, log_path = start(["--replay", str(recording), "--speed", "40", "--data-dir",
+                            str(data_dir), "--http", "off"], tmp_path)  # fmt: skip
+    wait_for(lambda: b"running" in log_path.read_bytes(), what="start")
+    time.sleep(2.0)
+    code, took = stop(proc, sig)
+    stderr = log_path.read_text()
+    assert code == 0, stderr
+    assert took < 5.0, stderr
+    assert "received: flushing and exiting" in stderr
+    rows = csv_rows(data_dir / "csv")
+    assert 20 < len(rows) < 400
+    # the replay crossed midnight: two day files
+    assert len(list((data_dir / "csv").rglob("*.csv*"))) == 2
+    times = [r["time"] for r in rows]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert sorted(db_times(data_dir, tmp_path)) == times  # every reading in both, no more
+
+
+def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
+    recording = _capture(tmp_path, 30)
+    data_dir = tmp_path / "data"
+    proc, log_path = start(["--replay", str(recording), "--speed", "max", "--data-dir",
+                            str(data_dir), "--http", "off", "--store-interval", "10"],
+                           tmp_path)  # fmt: skip
+    code = proc.wait(30)
+    stderr = log_path.read_text()
+    assert code == 0, stderr
+    assert "all sources finished" in stderr
+    rows = list(csv.DictReader(io.StringIO(next((data_dir / "csv").rglob("*.csv")).read_text())))
+    # 30 frames from 23:58:00: buckets of 10 s
+    assert [r["samples"] for r in rows] == ["10", "10", "10"]
+    assert len(db_times(data_dir, tmp_path)) == 3
+
+
+def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
+    proc, log_path = start(args, tmp_path, name="first")
+    wait_for(lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1, what="csv file")
+    path = next((data_dir / "csv").rglob("*.csv"))
+    wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows")
+    proc.kill()
+    proc.wait(10)
+    # the worst moment for a crash: in the middle of a row
+    with open(path, "ab") as fh:
+        fh.write(b"2099-01-01T00:00:00.000Z,0a0149534b0001d53531,12339.8")
+    killed_at = datetime.now(timezone.utc)
+    proc, log_path2 = start(args, tmp_path, name="second")
+    wait_for(lambda: len(path.read_text().splitlines()) > 60, what="rows after restart")
+    code, took = stop(proc)
+    stderr = log_path2.read_text()
+    assert code == 0 and took < 5.0, stderr
+    assert "removed a partial last line" in stderr
+    rows = csv_rows(data_dir / "csv")
+    times = [r["time"] for r in rows]
+    assert "2099-01-01T00:00:00.000Z" not in times
+    assert times == sorted(times) and len(set(times)) == len(times)
+    stored = db_times(data_dir, tmp_path)
+    assert len(set(stored)) == len(stored), "duplicates in the database"
+    # both sinks agree, except at most the readings in flight when the process was killed
+    differ = set(times) ^ set(stored)
+    assert len(differ) <= 5, sorted(differ)
+    cutoff = (killed_at - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    assert all(t >= cutoff for t in differ), sorted(differ)
+    assert all(t in set(stored) for t in times if t > killed_at.strftime("%Y-%m-%dT%H:%M:%S.%f"))
+
+
+def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(20)
+    messages: list[str] = []
+    proc, log_path = start(
+        ["--simulate", "--data-dir", str(tmp_path / "data"), "--http", "off", "--no-db"],
+        tmp_path,
+        env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"},
+    )
+    try:
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert "READY=1" in messages[0] and f"MAINPID={proc.pid}" in messages[0]
+    finally:
+        code, _ = stop(proc)
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except socket.timeout:
+            break
+        if "STOPPING=1" in messages[-1]:
+            break
+    sock.close()
+    assert code == 0, log_path.read_text()
+    assert any("STOPPING=1" in m for m in messages)
+
+
+def test_bad_option_exits_2_naming_it(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "smlogger", "run", "--simulate", "--csv-rotate",
+                           "weekly"], capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode == 2
+    assert "option --csv-rotate: invalid value 'weekly'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "smlogger", "run", "--replay",
+                           str(tmp_path / "none.bin")], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert proc.returncode == 2 and "none.bin not found" in proc.stderr
+
+
+def test_frames_in_capture_are_real_sml(tmp_path: Path) -> None:
+    path = _capture(tmp_path, 3)
+    lines = path.read_text().splitlines()[1:]
+    frames = [f for line in lines for f in sml.decode(bytes.fromhex(line.split()[1]))]
+    assert len(frames) == 3 and all(f["ok"] for f in frames)

@@ -1,0 +1,183 @@
+"""Helpers shared by the storage tests (no tests here): synthetic readings, rollups recomputed
+from raw rows."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+import peewee
+
+from smlogger.reading import Reading, Value
+from smlogger.store import POWER_FIELDS, ROLLUP_ENERGY, ROLLUPS, dialect_of
+
+METER = "0a01445a47000282225e"
+T0 = datetime(2024, 3, 30, 22, 0, tzinfo=timezone.utc)  # spans the CET -> CEST switch
+
+
+def reading(
+    time: datetime,
+    *,
+    meter: str = METER,
+    e_sum: Optional[float] = None,
+    e_export: Optional[float] = None,
+    p_sum: Optional[float] = None,
+    phases: Sequence[Optional[float]] = (None, None, None),
+    u: Optional[float] = None,
+    extra: Optional[dict[str, Value]] = None,
+) -> Reading:
+    values: dict[str, Value] = {}
+    if e_sum is not None:
+        values["1-0:1.8.0*255"] = Value("1-0:1.8.0*255", e_sum * 1000, "Wh", round(e_sum * 1e4), -1)
+    if e_export is not None:
+        values["1-0:2.8.0*255"] = Value("1-0:2.8.0*255", e_export * 1000, "Wh")
+    if p_sum is not None:
+        values["1-0:16.7.0*255"] = Value("1-0:16.7.0*255", p_sum, "W")
+    values["1-0:96.50.1*1"] = Value("1-0:96.50.1*1", b"ISK", None)
+    values.update(extra or {})
+    return Reading(
+        meter_id=meter,
+        time=time,
+        values=values,
+        e_sum=e_sum,
+        e_export=e_export,
+        p_sum=p_sum,
+        p_L1=phases[0],
+        p_L2=phases[1],
+        p_L3=phases[2],
+        u_L1=u,
+    )
+
+
+def household(
+    start: datetime,
+    count: int,
+    *,
+    interval: float = 1.0,
+    meter: str = METER,
+    seed: int = 1,
+    gaps: bool = False,
+    holes: bool = False,
+) -> Iterator[Reading]:
+    """A plausible load curve with an energy counter consistent with the power."""
+    rng = random.Random(seed)
+    energy = 12339.7
+    exported = 100.0
+    moment = start
+    for _ in range(count):
+        step = interval
+        if gaps and rng.random() < 0.002:
+            step += rng.choice([90, 1800, 7200])  # logger or meter offline for a while
+        moment = moment + timedelta(seconds=step)
+        hour = moment.hour + moment.minute / 60
+        base = 300 + 900 * max(0.0, math.sin((hour - 6) / 24 * 2 * math.pi))
+        power = round(base + rng.uniform(-150, 150), 1)
+        if rng.random() < 0.05:
+            power = -round(rng.uniform(0, 800), 1)  # solar export
+        if power >= 0:
+            energy += power * step / 3600 / 1000
+        else:
+            exported += -power * step / 3600 / 1000
+        l1 = round(power * 0.5, 1)
+        missing = holes and rng.random() < 0.03
+        yield reading(
+            moment,
+            meter=meter,
+            e_sum=None if missing else round(energy, 4),
+            e_export=round(exported, 4),
+            p_sum=None if missing else power,
+            phases=(l1, round(power * 0.3, 1), round(power - l1 - round(power * 0.3, 1), 1)),
+            u=230.0 + rng.uniform(-3, 3),
+        )
+
+
+def fetch(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return list(db.execute_sql(sql, params).fetchall())  # type: ignore[no-untyped-call]
+
+
+def raw_rows(db: peewee.Database) -> list[dict[str, Any]]:
+    d = dialect_of(db)
+    cols = ["meter", "time", "samples", *(f for f in Reading.FIELDS)]
+    cols += [f"{p}_{w}" for p in POWER_FIELDS for w in ("min", "max")]
+    rows = fetch(
+        db,
+        f"SELECT {', '.join(d.q(c) for c in cols)} FROM {d.q('readings')} "
+        f"ORDER BY {d.q('meter')}, {d.q('time')}",
+    )
+    out = []
+    for row in rows:
+        item = dict(zip(cols, row))
+        item["ts"] = d.time_value(item["time"]).timestamp()
+        out.append(item)
+    return out
+
+
+def expected_rollups(
+    rows: Sequence[dict[str, Any]], width: int
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Rollup rows recomputed from raw readings: the reference the tables must equal."""
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (int(row["meter"]), int(row["ts"] // width) * width)
+        agg = out.setdefault(key, {"n": 0, "t_first": row["ts"], "t_last": row["ts"]})
+        weight = int(row["samples"])
+        agg["n"] += weight
+        agg["t_first"] = min(agg["t_first"], row["ts"])
+        agg["t_last"] = max(agg["t_last"], row["ts"])
+        for name in POWER_FIELDS:
+            value = row[name]
+            agg.setdefault(f"{name}_n", 0)
+            agg.setdefault(f"{name}_sum", 0.0)
+            agg.setdefault(f"{name}_min", None)
+            agg.setdefault(f"{name}_max", None)
+            if value is None:
+                continue
+            agg[f"{name}_n"] += weight
+            agg[f"{name}_sum"] += value * weight
+            lo, hi = row[f"{name}_min"], row[f"{name}_max"]
+            agg[f"{name}_min"] = lo if agg[f"{name}_min"] is None else min(agg[f"{name}_min"], lo)
+            agg[f"{name}_max"] = hi if agg[f"{name}_max"] is None else max(agg[f"{name}_max"], hi)
+        for name in ROLLUP_ENERGY:
+            value = row[name]
+            agg.setdefault(f"{name}_first", None)
+            agg.setdefault(f"{name}_last", None)
+            if value is None:
+                continue
+            if agg[f"{name}_first"] is None:
+                agg[f"{name}_first"] = value
+            agg[f"{name}_last"] = value
+    return out
+
+
+def stored_rollups(db: peewee.Database, table: str) -> dict[tuple[int, int], dict[str, Any]]:
+    from smlogger.store import rollup_columns
+
+    d = dialect_of(db)
+    cols = rollup_columns()
+    rows = fetch(db, f"SELECT {', '.join(d.q(c) for c in cols)} FROM {d.q(table)}")
+    return {(int(r[0]), int(r[1])): dict(zip(cols[2:], r[2:])) for r in rows}
+
+
+def assert_rollups_consistent(db: peewee.Database) -> None:
+    rows = raw_rows(db)
+    for table, width in ROLLUPS:
+        want = expected_rollups(rows, width)
+        have = stored_rollups(db, table)
+        assert set(have) == set(want), f"{table}: bucket sets differ"
+        for key, expected in want.items():
+            got = have[key]
+            for column, value in expected.items():
+                actual = got[column]
+                if value is None or actual is None:
+                    assert actual == value, (table, key, column, actual, value)
+                else:
+                    assert math.isclose(float(actual), float(value), rel_tol=1e-9, abs_tol=1e-6), (
+                        table,
+                        key,
+                        column,
+                        actual,
+                        value,
+                    )
