@@ -266,8 +266,17 @@ def start_web(config: Config, live: Any, store: Any, extra: Any) -> Any:
     app = web.build_app(live, store, token=config.http_token or None, status_extra=extra)
     server = web.WebServer(app, address[0], address[1])
     server.start()
-    log.info("web page on %s", server.url)
+    log.debug("web server started on %s", server.url)
     return server
+
+
+def status_line(live: Any) -> str:
+    """One line for `systemctl status`: state and reading count per source."""
+    parts = []
+    for name, source in live.source_status().items():
+        readings = source.get("stats", {}).get("readings", 0)
+        parts.append(f"{name}: {source['state']}, {readings} readings")
+    return "; ".join(parts) or "starting"
 
 
 class _Signals:
@@ -303,10 +312,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     live = LiveState()
-    meters = [build_meter(m, live) for m in config.meters]
-    if config.database_enabled or config.csv_enabled:
-        config.data_path.mkdir(parents=True, exist_ok=True)
-    sinks, store = build_sinks(config)
+    try:
+        meters = [build_meter(m, live) for m in config.meters]
+    except OSError as exc:
+        log.error("cannot set up the meters: %s", exc)
+        return 1
+    try:
+        if config.database_enabled or config.csv_enabled:
+            config.data_path.mkdir(parents=True, exist_ok=True)
+        sinks, store = build_sinks(config)
+    except Exception as exc:
+        # a data dir we may not write, a database driver that is missing, ...
+        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
+        return 1
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
@@ -316,7 +334,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             "meters_configured": [
                 {"name": m.name, "source": m.describe_source()} for m in config.meters
             ],
-            "sinks": [s.name for s in sinks],
         }
 
     pipeline.start()
@@ -336,8 +353,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     notifier.ready(f"reading {described}")
 
+    last_status = [0.0]
+
     def on_tick() -> None:
         notifier.watchdog(pipeline.healthy())
+        if notifier.enabled and time.monotonic() - last_status[0] >= 10.0:
+            last_status[0] = time.monotonic()
+            notifier.status(status_line(live))
 
     pipeline.run(stop, on_tick)
     if signals.received is not None:

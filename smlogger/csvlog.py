@@ -200,7 +200,7 @@ class CsvLog:
             removed = repair(path)
             if removed:
                 self.repaired += 1
-                log.warning("%s: removed a partial last line (%d bytes)", path, removed)
+                log.warning("csv: %s: removed a partial last line (%d bytes)", path, removed)
             with open(path, "rb") as fh:
                 first = fh.readline()
             if first != self._header.encode():
@@ -288,9 +288,10 @@ class CsvLog:
                 continue
             if match["gz"]:
                 continue
-            if repair(path):
+            removed = repair(path)
+            if removed:
                 self.repaired += 1
-                log.warning("csv: repaired partial last line of %s", path)
+                log.warning("csv: %s: removed a partial last line (%d bytes)", path, removed)
             if not self.compress:
                 continue
             key = match["date"] + (f"T{match['hour']}" if self.rotate == "hourly" else "")

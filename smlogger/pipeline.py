@@ -257,6 +257,7 @@ class SinkWorker:
         self.dropped = 0
         self.errors = 0
         self.last_error: Optional[str] = None
+        self._failing = False
         self.closed = threading.Event()
 
     def start(self) -> None:
@@ -295,16 +296,19 @@ class SinkWorker:
                 self.sink.write(reading)
                 with self._lock:
                     self.written += 1
+                if self._failing:
+                    self._failing = False
+                    log.info("sink %s: writing again", self.name)
                 return True
             except Exception as exc:
                 with self._lock:
                     self.errors += 1
-                    first = self.last_error is None
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                if first or self.errors % 100 == 0:
+                if not self._failing or self.errors % 100 == 0:
                     log.error("sink %s: write failed (%s); retrying", self.name, self.last_error)
                 else:
                     log.debug("sink %s: write failed again: %s", self.name, exc)
+                self._failing = True
             if time.monotonic() + delay > self._deadline:
                 return False
             if self._closing.wait(delay) and time.monotonic() > self._deadline:
@@ -371,16 +375,18 @@ class SinkWorker:
             status: dict[str, Any] = dict(self.sink.status())
         except Exception as exc:
             status = {"status_error": f"{type(exc).__name__}: {exc}"}
+        pending = self._queue.qsize()
         with self._lock:
-            own: dict[str, Any] = {
-                "queue_depth": self._queue.qsize() + int(status.get("queue_depth", 0) or 0),
-                "written": self.written,
-                "dropped": self.dropped,
-                "errors": self.errors,
-            }
-            if self.last_error is not None or "last_error" not in status:
-                own["last_error"] = self.last_error
-        status.update(own)
+            # the sink's own figures win (e.g. rows really in the database); the worker adds
+            # its in-memory queue and what it could not hand over
+            status["queue_depth"] = pending + int(status.get("queue_depth", 0) or 0)
+            status["pipeline_queue"] = pending
+            status.setdefault("written", self.written)
+            status["handed_over"] = self.written
+            status["pipeline_dropped"] = self.dropped
+            status["write_errors"] = self.errors
+            if status.get("last_error") is None:
+                status["last_error"] = self.last_error
         return status
 
 
@@ -444,6 +450,8 @@ class MeterRunner:
         }
 
     def _set_state(self, state: str, detail: str) -> None:
+        if state != self._state:
+            log.debug("%s: source state %s -> %s (%s)", self.spec.key, self._state, state, detail)
         self._state = state
         self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
 
@@ -497,8 +505,10 @@ class MeterRunner:
         if silent < self.spec.watchdog_s:
             return
         self.counters["watchdog_events"] += 1
+        # the first event of a silence is a warning; repeats every watchdog period are not news
+        report = log.debug if self._silent else log.warning
         self._silent = True
-        log.warning(
+        report(
             "%s: watchdog: no valid frame for %.0f s; reopening %s",
             self.spec.key,
             silent,
@@ -631,6 +641,8 @@ class Pipeline:
         for runner in self.runners:
             runner.join(max(0.0, min(1.5, deadline - time.monotonic())))
         self.aggregator.flush()
+        for runner in self.runners:
+            log.debug("%s: %s", runner.spec.key, runner.stats())
         for worker in self.workers:
             worker.close(deadline - 0.3)
         clean = all([w.join(deadline) for w in self.workers])

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
+from smlogger.simulate import SimulatedMeter
 
 log = logging.getLogger(__name__)
 
@@ -443,16 +444,13 @@ class SimulatedSource(Source):
 
     def __init__(
         self,
-        meter: object,
+        meter: SimulatedMeter,
         *,
         interval: float = 1.0,
         clock: Clock = utc_now,
         frames: Optional[int] = None,
     ) -> None:
         super().__init__("simulate")
-        from smlogger.simulate import SimulatedMeter
-
-        assert isinstance(meter, SimulatedMeter)
         self.meter = meter
         self.interval = interval
         self._clock = clock

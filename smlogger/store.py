@@ -950,17 +950,20 @@ class SqlWriter:
             return key
         d = self.dialect
         select = f"SELECT {d.q('id')} FROM {d.q('meters')} WHERE {d.q('meter_id')} = {d.param}"
-        with self.db.atomic():
+        row = _sql(self.db, select, (meter_id,)).fetchone()
+        if row is None:
+            # a plain INSERT: with IGNORE, MySQL would store a too long id cut short
+            head = d.insert_head("meters", ["meter_id", "first_seen", "last_seen"])
+            stamp = d.time_param(seen)
+            try:
+                with self.db.atomic():
+                    _sql(self.db, head + f"({d.param}, {d.param}, {d.param})",
+                         (meter_id, stamp, stamp))  # fmt: skip
+            except peewee.IntegrityError:
+                pass  # another writer added it meanwhile
             row = _sql(self.db, select, (meter_id,)).fetchone()
             if row is None:
-                head = d.insert_head("meters", ["meter_id", "first_seen", "last_seen"], ignore=True)
-                stamp = d.time_param(seen)
-                _sql(
-                    self.db,
-                    head + f"({d.param}, {d.param}, {d.param})" + d.insert_tail(ignore=True),
-                    (meter_id, stamp, stamp),
-                )
-                row = _sql(self.db, select, (meter_id,)).fetchone()
+                raise peewee.DataError(f"meter id {meter_id[:40]!r}... cannot be stored")
         key = int(row[0])
         self._meter_keys[meter_id] = key
         return key
@@ -1528,6 +1531,8 @@ class Store:
         # a first attempt right away, so that a usable database is ready for readers when the
         # constructor returns; a dead one is retried by the writer thread
         self._prepare()
+        # the writer thread uses its own connection; this one would only go stale
+        self._close_connection()
         self._thread = threading.Thread(target=self._drain, name="smlogger-sql", daemon=True)
         self._thread.start()
 
@@ -1719,20 +1724,27 @@ class Store:
 
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
+        state = "down" if is_connection_error(exc) else "error"
         with self._state_lock:
-            if self._state != "down":
-                log.warning(
-                    "database unavailable (%s); readings wait in %s", message, self.queue.directory
-                )
-                self._down_since = _time.monotonic()
-            self._state = "down"
+            if self._state != state:
+                if state == "down":
+                    log.warning(
+                        "database unavailable (%s); readings wait in %s",
+                        message,
+                        self.queue.directory,
+                    )
+                else:
+                    log.warning("database refused a batch (%s); retrying", message)
+                if self._down_since is None:
+                    self._down_since = _time.monotonic()
+            self._state = state
             self._last_error = message
             self._last_error_at = datetime.now(timezone.utc)
             self._progress.notify_all()
 
     def _succeeded(self, written: int) -> None:
         with self._state_lock:
-            if self._state == "down" and self._down_since is not None:
+            if self._state in ("down", "error") and self._down_since is not None:
                 log.info(
                     "database back after %.0f s; %d readings still queued",
                     _time.monotonic() - self._down_since,

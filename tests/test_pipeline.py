@@ -173,8 +173,8 @@ def test_failing_sink_is_retried_in_order() -> None:
     assert worker.join(time.monotonic() + 3)
     assert [r.e_sum for r in sink.readings] == [1000, 1001, 1002, 1003, 1004]
     status = worker.status()
-    assert status["errors"] == 3 and "disk on fire" in str(status["last_error"])
-    assert status["own"] is True and status["written"] == 5
+    assert status["write_errors"] == 3 and "disk on fire" in str(status["last_error"])
+    assert status["own"] is True and status["written"] == 5 and status["handed_over"] == 5
     assert sink.closed_in == "sink-collect"  # closed in its own thread (thread-bound DB handles)
 
 
@@ -183,7 +183,7 @@ def test_full_queue_drops_oldest_and_counts() -> None:
     worker = SinkWorker(sink, maxsize=3)
     for i in range(10):
         worker.put(reading(i))
-    assert worker.status()["dropped"] == 7 and worker.status()["queue_depth"] == 3
+    assert worker.status()["pipeline_dropped"] == 7 and worker.status()["queue_depth"] == 3
 
 
 def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: Path) -> None:

@@ -4,6 +4,7 @@ systemd notifications."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -53,14 +55,19 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def start(args: list[str], tmp_path: Path, env: dict[str, str] | None = None,
-          name: str = "stderr") -> tuple[subprocess.Popen[bytes], Path]:  # fmt: skip
+def start(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None, name: str = "stderr"
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = tmp_path / f"{name}.txt"
-    full_env = {**os.environ, "HOME": str(tmp_path / "home"), **(env or {})}
-    full_env.pop("NOTIFY_SOCKET", None) if "NOTIFY_SOCKET" not in (env or {}) else None
+    # a fresh HOME: the default data dir ~/.local/share/smlogger starts empty
+    full_env = {**os.environ, "HOME": str(tmp_path / "home")}
+    for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
+        full_env.pop(inherited, None)
+    full_env.update(env or {})
     err = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen([sys.executable, "-m", "smlogger", "run", *args], stderr=err,
-                            env=full_env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smlogger", "run", *args], stderr=err, env=full_env
+    )
     err.close()
     return proc, log_path
 
@@ -74,8 +81,9 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> tuple[int,
 
 def csv_rows(folder: Path) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    for path in sorted(folder.rglob("*.csv")):
-        text = path.read_text()
+    for path in sorted(folder.rglob("*.csv*")):
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode()
         assert text.endswith("\n"), f"{path} ends in a partial line"
         rows = list(csv.DictReader(io.StringIO(text)))
         for row in rows:
@@ -93,27 +101,33 @@ def db_times(data_dir: Path, tmp_path: Path) -> list[str]:
         readings = list(store.export(None, *EVER))
     finally:
         store.close()
-    return [r.time.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.time.microsecond // 1000:03d}Z"
-            for r in readings]  # fmt: skip
+    return [
+        r.time.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.time.microsecond // 1000:03d}Z"
+        for r in readings
+    ]
 
 
 def test_fresh_install_simulate_fills_sqlite_csv_and_serves_the_page(tmp_path: Path) -> None:
     port = free_port()
-    proc, log_path = start(["--simulate", "--interval", "0.2", "--http", f"127.0.0.1:{port}"],
-                           tmp_path)  # fmt: skip
+    proc, log_path = start(
+        ["--simulate", "--interval", "0.2", "--http", f"127.0.0.1:{port}"], tmp_path
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         live = wait_for(lambda: get_json(f"{base}/api/live"), what="live data")
-        wait_for(lambda: get_json(f"{base}/api/live")["fields"]["p_sum"] is not None,
-                 what="a reading")  # fmt: skip
+        wait_for(
+            lambda: get_json(f"{base}/api/live")["fields"]["p_sum"] is not None, what="a reading"
+        )
         with urllib.request.urlopen(f"{base}/", timeout=5) as response:
             page = response.read().decode()
             assert response.status == 200 and "<html" in page.lower()
         assert live["meter"].startswith("0a0149534b")
         status = get_json(f"{base}/api/status")
         assert status["sources"]["meter"]["state"] == "connected"
-        wait_for(lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 5,
-                 what="rows in SQLite")  # fmt: skip
+        wait_for(
+            lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 5,
+            what="rows in SQLite",
+        )
         assert status["sinks"]["csv"]["last_error"] is None
     finally:
         code, took = stop(proc)
@@ -130,7 +144,7 @@ def _capture(tmp_path: Path, frames: int) -> Path:
     meter = make_meter("household")
     path = tmp_path / "recording.txt"
     writer = CaptureWriter(path)
-    start_time = datetime(2024, 3, 9, 23, 58, tzinfo=timezone.utc)
+    start_time = datetime(2024, 3, 9, 23, 59, tzinfo=timezone.utc)
     for i in range(frames):
         at = start_time + timedelta(seconds=i)
         writer.write(at, meter.frame(at))
@@ -142,8 +156,10 @@ def _capture(tmp_path: Path, frames: int) -> Path:
 def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -> None:
     recording = _capture(tmp_path, 400)
     data_dir = tmp_path / "data"
-    proc, log_path = start(["--replay", str(recording), "--speed", "40", "--data-dir",
-                            str(data_dir), "--http", "off"], tmp_path)  # fmt: skip
+    proc, log_path = start(
+        ["--replay", str(recording), "--speed", "40", "--data-dir", str(data_dir), "--http", "off"],
+        tmp_path,
+    )
     wait_for(lambda: b"running" in log_path.read_bytes(), what="start")
     time.sleep(2.0)
     code, took = stop(proc, sig)
@@ -163,15 +179,27 @@ def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -
 def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
     recording = _capture(tmp_path, 30)
     data_dir = tmp_path / "data"
-    proc, log_path = start(["--replay", str(recording), "--speed", "max", "--data-dir",
-                            str(data_dir), "--http", "off", "--store-interval", "10"],
-                           tmp_path)  # fmt: skip
+    proc, log_path = start(
+        [
+            "--replay",
+            str(recording),
+            "--speed",
+            "max",
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            "off",
+            "--store-interval",
+            "10",
+        ],
+        tmp_path,
+    )
     code = proc.wait(30)
     stderr = log_path.read_text()
     assert code == 0, stderr
     assert "all sources finished" in stderr
     rows = list(csv.DictReader(io.StringIO(next((data_dir / "csv").rglob("*.csv")).read_text())))
-    # 30 frames from 23:58:00: buckets of 10 s
+    # 30 frames from 23:59:00: buckets of 10 s
     assert [r["samples"] for r in rows] == ["10", "10", "10"]
     assert len(db_times(data_dir, tmp_path)) == 3
 
@@ -179,7 +207,7 @@ def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
 def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
-    proc, log_path = start(args, tmp_path, name="first")
+    proc, _ = start(args, tmp_path, name="first")
     wait_for(lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1, what="csv file")
     path = next((data_dir / "csv").rglob("*.csv"))
     wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows")
@@ -239,13 +267,20 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
 
 
 def test_bad_option_exits_2_naming_it(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "smlogger", "run", "--simulate", "--csv-rotate",
-                           "weekly"], capture_output=True, text=True, timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "smlogger", "run", "--simulate", "--csv-rotate", "weekly"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "option --csv-rotate: invalid value 'weekly'" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "smlogger", "run", "--replay",
-                           str(tmp_path / "none.bin")], capture_output=True, text=True,
-                          timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "smlogger", "run", "--replay", str(tmp_path / "none.bin")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "none.bin not found" in proc.stderr
 
 
@@ -254,3 +289,45 @@ def test_frames_in_capture_are_real_sml(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()[1:]
     frames = [f for line in lines for f in sml.decode(bytes.fromhex(line.split()[1]))]
     assert len(frames) == 3 and all(f["ok"] for f in frames)
+
+
+def test_several_meters_in_one_process(tmp_path: Path, recordings_dir: Path) -> None:
+    data_dir = tmp_path / "data"
+    conf = tmp_path / "smlogger.toml"
+    conf.write_text(
+        f'data_dir = "{data_dir}"\n[http]\nlisten = "off"\n'
+        f'[[meter]]\nname = "house"\nreplay = "{recordings_dir / "ISKRA_MT175_eHZ.bin"}"\n'
+        'speed = "max"\n'
+        f'[[meter]]\nname = "garage"\nreplay = "{recordings_dir / "EMH-ED300L_delivery.bin"}"\n'
+        'speed = "max"\ndirection_from_status = true\nid = "garage"\n'
+    )
+    proc, log_path = start(["--config", str(conf)], tmp_path)
+    code = proc.wait(30)
+    assert code == 0, log_path.read_text()
+    rows = csv_rows(data_dir / "csv")
+    by_meter: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_meter.setdefault(row["meter_id"], []).append(row)
+    assert {k: len(v) for k, v in by_meter.items()} == {"090149534b000403df63": 10, "garage": 2}
+    assert all(float(r["p_sum"]) < 0 for r in by_meter["garage"])
+    assert len(db_times(data_dir, tmp_path)) == 12
+
+
+def test_http_token_protects_the_page(tmp_path: Path) -> None:
+    port = free_port()
+    proc, log_path = start(
+        ["--simulate", "--no-db", "--no-csv", "--http", f"127.0.0.1:{port}"],
+        tmp_path,
+        env={"SMLOGGER_HTTP_TOKEN": "letmein-42"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get_json(f"{base}/api/live?token=letmein-42"), what="page up")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/api/live", timeout=5)
+        assert info.value.code == 401
+    finally:
+        code, _ = stop(proc)
+    stderr = log_path.read_text()
+    assert code == 0, stderr
+    assert "letmein-42" not in stderr

@@ -54,10 +54,15 @@ class PtyPair:
     def start(self) -> None:
         assert SOCAT is not None
         self.proc = subprocess.Popen(
-            [SOCAT, "-d", "-d", f"pty,raw,echo=0,link={self.meter_end}",
-             f"pty,raw,echo=0,link={self.logger_end}"],
+            [
+                SOCAT,
+                "-d",
+                "-d",
+                f"pty,raw,echo=0,link={self.meter_end}",
+                f"pty,raw,echo=0,link={self.logger_end}",
+            ],
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         wait_for(lambda: self.meter_end.exists() and self.logger_end.exists(), 10, "socat ptys")
 
     def stop(self) -> None:
@@ -155,8 +160,9 @@ def test_unplug_replug_and_watchdog_in_process(
         assert stats["watchdog_events"] >= 1
         expected_emh = pty_pair.feed(recordings_dir / EMH)
         wait_for(lambda: state() == "connected", what="frames after the watchdog")
-        wait_for(lambda: len(sink.readings) >= 10 + expected_b + expected_emh - 1,
-                 what="third recording")  # fmt: skip
+        wait_for(
+            lambda: len(sink.readings) >= 10 + expected_b + expected_emh - 1, what="third recording"
+        )
     finally:
         pipeline.stop(4)
     assert live.source_status()["house"]["stats"]["crc_errors"] == 0
@@ -172,14 +178,28 @@ def test_smlogger_run_port_survives_replug(
     data_dir = tmp_path / "data"
     log_path = tmp_path / "stderr.txt"
     cmd = [
-        sys.executable, "-m", "smlogger", "run", "--port", str(pty_pair.logger_end),
-        "--data-dir", str(data_dir), "--http", "off", "--reconnect-max", "0.5", "-v",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "smlogger",
+        "run",
+        "--port",
+        str(pty_pair.logger_end),
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        "off",
+        "--reconnect-max",
+        "0.5",
+        "-v",
+    ]
     with open(log_path, "wb") as err:
         proc = subprocess.Popen(cmd, stderr=err)
         try:
-            wait_for(lambda: b"serial " in log_path.read_bytes() and b": open" in
-                     log_path.read_bytes(), 20, "port opened")  # fmt: skip
+            wait_for(
+                lambda: b"serial " in log_path.read_bytes() and b": open" in log_path.read_bytes(),
+                20,
+                "port opened",
+            )
             first = pty_pair.feed(recordings_dir / MT175_A)
             pty_pair.stop()
             wait_for(lambda: b"connection lost" in log_path.read_bytes(), what="loss logged")

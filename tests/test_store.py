@@ -480,15 +480,32 @@ def test_store_interval_aggregates_mean_min_max_and_last_energy(tmp_path: Path) 
         )
         for i in range(35)
     ]
+    future = datetime(2100, 1, 1, tzinfo=timezone.utc)
     try:
         for r in readings:
             store.write(r)
-        store.flush()
-        # three complete windows are stored; the fourth (30..34 s) is still collecting
-        assert fetch(db, "SELECT COUNT(*) FROM readings") == [(3,)]
+        # three windows are complete; the fourth (30..34 s) is collecting
         assert store.status()["pending_aggregate"] == 5
+        # ... until the clock says it is over: flush stores it
+        store.flush()
+        assert store.status()["pending_aggregate"] == 0
+        assert fetch(db, "SELECT COUNT(*) FROM readings") == [(4,)]
+        # a window that is not over yet is kept by flush and stored by close
+        for i in range(12):
+            store.write(reading(future + timedelta(seconds=i), e_sum=200.0 + i, p_sum=1.0))
+        store.flush()
+        assert store.status()["pending_aggregate"] == 2
+        assert fetch(db, "SELECT COUNT(*) FROM readings") == [(5,)]
     finally:
-        store.close()  # stores the partial window
+        store.close()
+    assert fetch(db, "SELECT samples, e_sum FROM readings WHERE time >= '2100'") == [
+        (10, 209.0),
+        (2, 211.0),
+    ]
+    db.execute_sql("DELETE FROM readings WHERE time >= '2100'")
+    db.execute_sql("DELETE FROM rollup_minute WHERE bucket >= 4000000000")
+    db.execute_sql("DELETE FROM rollup_hour WHERE bucket >= 4000000000")
+    db.execute_sql("DELETE FROM rollup_day WHERE bucket >= 4000000000")
     rows = raw_rows(db)
     assert len(rows) == 4
     assert [r["samples"] for r in rows] == [10, 10, 10, 5]
@@ -634,7 +651,10 @@ def test_export_csv_to_stdout(
          "2024-03-30T22:00:00.5Z", "--to", str(T0.timestamp() + 10.5)]
     ) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 10
+    # b-meter readings are at T0 + 1.5 s, 2.5 s, ...: 1.5 .. 9.5 (10.5 is the excluded end)
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        f"2024-03-30T22:00:0{i}.500Z" for i in range(1, 10)
+    ]
 
 
 def test_export_json_and_ndjson_to_a_file(

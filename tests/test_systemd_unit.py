@@ -51,9 +51,13 @@ def test_unit_runs_unprivileged_and_sandboxed() -> None:
     assert d["StateDirectory"] == ["smlogger"]
     assert d["Environment"][0] == "SMLOGGER_DATA_DIR=%S/smlogger"
     for key, value in {
-        "ProtectSystem": "strict", "NoNewPrivileges": "yes", "ProtectHome": "yes",
-        "PrivateTmp": "yes", "RestrictSUIDSGID": "yes", "ProtectKernelModules": "yes",
-    }.items():  # fmt: skip
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "RestrictSUIDSGID": "yes",
+        "ProtectKernelModules": "yes",
+    }.items():
         assert d[key] == [value], key
     assert d["CapabilityBoundingSet"] == [""]
     assert "char-ttyUSB rw" in d["DeviceAllow"]

@@ -244,9 +244,7 @@ def test_history_default_is_last_24_hours(server: WebServer) -> None:
 
 
 @pytest.mark.parametrize("span", ["hour", "day", "week", "month", "year"])
-def test_history_ranges_stay_under_2000_points(
-    server: WebServer, span: str, now: datetime
-) -> None:
+def test_history_ranges_stay_under_2000_points(server: WebServer, span: str, now: datetime) -> None:
     seconds = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400}
     frm = now - timedelta(seconds=seconds.get(span, 365 * 86400))
     points = points_of(get(server, "/api/history", meter=METER_A, **{"from": frm.isoformat()}))
@@ -309,9 +307,7 @@ def test_history_of_meter_without_stored_data(server: WebServer) -> None:
         ({"meter": ""}, "meter"),
     ],
 )
-def test_history_bad_parameters(
-    server: WebServer, params: dict[str, str], parameter: str
-) -> None:
+def test_history_bad_parameters(server: WebServer, params: dict[str, str], parameter: str) -> None:
     assert_error(get(server, "/api/history", **params), 400, parameter)
 
 
@@ -466,7 +462,9 @@ def parse_prometheus(text: str) -> dict[str, dict[str, Any]]:
 
 
 def sample(families: dict[str, dict[str, Any]], name: str, **labels: str) -> float:
-    matches = [v for ls, v in families[name]["samples"] if all(ls.get(k) == x for k, x in labels.items())]
+    matches = [
+        v for ls, v in families[name]["samples"] if all(ls.get(k) == x for k, x in labels.items())
+    ]
     assert len(matches) == 1, (name, labels, families[name]["samples"])
     return float(matches[0])
 
