@@ -256,6 +256,14 @@ class Dialect:
             return f"(({expr}) DIV {step}) * {step}"
         return f"(({expr}) / {step}) * {step}"
 
+    def epoch_seconds(self, column: str) -> str:
+        """Whole seconds since 1970 of a UTC time column, independent of session time zones."""
+        if self.name == "sqlite":
+            return f"CAST(strftime('%s', {column}) AS INTEGER)"
+        if self.name == "mysql":
+            return f"TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})"
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)"
+
     def old(self, table: str, column: str) -> str:
         """The stored value of `column` inside an upsert's update clause."""
         if self.name == "mysql":
@@ -294,7 +302,7 @@ class Dialect:
     def time_param(self, moment: datetime) -> Any:
         utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
         if self.name == "sqlite":
-            return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return utc.isoformat(" ", "microseconds")
         return utc
 
     def seconds_param(self, moment: datetime) -> Any:
@@ -605,14 +613,6 @@ class StoredRow:
             values_json=encode_values(reading.values),
         )
 
-    def low(self, name: str) -> Optional[float]:
-        pair = self.minmax.get(name)
-        return pair[0] if pair is not None else self.fields.get(name)
-
-    def high(self, name: str) -> Optional[float]:
-        pair = self.minmax.get(name)
-        return pair[1] if pair is not None else self.fields.get(name)
-
     def to_payload(self) -> bytes:
         """Queue record: a JSON header line, then the values JSON as it goes into the DB."""
         micros = (self.time - _EPOCH) // timedelta(microseconds=1)
@@ -685,10 +685,9 @@ class _Window:
                 continue
             self.sums[name] = self.sums.get(name, 0.0) + value * weight
             self.counts[name] = self.counts.get(name, 0) + weight
-            if name in POWER_FIELDS:
-                lo, hi = (reading.minmax or {}).get(name, (value, value))
-                self.lows[name] = min(self.lows.get(name, lo), lo)
-                self.highs[name] = max(self.highs.get(name, hi), hi)
+            lo, hi = (reading.minmax or {}).get(name, (value, value))
+            self.lows[name] = min(self.lows.get(name, lo), lo)
+            self.highs[name] = max(self.highs.get(name, hi), hi)
 
     def result(self, meter_id: str) -> Reading:
         assert self.time is not None
@@ -713,10 +712,10 @@ class _Window:
 class IntervalAggregator:
     """Turns readings into one reading per meter per `interval` seconds (epoch-aligned).
 
-    Power fields: mean (weighted by samples), with min/max; voltages, currents, frequency:
-    mean; energy counters: the last value. The aggregate carries the time of its last
-    reading, so a window cut short by a restart and continued afterwards gives two distinct
-    rows rather than a key collision.
+    Power, voltages, currents, frequency: mean (weighted by samples) with min/max in
+    `minmax` (the database keeps those of the power fields); energy counters: the last value.
+    The aggregate carries the time of its last reading, so a window cut short by a restart
+    and continued afterwards gives two distinct rows rather than a key collision.
     """
 
     def __init__(self, interval: float) -> None:
@@ -790,16 +789,24 @@ class _Bucket:
         weight = row.samples
         self.n += weight
         fields = row.fields
+        minmax = row.minmax
+        pmin, pmax = self.pmin, self.pmax
         for i, name in enumerate(POWER_FIELDS):
             value = fields.get(name)
             if value is None:
                 continue
             self.pn[i] += weight
             self.psum[i] += value * weight
-            self.pmin[i] = _min_opt(self.pmin[i], row.low(name))
-            self.pmax[i] = _max_opt(self.pmax[i], row.high(name))
-        self.t_first = min(self.t_first, ts)
-        self.t_last = max(self.t_last, ts)
+            lo, hi = minmax.get(name, (value, value)) if minmax else (value, value)
+            low, high = pmin[i], pmax[i]
+            if low is None or lo < low:
+                pmin[i] = lo
+            if high is None or hi > high:
+                pmax[i] = hi
+        if ts < self.t_first:
+            self.t_first = ts
+        if ts > self.t_last:
+            self.t_last = ts
         for i, name in enumerate(ROLLUP_ENERGY):
             value = fields.get(name)
             if value is not None:
@@ -1004,16 +1011,19 @@ class SqlWriter:
         existing = self._existing_times(meter, group[0].time, group[-1].time)
         fresh: list[StoredRow] = []
         params: list[list[Any]] = []
+        names = Reading.FIELDS
         for row in group:
             stamp = d.time_param(row.time)
             if stamp in existing:
                 continue
             existing.add(stamp)
             fresh.append(row)
-            values = [meter, stamp, row.samples]
-            values += [row.fields.get(name) for name in Reading.FIELDS]
+            fields = row.fields
+            values = [meter, stamp, row.samples, *[fields.get(name) for name in names]]
+            minmax = row.minmax
             for name in POWER_FIELDS:
-                values += [row.low(name), row.high(name)]
+                value = fields.get(name)
+                values += minmax.get(name, (value, value)) if minmax else (value, value)
             values.append(row.values_json)
             params.append(values)
         if not fresh:
@@ -1106,49 +1116,6 @@ def _point(
     }
 
 
-class _RawGroup:
-    __slots__ = ("e_export", "e_sum", "n", "pmax", "pmin", "pn", "psum")
-
-    def __init__(self) -> None:
-        k = len(POWER_FIELDS)
-        self.n = 0
-        self.pn = [0] * k
-        self.psum = [0.0] * k
-        self.pmin: Optional[float] = None
-        self.pmax: Optional[float] = None
-        self.e_sum: Optional[float] = None
-        self.e_export: Optional[float] = None
-
-
-def _group_raw(rows: Sequence[Sequence[Any]], step: int) -> list[dict[str, Any]]:
-    """Rows (ts, samples, p_sum, p_sum_min, p_sum_max, p_L1, p_L2, p_L3, e_sum, e_export)
-    grouped into epoch-aligned buckets of `step` seconds."""
-    groups: dict[int, _RawGroup] = {}
-    for ts, samples, p, lo, hi, l1, l2, l3, e_sum, e_export in rows:
-        key = int(ts // step) * step
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _RawGroup()
-        weight = int(samples or 1)
-        group.n += weight
-        for i, value in enumerate((p, l1, l2, l3)):
-            if value is not None:
-                group.pn[i] += weight
-                group.psum[i] += value * weight
-        group.pmin = _min_opt(group.pmin, lo if lo is not None else p)
-        group.pmax = _max_opt(group.pmax, hi if hi is not None else p)
-        if e_sum is not None:
-            group.e_sum = e_sum
-        if e_export is not None:
-            group.e_export = e_export
-    out = []
-    for key in sorted(groups):
-        g = groups[key]
-        means = [g.psum[i] / g.pn[i] if g.pn[i] else None for i in range(len(POWER_FIELDS))]
-        out.append(_point(key, means[0], g.pmin, g.pmax, means[1:], g.e_sum, g.e_export, g.n))
-    return out
-
-
 @dataclass(frozen=True)
 class _Bar:
     start: datetime  # local bucket start
@@ -1226,14 +1193,14 @@ class Queries:
                 return result
             step = nice_step(span / max_points)
             result["step"] = step
-            result["points"] = _group_raw(rows, step)
+            result["points"] = self._raw_points(meter, start, end, step)
             return result
         if step is None:
             step = nice_step(span / max_points)
         result["step"] = step
         table = rollup_for_step(step)
         if table is None:
-            result["points"] = _group_raw(self._raw_rows(meter, start, end), step)
+            result["points"] = self._raw_points(meter, start, end, step)
             return result
         result["source"] = table.split("_", 1)[1]
         result["points"] = self._rollup_points(meter, table, start, end, step)
@@ -1256,6 +1223,53 @@ class Queries:
             row[0] = d.time_value(row[0]).timestamp()
             rows.append(row)
         return rows
+
+    def _raw_points(
+        self, meter: int, start: datetime, end: datetime, step: int
+    ) -> list[dict[str, Any]]:
+        """Readings grouped into `step`-second buckets by the database (no rows in Python)."""
+        d = self.dialect
+        weight = d.q("samples")
+        select = [d.floor_to(d.epoch_seconds(d.q("time")), step)]
+        for name in POWER_FIELDS:
+            column = d.q(name)
+            select += [
+                f"SUM(CASE WHEN {column} IS NULL THEN 0 ELSE {weight} END)",
+                f"SUM({column} * {weight})",
+            ]
+        select += [
+            f"MIN({d.q('p_sum_min')})",
+            f"MAX({d.q('p_sum_max')})",
+            f"MAX({d.q('e_sum')})",
+            f"MAX({d.q('e_export')})",
+            f"SUM({weight})",
+        ]
+        cursor = _sql(
+            self.db,
+            f"SELECT {', '.join(select)} FROM {d.q('readings')} "
+            f"WHERE {d.q('meter')} = {d.param} AND {d.q('time')} >= {d.param} "
+            f"AND {d.q('time')} < {d.param} GROUP BY 1 ORDER BY 1",
+            (meter, d.time_param(start), d.time_param(end)),
+        )
+        return [self._aggregate_point(r) for r in cursor.fetchall()]
+
+    def _aggregate_point(self, r: Sequence[Any]) -> dict[str, Any]:
+        """A point from (bucket, (n, sum) per power field, min, max, e_sum, e_export, n)."""
+        k = len(POWER_FIELDS)
+        means = [
+            float(r[2 + 2 * i]) / int(r[1 + 2 * i]) if r[1 + 2 * i] else None for i in range(k)
+        ]
+        tail = r[1 + 2 * k :]
+        return _point(
+            int(r[0]),
+            means[0],
+            _float(tail[0]),
+            _float(tail[1]),
+            means[1:],
+            _float(tail[2]),
+            _float(tail[3]),
+            int(tail[4] or 0),
+        )
 
     def _rollup_points(
         self, meter: int, table: str, start: datetime, end: datetime, step: int
@@ -1282,26 +1296,7 @@ class Queries:
             f"AND {d.q('bucket')} < {d.param} GROUP BY 1 ORDER BY 1",
             (meter, first, math.ceil(end.timestamp())),
         )
-        points = []
-        k = len(POWER_FIELDS)
-        for r in cursor.fetchall():
-            means = [
-                float(r[2 + 2 * i]) / int(r[1 + 2 * i]) if r[1 + 2 * i] else None for i in range(k)
-            ]
-            tail = r[1 + 2 * k :]
-            points.append(
-                _point(
-                    int(r[0]),
-                    means[0],
-                    _float(tail[0]),
-                    _float(tail[1]),
-                    means[1:],
-                    _float(tail[2]),
-                    _float(tail[3]),
-                    int(tail[4] or 0),
-                )
-            )
-        return points
+        return [self._aggregate_point(r) for r in cursor.fetchall()]
 
     # consumption ------------------------------------------------------------------------
 
@@ -1524,6 +1519,7 @@ class Store:
         self._last_error_at: Optional[datetime] = None
         self._written = 0
         self._rejected = 0
+        self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._closed = False
         self._stop = threading.Event()
         self._schema_ready = False
@@ -1551,13 +1547,17 @@ class Store:
             # how long an outage is bridged, and replays may carry old timestamps
             self.queue.put_many([StoredRow.from_reading(r).to_payload() for r in readings])
 
-    def flush(self, timeout: float = 3.0) -> None:
-        """Queue finished aggregation windows, fsync the queue and give the writer up to
-        `timeout` seconds to bring the database up to date (it does not wait on a dead one)."""
+    def flush(self, timeout: float = 0.0) -> None:
+        """Queue finished aggregation windows and fsync the queue: what was written is then
+        safe on disk. With `timeout` > 0, also wait up to that long for the writer to bring
+        the database up to date (never for a database that is down). The pipeline calls this
+        every second, so the default does not wait."""
         if self._aggregator is not None and not self._closed:
             with self._write_lock:
                 self._enqueue(self._aggregator.due(datetime.now(timezone.utc)))
         self.queue.sync()
+        if timeout <= 0:
+            return
         self.queue.wake()
         deadline = _time.monotonic() + timeout
         with self._progress:
@@ -1567,21 +1567,26 @@ class Store:
                     break
                 self._progress.wait(min(remaining, 0.5))
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """Store pending aggregates, give the writer up to `timeout` s to catch up, stop it.
+        Whatever is not in the database by then stays queued for the next start."""
         if self._closed:
             return
+        began = _time.monotonic()
         if self._aggregator is not None:
             with self._write_lock:
                 self._enqueue(self._aggregator.drain())
         self._closed = True
         try:
-            self.flush(timeout=2.0)
+            self.flush(timeout=timeout * 0.75)
         finally:
             self._stop.set()
             self.queue.wake()
-            self._thread.join(timeout=2.0)
+            self._thread.join(max(0.1, timeout - (_time.monotonic() - began)))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
+            elif self.queue.depth:
+                log.info("%d readings stay queued for the next start", self.queue.depth)
             self.queue.close()
 
     def status(self) -> dict[str, object]:
@@ -1595,6 +1600,7 @@ class Store:
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
                 "written": self._written,
                 "rejected": self._rejected,
+                "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
                 "last_error_at": None
@@ -1625,50 +1631,60 @@ class Store:
         strikes = 0
         try:
             while not self._stop.is_set():
-                if not self._schema_ready and not self._prepare():
-                    delay = self._back_off(delay)
-                    continue
-                entries = self.queue.peek(self.batch_size)
-                if not entries:
-                    self._housekeeping()
-                    self.queue.wait(timeout=1.0)
-                    continue
-                rows = self._decode(entries)
                 try:
-                    written = self._writer.write(rows) if rows else 0
-                except Exception as exc:
-                    self._failed(exc)
-                    if is_connection_error(exc):
-                        self._close_connection()
-                        delay = self._back_off(delay)
-                        continue
-                    # bad data or a damaged schema: check the schema, retry, and only then
-                    # give up on single rows so one poisoned reading cannot block the queue
+                    outcome = self._drain_once(strikes)
+                except QueueClosedError:
+                    raise
+                except Exception:
+                    # never let the writer die silently: log, wait, carry on
+                    log.exception("unexpected error in the SQL writer")
+                    outcome = "retry"
+                if outcome == "ok":
+                    delay, strikes = 0.0, 0
+                elif outcome == "refused":
                     strikes += 1
-                    self._schema_ready = False
-                    if strikes < 3:
-                        delay = self._back_off(delay)
-                        continue
-                    try:
-                        written = self._write_singly(rows)
-                    except Exception as exc2:
-                        self._failed(exc2)
-                        self._close_connection()
-                        delay = self._back_off(delay)
-                        continue
-                self.queue.ack(entries[-1])
-                delay = 0.0
-                strikes = 0
-                self._succeeded(written)
+                    delay = self._back_off(delay)
+                elif outcome == "retry":
+                    delay = self._back_off(delay)
         except QueueClosedError:
             pass
-        except Exception:
-            log.exception("SQL writer thread crashed")
-            raise
         finally:
             self._close_connection()
             with self._progress:
                 self._progress.notify_all()
+
+    def _drain_once(self, strikes: int) -> str:
+        """Write one batch; "ok", "idle", "retry" (database down) or "refused" (bad data)."""
+        if not self._schema_ready and not self._prepare():
+            return "retry"
+        entries = self.queue.peek(self.batch_size)
+        if not entries:
+            self._housekeeping()
+            self.queue.wait(timeout=1.0)
+            return "idle"
+        rows = self._decode(entries)
+        rejected = 0
+        try:
+            written = self._writer.write(rows) if rows else 0
+        except Exception as exc:
+            self._failed(exc)
+            if is_connection_error(exc):
+                self._close_connection()
+                return "retry"
+            # bad data or a damaged schema: check the schema and retry; only then give up on
+            # single rows, so that one poisoned reading cannot block the queue for good
+            self._schema_ready = False
+            if strikes < 2:
+                return "refused"
+            try:
+                written, rejected = self._write_singly(rows)
+            except Exception as exc2:
+                self._failed(exc2)
+                self._close_connection()
+                return "retry"
+        self.queue.ack(entries[-1])
+        self._succeeded(written, skipped=len(rows) - written - rejected, rejected=rejected)
+        return "ok"
 
     def _decode(self, entries: Sequence[Entry]) -> list[StoredRow]:
         rows = []
@@ -1681,8 +1697,10 @@ class Store:
                     self._rejected += 1
         return rows
 
-    def _write_singly(self, rows: Sequence[StoredRow]) -> int:
+    def _write_singly(self, rows: Sequence[StoredRow]) -> tuple[int, int]:
+        """(written, rejected) writing rows one by one; connection errors propagate."""
         written = 0
+        rejected = 0
         for row in rows:
             try:
                 written += self._writer.write([row])
@@ -1695,9 +1713,8 @@ class Store:
                     iso_utc(row.time),
                     exc,
                 )
-                with self._state_lock:
-                    self._rejected += 1
-        return written
+                rejected += 1
+        return written, rejected
 
     def _housekeeping(self) -> None:
         if self._aggregator is not None:
@@ -1742,7 +1759,7 @@ class Store:
             self._last_error_at = datetime.now(timezone.utc)
             self._progress.notify_all()
 
-    def _succeeded(self, written: int) -> None:
+    def _succeeded(self, written: int, skipped: int = 0, rejected: int = 0) -> None:
         with self._state_lock:
             if self._state in ("down", "error") and self._down_since is not None:
                 log.info(
@@ -1753,6 +1770,8 @@ class Store:
             self._state = "ok"
             self._down_since = None
             self._written += written
+            self._skipped += max(0, skipped)
+            self._rejected += rejected
             self._progress.notify_all()
 
     # ---- bulk import ---------------------------------------------------------------------

@@ -203,6 +203,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         times = []
         result = None
         for _ in range(max(1, args.rounds)):
+            # Free the previous round's objects before the clock starts.
+            result = None
             t0 = time.perf_counter()
             result = fn()
             times.append(time.perf_counter() - t0)

@@ -409,6 +409,22 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
 # ---- first paint formatting (app.js uses the same rules) ---------------------------------------
 
 
+def meter_label(meter_id: str) -> str:
+    """The meter number printed on the meter (DIN 43863-5) for a 10-byte server id such as
+    0a01445a47000282225e -> "1 DZG00 4208 2910"; other ids unchanged."""
+    try:
+        raw = bytes.fromhex(meter_id)
+    except ValueError:
+        return meter_id
+    if len(raw) != 10 or raw[0] not in (0x09, 0x0A) or not raw[2:5].isalpha():
+        return meter_id
+    flag = raw[2:5].decode("ascii")
+    if flag != flag.upper():
+        return meter_id
+    serial = f"{int.from_bytes(raw[6:10], 'big'):08d}"
+    return f"{raw[1]:X} {flag}{raw[5]:02X} {serial[:-4]} {serial[-4:]}"
+
+
 NO_VALUE = "\u2013"  # en dash: what the page shows for a value the meter does not send
 
 
@@ -567,6 +583,7 @@ class WebApp:
             out.append(
                 {
                     "id": meter,
+                    "label": meter_label(meter),
                     "live": reading is not None,
                     "stored": meter in stored,
                     "configured": meter in live_meters,
@@ -623,7 +640,12 @@ class WebApp:
         start, end = self.time_range(span)
         bars_max = (end - start).total_seconds() / (86400 if period == "day" else 28 * 86400)
         if bars_max > MAX_CONSUMPTION_BARS:
-            raise ApiError(400, f"range too long for period '{period}'", "from")
+            raise ApiError(
+                400,
+                f"parameter 'from' is too early: at most {MAX_CONSUMPTION_BARS} bars "
+                f"of period '{period}'",
+                "from",
+            )
         bars: list[dict[str, Any]] = []
         if meter is not None:
             try:
@@ -808,6 +830,7 @@ class WebApp:
                 token=token,
                 token_query=f"?token={quote(token, safe='')}" if token else "",
                 fmt_power=fmt_power,
+                meter_label=meter_label,
                 fmt_number=fmt_number,
                 version=__version__,
                 has_history=self.store is not None,
@@ -822,8 +845,10 @@ class WebApp:
             resp.set_header(
                 "Cache-Control", "public, max-age=31536000, immutable" if versioned else "no-cache"
             )
+        elif resp.status_code in (403, 404):  # 403: a path outside the static folder
+            raise ApiError(404, "not found")
         elif resp.status_code >= 400:
-            raise ApiError(resp.status_code, "not found")
+            raise ApiError(resp.status_code, str(resp.body or resp.status_line))
         for key, value in SECURITY_HEADERS.items():
             resp.set_header(key, value)
         return resp
@@ -844,12 +869,14 @@ class WebApp:
     def check_token(self) -> None:
         if self.token is None:
             return
-        request = bottle.request
+        # raw environ values: Bottle's header accessors raise on bytes that are not UTF-8
+        environ = bottle.request.environ
         given = ""
-        auth = request.get_header("Authorization", "")
+        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
-        given = given or request.get_header("X-Token", "") or request.query.get("token", "")
+        given = given or str(environ.get("HTTP_X_TOKEN", ""))
+        given = given or bottle.request.query.get("token", "")
         # compare_digest keeps the time independent of where the first difference is
         if not given or not hmac.compare_digest(
             wsgi_text(given).encode("utf-8"), self.token.encode("utf-8")
@@ -983,6 +1010,8 @@ def build_app(
     app.install(_JsonPlugin())
 
     def auth_hook() -> None:
+        for key, value in SECURITY_HEADERS.items():
+            bottle.response.set_header(key, value)
         try:
             web.check_token()
         except ApiError as exc:
@@ -1052,7 +1081,7 @@ class WebServer:
         self._server = server
         self._thread = threading.Thread(target=self._serve, name="smlogger-http", daemon=True)
         self._thread.start()
-        log.info("web page on %s", self.url)
+        log.debug("web server listening on %s", self.url)
 
     def _serve(self) -> None:
         server = self._server

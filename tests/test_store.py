@@ -487,13 +487,13 @@ def test_store_interval_aggregates_mean_min_max_and_last_energy(tmp_path: Path) 
         # three windows are complete; the fourth (30..34 s) is collecting
         assert store.status()["pending_aggregate"] == 5
         # ... until the clock says it is over: flush stores it
-        store.flush()
+        store.flush(timeout=10)
         assert store.status()["pending_aggregate"] == 0
         assert fetch(db, "SELECT COUNT(*) FROM readings") == [(4,)]
         # a window that is not over yet is kept by flush and stored by close
         for i in range(12):
             store.write(reading(future + timedelta(seconds=i), e_sum=200.0 + i, p_sum=1.0))
-        store.flush()
+        store.flush(timeout=10)
         assert store.status()["pending_aggregate"] == 2
         assert fetch(db, "SELECT COUNT(*) FROM readings") == [(5,)]
     finally:
@@ -689,3 +689,61 @@ def test_export_errors(
     empty.mkdir()
     assert _cli(["export", "--data-dir", str(empty)]) == 1
     assert "db-init" in capsys.readouterr().err
+
+
+# ---- rows and aggregation units ---------------------------------------------------------------
+
+
+def test_queue_payload_round_trip_keeps_everything_the_database_needs() -> None:
+    original = reading(
+        datetime(2024, 1, 1, 0, 0, 0, 123456, tzinfo=timezone.utc),
+        e_sum=12339.7123,
+        e_export=0.5,
+        p_sum=-665.5,
+        phases=(1.5, None, float("nan")),
+        u=230.1,
+    )
+    row = StoredRow.from_reading(original)
+    assert row.fields["p_L3"] is None  # NaN never reaches a database
+    back = StoredRow.from_payload(row.to_payload())
+    assert back == row
+    again = back.to_reading()
+    assert again.time == original.time
+    assert again.fields() == {**original.fields(), "p_L3": None}
+    assert again.values["1-0:96.50.1*1"].value == "49534b"
+    assert again.values["1-0:1.8.0*255"].unit == "Wh"
+
+
+def test_interval_aggregator_combines_already_aggregated_readings() -> None:
+    from smlogger.store import IntervalAggregator
+
+    agg = IntervalAggregator(60)
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    first = reading(start + timedelta(seconds=5), e_sum=1.0, p_sum=100.0)
+    first = Reading(**{**first.__dict__, "samples": 3, "minmax": {"p_sum": (50.0, 200.0)}})
+    assert agg.add(first) == []
+    assert agg.add(reading(start + timedelta(seconds=20), e_sum=1.1, p_sum=300.0)) == []
+    assert agg.pending == 4
+    done = agg.add(reading(start + timedelta(seconds=61), e_sum=1.2, p_sum=0.0))
+    assert len(done) == 1
+    out = done[0]
+    assert out.samples == 4
+    assert out.p_sum == pytest.approx((100 * 3 + 300) / 4)
+    assert out.minmax["p_sum"] == (50.0, 300.0)
+    assert out.e_sum == 1.1 and out.time == start + timedelta(seconds=20)
+    assert agg.due(start + timedelta(seconds=119)) == []
+    assert [r.e_sum for r in agg.due(start + timedelta(seconds=120))] == [1.2]
+    assert agg.drain() == []
+
+
+def test_write_after_close_is_refused_and_status_has_the_documented_keys(
+    db: peewee.Database, tmp_path: Path
+) -> None:
+    store = Store(db, spool_dir=tmp_path / "spool")
+    status = store.status()
+    for key in ("db", "backend", "queue_depth", "written", "last_error", "rejected", "dropped"):
+        assert key in status
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(RuntimeError, match="closed"):
+        store.write(reading(T0, e_sum=1.0))

@@ -65,8 +65,10 @@ def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Pat
         readings = list(household(T0, 40, seed=8))
         for r in readings[:20]:
             store.write(r)
-        store.flush()
+        store.flush(timeout=10)
         assert store.status()["written"] == 20
+        # this thread now holds a connection, which dies with the server
+        assert len(store.history(METER, T0, T0 + timedelta(minutes=5))["points"]) == 20
         server.stop()
         for r in readings[20:]:
             store.write(r)
@@ -80,12 +82,12 @@ def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Pat
         while store.status()["queue_depth"] and time.monotonic() < deadline:
             store.flush(timeout=1.0)
         assert store.status()["queue_depth"] == 0
+        # the read side drops the dead connection and reconnects
+        history = store.history(METER, T0, T0 + timedelta(minutes=5))
+        assert len(history["points"]) == 40
         # a batch the server committed while shutting down, without telling the client, is
         # replayed and skipped: the rows are all there once, whatever the counter says
         assert fetch(db, "SELECT COUNT(*), COUNT(DISTINCT time) FROM readings") == [(40, 40)]
-        # this thread's own connection died with the server: the read side reconnects
-        history = store.history(METER, T0, T0 + timedelta(minutes=5))
-        assert len(history["points"]) == 40
         assert_rollups_consistent(db)
         legacy = fetch(db, 'SELECT "time", e_sum FROM "values" ORDER BY "time"')
         assert len(legacy) == 40

@@ -94,15 +94,30 @@ def live(now: datetime) -> LiveState:
     live = LiveState()
     live.set_source("/dev/ttyUSB0", "connected", stats={"frames_ok": 0, "crc_errors": 0})
     live.update(
-        make_reading(METER_A, now - timedelta(seconds=2), 665.0, 12400.123,
-                     p_L1=300.0, p_L2=200.0, p_L3=165.0, u_L1=230.1, freq=50.02),
+        make_reading(
+            METER_A,
+            now - timedelta(seconds=2),
+            665.0,
+            12400.123,
+            p_L1=300.0,
+            p_L2=200.0,
+            p_L3=165.0,
+            u_L1=230.1,
+            freq=50.02,
+        ),
         source="/dev/ttyUSB0",
-    )  # fmt: skip
+    )
     live.frame_received("/dev/ttyUSB0", {"frames_ok": 99, "crc_errors": 1, "bytes": 4567})
-    live.set_source("tcp://10.0.0.5:8888", "no data", detail="silent for 60 s",
-                    stats={"frames_ok": 5, "crc_errors": 0})  # fmt: skip
-    live.update(make_reading(METER_B, now - timedelta(seconds=1), -1500.0, 5.5, e_export=77.25),
-                source="tcp://10.0.0.5:8888")  # fmt: skip
+    live.set_source(
+        "tcp://10.0.0.5:8888",
+        "no data",
+        detail="silent for 60 s",
+        stats={"frames_ok": 5, "crc_errors": 0},
+    )
+    live.update(
+        make_reading(METER_B, now - timedelta(seconds=1), -1500.0, 5.5, e_export=77.25),
+        source="tcp://10.0.0.5:8888",
+    )
     live.set_sink_status("sql", {"queue_depth": 3, "written": 4321, "last_error": None})
     live.set_sink_status("csv", {"queue_depth": 0, "written": 4324, "last_error": "disk full"})
     return live
@@ -163,6 +178,8 @@ def test_meters(server: WebServer) -> None:
     assert by_id[METER_A]["live"] and by_id[METER_A]["stored"]
     assert by_id[METER_B]["live"] and not by_id[METER_B]["stored"]
     assert by_id[METER_B]["last_seen"].endswith("Z")
+    assert by_id[METER_A]["label"] == "1 DZG00 4208 2910"  # as printed on the meter
+    assert by_id[METER_B]["label"] == METER_B
 
 
 # ---- /api/live --------------------------------------------------------------------------------
@@ -273,15 +290,19 @@ def test_history_time_formats(server: WebServer, now: datetime) -> None:
 
 
 def test_history_explicit_step(server: WebServer, now: datetime) -> None:
-    body = get(server, "/api/history", meter=METER_A, step="1h",
-               **{"from": (now - timedelta(days=2)).isoformat()}).json()  # fmt: skip
+    body = get(
+        server,
+        "/api/history",
+        meter=METER_A,
+        step="1h",
+        **{"from": (now - timedelta(days=2)).isoformat()},
+    ).json()
     assert body["step"] == 3600
     times = [p["ts"] for p in body["points"]]
     assert 47 <= len(times) <= 49
     assert all(t % 3600 == 0 for t in times)
     assert all(b - a == 3600 for a, b in zip(times, times[1:]))
-    minute = get(server, "/api/history", meter=METER_A, step="300",
-                 **{"from": "-1h"}).json()  # fmt: skip
+    minute = get(server, "/api/history", meter=METER_A, step="300", **{"from": "-1h"}).json()
     assert minute["step"] == 300
 
 
@@ -343,8 +364,9 @@ def test_consumption_errors(server: WebServer) -> None:
     assert_error(get(server, "/api/consumption", period="week"), 400, "period")
     assert_error(get(server, "/api/consumption", meter="x"), 404, "meter")
     assert_error(get(server, "/api/consumption", **{"from": "-1d", "to": "-2d"}), 400, "from")
-    assert_error(get(server, "/api/consumption", period="day", **{"from": "1970-01-01"}), 400,
-                 "from")  # fmt: skip
+    assert_error(
+        get(server, "/api/consumption", period="day", **{"from": "1970-01-01"}), 400, "from"
+    )
 
 
 def test_history_without_database() -> None:
@@ -364,7 +386,8 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
     try:
         store.bulk_load([make_reading(METER_A, now - timedelta(minutes=1), 1.0, 1.0)])
         with sqlite3.connect(tmp_path / "smlogger.db") as con:  # someone damages the database
-            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            tables = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            for (table,) in tables:
                 if table != "meters":
                     con.execute(f'DROP TABLE "{table}"')
         srv = serve(live, store)
@@ -477,10 +500,14 @@ def test_metrics(server: WebServer) -> None:
     assert sample(fam, "smlogger_power_watts", meter=METER_A, phase="total") == 665.0
     assert sample(fam, "smlogger_power_watts", meter=METER_A, phase="L1") == 300.0
     assert sample(fam, "smlogger_power_watts", meter=METER_B, phase="total") == -1500.0
-    assert sample(fam, "smlogger_energy_kwh_total", meter=METER_A, direction="import",
-                  tariff="all") == 12400.123  # fmt: skip
-    assert sample(fam, "smlogger_energy_kwh_total", meter=METER_B, direction="export",
-                  tariff="all") == 77.25  # fmt: skip
+    assert (
+        sample(fam, "smlogger_energy_kwh_total", meter=METER_A, direction="import", tariff="all")
+        == 12400.123
+    )
+    assert (
+        sample(fam, "smlogger_energy_kwh_total", meter=METER_B, direction="export", tariff="all")
+        == 77.25
+    )
     assert sample(fam, "smlogger_voltage_volts", meter=METER_A, phase="L1") == 230.1
     assert sample(fam, "smlogger_frequency_hertz", meter=METER_A) == 50.02
     assert sample(fam, "smlogger_frames_total", source="/dev/ttyUSB0") == 99
@@ -530,23 +557,43 @@ def test_unknown_path(server: WebServer) -> None:
     assert_error(get(server, "/static/%2e%2e/web.py"), 404)
 
 
-ODD_VALUES = ["\u00e4\u00f6\u00fc", "%00", "%FF%FE", "'; DROP TABLE readings; --", "x" * 5000,
-              "1e308", "-1e308", "0x10", "inf", "-0", "[]", "{}", "%E2%80%AE"]  # fmt: skip
+ODD_VALUES = [
+    "\u00e4\u00f6\u00fc",
+    "%00",
+    "%FF%FE",
+    "'; DROP TABLE readings; --",
+    "x" * 5000,
+    "1e308",
+    "-1e308",
+    "0x10",
+    "inf",
+    "-0",
+    "[]",
+    "{}",
+    "%E2%80%AE",
+]
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/live", "/api/history", "/api/consumption", "/api/stream", "/", "/api/meters"]
+    "path", ["/api/live", "/api/history", "/api/consumption", "/", "/api/meters", "/metrics"]
 )
 @pytest.mark.parametrize("name", ["meter", "from", "to", "step", "period"])
 def test_odd_input_never_500(server: WebServer, path: str, name: str) -> None:
     for value in ODD_VALUES:
         encoded = value if value.startswith("%") else quote(value)
-        resp = request(server, f"{path}?{name}={encoded}&meter={METER_A}")
-        assert resp.status in (200, 400, 404), (path, name, value, resp.status, resp.body[:200])
-        if resp.status != 200:
-            assert_error(resp, resp.status)
-        if path == "/api/stream":
-            assert resp.status != 200  # meter given twice
+        for query in (f"{name}={encoded}", f"{name}={encoded}&meter={METER_A}"):
+            resp = request(server, f"{path}?{query}")
+            assert resp.status in (200, 400, 404), (path, query, resp.status, resp.body[:200])
+            if resp.status != 200:
+                assert_error(resp, resp.status)
+
+
+def test_odd_meter_on_stream_never_500(server: WebServer) -> None:
+    for value in ODD_VALUES:  # the stream answers at once only for a bad meter
+        encoded = value if value.startswith("%") else quote(value)
+        resp = request(server, f"/api/stream?meter={encoded}")
+        assert resp.status in (400, 404), (value, resp.status)
+        assert_error(resp, resp.status, "meter")
 
 
 # ---- the page and its files -------------------------------------------------------------------
@@ -560,13 +607,14 @@ def test_page_first_paint(server: WebServer) -> None:
     assert '<span data-f="p_sum">665</span>' in html
     assert '<span data-f="e_sum">12,400.123</span>' in html
     assert '<span data-f="u_L1">230.1</span>' in html
-    assert f'<option value="{METER_A}" selected>' in html
-    assert f'<option value="{METER_B}">' in html
+    option_a = f'<option value="{METER_A}" title="{METER_A}" selected>1 DZG00 4208 2910</option>'
+    assert option_a in html
+    assert f'<option value="{METER_B}" title="{METER_B}">{METER_B}</option>' in html
     assert "Connected" in html and "CRC errors 1.00 %" in html
     assert re.search(r"updated \d+ s ago", html)
     assert "<title>665 W · smlogger</title>" in html
-    initial = json.loads(re.search(r'<script id="sm-initial" type="application/json">(.*?)</script>',
-                                   html).group(1))  # type: ignore[union-attr]  # fmt: skip
+    island = html.split('<script id="sm-initial" type="application/json">', 1)[1]
+    initial = json.loads(island.split("</script>", 1)[0])
     assert initial["meter"] == METER_A and initial["live"]["fields"]["p_sum"] == 665.0
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
@@ -582,7 +630,7 @@ def test_page_other_meter_exporting(server: WebServer) -> None:
     assert '<span data-f="p_sum">-1,500</span>' in html
     assert 'data-flow="export"' in html
     assert "feeding into the grid" in html
-    assert f'<option value="{METER_B}" selected>' in html
+    assert f'<option value="{METER_B}" title="{METER_B}" selected>' in html
     assert "No data" in html
     assert_error(get(server, "/", meter="unknown"), 404, "meter")
 
@@ -604,8 +652,12 @@ def test_page_escapes_meter_ids() -> None:
 
 
 def test_static_files(server: WebServer) -> None:
-    for name, kind in [("app.js", "javascript"), ("smchart.js", "javascript"),
-                       ("style.css", "text/css"), ("icon.svg", "image/svg+xml")]:  # fmt: skip
+    for name, kind in [
+        ("app.js", "javascript"),
+        ("smchart.js", "javascript"),
+        ("style.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
+    ]:
         resp = get(server, f"/static/{name}")
         assert resp.status == 200
         assert kind in resp.headers["Content-Type"]
@@ -625,9 +677,18 @@ def locked(live: LiveState, store: Store) -> Iterator[WebServer]:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/api/live", "/api/history", "/api/stream", "/metrics", "/healthz",
-             "/static/app.js", "/api/nothing"],
-)  # fmt: skip
+    "path",
+    [
+        "/",
+        "/api/live",
+        "/api/history",
+        "/api/stream",
+        "/metrics",
+        "/healthz",
+        "/static/app.js",
+        "/api/nothing",
+    ],
+)
 def test_token_required(locked: WebServer, path: str) -> None:
     resp = get(locked, path)
     assert_error(resp, 401)
@@ -649,6 +710,16 @@ def test_token_accepted_three_ways(locked: WebServer) -> None:
         assert resp.json()["meter"] == METER_A
     assert locked.url.startswith("http://127.0.0.1:")
     assert get(locked, "/api/status", token="s3cr\u00e9t").json()["web"]["token_required"] is True
+
+
+def test_token_bytes_that_are_not_utf8(locked: WebServer) -> None:
+    # http.client sends these as latin-1: not UTF-8, read as latin-1 text (never a 500)
+    for header in ("Authorization", "X-Token"):
+        prefix = "Bearer " if header == "Authorization" else ""
+        assert_error(request(locked, "/api/live", headers={header: prefix + "wr\u00f6ng"}), 401)
+        resp = request(locked, "/api/live", headers={header: prefix + "s3cr\u00e9t"})
+        assert resp.status == 200
+    assert_error(request(locked, "/api/live?token=s3cr%E9t%FF"), 401)
 
 
 def test_page_with_token_passes_it_on(locked: WebServer) -> None:

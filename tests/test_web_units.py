@@ -21,6 +21,7 @@ from smlogger.web import (
     format_sample_value,
     iso,
     link_for_meter,
+    meter_label,
     parse_step,
     parse_time,
     sse_event,
@@ -189,3 +190,12 @@ def test_first_paint_formatting() -> None:
     assert fmt_number(12339.7, 3) == "12,339.700"
     assert fmt_number(None, 1) == "\u2013"
     assert re.fullmatch(r"[\d,]+\.\d", fmt_number(1e6, 1))
+
+
+def test_meter_label() -> None:
+    # SML-NOTES 4.4: media, FLAG manufacturer, fabrication block, serial as 8 decimal digits
+    assert meter_label("0a01445a47000282225e") == "1 DZG00 4208 2910"
+    assert meter_label("0901454d48000001e240") == "1 EMH00 0012 3456"
+    for other in ("0649534b010e1f62a5a1", "abc", "0a01445a47000282225e00", "0a01647a67000282225e",
+                  "3032323830383136", 'x"y'):  # fmt: skip
+        assert meter_label(other) == other

@@ -68,12 +68,14 @@ impl Hasher for SmallKeyHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<SmallKeyHasher>>;
 
-const TEMPLATES: usize = 5;
+const TEMPLATES: usize = 7;
 const T_FRAME: usize = 0;
 const T_MESSAGE: usize = 1;
 const T_ENTRY: usize = 2;
 const T_TIME: usize = 3;
 const T_GET_LIST: usize = 4;
+const T_OPEN: usize = 5;
+const T_CLOSE: usize = 6;
 
 const OBIS_CACHE_LIMIT: usize = 4096;
 
@@ -85,6 +87,17 @@ struct Conv<'a, 'py> {
 impl<'py> Conv<'_, 'py> {
     /// A fresh dict with `keys` (all None), copied from a cached template.
     fn record(&mut self, which: usize, keys: &[&Bound<'py, PyString>]) -> PyResult<Bound<'py, PyDict>> {
+        self.record_with(which, keys, &[])
+    }
+
+    /// Like [`Self::record`], with the most common values preset so that
+    /// callers only write what differs from them.
+    fn record_with(
+        &mut self,
+        which: usize,
+        keys: &[&Bound<'py, PyString>],
+        defaults: &[(&Bound<'py, PyString>, Obj<'py>)],
+    ) -> PyResult<Bound<'py, PyDict>> {
         let py = self.py;
         if let Some(t) = &self.strings.templates[which] {
             return t.bind(py).copy();
@@ -93,9 +106,22 @@ impl<'py> Conv<'_, 'py> {
         for k in keys {
             t.set_item(*k, py.None())?;
         }
+        for (k, v) in defaults {
+            t.set_item(*k, v)?;
+        }
         let copy = t.copy()?;
         self.strings.templates[which] = Some(t.unbind());
         Ok(copy)
+    }
+
+    fn type_name(&self, b: &Body<'_>) -> Obj<'py> {
+        let py = self.py;
+        match b {
+            Body::OpenResponse(_) => intern!(py, "OpenResponse").clone().into_any(),
+            Body::GetListResponse(_) => intern!(py, "GetListResponse").clone().into_any(),
+            Body::CloseResponse { .. } => intern!(py, "CloseResponse").clone().into_any(),
+            other => PyString::new(py, other.name()).into_any(),
+        }
     }
 
     fn server_id(&mut self, id: &[u8]) -> Obj<'py> {
@@ -258,24 +284,42 @@ impl<'py> Conv<'_, 'py> {
                 intern!(py, "quirk"),
             ],
         )?;
+        // The template holds None for every key: only fields that are present
+        // are written, which skips most of the dict work for typical entries.
         d.set_item(intern!(py, "obis"), self.obis(&e.obj_name))?;
-        d.set_item(intern!(py, "status"), self.opt_int(e.status)?)?;
-        d.set_item(intern!(py, "val_time"), self.opt_time(e.val_time.as_ref())?)?;
-        d.set_item(intern!(py, "unit"), self.opt_int(e.unit)?)?;
-        d.set_item(intern!(py, "unit_symbol"), self.unit_symbol(e.unit))?;
-        d.set_item(intern!(py, "scaler"), self.opt_int(e.scaler)?)?;
-        let raw = self.raw(e.value.as_ref())?;
-        let value = if e.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
-            self.scaled(e.value.as_ref(), &raw, e.scaler)?
-        } else {
-            let fixed = e.corrected();
-            let fixed_raw = self.raw(fixed.as_ref())?;
-            self.scaled(fixed.as_ref(), &fixed_raw, e.scaler)?
-        };
-        d.set_item(intern!(py, "raw"), raw)?;
-        d.set_item(intern!(py, "value"), value)?;
-        d.set_item(intern!(py, "value_signature"), self.opt_bytes(e.value_signature.as_ref()))?;
-        d.set_item(intern!(py, "quirk"), self.quirk(e.quirks)?)?;
+        if let Some(status) = e.status {
+            d.set_item(intern!(py, "status"), status)?;
+        }
+        if let Some(t) = &e.val_time {
+            d.set_item(intern!(py, "val_time"), self.time(t)?)?;
+        }
+        if let Some(unit) = e.unit {
+            d.set_item(intern!(py, "unit"), unit)?;
+            if unit != 0 {
+                d.set_item(intern!(py, "unit_symbol"), self.unit_symbol(e.unit))?;
+            }
+        }
+        if let Some(scaler) = e.scaler {
+            d.set_item(intern!(py, "scaler"), scaler)?;
+        }
+        if e.value.is_some() {
+            let raw = self.raw(e.value.as_ref())?;
+            let value = if e.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
+                self.scaled(e.value.as_ref(), &raw, e.scaler)?
+            } else {
+                let fixed = e.corrected();
+                let fixed_raw = self.raw(fixed.as_ref())?;
+                self.scaled(fixed.as_ref(), &fixed_raw, e.scaler)?
+            };
+            d.set_item(intern!(py, "raw"), raw)?;
+            d.set_item(intern!(py, "value"), value)?;
+        }
+        if let Some(sig) = &e.value_signature {
+            d.set_item(intern!(py, "value_signature"), self.bytes(sig))?;
+        }
+        if e.quirks != 0 {
+            d.set_item(intern!(py, "quirk"), self.quirk(e.quirks)?)?;
+        }
         Ok(d.into_any())
     }
 
@@ -393,21 +437,27 @@ impl<'py> Conv<'_, 'py> {
 
     fn get_list_response(&mut self, d: &Bound<'py, PyDict>, r: &GetListResponse<'_>) -> PyResult<()> {
         let py = self.py;
-        d.set_item(intern!(py, "client_id"), self.opt_bytes(r.client_id.as_ref()))?;
+        if let Some(c) = &r.client_id {
+            d.set_item(intern!(py, "client_id"), self.bytes(c))?;
+        }
         d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
-        let list_name = match &r.list_name {
-            None => self.none(),
-            Some(n) => self.obis(n),
-        };
-        d.set_item(intern!(py, "list_name"), list_name)?;
-        d.set_item(intern!(py, "act_sensor_time"), self.opt_time(r.act_sensor_time.as_ref())?)?;
+        if let Some(n) = &r.list_name {
+            d.set_item(intern!(py, "list_name"), self.obis(n))?;
+        }
+        if let Some(t) = &r.act_sensor_time {
+            d.set_item(intern!(py, "act_sensor_time"), self.time(t)?)?;
+        }
         let values = PyList::empty(py);
         for e in &r.values {
             values.append(self.entry(e)?)?;
         }
         d.set_item(intern!(py, "values"), values)?;
-        d.set_item(intern!(py, "list_signature"), self.opt_bytes(r.list_signature.as_ref()))?;
-        d.set_item(intern!(py, "act_gateway_time"), self.opt_time(r.act_gateway_time.as_ref())?)?;
+        if let Some(sig) = &r.list_signature {
+            d.set_item(intern!(py, "list_signature"), self.bytes(sig))?;
+        }
+        if let Some(t) = &r.act_gateway_time {
+            d.set_item(intern!(py, "act_gateway_time"), self.time(t)?)?;
+        }
         Ok(())
     }
 
@@ -427,6 +477,20 @@ impl<'py> Conv<'_, 'py> {
                     intern!(py, "act_gateway_time"),
                 ],
             )?
+        } else if matches!(b, Body::OpenResponse(_)) {
+            self.record(
+                T_OPEN,
+                &[
+                    intern!(py, "codepage"),
+                    intern!(py, "client_id"),
+                    intern!(py, "req_file_id"),
+                    intern!(py, "server_id"),
+                    intern!(py, "ref_time"),
+                    intern!(py, "sml_version"),
+                ],
+            )?
+        } else if matches!(b, Body::CloseResponse { .. }) {
+            self.record(T_CLOSE, &[intern!(py, "global_signature")])?
         } else {
             PyDict::new(py)
         };
@@ -441,15 +505,25 @@ impl<'py> Conv<'_, 'py> {
                 d.set_item("sml_version", r.sml_version)?;
             }
             Body::OpenResponse(r) => {
-                d.set_item(intern!(py, "codepage"), self.opt_bytes(r.codepage.as_ref()))?;
-                d.set_item(intern!(py, "client_id"), self.opt_bytes(r.client_id.as_ref()))?;
+                if let Some(c) = &r.codepage {
+                    d.set_item(intern!(py, "codepage"), self.bytes(c))?;
+                }
+                if let Some(c) = &r.client_id {
+                    d.set_item(intern!(py, "client_id"), self.bytes(c))?;
+                }
                 d.set_item(intern!(py, "req_file_id"), self.bytes(&r.req_file_id))?;
                 d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
-                d.set_item(intern!(py, "ref_time"), self.opt_time(r.ref_time.as_ref())?)?;
-                d.set_item(intern!(py, "sml_version"), self.opt_int(r.sml_version)?)?;
+                if let Some(t) = &r.ref_time {
+                    d.set_item(intern!(py, "ref_time"), self.time(t)?)?;
+                }
+                if let Some(v) = r.sml_version {
+                    d.set_item(intern!(py, "sml_version"), v)?;
+                }
             }
             Body::CloseRequest { global_signature } | Body::CloseResponse { global_signature } => {
-                d.set_item(intern!(py, "global_signature"), self.opt_bytes(global_signature.as_ref()))?;
+                if let Some(sig) = global_signature {
+                    d.set_item(intern!(py, "global_signature"), self.bytes(sig))?;
+                }
             }
             Body::GetProfilePackRequest(r) | Body::GetProfileListRequest(r) => self.profile_request(&d, r)?,
             Body::GetProfilePackResponse(r) => {
@@ -543,7 +617,8 @@ impl<'py> Conv<'_, 'py> {
 
     fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = self.record(
+        let zero = self.int(0u8)?;
+        let d = self.record_with(
             T_MESSAGE,
             &[
                 intern!(py, "type"),
@@ -554,19 +629,28 @@ impl<'py> Conv<'_, 'py> {
                 intern!(py, "error"),
                 intern!(py, "body"),
             ],
+            &[
+                (intern!(py, "group_no"), zero.clone()),
+                (intern!(py, "abort_on_error"), zero),
+                (intern!(py, "crc_ok"), self.int(true)?),
+            ],
         )?;
         match m {
             MessageResult::Ok(m) => {
-                d.set_item(intern!(py, "type"), m.body.name())?;
+                d.set_item(intern!(py, "type"), self.type_name(&m.body))?;
                 d.set_item(intern!(py, "transaction_id"), self.bytes(&m.transaction_id))?;
-                d.set_item(intern!(py, "group_no"), m.group_no)?;
-                d.set_item(intern!(py, "abort_on_error"), m.abort_on_error)?;
-                d.set_item(intern!(py, "crc_ok"), m.crc_ok)?;
-                let error = match &m.body {
-                    Body::Unknown { tag, .. } => Some(format!("unknown message body tag {tag:#06x}")),
-                    _ => None,
-                };
-                d.set_item(intern!(py, "error"), error)?;
+                if m.group_no != 0 {
+                    d.set_item(intern!(py, "group_no"), m.group_no)?;
+                }
+                if m.abort_on_error != 0 {
+                    d.set_item(intern!(py, "abort_on_error"), m.abort_on_error)?;
+                }
+                if !m.crc_ok {
+                    d.set_item(intern!(py, "crc_ok"), false)?;
+                }
+                if let Body::Unknown { tag, .. } = &m.body {
+                    d.set_item(intern!(py, "error"), format!("unknown message body tag {tag:#06x}"))?;
+                }
                 d.set_item(intern!(py, "body"), self.body(&m.body)?)?;
             }
             MessageResult::Err { offset, error, .. } => {
@@ -600,9 +684,17 @@ impl<'py> Conv<'_, 'py> {
         d.set_item(intern!(py, "length"), f.length)?;
         let ok = matches!(f.outcome, Outcome::Ok(_));
         d.set_item(intern!(py, "ok"), ok)?;
-        d.set_item(intern!(py, "error"), f.outcome.error_kind())?;
-        d.set_item(intern!(py, "detail"), f.outcome.error_detail())?;
-        d.set_item(intern!(py, "crc"), f.crc.map(CrcKind::name))?;
+        if !ok {
+            d.set_item(intern!(py, "error"), f.outcome.error_kind())?;
+            d.set_item(intern!(py, "detail"), f.outcome.error_detail())?;
+        }
+        if let Some(crc) = f.crc {
+            let name = match crc {
+                CrcKind::X25 => intern!(py, "x25"),
+                CrcKind::Kermit => intern!(py, "kermit"),
+            };
+            d.set_item(intern!(py, "crc"), name)?;
+        }
         let messages = PyList::empty(py);
         if let Outcome::Ok(ms) = &f.outcome {
             for m in ms {

@@ -41,7 +41,7 @@ age = live["age_s"]
       <option value="">waiting for a meter…</option>
 % end
 % for m in meters:
-      <option value="{{m}}"{{!" selected" if m == meter else ""}}>{{m}}</option>
+      <option value="{{m}}" title="{{m}}"{{!" selected" if m == meter else ""}}>{{meter_label(m)}}</option>
 % end
     </select>
 % if token:

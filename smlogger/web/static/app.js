@@ -270,11 +270,24 @@
 
   const select = $("#meter");
 
+  /* DIN 43863-5 meter number of a 10-byte server id, as web.py's meter_label() */
+  function meterLabel(id) {
+    if (!/^0[9a][0-9a-f]{18}$/i.test(id)) return id;
+    const bytes = id.match(/../g).map((h) => parseInt(h, 16));
+    const flag = String.fromCharCode(bytes[2], bytes[3], bytes[4]);
+    if (!/^[A-Z]{3}$/.test(flag)) return id;
+    const hex2 = (b) => b.toString(16).toUpperCase().padStart(2, "0");
+    const serial = String(((bytes[6] << 24) >>> 0) + (bytes[7] << 16) + (bytes[8] << 8) + bytes[9]).padStart(8, "0");
+    return bytes[1].toString(16).toUpperCase() + " " + flag + hex2(bytes[5]) + " " + serial.slice(0, -4) + " " + serial.slice(-4);
+  }
+
   function noteMeter(id) {
     if (!id || state.meters.indexOf(id) >= 0) return;
     state.meters.push(id);
     if (select.options.length === 1 && !select.options[0].value) select.remove(0);
-    select.add(new Option(id, id));
+    const option = new Option(meterLabel(id), id);
+    option.title = id;
+    select.add(option);
     select.disabled = false;
   }
 
@@ -452,6 +465,14 @@
     return Math.round(seconds / 86400) + " d";
   }
 
+  function medianSpacing(pts) {
+    if (pts.length < 2) return 0;
+    const deltas = [];
+    for (let i = 1; i < pts.length; i++) deltas.push(pts[i].ts - pts[i - 1].ts);
+    deltas.sort((a, b) => a - b);
+    return Math.round(deltas[deltas.length >> 1]);
+  }
+
   function renderHistory() {
     if (!historyChart || !state.history) return;
     const h = state.history.data, pts = h.points || [];
@@ -477,7 +498,8 @@
         series: [{ label: "Power", color: "--accent", points: line, band: band, bandColor: "--accent-soft" }]
       }));
       if (hint) {
-        hint.textContent = (h.step ? "Average power per " + stepText(h.step) + ", shaded: minimum to maximum · " : "") +
+        const spacing = Math.max(h.step || 0, medianSpacing(pts));
+        hint.textContent = (spacing ? "Average power per " + stepText(spacing) + ", shaded: minimum to maximum · " : "") +
           "drag across the chart to zoom in, double-click to reset";
       }
     } else {

@@ -407,7 +407,9 @@
     ctx.beginPath();
     ctx.rect(plot.left, plot.top - 2, plot.right - plot.left, plot.bottom - plot.top + 4);
     ctx.clip();
-    var gap = (d.step || this.inferStep()) * 2.5;
+    /* a line breaks where data is missing: gaps well beyond the usual spacing of the points
+       (which can be wider than the bucket step when the meter was stored less often) */
+    var gap = Math.max(d.step || 0, this.inferStep()) * 2.5;
     for (s = 0; s < d.series.length; s++) this.drawSeries(ctx, plot, d.series[s], gap);
     if (this.hover !== null) {
       var hx = plot.x(this.hover);
