@@ -162,14 +162,24 @@ def bench_queries(store: Store, count: int, repeat: int) -> list[dict[str, objec
     return results
 
 
+def _row_count(db: object) -> int:
+    ensure_schema(db)  # type: ignore[arg-type]
+    cursor = db.execute_sql("SELECT COUNT(*) FROM readings")  # type: ignore[attr-defined]
+    return int(cursor.fetchone()[0])
+
+
 def run_backend(
     label: str, url: str | None, data_dir: Path, count: int, args: argparse.Namespace
 ) -> dict[str, object]:
     print(f"\n== {label}: {count:,} rows over one year", flush=True)
     db = open_database(url, data_dir)
-    seconds = load(db, count, args.batch)
+    seconds = 0.0
+    if args.reuse and _row_count(db) > 0:
+        print(f"  reusing the {_row_count(db):,} rows already there")
+    else:
+        seconds = load(db, count, args.batch)
+        print(f"  loaded in {seconds:.1f} s ({count / seconds:,.0f} rows/s, rollups included)")
     db.close()
-    print(f"  loaded in {seconds:.1f} s ({count / seconds:,.0f} rows/s, rollups included)")
     store = Store(db, spool_dir=data_dir / f"spool-{label}")
     try:
         queries = bench_queries(store, count, args.repeat)
@@ -194,19 +204,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per query")
     parser.add_argument("--keep", metavar="DIR", help="put the SQLite file here and keep it")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep/--mysql: time the queries on data loaded by an earlier run",
+    )
     args = parser.parse_args(argv)
     count = YEAR_S if args.full else args.rows
     data_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="smlogger-bench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     results = []
     try:
-        (data_dir / "smlogger.db").unlink(missing_ok=True)
+        if not args.reuse:
+            (data_dir / "smlogger.db").unlink(missing_ok=True)
         results.append(run_backend("sqlite", None, data_dir, count, args))
         if args.mysql:
             db = open_database(args.mysql, data_dir)
             ensure_schema(db)
-            for table in ("readings", "rollup_minute", "rollup_hour", "rollup_day", "meters"):
-                db.execute_sql(f"DELETE FROM `{table}`")  # type: ignore[no-untyped-call]
+            if not args.reuse:
+                for table in ("readings", "rollup_minute", "rollup_hour", "rollup_day", "meters"):
+                    db.execute_sql(f"TRUNCATE TABLE `{table}`")  # type: ignore[no-untyped-call]
             db.close()
             results.append(
                 run_backend(f"mysql {redact_url(args.mysql)}", args.mysql, data_dir, count, args)

@@ -62,6 +62,8 @@ NICE_STEPS: tuple[int, ...] = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
     3600, 7200, 10800, 21600, 43200, 86400,
 )  # fmt: skip
+# meters send every 1..4 s: ranges up to max_points * 4 s may still fit as raw readings
+RAW_SECONDS_PER_READING = 4
 DEFAULT_SQLITE_NAME = "smlogger.db"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -1183,9 +1185,9 @@ class Queries:
         meter = self.meter_key(meter_id)
         if meter is None:
             return result
-        if step is None and span <= max_points:
-            # short ranges: the readings themselves, unless the meter sends faster than 1/s
-            rows = self._raw_rows(meter, start, end)
+        if step is None and span <= max_points * RAW_SECONDS_PER_READING:
+            # short ranges: the readings themselves when there are few enough of them
+            rows = self._raw_rows(meter, start, end, limit=max_points + 1)
             if len(rows) <= max_points:
                 result["points"] = [
                     _point(r[0], r[2], r[3], r[4], r[5:8], r[8], r[9], int(r[1] or 1)) for r in rows
@@ -1206,7 +1208,7 @@ class Queries:
         result["points"] = self._rollup_points(meter, table, start, end, step)
         return result
 
-    def _raw_rows(self, meter: int, start: datetime, end: datetime) -> list[list[Any]]:
+    def _raw_rows(self, meter: int, start: datetime, end: datetime, limit: int) -> list[list[Any]]:
         d = self.dialect
         cols = ["time", "samples", "p_sum", "p_sum_min", "p_sum_max", "p_L1", "p_L2", "p_L3"]
         cols += ["e_sum", "e_export"]
@@ -1214,7 +1216,7 @@ class Queries:
             self.db,
             f"SELECT {', '.join(d.q(c) for c in cols)} FROM {d.q('readings')} "
             f"WHERE {d.q('meter')} = {d.param} AND {d.q('time')} >= {d.param} "
-            f"AND {d.q('time')} < {d.param} ORDER BY {d.q('time')}",
+            f"AND {d.q('time')} < {d.param} ORDER BY {d.q('time')} LIMIT {int(limit)}",
             (meter, d.time_param(start), d.time_param(end)),
         )
         rows = []
@@ -1330,10 +1332,16 @@ class Queries:
             f"{d.param} AND {d.q('bucket')} < {d.param} ORDER BY {d.q('bucket')}",
             (meter, lower, math.ceil(end.timestamp())),
         )
+        # local bucket boundaries once, then a walk over the time-ordered rollup rows: no
+        # time zone arithmetic per row
+        edges = _local_edges(local_start, end, period)
         bars: dict[datetime, _Bar] = {}
+        index = 0
         for row in cursor.fetchall():
-            local = datetime.fromtimestamp(int(row[0]), timezone.utc).astimezone(zone)
-            key = _bucket_start(local, period)
+            bucket = int(row[0])
+            while index + 1 < len(edges) and edges[index + 1][0] <= bucket:
+                index += 1
+            key = edges[index][1]
             bar = bars.get(key)
             if bar is None:
                 label = key.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
@@ -1455,6 +1463,24 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Zulu", "Etc/Zulu", 
 
 def _is_utc(zone: tzinfo) -> bool:
     return zone == timezone.utc or getattr(zone, "key", None) in _UTC_NAMES
+
+
+def _local_edges(first: datetime, end: datetime, period: str) -> list[tuple[int, datetime]]:
+    """(epoch, local start) of each local day/month from `first` (a bucket start) to `end`."""
+    edges = []
+    current = first
+    limit = end.timestamp()
+    while current.timestamp() < limit:
+        edges.append((int(current.timestamp()), current))
+        if period == "day":
+            following = current.date() + timedelta(days=1)
+        else:
+            year, month = divmod(current.month, 12)
+            following = date(current.year + year, month + 1, 1)
+        zone = current.tzinfo or timezone.utc
+        current = _bucket_start(datetime(following.year, following.month, following.day, 12,
+                                         tzinfo=zone), period)  # fmt: skip
+    return edges
 
 
 def _bucket_start(local: datetime, period: str) -> datetime:
@@ -1823,10 +1849,11 @@ class Store:
     ) -> dict[str, Any]:
         """Chart data for one meter: ``{"meter", "from", "to", "step", "source", "points"}``.
 
-        Without `step`, ranges up to `max_points` seconds return the readings themselves
-        (``step`` None, ``source`` "raw"); longer ones pick the smallest round step (2 s,
-        5 s, ... 1 min, ... 6 h, 1 d, n days) giving at most `max_points` points and read the
-        coarsest rollup that tiles it (minute, hour or day; raw readings below a minute).
+        Without `step`, a range holding at most `max_points` readings returns the readings
+        themselves (``step`` None, ``source`` "raw"); otherwise the smallest round step (2 s,
+        5 s, ... 1 min, ... 6 h, 1 d, n days) giving at most `max_points` points is used,
+        read from the coarsest rollup that tiles it (minute, hour or day; below a minute the
+        readings are grouped by the database).
         Points: ``t`` (epoch seconds, bucket start), ``p_avg``/``p_min``/``p_max`` (W, total
         power), ``p_L1``..``p_L3`` (W, mean), ``e_sum``/``e_export`` (kWh, last counter),
         ``n`` (readings in the point). Buckets are UTC-aligned; an unknown meter has no points.

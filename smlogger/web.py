@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Optional, Protocol
 from urllib.parse import quote
 
 import bottle  # type: ignore[import-untyped]
@@ -59,7 +59,6 @@ SECURITY_HEADERS = {
 }
 
 Json = Any
-Number = Union[int, float]
 
 
 class HistoryStore(Protocol):
@@ -545,15 +544,22 @@ class WebApp:
             log.warning("could not list meters from the database", exc_info=True)
             return []
 
-    def meter_param(self, *, required_known: bool = True) -> str | None:
+    def meter_param(self) -> str | None:
         """The `meter` parameter (404 when unknown) or the first meter (None when none yet)."""
-        meter = self.query("meter")
+        meter = self.chosen_meter()
         if meter is None:
             meters = self.known_meters()
             return meters[0] if meters else None
+        return meter
+
+    def chosen_meter(self) -> str | None:
+        """The `meter` parameter when given: 400 when empty, 404 when no such meter."""
+        meter = self.query("meter")
+        if meter is None:
+            return None
         if not meter.strip():
             raise ApiError(400, "parameter 'meter' is empty", "meter")
-        if required_known and meter not in self.known_meters():
+        if meter not in self.known_meters():
             raise ApiError(404, f"unknown meter '{meter}'", "meter")
         return meter
 
@@ -621,8 +627,6 @@ class WebApp:
             return {"meter": None, "from": iso(start), "to": iso(end), "step": step, "points": []}
         try:
             result = store.history(meter, start, end, step=step, max_points=max_points)
-        except ApiError:
-            raise
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except Exception:
@@ -690,10 +694,12 @@ class WebApp:
             except Exception as exc:
                 log.warning("status_extra failed", exc_info=True)
                 extra = {"status_extra_error": f"{type(exc).__name__}: {exc}"}
+            # the extra adds keys; it never replaces what the web app itself reports
             for key, value in extra.items():
                 current = body.get(key)
                 if isinstance(current, dict) and isinstance(value, Mapping):
-                    current.update(value)
+                    for inner, inner_value in value.items():
+                        current.setdefault(inner, inner_value)
                 elif key not in body:
                     body[key] = value
         return body
@@ -734,9 +740,7 @@ class WebApp:
     # -- SSE -------------------------------------------------------------------------------
 
     def stream(self) -> Iterable[bytes]:
-        meter = self.query("meter")
-        if meter is not None and meter not in self.known_meters():
-            raise ApiError(404, f"unknown meter '{meter}'", "meter")
+        meter = self.chosen_meter()  # None: readings of every meter
         if not self.hub.acquire():
             raise ApiError(503, "too many open event streams", headers={"Retry-After": "30"})
         subscription = self.live.subscribe()
@@ -797,10 +801,10 @@ class WebApp:
 
     def page(self) -> str:
         meters = self.known_meters()
-        requested = self.query("meter")
-        if requested is not None and requested not in meters:
-            raise ApiError(404, f"unknown meter '{requested}'", "meter")
-        meter = requested or (meters[0] if meters else None)
+        # the no-script form sends an empty meter while none is known yet: show the default
+        meter = (self.chosen_meter() if self.query("meter") else None) or (
+            meters[0] if meters else None
+        )
         now = self.now()
         reading = self.live.latest(meter) if meter else None
         live = reading_json(reading, meter, now)
@@ -1067,10 +1071,12 @@ class WebServer:
         web = self._web()
         if web is not None:
             web.hub.stopping.clear()
+        # every open event stream holds a thread: keep some free for the page and the API
+        threads = max(self._threads, web.hub.limit + 4) if web is not None else self._threads
         server = wsgi.Server(
             (self._host, self._port),
             self._app,
-            numthreads=self._threads,
+            numthreads=threads,
             server_name="smlogger",
             shutdown_timeout=2,
         )

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,15 +24,17 @@ from urllib.parse import quote
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
+from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from smlogger.live import LiveState
 from smlogger.reading import Reading
 from smlogger.simulate import make_meter
 from smlogger.store import Store, open_database
+from smlogger.web import WebServer, build_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -191,7 +194,7 @@ def browser() -> Iterator[WebDriver]:
 
 
 def console_problems(driver: WebDriver) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = driver.get_log("browser")
+    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
     return [e for e in entries if e.get("level") in ("SEVERE", "WARNING")]
 
 
@@ -199,7 +202,8 @@ def wait_for(driver: WebDriver, timeout: float, what: str, check: Callable[[], A
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda _: check())
     except TimeoutException:
-        pytest.fail(f"within {timeout} s: {what}; console: {driver.get_log('browser')}")
+        logs = driver.get_log("browser")  # type: ignore[no-untyped-call]
+        pytest.fail(f"within {timeout} s: {what}; console: {logs}")
 
 
 def tile_texts(driver: WebDriver) -> dict[str, str]:
@@ -374,6 +378,28 @@ def test_page_without_javascript(logger: Logger) -> None:
         driver.quit()
 
 
+def test_logger_pushes_frames_within_one_second(logger: Logger) -> None:
+    """End to end: a frame read and decoded by the logger reaches an SSE client within 1 s."""
+    conn = http.client.HTTPConnection("127.0.0.1", logger.port, timeout=10)
+    try:
+        conn.request("GET", "/api/stream?token=" + quote(TOKEN))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        delays = []
+        event = None
+        while len(delays) < 4:
+            line = resp.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "reading":
+                reading = json.loads(line[6:])
+                delays.append(time.time() - reading["ts"])  # ts: when the frame was received
+        delays = delays[1:]  # the first is the snapshot sent on connect
+        assert all(0 <= d < 1.0 for d in delays), delays
+    finally:
+        conn.close()
+
+
 def test_token_is_required(logger: Logger) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", logger.port, timeout=5)
     try:
@@ -423,3 +449,49 @@ def test_several_meters_selectable(tmp_path: Path) -> None:
     finally:
         driver.quit()
         stop_logger(running)
+
+
+def test_server_restart_shows_and_recovers(tmp_path: Path) -> None:
+    """The logger restarts: the page says so, then reconnects by itself."""
+    live = LiveState()
+    live.set_source("sim", "connected", stats={"frames_ok": 1, "crc_errors": 0})
+    stop = threading.Event()
+
+    def feed() -> None:
+        watts = 100.0
+        while not stop.is_set():
+            watts += 1
+            live.update(
+                Reading(meter_id="abc123", time=datetime.now(timezone.utc), values={}, p_sum=watts),
+                source="sim",
+            )
+            stop.wait(0.3)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    port = free_port()  # a fixed port: cheroot sets SO_REUSEADDR only for those
+    server = WebServer(build_app(live, None), "127.0.0.1", port)
+    server.start()
+    driver = make_driver()
+    try:
+        driver.get(server.url)
+        wait_for(driver, 5, "connected over SSE", lambda: transport(driver) == "sse")
+        link = driver.find_element(By.ID, "link")
+        server.stop()
+        wait_for(
+            driver, 10, "server loss shown", lambda: link.get_attribute("data-state") == "offline"
+        )
+        assert "unreachable" in link.text
+        server = WebServer(build_app(live, None), "127.0.0.1", port)
+        server.start()
+        wait_for(driver, 15, "reconnected", lambda: link.get_attribute("data-state") == "connected")
+        first = tile_texts(driver)
+        wait_for(driver, 3, "live again", lambda: tile_texts(driver) != first)
+        # the broken connection logs a network error; nothing else may appear
+        problems = [p for p in console_problems(driver) if "/api/stream" not in p["message"]]
+        assert problems == []
+    finally:
+        driver.quit()
+        server.stop()
+        stop.set()
+        feeder.join()

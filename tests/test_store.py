@@ -304,7 +304,7 @@ def test_queue_survives_a_restart_while_the_database_is_down(tmp_path: Path) -> 
 def test_history_picks_the_step_and_table_for_the_range(
     store: Store, span: timedelta, source: str, step: Any
 ) -> None:
-    for r in household(T0, 60, interval=1.0):
+    for r in household(T0, 4000, interval=1.0):
         store.write(r)
     wait_drained(store)
     result = store.history(METER, T0, T0 + span)
@@ -312,6 +312,18 @@ def test_history_picks_the_step_and_table_for_the_range(
     assert 0 < len(result["points"]) <= 2000
     assert result["meter"] == METER
     assert result["from"] == "2024-03-30T22:00:00.000Z"
+
+
+def test_history_returns_raw_readings_while_they_fit(store: Store) -> None:
+    # a meter sending every 2 s: an hour is 1800 readings, below the 2000 points
+    for r in household(T0, 1800, interval=2.0):
+        store.write(r)
+    wait_drained(store)
+    result = store.history(METER, T0, T0 + timedelta(hours=1, seconds=1))
+    assert (result["source"], result["step"], len(result["points"])) == ("raw", None, 1800)
+    result = store.history(METER, T0, T0 + timedelta(hours=1), max_points=1000)
+    assert (result["source"], result["step"]) == ("raw", 5)
+    assert len(result["points"]) == 720
 
 
 def test_step_choice_helpers() -> None:
@@ -331,7 +343,7 @@ def test_history_points_match_the_raw_readings(store: Store) -> None:
         store.write(r)
     wait_drained(store)
     end = T0 + timedelta(hours=3, seconds=1)
-    for step in (60, 300, 3600):
+    for step in (30, 60, 300, 3600):  # 30: readings grouped by the database
         result = store.history(METER, T0, end, step=step)
         assert result["step"] == step
         points = {p["t"]: p for p in result["points"]}

@@ -35,9 +35,20 @@ const fn make_tables() -> [[u16; 256]; 16] {
 
 static TABLES: [[u16; 256]; 16] = make_tables();
 
-/// Advances a raw (reflected) CRC register over `data`.
+/// Advances a raw (reflected) CRC register over `data`: carry-less multiply
+/// folding where the CPU has it (x86-64 PCLMULQDQ), the sliced table elsewhere.
 #[must_use]
-pub fn update(mut crc: u16, data: &[u8]) -> u16 {
+pub fn update(crc: u16, data: &[u8]) -> u16 {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= clmul::MIN_LEN && clmul::available() {
+        return clmul::update(crc, data);
+    }
+    update_table(crc, data)
+}
+
+/// Table-driven CRC (slicing-by-16), the portable path.
+#[must_use]
+pub fn update_table(mut crc: u16, data: &[u8]) -> u16 {
     let t = &TABLES;
     let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
@@ -63,6 +74,162 @@ pub fn update(mut crc: u16, data: &[u8]) -> u16 {
         crc = (crc >> 8) ^ t[0][((crc ^ b as u16) & 0xff) as usize];
     }
     crc
+}
+
+/// Folding constants for a reflected CRC-32 computation with the polynomial
+/// Q(x) = P(x)·x^16, where P is the SML polynomial 0x1021. Because Q has the
+/// factor x^16, the 32-bit reflected register of that computation always
+/// equals the 16-bit SML register in its low half, so the well-known CRC-32
+/// folding scheme (Intel, "Fast CRC computation using PCLMULQDQ") applies
+/// unchanged. The constants are derived here rather than pasted so that the
+/// derivation is checked by a test against the published CRC-32 values.
+#[allow(dead_code)]
+mod consts {
+    /// x^n mod q for a degree-32 polynomial `q` given by its low 32 bits.
+    pub const fn xpow_mod(n: u32, q: u32) -> u32 {
+        let mut r: u32 = 1;
+        let mut i = 0;
+        while i < n {
+            let top = r & 0x8000_0000 != 0;
+            r <<= 1;
+            if top {
+                r ^= q;
+            }
+            i += 1;
+        }
+        r
+    }
+
+    /// floor(x^64 / q) as a 33-bit polynomial.
+    pub const fn x64_div(q: u32) -> u64 {
+        let full: u128 = (1u128 << 32) | q as u128;
+        let mut rem: u128 = 1u128 << 64;
+        let mut quot: u64 = 0;
+        let mut bit = 64i32;
+        while bit >= 32 {
+            if rem & (1u128 << bit) != 0 {
+                rem ^= full << (bit - 32);
+                quot |= 1u64 << (bit - 32);
+            }
+            bit -= 1;
+        }
+        quot
+    }
+
+    pub const fn reflect32(v: u32) -> u32 {
+        v.reverse_bits()
+    }
+
+    /// The folding multiplier for x^n: reflected and shifted left by one.
+    pub const fn k(n: u32, q: u32) -> u64 {
+        (reflect32(xpow_mod(n, q)) as u64) << 1
+    }
+
+    pub const fn p_x(q: u32) -> u64 {
+        ((reflect32(q) as u64) << 1) | 1
+    }
+
+    pub const fn mu(q: u32) -> u64 {
+        x64_div(q).reverse_bits() >> 31
+    }
+
+    /// Q = 0x1021 · x^16.
+    pub const Q: u32 = 0x1021_0000;
+    pub const K1: u64 = k(4 * 128 + 32, Q);
+    pub const K2: u64 = k(4 * 128 - 32, Q);
+    pub const K3: u64 = k(128 + 32, Q);
+    pub const K4: u64 = k(128 - 32, Q);
+    pub const K5: u64 = k(64, Q);
+    pub const PX: u64 = p_x(Q);
+    pub const MU: u64 = mu(Q);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod clmul {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_clmulepi64_si128, _mm_cvtsi32_si128, _mm_extract_epi32, _mm_set_epi32,
+        _mm_set_epi64x, _mm_srli_si128, _mm_xor_si128,
+    };
+
+    use super::consts::{K1, K2, K3, K4, K5, MU, PX};
+
+    /// Below this the setup costs more than the table loop.
+    pub const MIN_LEN: usize = 128;
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("sse4.1")
+    }
+
+    pub fn update(crc: u16, data: &[u8]) -> u16 {
+        debug_assert!(data.len() >= MIN_LEN && available());
+        // SAFETY: `available()` checked at run time that the CPU has the
+        // features `fold` is compiled for. `fold` itself reads memory only
+        // through safe slice indexing.
+        #[allow(unsafe_code)]
+        let r = unsafe { fold(u32::from(crc), data) };
+        r
+    }
+
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn load(chunk: &[u8]) -> __m128i {
+        let lo = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        let hi = u64::from_le_bytes([
+            chunk[8], chunk[9], chunk[10], chunk[11], chunk[12], chunk[13], chunk[14], chunk[15],
+        ]);
+        _mm_set_epi64x(hi as i64, lo as i64)
+    }
+
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn reduce128(a: __m128i, b: __m128i, keys: __m128i) -> __m128i {
+        let t1 = _mm_clmulepi64_si128(a, keys, 0x00);
+        let t2 = _mm_clmulepi64_si128(a, keys, 0x11);
+        _mm_xor_si128(_mm_xor_si128(b, t1), t2)
+    }
+
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn fold(crc: u32, data: &[u8]) -> u16 {
+        let mut chunks = data.chunks_exact(16);
+        let mut next = || load(chunks.next().unwrap_or(&[0; 16]));
+        let mut x3 = next();
+        let mut x2 = next();
+        let mut x1 = next();
+        let mut x0 = next();
+        x3 = _mm_xor_si128(x3, _mm_cvtsi32_si128(crc as i32));
+        let k1k2 = _mm_set_epi64x(K2 as i64, K1 as i64);
+        let blocks = data.len() / 16;
+        let mut done = 4;
+        while blocks - done >= 4 {
+            x3 = reduce128(x3, next(), k1k2);
+            x2 = reduce128(x2, next(), k1k2);
+            x1 = reduce128(x1, next(), k1k2);
+            x0 = reduce128(x0, next(), k1k2);
+            done += 4;
+        }
+        let k3k4 = _mm_set_epi64x(K4 as i64, K3 as i64);
+        let mut x = reduce128(x3, x2, k3k4);
+        x = reduce128(x, x1, k3k4);
+        x = reduce128(x, x0, k3k4);
+        while done < blocks {
+            x = reduce128(x, next(), k3k4);
+            done += 1;
+        }
+        // 128 -> 64 bits.
+        let x = _mm_xor_si128(_mm_clmulepi64_si128(x, k3k4, 0x10), _mm_srli_si128(x, 8));
+        let low32 = _mm_set_epi32(0, 0, 0, !0);
+        let x = _mm_xor_si128(
+            _mm_clmulepi64_si128(_mm_and_si128(x, low32), _mm_set_epi64x(0, K5 as i64), 0x00),
+            _mm_srli_si128(x, 4),
+        );
+        // Barrett reduction to 32 bits.
+        let pu = _mm_set_epi64x(MU as i64, PX as i64);
+        let t1 = _mm_clmulepi64_si128(_mm_and_si128(x, low32), pu, 0x10);
+        let t2 = _mm_clmulepi64_si128(_mm_and_si128(t1, low32), pu, 0x00);
+        let reg = _mm_extract_epi32(_mm_xor_si128(x, t2), 1) as u32;
+        // The register of the x^16-scaled computation is the SML register.
+        super::update_table(reg as u16, &data[blocks * 16..])
+    }
 }
 
 /// Bit-by-bit reference used by tests and fuzzing to check the sliced table.
@@ -193,6 +360,42 @@ mod tests {
         for n in 0..data.len() {
             for init in [0u16, 0xffff, 0x1234] {
                 assert_eq!(update(init, &data[..n]), update_bitwise(init, &data[..n]), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn folding_constants_reproduce_the_published_crc32_ones() {
+        // The same derivation for CRC-32 (0x04C11DB7) must give the constants
+        // of the Intel paper / every PCLMUL CRC-32 implementation.
+        let p = 0x04c1_1db7;
+        assert_eq!(consts::k(4 * 128 + 32, p), 0x1_5444_2bd4);
+        assert_eq!(consts::k(4 * 128 - 32, p), 0x1_c6e4_1596);
+        assert_eq!(consts::k(128 + 32, p), 0x1_7519_97d0);
+        assert_eq!(consts::k(128 - 32, p), 0x0_ccaa_009e);
+        assert_eq!(consts::k(64, p), 0x1_63cd_6124);
+        assert_eq!(consts::p_x(p), 0x1_db71_0641);
+        assert_eq!(consts::mu(p), 0x1_f701_1641);
+    }
+
+    #[test]
+    fn every_path_matches_bitwise_on_long_inputs() {
+        let mut state = 0x1234_5678_u32;
+        let data: Vec<u8> = (0..5000)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        for n in (0..data.len()).step_by(7).chain([128, 129, 191, 192, 255, 256, 4999]) {
+            for init in [0u16, 0xffff, 0xbeef] {
+                let want = update_bitwise(init, &data[..n]);
+                assert_eq!(update(init, &data[..n]), want, "n={n}");
+                assert_eq!(update_table(init, &data[..n]), want, "n={n}");
+                #[cfg(target_arch = "x86_64")]
+                if n >= clmul::MIN_LEN && clmul::available() {
+                    assert_eq!(clmul::update(init, &data[..n]), want, "clmul n={n}");
+                }
             }
         }
     }

@@ -157,6 +157,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consumes a `01` ("optional element not set") if one is next.
+    #[inline]
     pub fn not_set(&mut self) -> bool {
         if self.peek() == Some(0x01) {
             self.pos += 1;
@@ -167,6 +168,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consumes the `00` endOfSmlMsg marker if one is next.
+    #[inline]
     pub fn end_of_message(&mut self) -> bool {
         if self.peek() == Some(0x00) {
             self.pos += 1;
@@ -209,6 +211,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes `n` data bytes.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         let end = end.ok_or(ParseError::UnexpectedEnd { at: self.data.len() })?;
@@ -228,6 +231,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A mandatory octet string (`01` reads as empty).
+    #[inline]
     pub fn octets(&mut self) -> Result<&'a [u8]> {
         // Fast path: single-byte TL, the common case for ids and OBIS codes.
         if let Some(&b) = self.data.get(self.pos) {
@@ -241,6 +245,7 @@ impl<'a> Cursor<'a> {
         self.take(tl.len)
     }
 
+    #[inline]
     pub fn octets_opt(&mut self) -> Result<Option<&'a [u8]>> {
         if self.not_set() {
             return Ok(None);
@@ -254,8 +259,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// List header that must have exactly `n` elements.
+    #[inline]
     pub fn list_of(&mut self, n: usize, what: &'static str) -> Result<()> {
         let at = self.pos;
+        if n < 16 && self.data.get(at) == Some(&(0x70 | n as u8)) {
+            self.pos += 1;
+            return Ok(());
+        }
         let found = self.list()?;
         if found == n {
             Ok(())
@@ -304,12 +314,22 @@ impl<'a> Cursor<'a> {
     /// An unsigned field of any width. Meters shorten or widen these freely
     /// (body tag `63 0701` or `65 00000701`, CRC `62 e0`), and a few send them as
     /// Integer, so any non-negative integer that fits is accepted.
+    #[inline]
     pub fn unsigned(&mut self, what: &'static str) -> Result<u64> {
         let at = self.pos;
+        // Fast path: a single-TL-byte Unsigned (0x62..=0x69), the common case.
+        if let Some(&b) = self.data.get(at) {
+            let n = (b & 0x0f) as usize;
+            if b >> 4 == 6 && (2..=9).contains(&n) && at + n <= self.data.len() {
+                self.pos = at + n;
+                return Ok(be_uint(&self.data[at + 1..at + n]));
+            }
+        }
         let (v, _, _) = self.number(what)?;
         u64::try_from(v).map_err(|_| ParseError::OutOfRange { at, what, value: v })
     }
 
+    #[inline]
     pub fn unsigned_opt(&mut self, what: &'static str) -> Result<Option<u64>> {
         if self.not_set() {
             return Ok(None);
@@ -327,6 +347,7 @@ impl<'a> Cursor<'a> {
         Ok(v as i64)
     }
 
+    #[inline]
     pub fn signed_opt(&mut self, what: &'static str, lo: i64, hi: i64) -> Result<Option<i64>> {
         if self.not_set() {
             return Ok(None);

@@ -174,14 +174,6 @@ fn normalise(m: &mut Message<'_>) {
             *quirks |= quirk::MISSING_VALUE;
         }
     }
-    fn fix_tree(t: &mut Tree<'_>) {
-        if matches!(&t.parameter_value, Some(ProcParValue::Value(Value::Bytes(b))) if b.is_empty()) {
-            t.parameter_value = None;
-        }
-        for c in t.children.iter_mut().flatten() {
-            fix_tree(c);
-        }
-    }
     match &mut m.body {
         Body::OpenResponse(r) => {
             fix(&mut r.codepage);
@@ -197,13 +189,9 @@ fn normalise(m: &mut Message<'_>) {
             }
         }
         Body::CloseResponse { global_signature } => fix(global_signature),
-        Body::AttentionResponse(r) => {
-            fix(&mut r.attention_msg);
-            if let Some(t) = &mut r.attention_details {
-                fix_tree(t);
-            }
-        }
-        Body::GetProcParameterResponse(r) => fix_tree(&mut r.parameter_tree),
+        // Inside a tree a value of `01` is an empty octet string (the
+        // SML_ProcParValue around it is present), so trees need no change.
+        Body::AttentionResponse(r) => fix(&mut r.attention_msg),
         _ => {}
     }
 }

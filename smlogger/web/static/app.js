@@ -357,9 +357,13 @@
     });
     es.addEventListener("error", () => {
       // CLOSED: the server refused the stream (401, 503) - EventSource gives up, so we poll.
+      // CONNECTING: the connection broke; EventSource retries, and its first status event
+      // puts the link state back.
       if (es.readyState === EventSource.CLOSED) {
         state.es = null;
         startPolling();
+      } else {
+        applyOffline();
       }
     });
   }
