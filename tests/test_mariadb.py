@@ -210,3 +210,29 @@ def test_server_down_for_30_s_loses_nothing_duplicates_nothing_keeps_order(
         assert_rollups_consistent(db)
         store.close()
         db.close()
+
+
+def test_cli_db_init_and_export(
+    server: MariaDBServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smlogger.cli import main
+
+    url = server.url("cli_db")
+    assert main(["db-init", "--db-url", url, "--legacy-table"]) == 0
+    out = capsys.readouterr().out
+    assert "created database cli_db" in out and "created legacy table values" in out
+    assert "***" in out and "s3cret" not in out  # the password never shows
+    db = _open(url, tmp_path)
+    store = Store(db, spool_dir=tmp_path / "spool")
+    try:
+        for r in household(T0, 30, seed=3):
+            store.write(r)
+        drained(store)
+    finally:
+        store.close()
+        db.close()
+    assert main(["export", "--db-url", url, "--format", "ndjson"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 30
+    assert main(["db-init", "--db-url", url]) == 0
+    assert "schema up to date (version 1)" in capsys.readouterr().out

@@ -161,6 +161,8 @@ pub struct AttentionResponse<'a> {
     pub attention_details: Option<Tree<'a>>,
 }
 
+/// Rare, large bodies are boxed so that the common push-meter messages
+/// (Open/GetList/Close) stay small to move around.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
     OpenRequest(OpenRequest<'a>),
@@ -171,17 +173,17 @@ pub enum Body<'a> {
     CloseResponse {
         global_signature: Option<Bytes<'a>>,
     },
-    GetProfilePackRequest(GetProfileRequest<'a>),
-    GetProfilePackResponse(GetProfilePackResponse<'a>),
-    GetProfileListRequest(GetProfileRequest<'a>),
-    GetProfileListResponse(GetProfileListResponse<'a>),
-    GetProcParameterRequest(GetProcParameterRequest<'a>),
-    GetProcParameterResponse(GetProcParameterResponse<'a>),
-    SetProcParameterRequest(SetProcParameterRequest<'a>),
-    SetProcParameterResponse(SetProcParameterRequest<'a>),
-    GetListRequest(GetListRequest<'a>),
+    GetProfilePackRequest(Box<GetProfileRequest<'a>>),
+    GetProfilePackResponse(Box<GetProfilePackResponse<'a>>),
+    GetProfileListRequest(Box<GetProfileRequest<'a>>),
+    GetProfileListResponse(Box<GetProfileListResponse<'a>>),
+    GetProcParameterRequest(Box<GetProcParameterRequest<'a>>),
+    GetProcParameterResponse(Box<GetProcParameterResponse<'a>>),
+    SetProcParameterRequest(Box<SetProcParameterRequest<'a>>),
+    SetProcParameterResponse(Box<SetProcParameterRequest<'a>>),
+    GetListRequest(Box<GetListRequest<'a>>),
     GetListResponse(GetListResponse<'a>),
-    AttentionResponse(AttentionResponse<'a>),
+    AttentionResponse(Box<AttentionResponse<'a>>),
     /// A tag this decoder does not know: the body element is kept as raw bytes.
     Unknown {
         tag: u32,
@@ -349,8 +351,8 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
                 Body::CloseResponse { global_signature }
             }
         }
-        tag::GET_PROFILE_PACK_REQUEST => Body::GetProfilePackRequest(profile_request(c)?),
-        tag::GET_PROFILE_LIST_REQUEST => Body::GetProfileListRequest(profile_request(c)?),
+        tag::GET_PROFILE_PACK_REQUEST => Body::GetProfilePackRequest(Box::new(profile_request(c)?)),
+        tag::GET_PROFILE_LIST_REQUEST => Body::GetProfileListRequest(Box::new(profile_request(c)?)),
         tag::GET_PROFILE_PACK_RESPONSE => {
             c.list_of(8, "GetProfilePackResponse")?;
             let server_id = bytes(c)?;
@@ -386,7 +388,7 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
                     period_signature: opt_bytes(c)?,
                 });
             }
-            Body::GetProfilePackResponse(GetProfilePackResponse {
+            Body::GetProfilePackResponse(Box::new(GetProfilePackResponse {
                 server_id,
                 act_time,
                 reg_period,
@@ -395,7 +397,7 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
                 period_list,
                 rawdata: opt_bytes(c)?,
                 profile_signature: opt_bytes(c)?,
-            })
+            }))
         }
         tag::GET_PROFILE_LIST_RESPONSE => {
             c.list_of(9, "GetProfileListResponse")?;
@@ -410,7 +412,7 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
             for _ in 0..n {
                 period_list.push(crate::value::PeriodEntry::parse(c)?);
             }
-            Body::GetProfileListResponse(GetProfileListResponse {
+            Body::GetProfileListResponse(Box::new(GetProfileListResponse {
                 server_id,
                 act_time,
                 reg_period,
@@ -420,47 +422,47 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
                 period_list,
                 rawdata: opt_bytes(c)?,
                 period_signature: opt_bytes(c)?,
-            })
+            }))
         }
         tag::GET_PROC_PARAMETER_REQUEST => {
             c.list_of(5, "GetProcParameterRequest")?;
-            Body::GetProcParameterRequest(GetProcParameterRequest {
+            Body::GetProcParameterRequest(Box::new(GetProcParameterRequest {
                 server_id: opt_bytes(c)?,
                 username: opt_bytes(c)?,
                 password: opt_bytes(c)?,
                 parameter_tree_path: octet_list(c)?,
                 attribute: opt_bytes(c)?,
-            })
+            }))
         }
         tag::GET_PROC_PARAMETER_RESPONSE => {
             c.list_of(3, "GetProcParameterResponse")?;
-            Body::GetProcParameterResponse(GetProcParameterResponse {
+            Body::GetProcParameterResponse(Box::new(GetProcParameterResponse {
                 server_id: bytes(c)?,
                 parameter_tree_path: octet_list(c)?,
                 parameter_tree: Tree::parse(c, 0)?,
-            })
+            }))
         }
-        tag::SET_PROC_PARAMETER_REQUEST => Body::SetProcParameterRequest(proc_set(c)?),
-        tag::SET_PROC_PARAMETER_RESPONSE => Body::SetProcParameterResponse(proc_set(c)?),
+        tag::SET_PROC_PARAMETER_REQUEST => Body::SetProcParameterRequest(Box::new(proc_set(c)?)),
+        tag::SET_PROC_PARAMETER_RESPONSE => Body::SetProcParameterResponse(Box::new(proc_set(c)?)),
         tag::GET_LIST_REQUEST => {
             c.list_of(5, "GetListRequest")?;
-            Body::GetListRequest(GetListRequest {
+            Body::GetListRequest(Box::new(GetListRequest {
                 client_id: bytes(c)?,
                 server_id: opt_bytes(c)?,
                 username: opt_bytes(c)?,
                 password: opt_bytes(c)?,
                 list_name: opt_bytes(c)?,
-            })
+            }))
         }
         tag::GET_LIST_RESPONSE => Body::GetListResponse(get_list_response(c)?),
         tag::ATTENTION_RESPONSE => {
             c.list_of(4, "AttentionResponse")?;
-            Body::AttentionResponse(AttentionResponse {
+            Body::AttentionResponse(Box::new(AttentionResponse {
                 server_id: bytes(c)?,
                 attention_no: bytes(c)?,
                 attention_msg: opt_bytes(c)?,
                 attention_details: Tree::parse_opt(c, 0)?,
-            })
+            }))
         }
         _ => {
             let start = c.pos();

@@ -1123,8 +1123,8 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
         }),
         "CloseRequest" => Body::CloseRequest { global_signature: opt_b(b, "global_signature")? },
         "CloseResponse" => Body::CloseResponse { global_signature: opt_b(b, "global_signature")? },
-        "GetProfilePackRequest" => Body::GetProfilePackRequest(profile_request_from(b)?),
-        "GetProfileListRequest" => Body::GetProfileListRequest(profile_request_from(b)?),
+        "GetProfilePackRequest" => Body::GetProfilePackRequest(Box::new(profile_request_from(b)?)),
+        "GetProfileListRequest" => Body::GetProfileListRequest(Box::new(profile_request_from(b)?)),
         "GetProfilePackResponse" => {
             let mut header_list = Vec::new();
             if let Some(hs) = get(b, "header_list")? {
@@ -1161,7 +1161,7 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                     });
                 }
             }
-            Body::GetProfilePackResponse(GetProfilePackResponse {
+            Body::GetProfilePackResponse(Box::new(GetProfilePackResponse {
                 server_id: req_b(b, "server_id")?,
                 act_time: time_from(&req(b, "act_time")?, "act_time")?,
                 reg_period: num(&req(b, "reg_period")?, "reg_period")?,
@@ -1170,7 +1170,7 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                 period_list,
                 rawdata: opt_b(b, "rawdata")?,
                 profile_signature: opt_b(b, "profile_signature")?,
-            })
+            }))
         }
         "GetProfileListResponse" => {
             let mut period_list = Vec::new();
@@ -1179,7 +1179,7 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                     period_list.push(period_from(&p?)?);
                 }
             }
-            Body::GetProfileListResponse(GetProfileListResponse {
+            Body::GetProfileListResponse(Box::new(GetProfileListResponse {
                 server_id: req_b(b, "server_id")?,
                 act_time: time_from(&req(b, "act_time")?, "act_time")?,
                 reg_period: num(&req(b, "reg_period")?, "reg_period")?,
@@ -1189,29 +1189,29 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                 period_list,
                 rawdata: opt_b(b, "rawdata")?,
                 period_signature: opt_b(b, "period_signature")?,
-            })
+            }))
         }
-        "GetProcParameterRequest" => Body::GetProcParameterRequest(GetProcParameterRequest {
+        "GetProcParameterRequest" => Body::GetProcParameterRequest(Box::new(GetProcParameterRequest {
             server_id: opt_b(b, "server_id")?,
             username: opt_b(b, "username")?,
             password: opt_b(b, "password")?,
             parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
             attribute: opt_b(b, "attribute")?,
-        }),
-        "GetProcParameterResponse" => Body::GetProcParameterResponse(GetProcParameterResponse {
+        })),
+        "GetProcParameterResponse" => Body::GetProcParameterResponse(Box::new(GetProcParameterResponse {
             server_id: req_b(b, "server_id")?,
             parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
             parameter_tree: tree_from(&req(b, "parameter_tree")?, 0)?,
-        }),
-        "SetProcParameterRequest" => Body::SetProcParameterRequest(proc_set_from(b)?),
-        "SetProcParameterResponse" => Body::SetProcParameterResponse(proc_set_from(b)?),
-        "GetListRequest" => Body::GetListRequest(GetListRequest {
+        })),
+        "SetProcParameterRequest" => Body::SetProcParameterRequest(Box::new(proc_set_from(b)?)),
+        "SetProcParameterResponse" => Body::SetProcParameterResponse(Box::new(proc_set_from(b)?)),
+        "GetListRequest" => Body::GetListRequest(Box::new(GetListRequest {
             client_id: req_b(b, "client_id")?,
             server_id: opt_b(b, "server_id")?,
             username: opt_b(b, "username")?,
             password: opt_b(b, "password")?,
             list_name: get(b, "list_name")?.map(|n| obis_name(&n, "list_name")).transpose()?,
-        }),
+        })),
         "GetListResponse" => {
             let values = match get(b, "values")? {
                 None => Vec::new(),
@@ -1227,12 +1227,12 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                 act_gateway_time: opt_time(b, "act_gateway_time")?,
             })
         }
-        "AttentionResponse" => Body::AttentionResponse(AttentionResponse {
+        "AttentionResponse" => Body::AttentionResponse(Box::new(AttentionResponse {
             server_id: req_b(b, "server_id")?,
             attention_no: req_b(b, "attention_no")?,
             attention_msg: opt_b(b, "attention_msg")?,
             attention_details: opt_tree(b, "attention_details")?,
-        }),
+        })),
         "Unknown" => Body::Unknown { tag: num(&req(b, "tag")?, "tag")?, raw: req_b(b, "raw")? },
         other => return Err(PyValueError::new_err(format!("type: unknown message type {other:?}"))),
     })

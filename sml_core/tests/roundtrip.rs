@@ -131,19 +131,19 @@ fn body() -> impl Strategy<Value = Body<'static>> {
             ),
         opt_octets(70).prop_map(|global_signature| Body::CloseResponse { global_signature }),
         (octets(10), octets(6), opt_octets(30), prop::option::of(tree(2))).prop_map(|(s, n, m, d)| {
-            Body::AttentionResponse(AttentionResponse {
+            Body::AttentionResponse(Box::new(AttentionResponse {
                 server_id: s,
                 attention_no: n,
                 attention_msg: m,
                 attention_details: d,
-            })
+            }))
         }),
         (octets(10), prop::collection::vec(octets(6), 0..4), tree(3)).prop_map(|(s, p, t)| {
-            Body::GetProcParameterResponse(GetProcParameterResponse {
+            Body::GetProcParameterResponse(Box::new(GetProcParameterResponse {
                 server_id: s,
                 parameter_tree_path: p,
                 parameter_tree: t,
-            })
+            }))
         }),
     ]
 }

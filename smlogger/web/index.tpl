@@ -97,7 +97,7 @@ width = 0 if v is None else min(100.0, abs(v) / scale * 100)
 %>
       <div class="phase" data-row="{{key}}"{{!"" if v is not None else " hidden"}}>
         <span class="ph">{{label}}</span>
-        <svg class="bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true"><rect class="track" width="100" height="10" rx="2"/><rect class="fill{{" neg" if v is not None and v < 0 else ""}}" data-bar="{{key}}" width="{{"%.2f" % width}}" height="10" rx="2"/></svg>
+        <svg class="bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true"><rect class="track" width="100" height="10"/><rect class="fill{{" neg" if v is not None and v < 0 else ""}}" data-bar="{{key}}" width="{{"%.2f" % width}}" height="10"/></svg>
         <span class="val"><span data-f="{{key}}">{{txt}}</span> <span data-u="{{key}}">{{unit}}</span></span>
       </div>
 % end

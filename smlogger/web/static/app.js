@@ -225,6 +225,7 @@
     const now = new Date(serverNow());
     const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate());
     const meter = state.meter;
+    state.todayLoadedAt = Date.now();
     getJson("/api/consumption", {
       meter: meter, period: "day", from: (midnight.getTime() / 1000).toFixed(0), to: (now.getTime() / 1000).toFixed(3)
     }).then((c) => {
@@ -233,7 +234,6 @@
       const last = bars.length ? bars[bars.length - 1] : null;
       const reading = state.lastFields || {};
       state.today = last ? { meter: meter, kwh: last.import_kwh, eSum: reading.e_sum === undefined ? null : reading.e_sum } : null;
-      state.todayLoadedAt = Date.now();
       updateToday(reading.e_sum);
     }).catch(() => { state.today = null; });
   }
@@ -434,6 +434,7 @@
 
   function loadHistory() {
     if (!historyChart) return;
+    state.historyLoadedAt = Date.now();  // when asked: a failing request is not repeated at once
     pressed("data-range", state.range);
     pressed("data-series", state.series);
     $("#zoom-reset").hidden = !state.zoom;
@@ -451,7 +452,6 @@
     }).then((h) => {
       if (seq !== state.historySeq) return;  // superseded by a newer request
       state.history = { data: h, from: span[0], to: span[1] };
-      state.historyLoadedAt = Date.now();
       renderHistory();
     }).catch((err) => {
       if (seq !== state.historySeq) return;
@@ -503,8 +503,9 @@
       }));
       if (hint) {
         const spacing = Math.max(h.step || 0, medianSpacing(pts));
-        hint.textContent = (spacing ? "Average power per " + stepText(spacing) + ", shaded: minimum to maximum · " : "") +
-          "drag across the chart to zoom in, double-click to reset";
+        hint.textContent = spacing
+          ? "Average power per " + stepText(spacing) + ", shaded: minimum to maximum · drag across the chart to zoom in, double-click to reset"
+          : "Drag across the chart to zoom in, double-click to reset";
       }
     } else {
       // energy as kWh used since the start of the range: import and export share one scale
@@ -564,12 +565,12 @@
       return;
     }
     const seq = ++state.consumptionSeq;
+    state.consumptionLoadedAt = Date.now();
     const period = state.period;
     getJson("/api/consumption", {
       meter: state.meter, period: period, from: (from.getTime() / 1000).toFixed(0), to: (now.getTime() / 1000).toFixed(0)
     }).then((c) => {
       if (seq !== state.consumptionSeq) return;
-      state.consumptionLoadedAt = Date.now();
       const bars = (c.bars || []).map((b) => ({ t: b.ts * 1000, values: [b.import_kwh, b.export_kwh] }));
       const hasExport = bars.some((b) => b.values[1]);
       const series = [{ label: "Import", color: "--accent", sign: 1 }];
@@ -617,7 +618,9 @@
   function maybeRefresh() {
     if (document.hidden) return;
     const now = Date.now();
-    if (!state.zoom && now - state.historyLoadedAt > REFRESH[state.range]) loadHistory();
+    // an empty chart (a logger that just started) is asked again soon
+    const empty = !state.history || !(state.history.data.points || []).length;
+    if (!state.zoom && now - state.historyLoadedAt > (empty ? 5e3 : REFRESH[state.range])) loadHistory();
     if (now - state.consumptionLoadedAt > 300e3) loadConsumption();
     if (now - state.todayLoadedAt > 300e3) loadToday();
     if ($("#details-box").open && now - (state.detailsLoadedAt || 0) > 10e3) loadDetails();

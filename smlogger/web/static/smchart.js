@@ -548,7 +548,7 @@
         lo = Math.min(lo, signed); hi = Math.max(hi, signed); count++;
       }
     }
-    if (count && hi === 0 && lo === 0) hi = 1;
+    if (hi === 0 && lo === 0) hi = 1;  /* nothing yet, or nothing used: an axis from 0 up */
     var scale = scaledScale(niceScale(lo, hi, Math.max(2, Math.floor(g.h / 50)), true), 1);
     var from = d.from, to = d.to;
     var plot = {
