@@ -119,8 +119,8 @@ class LibCounts:
 
 
 def run_smllib(data: bytes, counts: Optional[LibCounts] = None) -> int:
-    from smllib import SmlStreamReader
     from smllib.errors import CrcError
+    from smllib.reader import SmlStreamReader
 
     counts = counts if counts is not None else LibCounts()
     reader = SmlStreamReader()
@@ -144,7 +144,7 @@ def run_smllib(data: bytes, counts: Optional[LibCounts] = None) -> int:
 
 
 def run_pysml(data: bytes, counts: Optional[LibCounts] = None) -> int:
-    from sml import SmlBase
+    from sml import SmlBase  # type: ignore[import-untyped]
 
     counts = counts if counts is not None else LibCounts()
     buf = b""
@@ -226,7 +226,10 @@ def worker(case: str, repeat: int, rounds: int, min_seconds: float) -> dict[str,
                 break
             copies = min(repeat, copies * max(2, int(min_seconds / max(seconds, 1e-3) * 1.2)))
             del data  # one input in memory at a time, so the RSS peak is the last run's
-        extra = {"crc_errors": counts.crc_errors, "parse_errors": counts.parse_errors}
+        extra: dict[str, float] = {
+            "crc_errors": counts.crc_errors,
+            "parse_errors": counts.parse_errors,
+        }
     else:
         copies = repeat
         data = copy * copies

@@ -94,7 +94,7 @@ def expected_obis(name: bytes | str) -> str:
 @st.composite
 def times(draw: Draw) -> int | dict[str, Any]:
     kind = draw(st.sampled_from(["int", "sec_index", "timestamp", "local_timestamp"]))
-    value = draw(u32)
+    value: int = draw(u32)
     if kind == "int":
         return value
     if kind == "local_timestamp":
@@ -611,13 +611,14 @@ def test_encode_decode_round_trip(msgs: list[dict[str, Any]], crc: str) -> None:
 
 @st.composite
 def garbage(draw: Draw) -> bytes:
-    return draw(
+    junk: bytes = draw(
         st.one_of(
             st.binary(max_size=40),
             escape_rich,
             st.sampled_from([b"", b"\x1b", b"\x1b\x1b\x1b\x1b", b"\x1b\x1b\x1b\x1b\x01\x01\x01"]),
         )
     )
+    return junk
 
 
 @SETTINGS
@@ -636,15 +637,15 @@ def test_concatenated_frames_with_garbage(
     encoded = [sml.encode(msgs, crc=crc) for msgs, crc in items]
     stream = b""
     positions = []
-    for i, frame in enumerate(encoded):
+    for i, encoded_frame in enumerate(encoded):
         gap = junk[i]
         # Junk must not itself form a start sequence with its neighbours.
-        around = (encoded[i - 1][-7:] if i else b"") + gap + frame[:7]
+        around = (encoded[i - 1][-7:] if i else b"") + gap + encoded_frame[:7]
         if START in around:
             gap = gap.replace(b"\x01", b"\x02")
         stream += gap
         positions.append(len(stream))
-        stream += frame
+        stream += encoded_frame
     tail = junk[len(encoded)]
     if START in encoded[-1][-7:] + tail:
         tail = tail.replace(b"\x01", b"\x02")

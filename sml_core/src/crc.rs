@@ -154,7 +154,7 @@ mod clmul {
     use super::consts::{K1, K2, K3, K4, K5, MU, PX};
 
     /// Below this the setup costs more than the table loop.
-    pub const MIN_LEN: usize = 128;
+    pub const MIN_LEN: usize = 64;
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("sse4.1")
