@@ -10,11 +10,13 @@ Layout of the queue directory:
 * ``lock`` -- flock'ed while a process has the queue open; two writers would interleave records.
 
 Guarantees: an entry is on disk (in the page cache, which a killed process cannot lose) when
-`put` returns, and fsync'ed within `fsync_interval` seconds (0: before `put` returns), so only a
-power cut inside that window can lose it. Acknowledged entries are never delivered again.
-Entries delivered but not yet acknowledged when the process died are delivered again (at least
-once); the consumer makes its writes idempotent. A torn record at the tail (power cut during a
-write) is detected by length/CRC and cut off at the next open.
+`put` returns. With `fsync_interval` 0 it is also fsync'ed before `put` returns; otherwise the
+consumer calls `sync_due()` regularly, which fsyncs entries still unacknowledged after
+`fsync_interval` seconds, so only a power cut inside that window can lose them.
+Acknowledged entries are never delivered again. Entries delivered but not yet acknowledged
+when the process died are delivered again (at least once); the consumer makes its writes
+idempotent. A torn record at the tail (power cut during a write) is detected by length/CRC
+and cut off at the next open.
 
 The queue is bounded by age (and optionally size): the oldest entries beyond the bound are
 dropped with a logged count.
@@ -124,6 +126,7 @@ class DiskQueue:
         self.corrupt = 0  # records lost to corruption found at open
         self._last_fsync = 0.0
         self._dirty = False
+        self._dirty_since = 0.0
         self._last_prune = float("-inf")
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -301,8 +304,11 @@ class DiskQueue:
             self._depth += len(payloads)
             if was_empty:
                 self._refresh_oldest()
-            self._dirty = True
-            self._maybe_fsync(now)
+            if not self._dirty:
+                self._dirty = True
+                self._dirty_since = now
+            if self.fsync_interval <= 0:
+                self._fsync_locked(now)
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._prune_locked(now)
             self._nonempty.notify_all()
@@ -320,21 +326,34 @@ class DiskQueue:
         self._write_segment = number
         self._dirty = False
 
-    def _maybe_fsync(self, now: float) -> None:
-        if self._dirty and (
-            self.fsync_interval <= 0 or now - self._last_fsync >= self.fsync_interval
-        ):
-            os.fsync(self._write_fd)
-            self._dirty = False
-            self._last_fsync = now
+    def _fsync_locked(self, now: float) -> None:
+        os.fsync(self._write_fd)
+        self._dirty = False
+        self._last_fsync = now
 
     def sync(self) -> None:
         """fsync whatever was appended (for a clean shutdown or a flush)."""
         with self._lock:
             if not self._closed and self._dirty:
-                os.fsync(self._write_fd)
+                self._fsync_locked(self._clock())
+
+    def sync_due(self) -> bool:
+        """With `fsync_interval` > 0: fsync if entries appended `fsync_interval` s ago or
+        earlier are still unacknowledged; True if it did. Called by the consumer, so that a
+        producer never waits for the disk and entries consumed quickly (a healthy database)
+        cost no fsync at all."""
+        with self._lock:
+            if self._closed or not self._dirty:
+                return False
+            if self._depth == 0:
+                # all acknowledged: nothing left whose durability matters
                 self._dirty = False
-                self._last_fsync = self._clock()
+                return False
+            now = self._clock()
+            if now - self._dirty_since < self.fsync_interval:
+                return False
+            self._fsync_locked(now)
+            return True
 
     # ---- consumer ----------------------------------------------------------------------------
 
@@ -543,7 +562,7 @@ class DiskQueue:
                 return
             self._closed = True
             try:
-                if self._dirty:
+                if self._dirty and self._depth > 0:
                     os.fsync(self._write_fd)
             finally:
                 os.close(self._write_fd)

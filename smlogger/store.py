@@ -1574,14 +1574,15 @@ class Store:
             self.queue.put_many([StoredRow.from_reading(r).to_payload() for r in readings])
 
     def flush(self, timeout: float = 0.0) -> None:
-        """Queue finished aggregation windows and fsync the queue: what was written is then
-        safe on disk. With `timeout` > 0, also wait up to that long for the writer to bring
-        the database up to date (never for a database that is down). The pipeline calls this
-        every second, so the default does not wait."""
+        """Queue finished aggregation windows and fsync readings that have waited for the
+        database longer than `fsync_interval` (the others are in the database already or will
+        be in a moment; close() fsyncs everything). With `timeout` > 0, also wait up to that
+        long for the writer to bring the database up to date (never for a database that is
+        down). The pipeline calls this every second, so the default does not wait."""
         if self._aggregator is not None and not self._closed:
             with self._write_lock:
                 self._enqueue(self._aggregator.due(datetime.now(timezone.utc)))
-        self.queue.sync()
+        self.queue.sync_due()
         if timeout <= 0:
             return
         self.queue.wake()
@@ -1683,10 +1684,11 @@ class Store:
         """Write one batch; "ok", "idle", "retry" (database down) or "refused" (bad data)."""
         if not self._schema_ready and not self._prepare():
             return "retry"
+        self.queue.sync_due()
         entries = self.queue.peek(self.batch_size)
         if not entries:
             self._housekeeping()
-            self.queue.wait(timeout=1.0)
+            self.queue.wait(timeout=0.5)
             return "idle"
         rows = self._decode(entries)
         rejected = 0
@@ -1747,7 +1749,6 @@ class Store:
             with self._write_lock:
                 if not self._closed:
                     self._enqueue(self._aggregator.due(datetime.now(timezone.utc)))
-        self.queue.sync()
         self.queue.prune()
         with self._progress:
             self._progress.notify_all()
@@ -1756,7 +1757,13 @@ class Store:
         delay = min(10.0, max(0.5, delay * 2))
         with self._progress:
             self._progress.notify_all()
-        self._stop.wait(delay)
+        # wait in slices: queued readings still get fsync'ed on time while the database is away
+        until = _time.monotonic() + delay
+        while not self._stop.is_set():
+            self.queue.sync_due()
+            remaining = until - _time.monotonic()
+            if remaining <= 0 or self._stop.wait(min(remaining, 0.5)):
+                break
         return delay
 
     def _close_connection(self) -> None:

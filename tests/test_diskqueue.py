@@ -281,3 +281,18 @@ def test_kill_9_loses_and_repeats_nothing_acknowledged(tmp_path: Path) -> None:
     assert [item for item, _ in sorted(first_seen.items(), key=lambda kv: kv[1])] == list(
         range(next_item)
     )
+
+
+def test_fsync_policy_spares_entries_that_are_consumed_quickly(tmp_path: Path) -> None:
+    now = [100.0]
+    with DiskQueue(tmp_path, fsync_interval=1.0, clock=lambda: now[0]) as queue:
+        queue.put(b"a")
+        queue.ack(queue.peek(1)[0])
+        now[0] += 5
+        assert not queue.sync_due()  # consumed: its durability no longer matters
+        queue.put(b"b")
+        now[0] += 0.5
+        assert not queue.sync_due()  # not due yet
+        now[0] += 0.6
+        assert queue.sync_due()  # still waiting after the interval: fsync'ed now
+        assert not queue.sync_due()
