@@ -190,7 +190,17 @@ def _emit(frames: list[sml.Frame], args: argparse.Namespace, out: IO[str]) -> in
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports KiB)."""
+    """Peak resident set size of this process in MB.
+
+    ``VmHWM`` is this process's own peak; ``ru_maxrss`` survives exec and may
+    report the parent's, so it is only the fallback off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

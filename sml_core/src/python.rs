@@ -489,7 +489,7 @@ impl<'py> Conv<'_, 'py> {
                     intern!(py, "sml_version"),
                 ],
             )?
-        } else if matches!(b, Body::CloseResponse { .. }) {
+        } else if matches!(b, Body::CloseResponse { .. } | Body::CloseRequest { .. }) {
             self.record(T_CLOSE, &[intern!(py, "global_signature")])?
         } else {
             PyDict::new(py)
