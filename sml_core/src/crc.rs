@@ -154,7 +154,7 @@ mod clmul {
     use super::consts::{K1, K2, K3, K4, K5, MU, PX};
 
     /// Below this the setup costs more than the table loop.
-    pub const MIN_LEN: usize = 64;
+    pub const MIN_LEN: usize = 32;
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("sse4.1")
@@ -192,25 +192,33 @@ mod clmul {
     fn fold(crc: u32, data: &[u8]) -> u16 {
         let mut chunks = data.chunks_exact(16);
         let mut next = || load(chunks.next().unwrap_or(&[0; 16]));
-        let mut x3 = next();
-        let mut x2 = next();
-        let mut x1 = next();
-        let mut x0 = next();
-        x3 = _mm_xor_si128(x3, _mm_cvtsi32_si128(crc as i32));
-        let k1k2 = _mm_set_epi64x(K2 as i64, K1 as i64);
         let blocks = data.len() / 16;
-        let mut done = 4;
-        while blocks - done >= 4 {
-            x3 = reduce128(x3, next(), k1k2);
-            x2 = reduce128(x2, next(), k1k2);
-            x1 = reduce128(x1, next(), k1k2);
-            x0 = reduce128(x0, next(), k1k2);
-            done += 4;
-        }
         let k3k4 = _mm_set_epi64x(K4 as i64, K3 as i64);
-        let mut x = reduce128(x3, x2, k3k4);
-        x = reduce128(x, x1, k3k4);
-        x = reduce128(x, x0, k3k4);
+        let crc = _mm_cvtsi32_si128(crc as i32);
+        let mut x;
+        let mut done;
+        if blocks >= 4 {
+            // Four independent accumulators keep the multiplier busy on long input.
+            let mut x3 = _mm_xor_si128(next(), crc);
+            let mut x2 = next();
+            let mut x1 = next();
+            let mut x0 = next();
+            let k1k2 = _mm_set_epi64x(K2 as i64, K1 as i64);
+            done = 4;
+            while blocks - done >= 4 {
+                x3 = reduce128(x3, next(), k1k2);
+                x2 = reduce128(x2, next(), k1k2);
+                x1 = reduce128(x1, next(), k1k2);
+                x0 = reduce128(x0, next(), k1k2);
+                done += 4;
+            }
+            x = reduce128(x3, x2, k3k4);
+            x = reduce128(x, x1, k3k4);
+            x = reduce128(x, x0, k3k4);
+        } else {
+            x = _mm_xor_si128(next(), crc);
+            done = 1;
+        }
         while done < blocks {
             x = reduce128(x, next(), k3k4);
             done += 1;
