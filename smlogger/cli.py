@@ -328,8 +328,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
+        # uptime, versions and sinks come from the web app itself
         return {
-            "uptime_s": round(time.monotonic() - started, 1),
             "store_interval_s": config.store_interval,
             "meters_configured": [
                 {"name": m.name, "source": m.describe_source()} for m in config.meters
