@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use crate::crc::{CrcKind, CrcMode};
 use crate::quirks;
-use crate::tl::{Cursor, ParseError, Result};
+use crate::tl::{Cursor, ParseError, ParseErrorKind, Result};
 use crate::value::{octet_list, time, time_opt, value_opt, Bytes, ListEntry, Time, Tree, Value};
 
 pub mod tag {
@@ -261,9 +261,9 @@ fn bytes<'a>(c: &mut Cursor<'a>) -> Result<Bytes<'a>> {
 fn u8_opt(c: &mut Cursor<'_>, what: &'static str) -> Result<Option<u8>> {
     let at = c.pos();
     match c.unsigned_opt(what)? {
-        Some(v) => {
-            u8::try_from(v).map(Some).map_err(|_| ParseError::OutOfRange { at, what, value: i128::from(v) })
-        }
+        Some(v) => u8::try_from(v)
+            .map(Some)
+            .map_err(|_| ParseErrorKind::OutOfRange { at, what, value: i128::from(v) }.into()),
         None => Ok(None),
     }
 }
@@ -499,7 +499,7 @@ pub fn parse_message<'a>(c: &mut Cursor<'a>, frame_crc: CrcKind, mode: CrcMode) 
     // ISKRA MT631/MT691 shorten the field to `62 XX` when the value fits a byte.
     let crc = c.unsigned_opt("crc16")?.map(|v| v as u16);
     if !c.end_of_message() {
-        return Err(ParseError::MissingEndOfMessage { at: c.pos() });
+        return Err(ParseErrorKind::MissingEndOfMessage { at: c.pos() }.into());
     }
     let covered = &c.data()[start..crc_at];
     let crc_ok = crc.is_some_and(|field| {

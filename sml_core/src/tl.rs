@@ -39,7 +39,7 @@ pub struct Tl {
 
 /// Where and why a payload could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
+pub enum ParseErrorKind {
     UnexpectedEnd { at: usize },
     ReservedType { at: usize, tl: u8 },
     BadContinuation { at: usize, byte: u8 },
@@ -53,60 +53,97 @@ pub enum ParseError {
     TooDeep { at: usize },
 }
 
-impl ParseError {
+impl ParseErrorKind {
     #[must_use]
     pub fn offset(&self) -> usize {
         match *self {
-            ParseError::UnexpectedEnd { at }
-            | ParseError::ReservedType { at, .. }
-            | ParseError::BadContinuation { at, .. }
-            | ParseError::LengthUnderflow { at }
-            | ParseError::Expected { at, .. }
-            | ParseError::IntWidth { at, .. }
-            | ParseError::OutOfRange { at, .. }
-            | ParseError::Count { at, .. }
-            | ParseError::UnknownChoice { at, .. }
-            | ParseError::MissingEndOfMessage { at }
-            | ParseError::TooDeep { at } => at,
+            ParseErrorKind::UnexpectedEnd { at }
+            | ParseErrorKind::ReservedType { at, .. }
+            | ParseErrorKind::BadContinuation { at, .. }
+            | ParseErrorKind::LengthUnderflow { at }
+            | ParseErrorKind::Expected { at, .. }
+            | ParseErrorKind::IntWidth { at, .. }
+            | ParseErrorKind::OutOfRange { at, .. }
+            | ParseErrorKind::Count { at, .. }
+            | ParseErrorKind::UnknownChoice { at, .. }
+            | ParseErrorKind::MissingEndOfMessage { at }
+            | ParseErrorKind::TooDeep { at } => at,
         }
+    }
+}
+
+impl fmt::Display for ParseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseErrorKind::UnexpectedEnd { at } => {
+                write!(f, "payload ends inside an element at byte {at}")
+            }
+            ParseErrorKind::ReservedType { at, tl } => {
+                write!(f, "reserved TL type in {tl:#04x} at byte {at}")
+            }
+            ParseErrorKind::BadContinuation { at, byte } => {
+                write!(f, "TL continuation byte {byte:#04x} at byte {at} has type bits set")
+            }
+            ParseErrorKind::LengthUnderflow { at } => {
+                write!(f, "TL length shorter than the TL itself at byte {at}")
+            }
+            ParseErrorKind::Expected { at, expected, found } => {
+                write!(f, "expected {expected} at byte {at}, found {}", found.name())
+            }
+            ParseErrorKind::IntWidth { at, bytes } => {
+                write!(f, "integer of {bytes} bytes at byte {at} (1..8 allowed)")
+            }
+            ParseErrorKind::OutOfRange { at, what, value } => {
+                write!(f, "{what} {value} out of range at byte {at}")
+            }
+            ParseErrorKind::Count { at, what, expected, found } => {
+                write!(f, "{what} at byte {at} has {found} elements, expected {expected}")
+            }
+            ParseErrorKind::UnknownChoice { at, what, tag } => {
+                write!(f, "unknown {what} choice {tag:#x} at byte {at}")
+            }
+            ParseErrorKind::MissingEndOfMessage { at } => {
+                write!(f, "endOfSmlMsg (00) missing at byte {at}")
+            }
+            ParseErrorKind::TooDeep { at } => write!(f, "nesting too deep at byte {at}"),
+        }
+    }
+}
+
+/// A parse error, boxed so that `Result<u64, ParseError>` stays two words:
+/// the hot parse functions then return in registers instead of through
+/// memory (the unboxed error made every `Result` 48 bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ParseError(Box<ParseErrorKind>);
+
+impl ParseError {
+    #[must_use]
+    pub fn kind(&self) -> &ParseErrorKind {
+        &self.0
+    }
+
+    #[must_use]
+    pub fn offset(&self) -> usize {
+        self.0.offset()
+    }
+}
+
+impl From<ParseErrorKind> for ParseError {
+    #[cold]
+    fn from(kind: ParseErrorKind) -> Self {
+        ParseError(Box::new(kind))
+    }
+}
+
+impl fmt::Debug for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::UnexpectedEnd { at } => {
-                write!(f, "payload ends inside an element at byte {at}")
-            }
-            ParseError::ReservedType { at, tl } => {
-                write!(f, "reserved TL type in {tl:#04x} at byte {at}")
-            }
-            ParseError::BadContinuation { at, byte } => {
-                write!(f, "TL continuation byte {byte:#04x} at byte {at} has type bits set")
-            }
-            ParseError::LengthUnderflow { at } => {
-                write!(f, "TL length shorter than the TL itself at byte {at}")
-            }
-            ParseError::Expected { at, expected, found } => {
-                write!(f, "expected {expected} at byte {at}, found {}", found.name())
-            }
-            ParseError::IntWidth { at, bytes } => {
-                write!(f, "integer of {bytes} bytes at byte {at} (1..8 allowed)")
-            }
-            ParseError::OutOfRange { at, what, value } => {
-                write!(f, "{what} {value} out of range at byte {at}")
-            }
-            ParseError::Count { at, what, expected, found } => {
-                write!(f, "{what} at byte {at} has {found} elements, expected {expected}")
-            }
-            ParseError::UnknownChoice { at, what, tag } => {
-                write!(f, "unknown {what} choice {tag:#x} at byte {at}")
-            }
-            ParseError::MissingEndOfMessage { at } => {
-                write!(f, "endOfSmlMsg (00) missing at byte {at}")
-            }
-            ParseError::TooDeep { at } => write!(f, "nesting too deep at byte {at}"),
-        }
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -181,7 +218,8 @@ impl<'a> Cursor<'a> {
     /// Reads a TL field.
     pub fn tl(&mut self) -> Result<Tl> {
         let at = self.pos;
-        let first = *self.data.get(at).ok_or(ParseError::UnexpectedEnd { at })?;
+        let first =
+            *self.data.get(at).ok_or_else(|| ParseError::from(ParseErrorKind::UnexpectedEnd { at }))?;
         self.pos += 1;
         let ty = match (first >> 4) & 0x7 {
             0 => Ty::Octets,
@@ -189,15 +227,18 @@ impl<'a> Cursor<'a> {
             5 => Ty::Int,
             6 => Ty::UInt,
             7 => Ty::List,
-            _ => return Err(ParseError::ReservedType { at, tl: first }),
+            _ => return Err(ParseErrorKind::ReservedType { at, tl: first }.into()),
         };
         let mut len = (first & 0x0f) as usize;
         let mut tl_bytes = 1;
         let mut more = first & 0x80 != 0;
         while more {
-            let b = *self.data.get(self.pos).ok_or(ParseError::UnexpectedEnd { at: self.pos })?;
+            let b = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| ParseError::from(ParseErrorKind::UnexpectedEnd { at: self.pos }))?;
             if b & 0x70 != 0 || tl_bytes >= 6 {
-                return Err(ParseError::BadContinuation { at: self.pos, byte: b });
+                return Err(ParseErrorKind::BadContinuation { at: self.pos, byte: b }.into());
             }
             self.pos += 1;
             len = (len << 4) | (b & 0x0f) as usize;
@@ -205,7 +246,9 @@ impl<'a> Cursor<'a> {
             more = b & 0x80 != 0;
         }
         if ty != Ty::List {
-            len = len.checked_sub(tl_bytes).ok_or(ParseError::LengthUnderflow { at })?;
+            len = len
+                .checked_sub(tl_bytes)
+                .ok_or_else(|| ParseError::from(ParseErrorKind::LengthUnderflow { at }))?;
         }
         Ok(Tl { ty, len })
     }
@@ -214,7 +257,8 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        let end = end.ok_or(ParseError::UnexpectedEnd { at: self.data.len() })?;
+        let end =
+            end.ok_or_else(|| ParseError::from(ParseErrorKind::UnexpectedEnd { at: self.data.len() }))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -226,7 +270,7 @@ impl<'a> Cursor<'a> {
         if tl.ty == ty {
             Ok(tl)
         } else {
-            Err(ParseError::Expected { at, expected, found: tl.ty })
+            Err(ParseErrorKind::Expected { at, expected, found: tl.ty }.into())
         }
     }
 
@@ -270,7 +314,7 @@ impl<'a> Cursor<'a> {
         if found == n {
             Ok(())
         } else {
-            Err(ParseError::Count { at, what, expected: n, found })
+            Err(ParseErrorKind::Count { at, what, expected: n, found }.into())
         }
     }
 
@@ -301,10 +345,10 @@ impl<'a> Cursor<'a> {
         let signed = match tl.ty {
             Ty::Int => true,
             Ty::UInt => false,
-            other => return Err(ParseError::Expected { at, expected, found: other }),
+            other => return Err(ParseErrorKind::Expected { at, expected, found: other }.into()),
         };
         if tl.len == 0 || tl.len > 8 {
-            return Err(ParseError::IntWidth { at, bytes: tl.len });
+            return Err(ParseErrorKind::IntWidth { at, bytes: tl.len }.into());
         }
         let bytes = self.take(tl.len)?;
         let v = if signed { i128::from(be_int(bytes)) } else { i128::from(be_uint(bytes)) };
@@ -326,7 +370,7 @@ impl<'a> Cursor<'a> {
             }
         }
         let (v, _, _) = self.number(what)?;
-        u64::try_from(v).map_err(|_| ParseError::OutOfRange { at, what, value: v })
+        u64::try_from(v).map_err(|_| ParseErrorKind::OutOfRange { at, what, value: v }.into())
     }
 
     #[inline]
@@ -342,7 +386,7 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         let (v, _, _) = self.number(what)?;
         if v < i128::from(lo) || v > i128::from(hi) {
-            return Err(ParseError::OutOfRange { at, what, value: v });
+            return Err(ParseErrorKind::OutOfRange { at, what, value: v }.into());
         }
         Ok(v as i64)
     }
@@ -360,7 +404,7 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         let v = self.unsigned(what)?;
         if v > max {
-            return Err(ParseError::OutOfRange { at, what, value: i128::from(v) });
+            return Err(ParseErrorKind::OutOfRange { at, what, value: i128::from(v) }.into());
         }
         Ok(v)
     }
@@ -382,7 +426,7 @@ impl<'a> Cursor<'a> {
     /// Skips one element of any type, nested lists included.
     pub fn skip(&mut self, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(ParseError::TooDeep { at: self.pos });
+            return Err(ParseErrorKind::TooDeep { at: self.pos }.into());
         }
         // `00` is endOfSmlMsg, the last element of every message.
         if self.end_of_message() {
@@ -458,11 +502,26 @@ mod tests {
         d.extend_from_slice(b"aaaaoaaaaaaaaaaa");
         assert_eq!(Cursor::new(&d).octets().unwrap(), b"aaaaoaaaaaaaaaaa");
         assert_eq!(Cursor::new(&h("f104")).list().unwrap(), 20);
-        assert!(matches!(Cursor::new(&h("8000")).tl(), Err(ParseError::LengthUnderflow { .. })));
-        assert!(matches!(Cursor::new(&h("81f2")).tl(), Err(ParseError::BadContinuation { .. })));
-        assert!(matches!(Cursor::new(&h("6a01")).integer(), Err(ParseError::IntWidth { .. })));
-        assert!(matches!(Cursor::new(&h("61")).integer(), Err(ParseError::IntWidth { .. })));
-        assert!(matches!(Cursor::new(&h("1234")).tl(), Err(ParseError::ReservedType { .. })));
+        assert!(matches!(
+            Cursor::new(&h("8000")).tl().map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::LengthUnderflow { .. })
+        ));
+        assert!(matches!(
+            Cursor::new(&h("81f2")).tl().map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::BadContinuation { .. })
+        ));
+        assert!(matches!(
+            Cursor::new(&h("6a01")).integer().map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::IntWidth { .. })
+        ));
+        assert!(matches!(
+            Cursor::new(&h("61")).integer().map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::IntWidth { .. })
+        ));
+        assert!(matches!(
+            Cursor::new(&h("1234")).tl().map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::ReservedType { .. })
+        ));
     }
 
     #[test]

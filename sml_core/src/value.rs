@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::tl::{Cursor, ParseError, Result, Ty, MAX_DEPTH};
+use crate::tl::{Cursor, ParseError, ParseErrorKind, Result, Ty, MAX_DEPTH};
 
 pub type Bytes<'a> = Cow<'a, [u8]>;
 
@@ -116,11 +116,11 @@ pub fn time(c: &mut Cursor<'_>) -> Result<Time> {
                         bare: false,
                     })
                 }
-                _ => Err(ParseError::UnknownChoice { at: tag_at, what: "SML_Time", tag }),
+                _ => Err(ParseErrorKind::UnknownChoice { at: tag_at, what: "SML_Time", tag }.into()),
             }
         }
-        Ty::List => Err(ParseError::Count { at, what: "SML_Time", expected: 2, found: tl.len }),
-        other => Err(ParseError::Expected { at, expected: "SML_Time", found: other }),
+        Ty::List => Err(ParseErrorKind::Count { at, what: "SML_Time", expected: 2, found: tl.len }.into()),
+        other => Err(ParseErrorKind::Expected { at, expected: "SML_Time", found: other }.into()),
     }
 }
 
@@ -135,7 +135,7 @@ pub fn value_opt<'a>(c: &mut Cursor<'a>) -> Result<Option<Value<'a>>> {
 
 pub fn value<'a>(c: &mut Cursor<'a>) -> Result<Value<'a>> {
     let at = c.pos();
-    let b = c.peek().ok_or(ParseError::UnexpectedEnd { at })?;
+    let b = c.peek().ok_or_else(|| ParseError::from(ParseErrorKind::UnexpectedEnd { at }))?;
     match (b >> 4) & 0x7 {
         5 | 6 => {
             let (v, width, signed) = c.integer()?;
@@ -151,7 +151,7 @@ pub fn value<'a>(c: &mut Cursor<'a>) -> Result<Value<'a>> {
             let tag_at = c.pos();
             let tag = c.unsigned("SML_ListType tag")?;
             if tag != 1 {
-                return Err(ParseError::UnknownChoice { at: tag_at, what: "SML_ListType", tag });
+                return Err(ParseErrorKind::UnknownChoice { at: tag_at, what: "SML_ListType", tag }.into());
             }
             Ok(Value::Time(time(c)?))
         }
@@ -198,10 +198,12 @@ impl<'a> ListEntry<'a> {
         let unit = c.unsigned_opt("unit")?;
         let unit_at = c.pos();
         let unit = match unit {
-            Some(u) => Some(u8::try_from(u).map_err(|_| ParseError::OutOfRange {
-                at: unit_at,
-                what: "unit",
-                value: i128::from(u),
+            Some(u) => Some(u8::try_from(u).map_err(|_| {
+                ParseError::from(ParseErrorKind::OutOfRange {
+                    at: unit_at,
+                    what: "unit",
+                    value: i128::from(u),
+                })
             })?),
             None => None,
         };
@@ -323,7 +325,7 @@ impl<'a> TupelEntry<'a> {
 impl<'a> Tree<'a> {
     pub fn parse(c: &mut Cursor<'a>, depth: usize) -> Result<Self> {
         if depth > MAX_DEPTH {
-            return Err(ParseError::TooDeep { at: c.pos() });
+            return Err(ParseErrorKind::TooDeep { at: c.pos() }.into());
         }
         c.list_of(3, "SML_Tree")?;
         let parameter_name = Cow::Borrowed(c.octets()?);
@@ -360,7 +362,9 @@ impl<'a> ProcParValue<'a> {
             3 => ProcParValue::TupelEntry(Box::new(TupelEntry::parse(c)?)),
             4 => ProcParValue::Time(time(c)?),
             5 => ProcParValue::ListEntry(Box::new(ListEntry::parse(c)?)),
-            _ => return Err(ParseError::UnknownChoice { at: tag_at, what: "SML_ProcParValue", tag }),
+            _ => {
+                return Err(ParseErrorKind::UnknownChoice { at: tag_at, what: "SML_ProcParValue", tag }.into())
+            }
         })
     }
 }
@@ -434,6 +438,9 @@ mod tests {
         for _ in 0..10_000 {
             d.extend(h("730241 01 71"));
         }
-        assert!(matches!(Tree::parse(&mut Cursor::new(&d), 0), Err(ParseError::TooDeep { .. })));
+        assert!(matches!(
+            Tree::parse(&mut Cursor::new(&d), 0).map_err(|e| e.kind().clone()),
+            Err(ParseErrorKind::TooDeep { .. })
+        ));
     }
 }
