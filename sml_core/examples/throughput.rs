@@ -10,6 +10,8 @@ use sml_core::{decode_with, transport::Framer, CrcMode, Outcome};
 
 fn main() {
     let repeat: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(240);
+    // `decode` as second argument: full decode only (for profiling).
+    let decode_only = std::env::args().nth(2).is_some_and(|a| a == "decode");
     let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
         PathBuf::from,
@@ -26,7 +28,9 @@ fn main() {
     for round in 0..3 {
         let t = Instant::now();
         let mut ok = 0u32;
-        Framer::new(CrcMode::Auto).feed(&data, |f| ok += u32::from(f.result.is_ok()));
+        if !decode_only {
+            Framer::new(CrcMode::Auto).feed(&data, |f| ok += u32::from(f.result.is_ok()));
+        }
         let framer = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut decoded = 0u32;

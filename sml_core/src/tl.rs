@@ -281,10 +281,18 @@ impl<'a> Cursor<'a> {
         if let Some(&b) = self.data.get(self.pos) {
             if b & 0xf0 == 0 && b != 0 {
                 let n = (b & 0x0f) as usize - 1;
-                self.pos += 1;
-                return self.take(n);
+                let start = self.pos + 1;
+                if start + n <= self.data.len() {
+                    self.pos = start + n;
+                    return Ok(&self.data[start..start + n]);
+                }
             }
         }
+        self.octets_slow()
+    }
+
+    #[inline(never)]
+    fn octets_slow(&mut self) -> Result<&'a [u8]> {
         let tl = self.expect(Ty::Octets, "octet string")?;
         self.take(tl.len)
     }
@@ -298,7 +306,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// List header; returns the element count.
+    #[inline]
     pub fn list(&mut self) -> Result<usize> {
+        if let Some(&b) = self.data.get(self.pos) {
+            if b & 0xf0 == 0x70 {
+                self.pos += 1;
+                return Ok((b & 0x0f) as usize);
+            }
+        }
         Ok(self.expect(Ty::List, "list")?.len)
     }
 
@@ -326,6 +341,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Any integer (signed or unsigned, 1..8 bytes) as i128, with its width and signedness.
+    #[inline]
     fn number(&mut self, expected: &'static str) -> Result<(i128, u8, bool)> {
         let at = self.pos;
         // Fast path: single TL byte 0x52..=0x59 / 0x62..=0x69 and all bytes present.
@@ -341,6 +357,12 @@ impl<'a> Cursor<'a> {
                 });
             }
         }
+        self.number_slow(expected)
+    }
+
+    #[inline(never)]
+    fn number_slow(&mut self, expected: &'static str) -> Result<(i128, u8, bool)> {
+        let at = self.pos;
         let tl = self.tl()?;
         let signed = match tl.ty {
             Ty::Int => true,
@@ -369,6 +391,14 @@ impl<'a> Cursor<'a> {
                 return Ok(be_uint(&self.data[at + 1..at + n]));
             }
         }
+        self.unsigned_slow(what)
+    }
+
+    /// Everything the fast path does not take: multi-byte TL, signed
+    /// encodings of unsigned fields, truncated input, errors.
+    #[inline(never)]
+    fn unsigned_slow(&mut self, what: &'static str) -> Result<u64> {
+        let at = self.pos;
         let (v, _, _) = self.number(what)?;
         u64::try_from(v).map_err(|_| ParseErrorKind::OutOfRange { at, what, value: v }.into())
     }

@@ -88,6 +88,12 @@ pub fn time_opt(c: &mut Cursor<'_>) -> Result<Option<Time>> {
 
 pub fn time(c: &mut Cursor<'_>) -> Result<Time> {
     let at = c.pos();
+    // Fast path: `72 62 0k 65 xxxxxxxx`, the canonical secIndex/timestamp form.
+    if let Some(&[0x72, 0x62, kind @ (1 | 2), 0x65, a, b, d, e]) = c.data().get(at..at + 8) {
+        *c = Cursor::at(c.data(), at + 8);
+        let v = u32::from_be_bytes([a, b, d, e]);
+        return Ok(if kind == 1 { Time::sec_index(v) } else { Time::timestamp(v) });
+    }
     let tl = c.tl()?;
     match tl.ty {
         Ty::UInt | Ty::Int => {
