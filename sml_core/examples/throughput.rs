@@ -25,7 +25,7 @@ fn main() {
     let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).expect("read")).collect();
     let data = one.repeat(repeat);
     let mb = data.len() as f64 / 1e6;
-    for round in 0..3 {
+    for round in 0..7 {
         let t = Instant::now();
         let mut ok = 0u32;
         if !decode_only {

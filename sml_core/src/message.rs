@@ -303,7 +303,7 @@ fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     let n = c.list()?;
     let mut values = Vec::with_capacity(n.min(256));
     for _ in 0..n {
-        values.push(ListEntry::parse(c)?);
+        ListEntry::parse_into(c, &mut values)?;
     }
     quirks::apply_get_list(&server_id, &mut values);
     Ok(GetListResponse {
