@@ -36,9 +36,13 @@ fn main() {
         let mut decoded = 0u32;
         decode_with(&data, CrcMode::Auto, |f| decoded += u32::from(matches!(f.outcome, Outcome::Ok(_))));
         let full = t.elapsed().as_secs_f64();
+        let framer_text = if decode_only {
+            String::new()
+        } else {
+            format!("framer {:.0} MB/s ({ok} frames), ", mb / framer)
+        };
         println!(
-            "round {round}: {mb:.1} MB, framer {:.0} MB/s ({ok} frames), full decode {:.0} MB/s ({decoded} frames, {:.0} frames/s)",
-            mb / framer,
+            "round {round}: {mb:.1} MB, {framer_text}full decode {:.0} MB/s ({decoded} frames, {:.0} frames/s)",
             mb / full,
             f64::from(decoded) / full
         );
