@@ -160,23 +160,23 @@ impl Writer {
 
     pub fn list_entry(&mut self, e: &ListEntry<'_>) {
         self.list(7);
-        self.octets(&e.obj_name);
+        self.octets(e.obj_name);
         self.uint_opt(e.status, 1);
         self.time_opt(e.val_time.as_ref());
         self.unit_scaler(e.unit, e.scaler);
         self.value_opt(e.value.as_ref());
-        self.octets_opt(e.value_signature.as_deref());
+        self.octets_opt(e.value_signature);
     }
 
     pub fn period_entry(&mut self, e: &PeriodEntry<'_>) {
         self.list(5);
-        self.octets(&e.obj_name);
+        self.octets(e.obj_name);
         self.unit_scaler(e.unit, e.scaler);
         self.value_opt(e.value.as_ref());
-        self.octets_opt(e.value_signature.as_deref());
+        self.octets_opt(e.value_signature);
     }
 
-    fn octet_list(&mut self, v: &[std::borrow::Cow<'_, [u8]>]) {
+    fn octet_list(&mut self, v: &[&[u8]]) {
         self.list(v.len());
         for b in v {
             self.octets(b);
@@ -185,7 +185,7 @@ impl Writer {
 
     pub fn tree(&mut self, t: &Tree<'_>) {
         self.list(3);
-        self.octets(&t.parameter_name);
+        self.octets(t.parameter_name);
         match &t.parameter_value {
             None => self.not_set(),
             Some(v) => {
@@ -202,7 +202,7 @@ impl Writer {
                     ProcParValue::TupelEntry(t) => {
                         self.uint(3, 1);
                         self.list(23);
-                        self.octets(&t.server_id);
+                        self.octets(t.server_id);
                         self.time(&t.sec_index);
                         self.uint(t.status, 8);
                         for (i, (unit, scaler, value)) in t.registers.iter().enumerate() {
@@ -210,10 +210,10 @@ impl Writer {
                             self.int(i64::from(*scaler), 1);
                             self.int(*value, 8);
                             if i == 2 {
-                                self.octets(&t.signature_pa_r1_r4);
+                                self.octets(t.signature_pa_r1_r4);
                             }
                         }
-                        self.octets(&t.signature_ma_r2_r3);
+                        self.octets(t.signature_ma_r2_r3);
                     }
                     ProcParValue::Time(t) => {
                         self.uint(4, 1);
@@ -246,9 +246,9 @@ impl Writer {
 
     fn profile_request(&mut self, r: &GetProfileRequest<'_>) {
         self.list(9);
-        self.octets_opt(r.server_id.as_deref());
-        self.octets_opt(r.username.as_deref());
-        self.octets_opt(r.password.as_deref());
+        self.octets_opt(r.server_id);
+        self.octets_opt(r.username);
+        self.octets_opt(r.password);
         match r.with_rawdata {
             Some(b) => self.boolean(b),
             None => self.not_set(),
@@ -265,9 +265,9 @@ impl Writer {
 
     fn proc_set(&mut self, r: &SetProcParameterRequest<'_>) {
         self.list(5);
-        self.octets_opt(r.server_id.as_deref());
-        self.octets_opt(r.username.as_deref());
-        self.octets_opt(r.password.as_deref());
+        self.octets_opt(r.server_id);
+        self.octets_opt(r.username);
+        self.octets_opt(r.password);
         self.octet_list(&r.parameter_tree_path);
         self.tree(&r.parameter_tree);
     }
@@ -281,20 +281,20 @@ impl Writer {
         match b {
             Body::OpenRequest(r) => {
                 self.list(7);
-                self.octets_opt(r.codepage.as_deref());
-                self.octets(&r.client_id);
-                self.octets(&r.req_file_id);
-                self.octets_opt(r.server_id.as_deref());
-                self.octets_opt(r.username.as_deref());
-                self.octets_opt(r.password.as_deref());
+                self.octets_opt(r.codepage);
+                self.octets(r.client_id);
+                self.octets(r.req_file_id);
+                self.octets_opt(r.server_id);
+                self.octets_opt(r.username);
+                self.octets_opt(r.password);
                 self.uint_opt(r.sml_version.map(u64::from), 1);
             }
             Body::OpenResponse(r) => {
                 self.list(6);
-                self.octets_opt(r.codepage.as_deref());
-                self.octets_opt(r.client_id.as_deref());
-                self.octets(&r.req_file_id);
-                self.octets(&r.server_id);
+                self.octets_opt(r.codepage);
+                self.octets_opt(r.client_id);
+                self.octets(r.req_file_id);
+                self.octets(r.server_id);
                 self.time_opt(r.ref_time.as_ref());
                 self.uint_opt(r.sml_version.map(u64::from), 1);
             }
@@ -307,14 +307,14 @@ impl Writer {
             }
             Body::GetProfilePackResponse(r) => {
                 self.list(8);
-                self.octets(&r.server_id);
+                self.octets(r.server_id);
                 self.time(&r.act_time);
                 self.uint(u64::from(r.reg_period), 4);
                 self.octet_list(&r.parameter_tree_path);
                 self.list(r.header_list.len());
                 for h in &r.header_list {
                     self.list(3);
-                    self.octets(&h.obj_name);
+                    self.octets(h.obj_name);
                     self.uint(u64::from(h.unit), 1);
                     self.int(i64::from(h.scaler), 1);
                 }
@@ -327,16 +327,16 @@ impl Writer {
                     for v in &p.values {
                         self.list(2);
                         self.value_opt(v.value.as_ref());
-                        self.octets_opt(v.value_signature.as_deref());
+                        self.octets_opt(v.value_signature);
                     }
-                    self.octets_opt(p.period_signature.as_deref());
+                    self.octets_opt(p.period_signature);
                 }
-                self.octets_opt(r.rawdata.as_deref());
-                self.octets_opt(r.profile_signature.as_deref());
+                self.octets_opt(r.rawdata);
+                self.octets_opt(r.profile_signature);
             }
             Body::GetProfileListResponse(r) => {
                 self.list(9);
-                self.octets(&r.server_id);
+                self.octets(r.server_id);
                 self.time(&r.act_time);
                 self.uint(u64::from(r.reg_period), 4);
                 self.octet_list(&r.parameter_tree_path);
@@ -346,20 +346,20 @@ impl Writer {
                 for p in &r.period_list {
                     self.period_entry(p);
                 }
-                self.octets_opt(r.rawdata.as_deref());
-                self.octets_opt(r.period_signature.as_deref());
+                self.octets_opt(r.rawdata);
+                self.octets_opt(r.period_signature);
             }
             Body::GetProcParameterRequest(r) => {
                 self.list(5);
-                self.octets_opt(r.server_id.as_deref());
-                self.octets_opt(r.username.as_deref());
-                self.octets_opt(r.password.as_deref());
+                self.octets_opt(r.server_id);
+                self.octets_opt(r.username);
+                self.octets_opt(r.password);
                 self.octet_list(&r.parameter_tree_path);
-                self.octets_opt(r.attribute.as_deref());
+                self.octets_opt(r.attribute);
             }
             Body::GetProcParameterResponse(r) => {
                 self.list(3);
-                self.octets(&r.server_id);
+                self.octets(r.server_id);
                 self.octet_list(&r.parameter_tree_path);
                 self.tree(&r.parameter_tree);
             }
@@ -368,30 +368,30 @@ impl Writer {
             }
             Body::GetListRequest(r) => {
                 self.list(5);
-                self.octets(&r.client_id);
-                self.octets_opt(r.server_id.as_deref());
-                self.octets_opt(r.username.as_deref());
-                self.octets_opt(r.password.as_deref());
-                self.octets_opt(r.list_name.as_deref());
+                self.octets(r.client_id);
+                self.octets_opt(r.server_id);
+                self.octets_opt(r.username);
+                self.octets_opt(r.password);
+                self.octets_opt(r.list_name);
             }
             Body::GetListResponse(r) => {
                 self.list(7);
-                self.octets_opt(r.client_id.as_deref());
-                self.octets(&r.server_id);
-                self.octets_opt(r.list_name.as_deref());
+                self.octets_opt(r.client_id);
+                self.octets(r.server_id);
+                self.octets_opt(r.list_name);
                 self.time_opt(r.act_sensor_time.as_ref());
                 self.list(r.values.len());
                 for e in &r.values {
                     self.list_entry(e);
                 }
-                self.octets_opt(r.list_signature.as_deref());
+                self.octets_opt(r.list_signature);
                 self.time_opt(r.act_gateway_time.as_ref());
             }
             Body::AttentionResponse(r) => {
                 self.list(4);
-                self.octets(&r.server_id);
-                self.octets(&r.attention_no);
-                self.octets_opt(r.attention_msg.as_deref());
+                self.octets(r.server_id);
+                self.octets(r.attention_no);
+                self.octets_opt(r.attention_msg);
                 self.tree_opt(r.attention_details.as_ref());
             }
             Body::Unknown { .. } => unreachable!("handled above"),
@@ -402,7 +402,7 @@ impl Writer {
     pub fn message(&mut self, m: &Message<'_>, crc: CrcKind) {
         let start = self.out.len();
         self.list(6);
-        self.octets(&m.transaction_id);
+        self.octets(m.transaction_id);
         self.uint(u64::from(m.group_no), 1);
         self.uint(u64::from(m.abort_on_error), 1);
         self.list(2);

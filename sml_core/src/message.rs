@@ -1,7 +1,5 @@
 //! The message layer: SML_Message and every SML v1 message body.
 
-use std::borrow::Cow;
-
 use crate::crc::{CrcKind, CrcMode};
 use crate::quirks;
 use crate::tl::{Cursor, ParseError, ParseErrorKind, Result};
@@ -251,11 +249,11 @@ pub struct Message<'a> {
 }
 
 fn opt_bytes<'a>(c: &mut Cursor<'a>) -> Result<Option<Bytes<'a>>> {
-    Ok(c.octets_opt()?.map(Cow::Borrowed))
+    c.octets_opt()
 }
 
 fn bytes<'a>(c: &mut Cursor<'a>) -> Result<Bytes<'a>> {
-    Ok(Cow::Borrowed(c.octets()?))
+    c.octets()
 }
 
 fn u8_opt(c: &mut Cursor<'_>, what: &'static str) -> Result<Option<u8>> {
@@ -305,7 +303,7 @@ fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     for _ in 0..n {
         ListEntry::parse_into(c, &mut values)?;
     }
-    quirks::apply_get_list(&server_id, &mut values);
+    quirks::apply_get_list(server_id, &mut values);
     Ok(GetListResponse {
         client_id,
         server_id,
@@ -467,7 +465,7 @@ fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
         _ => {
             let start = c.pos();
             c.skip(0)?;
-            Body::Unknown { tag, raw: Cow::Borrowed(&c.data()[start..c.pos()]) }
+            Body::Unknown { tag, raw: &c.data()[start..c.pos()] }
         }
     })
 }

@@ -4,7 +4,7 @@
 //! Nothing here may let a panic reach Python: every call into the core runs
 //! under `catch_unwind`, and a panic becomes an error item in the output.
 
-use std::borrow::Cow;
+use bumpalo::Bump;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -143,7 +143,7 @@ impl<'py> Conv<'_, 'py> {
         PyBytes::new(self.py, b).into_any()
     }
 
-    fn opt_bytes(&self, b: Option<&Cow<'_, [u8]>>) -> Obj<'py> {
+    fn opt_bytes(&self, b: Option<&[u8]>) -> Obj<'py> {
         b.map_or_else(|| self.none(), |b| self.bytes(b))
     }
 
@@ -286,7 +286,7 @@ impl<'py> Conv<'_, 'py> {
         )?;
         // The template holds None for every key: only fields that are present
         // are written, which skips most of the dict work for typical entries.
-        d.set_item(intern!(py, "obis"), self.obis(&e.obj_name))?;
+        d.set_item(intern!(py, "obis"), self.obis(e.obj_name))?;
         if let Some(status) = e.status {
             d.set_item(intern!(py, "status"), status)?;
         }
@@ -327,7 +327,7 @@ impl<'py> Conv<'_, 'py> {
         self.raw(v)
     }
 
-    fn octet_list(&self, v: &[Cow<'_, [u8]>]) -> PyResult<Obj<'py>> {
+    fn octet_list(&self, v: &[&[u8]]) -> PyResult<Obj<'py>> {
         let l = PyList::empty(self.py);
         for b in v {
             l.append(self.bytes(b))?;
@@ -338,21 +338,21 @@ impl<'py> Conv<'_, 'py> {
     fn period_entry(&mut self, p: &PeriodEntry<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = PyDict::new(py);
-        d.set_item(intern!(py, "obis"), self.obis(&p.obj_name))?;
+        d.set_item(intern!(py, "obis"), self.obis(p.obj_name))?;
         d.set_item(intern!(py, "unit"), self.opt_int(p.unit)?)?;
         d.set_item(intern!(py, "unit_symbol"), self.unit_symbol(p.unit))?;
         d.set_item(intern!(py, "scaler"), self.opt_int(p.scaler)?)?;
         let raw = self.raw(p.value.as_ref())?;
         d.set_item(intern!(py, "value"), self.scaled(p.value.as_ref(), &raw, p.scaler)?)?;
         d.set_item(intern!(py, "raw"), raw)?;
-        d.set_item(intern!(py, "value_signature"), self.opt_bytes(p.value_signature.as_ref()))?;
+        d.set_item(intern!(py, "value_signature"), self.opt_bytes(p.value_signature))?;
         Ok(d.into_any())
     }
 
     fn tupel(&mut self, t: &TupelEntry<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = PyDict::new(py);
-        d.set_item("server_id", self.bytes(&t.server_id))?;
+        d.set_item("server_id", self.bytes(t.server_id))?;
         d.set_item("sec_index", self.time(&t.sec_index)?)?;
         d.set_item("status", t.status)?;
         for (name, (unit, scaler, value)) in
@@ -362,15 +362,15 @@ impl<'py> Conv<'_, 'py> {
             d.set_item(format!("scaler_{name}"), *scaler)?;
             d.set_item(format!("value_{name}"), *value)?;
         }
-        d.set_item("signature_pA_R1_R4", self.bytes(&t.signature_pa_r1_r4))?;
-        d.set_item("signature_mA_R2_R3", self.bytes(&t.signature_ma_r2_r3))?;
+        d.set_item("signature_pA_R1_R4", self.bytes(t.signature_pa_r1_r4))?;
+        d.set_item("signature_mA_R2_R3", self.bytes(t.signature_ma_r2_r3))?;
         Ok(d.into_any())
     }
 
     fn tree(&mut self, t: &Tree<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = PyDict::new(py);
-        d.set_item("parameter_name", self.bytes(&t.parameter_name))?;
+        d.set_item("parameter_name", self.bytes(t.parameter_name))?;
         let value = match &t.parameter_value {
             None => self.none(),
             Some(v) => {
@@ -410,9 +410,9 @@ impl<'py> Conv<'_, 'py> {
     }
 
     fn profile_request(&mut self, d: &Bound<'py, PyDict>, r: &GetProfileRequest<'_>) -> PyResult<()> {
-        d.set_item("server_id", self.opt_bytes(r.server_id.as_ref()))?;
-        d.set_item("username", self.opt_bytes(r.username.as_ref()))?;
-        d.set_item("password", self.opt_bytes(r.password.as_ref()))?;
+        d.set_item("server_id", self.opt_bytes(r.server_id))?;
+        d.set_item("username", self.opt_bytes(r.username))?;
+        d.set_item("password", self.opt_bytes(r.password))?;
         d.set_item("with_rawdata", r.with_rawdata)?;
         d.set_item("begin_time", self.opt_time(r.begin_time.as_ref())?)?;
         d.set_item("end_time", self.opt_time(r.end_time.as_ref())?)?;
@@ -427,9 +427,9 @@ impl<'py> Conv<'_, 'py> {
     }
 
     fn proc_set(&mut self, d: &Bound<'py, PyDict>, r: &SetProcParameterRequest<'_>) -> PyResult<()> {
-        d.set_item("server_id", self.opt_bytes(r.server_id.as_ref()))?;
-        d.set_item("username", self.opt_bytes(r.username.as_ref()))?;
-        d.set_item("password", self.opt_bytes(r.password.as_ref()))?;
+        d.set_item("server_id", self.opt_bytes(r.server_id))?;
+        d.set_item("username", self.opt_bytes(r.username))?;
+        d.set_item("password", self.opt_bytes(r.password))?;
         d.set_item("parameter_tree_path", self.octet_list(&r.parameter_tree_path)?)?;
         d.set_item("parameter_tree", self.tree(&r.parameter_tree)?)?;
         Ok(())
@@ -440,7 +440,7 @@ impl<'py> Conv<'_, 'py> {
         if let Some(c) = &r.client_id {
             d.set_item(intern!(py, "client_id"), self.bytes(c))?;
         }
-        d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
+        d.set_item(intern!(py, "server_id"), self.server_id(r.server_id))?;
         if let Some(n) = &r.list_name {
             d.set_item(intern!(py, "list_name"), self.obis(n))?;
         }
@@ -496,12 +496,12 @@ impl<'py> Conv<'_, 'py> {
         };
         match b {
             Body::OpenRequest(r) => {
-                d.set_item("codepage", self.opt_bytes(r.codepage.as_ref()))?;
-                d.set_item("client_id", self.bytes(&r.client_id))?;
-                d.set_item("req_file_id", self.bytes(&r.req_file_id))?;
-                d.set_item("server_id", self.opt_bytes(r.server_id.as_ref()))?;
-                d.set_item("username", self.opt_bytes(r.username.as_ref()))?;
-                d.set_item("password", self.opt_bytes(r.password.as_ref()))?;
+                d.set_item("codepage", self.opt_bytes(r.codepage))?;
+                d.set_item("client_id", self.bytes(r.client_id))?;
+                d.set_item("req_file_id", self.bytes(r.req_file_id))?;
+                d.set_item("server_id", self.opt_bytes(r.server_id))?;
+                d.set_item("username", self.opt_bytes(r.username))?;
+                d.set_item("password", self.opt_bytes(r.password))?;
                 d.set_item("sml_version", r.sml_version)?;
             }
             Body::OpenResponse(r) => {
@@ -511,8 +511,8 @@ impl<'py> Conv<'_, 'py> {
                 if let Some(c) = &r.client_id {
                     d.set_item(intern!(py, "client_id"), self.bytes(c))?;
                 }
-                d.set_item(intern!(py, "req_file_id"), self.bytes(&r.req_file_id))?;
-                d.set_item(intern!(py, "server_id"), self.server_id(&r.server_id))?;
+                d.set_item(intern!(py, "req_file_id"), self.bytes(r.req_file_id))?;
+                d.set_item(intern!(py, "server_id"), self.server_id(r.server_id))?;
                 if let Some(t) = &r.ref_time {
                     d.set_item(intern!(py, "ref_time"), self.time(t)?)?;
                 }
@@ -527,14 +527,14 @@ impl<'py> Conv<'_, 'py> {
             }
             Body::GetProfilePackRequest(r) | Body::GetProfileListRequest(r) => self.profile_request(&d, r)?,
             Body::GetProfilePackResponse(r) => {
-                d.set_item("server_id", self.bytes(&r.server_id))?;
+                d.set_item("server_id", self.bytes(r.server_id))?;
                 d.set_item("act_time", self.time(&r.act_time)?)?;
                 d.set_item("reg_period", r.reg_period)?;
                 d.set_item("parameter_tree_path", self.octet_list(&r.parameter_tree_path)?)?;
                 let headers = PyList::empty(py);
                 for h in &r.header_list {
                     let hd = PyDict::new(py);
-                    hd.set_item("obis", self.obis(&h.obj_name))?;
+                    hd.set_item("obis", self.obis(h.obj_name))?;
                     hd.set_item("unit", h.unit)?;
                     hd.set_item("unit_symbol", self.unit_symbol(Some(h.unit)))?;
                     hd.set_item("scaler", h.scaler)?;
@@ -550,19 +550,19 @@ impl<'py> Conv<'_, 'py> {
                     for v in &p.values {
                         let vd = PyDict::new(py);
                         vd.set_item("value", self.value_obj(v.value.as_ref())?)?;
-                        vd.set_item("value_signature", self.opt_bytes(v.value_signature.as_ref()))?;
+                        vd.set_item("value_signature", self.opt_bytes(v.value_signature))?;
                         vals.append(vd)?;
                     }
                     pd.set_item("values", vals)?;
-                    pd.set_item("period_signature", self.opt_bytes(p.period_signature.as_ref()))?;
+                    pd.set_item("period_signature", self.opt_bytes(p.period_signature))?;
                     periods.append(pd)?;
                 }
                 d.set_item("period_list", periods)?;
-                d.set_item("rawdata", self.opt_bytes(r.rawdata.as_ref()))?;
-                d.set_item("profile_signature", self.opt_bytes(r.profile_signature.as_ref()))?;
+                d.set_item("rawdata", self.opt_bytes(r.rawdata))?;
+                d.set_item("profile_signature", self.opt_bytes(r.profile_signature))?;
             }
             Body::GetProfileListResponse(r) => {
-                d.set_item("server_id", self.bytes(&r.server_id))?;
+                d.set_item("server_id", self.bytes(r.server_id))?;
                 d.set_item("act_time", self.time(&r.act_time)?)?;
                 d.set_item("reg_period", r.reg_period)?;
                 d.set_item("parameter_tree_path", self.octet_list(&r.parameter_tree_path)?)?;
@@ -573,27 +573,27 @@ impl<'py> Conv<'_, 'py> {
                     periods.append(self.period_entry(p)?)?;
                 }
                 d.set_item("period_list", periods)?;
-                d.set_item("rawdata", self.opt_bytes(r.rawdata.as_ref()))?;
-                d.set_item("period_signature", self.opt_bytes(r.period_signature.as_ref()))?;
+                d.set_item("rawdata", self.opt_bytes(r.rawdata))?;
+                d.set_item("period_signature", self.opt_bytes(r.period_signature))?;
             }
             Body::GetProcParameterRequest(r) => {
-                d.set_item("server_id", self.opt_bytes(r.server_id.as_ref()))?;
-                d.set_item("username", self.opt_bytes(r.username.as_ref()))?;
-                d.set_item("password", self.opt_bytes(r.password.as_ref()))?;
+                d.set_item("server_id", self.opt_bytes(r.server_id))?;
+                d.set_item("username", self.opt_bytes(r.username))?;
+                d.set_item("password", self.opt_bytes(r.password))?;
                 d.set_item("parameter_tree_path", self.octet_list(&r.parameter_tree_path)?)?;
-                d.set_item("attribute", self.opt_bytes(r.attribute.as_ref()))?;
+                d.set_item("attribute", self.opt_bytes(r.attribute))?;
             }
             Body::GetProcParameterResponse(r) => {
-                d.set_item("server_id", self.bytes(&r.server_id))?;
+                d.set_item("server_id", self.bytes(r.server_id))?;
                 d.set_item("parameter_tree_path", self.octet_list(&r.parameter_tree_path)?)?;
                 d.set_item("parameter_tree", self.tree(&r.parameter_tree)?)?;
             }
             Body::SetProcParameterRequest(r) | Body::SetProcParameterResponse(r) => self.proc_set(&d, r)?,
             Body::GetListRequest(r) => {
-                d.set_item("client_id", self.bytes(&r.client_id))?;
-                d.set_item("server_id", self.opt_bytes(r.server_id.as_ref()))?;
-                d.set_item("username", self.opt_bytes(r.username.as_ref()))?;
-                d.set_item("password", self.opt_bytes(r.password.as_ref()))?;
+                d.set_item("client_id", self.bytes(r.client_id))?;
+                d.set_item("server_id", self.opt_bytes(r.server_id))?;
+                d.set_item("username", self.opt_bytes(r.username))?;
+                d.set_item("password", self.opt_bytes(r.password))?;
                 let list_name = match &r.list_name {
                     None => self.none(),
                     Some(n) => self.obis(n),
@@ -602,9 +602,9 @@ impl<'py> Conv<'_, 'py> {
             }
             Body::GetListResponse(r) => self.get_list_response(&d, r)?,
             Body::AttentionResponse(r) => {
-                d.set_item("server_id", self.bytes(&r.server_id))?;
-                d.set_item("attention_no", self.bytes(&r.attention_no))?;
-                d.set_item("attention_msg", self.opt_bytes(r.attention_msg.as_ref()))?;
+                d.set_item("server_id", self.bytes(r.server_id))?;
+                d.set_item("attention_no", self.bytes(r.attention_no))?;
+                d.set_item("attention_msg", self.opt_bytes(r.attention_msg))?;
                 d.set_item("attention_details", self.opt_tree(r.attention_details.as_ref())?)?;
             }
             Body::Unknown { tag, raw } => {
@@ -638,7 +638,7 @@ impl<'py> Conv<'_, 'py> {
         match m {
             MessageResult::Ok(m) => {
                 d.set_item(intern!(py, "type"), self.type_name(&m.body))?;
-                d.set_item(intern!(py, "transaction_id"), self.bytes(&m.transaction_id))?;
+                d.set_item(intern!(py, "transaction_id"), self.bytes(m.transaction_id))?;
                 if m.group_no != 0 {
                     d.set_item(intern!(py, "group_no"), m.group_no)?;
                 }
@@ -906,12 +906,12 @@ fn to_bytes(v: &Obj<'_>, key: &str) -> PyResult<Vec<u8>> {
     v.extract::<Vec<u8>>().map_err(|_| field_err(key, "must be bytes"))
 }
 
-fn opt_b(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Cow<'static, [u8]>>> {
-    get(d, key)?.map(|v| to_bytes(&v, key).map(Cow::Owned)).transpose()
+fn opt_b<'a>(d: &Bound<'_, PyDict>, key: &str, arena: &'a Bump) -> PyResult<Option<&'a [u8]>> {
+    get(d, key)?.map(|v| to_bytes(&v, key).map(|b| &*arena.alloc_slice_copy(&b))).transpose()
 }
 
-fn req_b(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Cow<'static, [u8]>> {
-    Ok(Cow::Owned(to_bytes(&req(d, key)?, key)?))
+fn req_b<'a>(d: &Bound<'_, PyDict>, key: &str, arena: &'a Bump) -> PyResult<&'a [u8]> {
+    Ok(arena.alloc_slice_copy(&to_bytes(&req(d, key)?, key)?))
 }
 
 fn num<T: for<'a, 'py> FromPyObject<'py>>(v: &Obj<'_>, key: &str) -> PyResult<T> {
@@ -926,14 +926,14 @@ fn as_dict<'py>(v: &Obj<'py>, key: &str) -> PyResult<Bound<'py, PyDict>> {
     v.downcast::<PyDict>().cloned().map_err(|_| PyTypeError::new_err(format!("{key}: must be a dict")))
 }
 
-fn obis_name(v: &Obj<'_>, key: &str) -> PyResult<Cow<'static, [u8]>> {
+fn obis_name<'a>(v: &Obj<'_>, key: &str, arena: &'a Bump) -> PyResult<&'a [u8]> {
     if let Ok(s) = v.downcast::<PyString>() {
         let text = s.to_cow()?;
         return obis::parse_any(&text)
-            .map(Cow::Owned)
+            .map(|b| &*arena.alloc_slice_copy(&b))
             .ok_or_else(|| field_err(key, &format!("{text:?} is no OBIS code (A-B:C.D.E*F) or hex")));
     }
-    Ok(Cow::Owned(to_bytes(v, key)?))
+    Ok(arena.alloc_slice_copy(&to_bytes(v, key)?))
 }
 
 fn time_from(v: &Obj<'_>, key: &str) -> PyResult<Time> {
@@ -965,12 +965,12 @@ fn opt_time(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Time>> {
 /// SML_Value from a Python value. `wire` (e.g. "int16", "uint24") forces the
 /// type and width; otherwise negatives become Integer and the rest Unsigned,
 /// both in the smallest width.
-fn value_from(v: &Obj<'_>, wire: Option<&str>, key: &str) -> PyResult<Value<'static>> {
+fn value_from<'a>(v: &Obj<'_>, wire: Option<&str>, key: &str, arena: &'a Bump) -> PyResult<Value<'a>> {
     if let Ok(b) = v.downcast::<pyo3::types::PyBool>() {
         return Ok(Value::Bool(b.is_true()));
     }
     if v.downcast::<PyBytes>().is_ok() || v.downcast::<pyo3::types::PyByteArray>().is_ok() {
-        return Ok(Value::Bytes(Cow::Owned(to_bytes(v, key)?)));
+        return Ok(Value::Bytes(arena.alloc_slice_copy(&to_bytes(v, key)?)));
     }
     if v.downcast::<PyDict>().is_ok() {
         return Ok(Value::Time(time_from(v, key)?));
@@ -1008,41 +1008,41 @@ fn value_from(v: &Obj<'_>, wire: Option<&str>, key: &str) -> PyResult<Value<'sta
     })
 }
 
-fn entry_from(v: &Obj<'_>) -> PyResult<ListEntry<'static>> {
+fn entry_from<'a>(v: &Obj<'_>, arena: &'a Bump) -> PyResult<ListEntry<'a>> {
     let d = as_dict(v, "values[]")?;
     let wire: Option<String> = get(&d, "wire")?.map(|w| w.extract()).transpose()?;
-    let value = get(&d, "raw")?.map(|r| value_from(&r, wire.as_deref(), "raw")).transpose()?;
+    let value = get(&d, "raw")?.map(|r| value_from(&r, wire.as_deref(), "raw", arena)).transpose()?;
     Ok(ListEntry {
-        obj_name: obis_name(&req(&d, "obis")?, "obis")?,
+        obj_name: obis_name(&req(&d, "obis")?, "obis", arena)?,
         status: opt_n(&d, "status")?,
         val_time: opt_time(&d, "val_time")?,
         unit: opt_n(&d, "unit")?,
         scaler: opt_n(&d, "scaler")?,
         quirks: if value.is_none() { quirk::MISSING_VALUE } else { 0 },
         value,
-        value_signature: opt_b(&d, "value_signature")?,
+        value_signature: opt_b(&d, "value_signature", arena)?,
     })
 }
 
-fn octet_list_from(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Vec<Cow<'static, [u8]>>> {
+fn octet_list_from<'a>(d: &Bound<'_, PyDict>, key: &str, arena: &'a Bump) -> PyResult<Vec<&'a [u8]>> {
     let Some(v) = get(d, key)? else {
         return Ok(Vec::new());
     };
-    v.try_iter()?.map(|b| Ok(Cow::Owned(to_bytes(&b?, key)?))).collect()
+    v.try_iter()?.map(|b| Ok(&*arena.alloc_slice_copy(&to_bytes(&b?, key)?))).collect()
 }
 
-fn period_from(v: &Obj<'_>) -> PyResult<PeriodEntry<'static>> {
+fn period_from<'a>(v: &Obj<'_>, arena: &'a Bump) -> PyResult<PeriodEntry<'a>> {
     let d = as_dict(v, "period_list[]")?;
     Ok(PeriodEntry {
-        obj_name: obis_name(&req(&d, "obis")?, "obis")?,
+        obj_name: obis_name(&req(&d, "obis")?, "obis", arena)?,
         unit: opt_n(&d, "unit")?,
         scaler: opt_n(&d, "scaler")?,
-        value: get(&d, "raw")?.map(|r| value_from(&r, None, "raw")).transpose()?,
-        value_signature: opt_b(&d, "value_signature")?,
+        value: get(&d, "raw")?.map(|r| value_from(&r, None, "raw", arena)).transpose()?,
+        value_signature: opt_b(&d, "value_signature", arena)?,
     })
 }
 
-fn tree_from(v: &Obj<'_>, depth: usize) -> PyResult<Tree<'static>> {
+fn tree_from<'a>(v: &Obj<'_>, depth: usize, arena: &'a Bump) -> PyResult<Tree<'a>> {
     if depth > crate::tl::MAX_DEPTH {
         return Err(PyValueError::new_err("parameter tree nested too deep"));
     }
@@ -1054,84 +1054,86 @@ fn tree_from(v: &Obj<'_>, depth: usize) -> PyResult<Tree<'static>> {
             let kind: String = req(&pv, "kind")?.extract()?;
             let val = req(&pv, "value")?;
             Some(match kind.as_str() {
-                "value" => ProcParValue::Value(value_from(&val, None, "value")?),
+                "value" => ProcParValue::Value(value_from(&val, None, "value", arena)?),
                 "time" => ProcParValue::Time(time_from(&val, "value")?),
-                "period_entry" => ProcParValue::PeriodEntry(period_from(&val)?),
-                "list_entry" => ProcParValue::ListEntry(Box::new(entry_from(&val)?)),
+                "period_entry" => ProcParValue::PeriodEntry(period_from(&val, arena)?),
+                "list_entry" => ProcParValue::ListEntry(Box::new(entry_from(&val, arena)?)),
                 other => return Err(field_err("parameter_value.kind", &format!("unsupported {other:?}"))),
             })
         }
     };
     let children = match get(&d, "children")? {
         None => None,
-        Some(c) => Some(c.try_iter()?.map(|t| tree_from(&t?, depth + 1)).collect::<PyResult<Vec<_>>>()?),
+        Some(c) => {
+            Some(c.try_iter()?.map(|t| tree_from(&t?, depth + 1, arena)).collect::<PyResult<Vec<_>>>()?)
+        }
     };
-    Ok(Tree { parameter_name: req_b(&d, "parameter_name")?, parameter_value, children })
+    Ok(Tree { parameter_name: req_b(&d, "parameter_name", arena)?, parameter_value, children })
 }
 
-fn opt_tree(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Tree<'static>>> {
-    get(d, key)?.map(|t| tree_from(&t, 0)).transpose()
+fn opt_tree<'a>(d: &Bound<'_, PyDict>, key: &str, arena: &'a Bump) -> PyResult<Option<Tree<'a>>> {
+    get(d, key)?.map(|t| tree_from(&t, 0, arena)).transpose()
 }
 
-fn profile_request_from(b: &Bound<'_, PyDict>) -> PyResult<GetProfileRequest<'static>> {
+fn profile_request_from<'a>(b: &Bound<'_, PyDict>, arena: &'a Bump) -> PyResult<GetProfileRequest<'a>> {
     Ok(GetProfileRequest {
-        server_id: opt_b(b, "server_id")?,
-        username: opt_b(b, "username")?,
-        password: opt_b(b, "password")?,
+        server_id: opt_b(b, "server_id", arena)?,
+        username: opt_b(b, "username", arena)?,
+        password: opt_b(b, "password", arena)?,
         with_rawdata: get(b, "with_rawdata")?.map(|v| v.is_truthy()).transpose()?,
         begin_time: opt_time(b, "begin_time")?,
         end_time: opt_time(b, "end_time")?,
-        parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
+        parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
         object_list: if get(b, "object_list")?.is_some() {
-            Some(octet_list_from(b, "object_list")?)
+            Some(octet_list_from(b, "object_list", arena)?)
         } else {
             None
         },
-        das_details: opt_tree(b, "das_details")?,
+        das_details: opt_tree(b, "das_details", arena)?,
     })
 }
 
-fn proc_set_from(b: &Bound<'_, PyDict>) -> PyResult<SetProcParameterRequest<'static>> {
+fn proc_set_from<'a>(b: &Bound<'_, PyDict>, arena: &'a Bump) -> PyResult<SetProcParameterRequest<'a>> {
     Ok(SetProcParameterRequest {
-        server_id: opt_b(b, "server_id")?,
-        username: opt_b(b, "username")?,
-        password: opt_b(b, "password")?,
-        parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
-        parameter_tree: tree_from(&req(b, "parameter_tree")?, 0)?,
+        server_id: opt_b(b, "server_id", arena)?,
+        username: opt_b(b, "username", arena)?,
+        password: opt_b(b, "password", arena)?,
+        parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
+        parameter_tree: tree_from(&req(b, "parameter_tree")?, 0, arena)?,
     })
 }
 
 #[allow(clippy::too_many_lines)]
-fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
+fn body_from<'a>(kind: &str, b: &Bound<'_, PyDict>, arena: &'a Bump) -> PyResult<Body<'a>> {
     Ok(match kind {
         "OpenRequest" => Body::OpenRequest(OpenRequest {
-            codepage: opt_b(b, "codepage")?,
-            client_id: req_b(b, "client_id")?,
-            req_file_id: req_b(b, "req_file_id")?,
-            server_id: opt_b(b, "server_id")?,
-            username: opt_b(b, "username")?,
-            password: opt_b(b, "password")?,
+            codepage: opt_b(b, "codepage", arena)?,
+            client_id: req_b(b, "client_id", arena)?,
+            req_file_id: req_b(b, "req_file_id", arena)?,
+            server_id: opt_b(b, "server_id", arena)?,
+            username: opt_b(b, "username", arena)?,
+            password: opt_b(b, "password", arena)?,
             sml_version: opt_n(b, "sml_version")?,
         }),
         "OpenResponse" => Body::OpenResponse(OpenResponse {
-            codepage: opt_b(b, "codepage")?,
-            client_id: opt_b(b, "client_id")?,
-            req_file_id: req_b(b, "req_file_id")?,
-            server_id: req_b(b, "server_id")?,
+            codepage: opt_b(b, "codepage", arena)?,
+            client_id: opt_b(b, "client_id", arena)?,
+            req_file_id: req_b(b, "req_file_id", arena)?,
+            server_id: req_b(b, "server_id", arena)?,
             ref_time: opt_time(b, "ref_time")?,
             sml_version: opt_n(b, "sml_version")?,
         }),
-        "CloseRequest" => Body::CloseRequest { global_signature: opt_b(b, "global_signature")? },
-        "CloseResponse" => Body::CloseResponse { global_signature: opt_b(b, "global_signature")? },
-        "GetProfilePackRequest" => Body::GetProfilePackRequest(Box::new(profile_request_from(b)?)),
-        "GetProfileListRequest" => Body::GetProfileListRequest(Box::new(profile_request_from(b)?)),
+        "CloseRequest" => Body::CloseRequest { global_signature: opt_b(b, "global_signature", arena)? },
+        "CloseResponse" => Body::CloseResponse { global_signature: opt_b(b, "global_signature", arena)? },
+        "GetProfilePackRequest" => Body::GetProfilePackRequest(Box::new(profile_request_from(b, arena)?)),
+        "GetProfileListRequest" => Body::GetProfileListRequest(Box::new(profile_request_from(b, arena)?)),
         "GetProfilePackResponse" => {
             let mut header_list = Vec::new();
             if let Some(hs) = get(b, "header_list")? {
                 for h in hs.try_iter()? {
                     let h = as_dict(&h?, "header_list[]")?;
                     header_list.push(ProfObjHeaderEntry {
-                        obj_name: obis_name(&req(&h, "obis")?, "obis")?,
+                        obj_name: obis_name(&req(&h, "obis")?, "obis", arena)?,
                         unit: num(&req(&h, "unit")?, "unit")?,
                         scaler: num(&req(&h, "scaler")?, "scaler")?,
                     });
@@ -1147,9 +1149,9 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                             let v = as_dict(&v?, "values[]")?;
                             values.push(ValueEntry {
                                 value: get(&v, "value")?
-                                    .map(|x| value_from(&x, None, "value"))
+                                    .map(|x| value_from(&x, None, "value", arena))
                                     .transpose()?,
-                                value_signature: opt_b(&v, "value_signature")?,
+                                value_signature: opt_b(&v, "value_signature", arena)?,
                             });
                         }
                     }
@@ -1157,88 +1159,88 @@ fn body_from(kind: &str, b: &Bound<'_, PyDict>) -> PyResult<Body<'static>> {
                         val_time: time_from(&req(&p, "val_time")?, "val_time")?,
                         status: num(&req(&p, "status")?, "status")?,
                         values,
-                        period_signature: opt_b(&p, "period_signature")?,
+                        period_signature: opt_b(&p, "period_signature", arena)?,
                     });
                 }
             }
             Body::GetProfilePackResponse(Box::new(GetProfilePackResponse {
-                server_id: req_b(b, "server_id")?,
+                server_id: req_b(b, "server_id", arena)?,
                 act_time: time_from(&req(b, "act_time")?, "act_time")?,
                 reg_period: num(&req(b, "reg_period")?, "reg_period")?,
-                parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
+                parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
                 header_list,
                 period_list,
-                rawdata: opt_b(b, "rawdata")?,
-                profile_signature: opt_b(b, "profile_signature")?,
+                rawdata: opt_b(b, "rawdata", arena)?,
+                profile_signature: opt_b(b, "profile_signature", arena)?,
             }))
         }
         "GetProfileListResponse" => {
             let mut period_list = Vec::new();
             if let Some(ps) = get(b, "period_list")? {
                 for p in ps.try_iter()? {
-                    period_list.push(period_from(&p?)?);
+                    period_list.push(period_from(&p?, arena)?);
                 }
             }
             Body::GetProfileListResponse(Box::new(GetProfileListResponse {
-                server_id: req_b(b, "server_id")?,
+                server_id: req_b(b, "server_id", arena)?,
                 act_time: time_from(&req(b, "act_time")?, "act_time")?,
                 reg_period: num(&req(b, "reg_period")?, "reg_period")?,
-                parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
+                parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
                 val_time: time_from(&req(b, "val_time")?, "val_time")?,
                 status: num(&req(b, "status")?, "status")?,
                 period_list,
-                rawdata: opt_b(b, "rawdata")?,
-                period_signature: opt_b(b, "period_signature")?,
+                rawdata: opt_b(b, "rawdata", arena)?,
+                period_signature: opt_b(b, "period_signature", arena)?,
             }))
         }
         "GetProcParameterRequest" => Body::GetProcParameterRequest(Box::new(GetProcParameterRequest {
-            server_id: opt_b(b, "server_id")?,
-            username: opt_b(b, "username")?,
-            password: opt_b(b, "password")?,
-            parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
-            attribute: opt_b(b, "attribute")?,
+            server_id: opt_b(b, "server_id", arena)?,
+            username: opt_b(b, "username", arena)?,
+            password: opt_b(b, "password", arena)?,
+            parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
+            attribute: opt_b(b, "attribute", arena)?,
         })),
         "GetProcParameterResponse" => Body::GetProcParameterResponse(Box::new(GetProcParameterResponse {
-            server_id: req_b(b, "server_id")?,
-            parameter_tree_path: octet_list_from(b, "parameter_tree_path")?,
-            parameter_tree: tree_from(&req(b, "parameter_tree")?, 0)?,
+            server_id: req_b(b, "server_id", arena)?,
+            parameter_tree_path: octet_list_from(b, "parameter_tree_path", arena)?,
+            parameter_tree: tree_from(&req(b, "parameter_tree")?, 0, arena)?,
         })),
-        "SetProcParameterRequest" => Body::SetProcParameterRequest(Box::new(proc_set_from(b)?)),
-        "SetProcParameterResponse" => Body::SetProcParameterResponse(Box::new(proc_set_from(b)?)),
+        "SetProcParameterRequest" => Body::SetProcParameterRequest(Box::new(proc_set_from(b, arena)?)),
+        "SetProcParameterResponse" => Body::SetProcParameterResponse(Box::new(proc_set_from(b, arena)?)),
         "GetListRequest" => Body::GetListRequest(Box::new(GetListRequest {
-            client_id: req_b(b, "client_id")?,
-            server_id: opt_b(b, "server_id")?,
-            username: opt_b(b, "username")?,
-            password: opt_b(b, "password")?,
-            list_name: get(b, "list_name")?.map(|n| obis_name(&n, "list_name")).transpose()?,
+            client_id: req_b(b, "client_id", arena)?,
+            server_id: opt_b(b, "server_id", arena)?,
+            username: opt_b(b, "username", arena)?,
+            password: opt_b(b, "password", arena)?,
+            list_name: get(b, "list_name")?.map(|n| obis_name(&n, "list_name", arena)).transpose()?,
         })),
         "GetListResponse" => {
             let values = match get(b, "values")? {
                 None => Vec::new(),
-                Some(vs) => vs.try_iter()?.map(|e| entry_from(&e?)).collect::<PyResult<Vec<_>>>()?,
+                Some(vs) => vs.try_iter()?.map(|e| entry_from(&e?, arena)).collect::<PyResult<Vec<_>>>()?,
             };
             Body::GetListResponse(GetListResponse {
-                client_id: opt_b(b, "client_id")?,
-                server_id: req_b(b, "server_id")?,
-                list_name: get(b, "list_name")?.map(|n| obis_name(&n, "list_name")).transpose()?,
+                client_id: opt_b(b, "client_id", arena)?,
+                server_id: req_b(b, "server_id", arena)?,
+                list_name: get(b, "list_name")?.map(|n| obis_name(&n, "list_name", arena)).transpose()?,
                 act_sensor_time: opt_time(b, "act_sensor_time")?,
                 values,
-                list_signature: opt_b(b, "list_signature")?,
+                list_signature: opt_b(b, "list_signature", arena)?,
                 act_gateway_time: opt_time(b, "act_gateway_time")?,
             })
         }
         "AttentionResponse" => Body::AttentionResponse(Box::new(AttentionResponse {
-            server_id: req_b(b, "server_id")?,
-            attention_no: req_b(b, "attention_no")?,
-            attention_msg: opt_b(b, "attention_msg")?,
-            attention_details: opt_tree(b, "attention_details")?,
+            server_id: req_b(b, "server_id", arena)?,
+            attention_no: req_b(b, "attention_no", arena)?,
+            attention_msg: opt_b(b, "attention_msg", arena)?,
+            attention_details: opt_tree(b, "attention_details", arena)?,
         })),
-        "Unknown" => Body::Unknown { tag: num(&req(b, "tag")?, "tag")?, raw: req_b(b, "raw")? },
+        "Unknown" => Body::Unknown { tag: num(&req(b, "tag")?, "tag")?, raw: req_b(b, "raw", arena)? },
         other => return Err(PyValueError::new_err(format!("type: unknown message type {other:?}"))),
     })
 }
 
-fn message_from(v: &Obj<'_>) -> PyResult<Message<'static>> {
+fn message_from<'a>(v: &Obj<'_>, arena: &'a Bump) -> PyResult<Message<'a>> {
     let d = as_dict(v, "message")?;
     let kind: String = req(&d, "type")?.extract().map_err(|_| field_err("type", "must be a str"))?;
     let body = match get(&d, "body")? {
@@ -1246,10 +1248,10 @@ fn message_from(v: &Obj<'_>) -> PyResult<Message<'static>> {
         None => PyDict::new(d.py()),
     };
     Ok(Message {
-        transaction_id: opt_b(&d, "transaction_id")?.unwrap_or(Cow::Borrowed(b"\x00")),
+        transaction_id: opt_b(&d, "transaction_id", arena)?.unwrap_or(b"\x00"),
         group_no: opt_n(&d, "group_no")?.unwrap_or(0),
         abort_on_error: opt_n(&d, "abort_on_error")?.unwrap_or(0),
-        body: body_from(&kind, &body)?,
+        body: body_from(&kind, &body, arena)?,
         crc: None,
         crc_ok: true,
     })
@@ -1268,7 +1270,9 @@ fn crc_kind(crc: &str) -> PyResult<CrcKind> {
 #[pyo3(signature = (messages, *, crc = "x25"))]
 fn encode<'py>(py: Python<'py>, messages: &Obj<'py>, crc: &str) -> PyResult<Bound<'py, PyBytes>> {
     let kind = crc_kind(crc)?;
-    let msgs = messages.try_iter()?.map(|m| message_from(&m?)).collect::<PyResult<Vec<_>>>()?;
+    // Byte strings are copied once into an arena the messages borrow from.
+    let arena = Bump::new();
+    let msgs = messages.try_iter()?.map(|m| message_from(&m?, &arena)).collect::<PyResult<Vec<_>>>()?;
     let bytes = catch_unwind(AssertUnwindSafe(|| crate::encode::encode(&msgs, kind)))
         .map_err(|p| PyValueError::new_err(format!("internal encoder error: {}", panic_text(&*p))))?;
     Ok(PyBytes::new(py, &bytes))

@@ -1,10 +1,9 @@
 //! SML value types: SML_Value, SML_Time, SML_ListEntry and friends.
 
-use std::borrow::Cow;
-
 use crate::tl::{Cursor, ParseError, ParseErrorKind, Result, Ty, MAX_DEPTH};
 
-pub type Bytes<'a> = Cow<'a, [u8]>;
+/// Octet strings borrow from the payload: decoding never copies them.
+pub type Bytes<'a> = &'a [u8];
 
 /// SML_Value as sent, integer width kept so an encoder can reproduce it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +160,7 @@ pub fn value<'a>(c: &mut Cursor<'a>) -> Result<Value<'a>> {
             }
             Ok(Value::Time(time(c)?))
         }
-        _ => Ok(Value::Bytes(Cow::Borrowed(c.octets()?))),
+        _ => Ok(Value::Bytes(c.octets()?)),
     }
 }
 
@@ -208,7 +207,7 @@ impl<'a> ListEntry<'a> {
     #[inline]
     pub fn parse_into(c: &mut Cursor<'a>, out: &mut Vec<Self>) -> Result<()> {
         c.list_of(7, "SML_ListEntry")?;
-        let obj_name = Cow::Borrowed(c.octets()?);
+        let obj_name = c.octets()?;
         let status = c.unsigned_opt("status")?;
         let val_time = time_opt(c)?;
         let unit_at = c.pos();
@@ -225,7 +224,7 @@ impl<'a> ListEntry<'a> {
         };
         let scaler = c.signed_opt("scaler", i8::MIN.into(), i8::MAX.into())?.map(|s| s as i8);
         let value = value_opt(c)?;
-        let value_signature = c.octets_opt()?.map(Cow::Borrowed);
+        let value_signature = c.octets_opt()?;
         let mut quirks = 0;
         if value.is_none() {
             quirks |= quirk::MISSING_VALUE;
@@ -301,11 +300,11 @@ impl<'a> PeriodEntry<'a> {
     pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
         c.list_of(5, "SML_PeriodEntry")?;
         Ok(PeriodEntry {
-            obj_name: Cow::Borrowed(c.octets()?),
+            obj_name: c.octets()?,
             unit: unit_opt(c)?,
             scaler: scaler_opt(c)?,
             value: value_opt(c)?,
-            value_signature: c.octets_opt()?.map(Cow::Borrowed),
+            value_signature: c.octets_opt()?,
         })
     }
 }
@@ -313,21 +312,21 @@ impl<'a> PeriodEntry<'a> {
 impl<'a> TupelEntry<'a> {
     pub fn parse(c: &mut Cursor<'a>) -> Result<Self> {
         c.list_of(23, "SML_TupelEntry")?;
-        let server_id = Cow::Borrowed(c.octets()?);
+        let server_id = c.octets()?;
         let sec_index = time(c)?;
         let status = c.unsigned("status")?;
         let mut registers = [(0u8, 0i8, 0i64); 6];
-        let mut sig1 = Cow::Borrowed(&[][..]);
+        let mut sig1 = &[][..];
         for (i, reg) in registers.iter_mut().enumerate() {
             let unit = c.unsigned_max("unit", 255)? as u8;
             let scaler = c.signed("scaler", i8::MIN.into(), i8::MAX.into())? as i8;
             let value = c.signed("value", i64::MIN, i64::MAX)?;
             *reg = (unit, scaler, value);
             if i == 2 {
-                sig1 = Cow::Borrowed(c.octets()?);
+                sig1 = c.octets()?;
             }
         }
-        let sig2 = Cow::Borrowed(c.octets()?);
+        let sig2 = c.octets()?;
         Ok(TupelEntry {
             server_id,
             sec_index,
@@ -345,7 +344,7 @@ impl<'a> Tree<'a> {
             return Err(ParseErrorKind::TooDeep { at: c.pos() }.into());
         }
         c.list_of(3, "SML_Tree")?;
-        let parameter_name = Cow::Borrowed(c.octets()?);
+        let parameter_name = c.octets()?;
         let parameter_value = if c.not_set() { None } else { Some(ProcParValue::parse(c)?) };
         let children = match c.list_opt()? {
             None => None,
@@ -391,7 +390,7 @@ pub fn octet_list<'a>(c: &mut Cursor<'a>) -> Result<Vec<Bytes<'a>>> {
     let n = c.list()?;
     let mut v = Vec::with_capacity(n.min(64));
     for _ in 0..n {
-        v.push(Cow::Borrowed(c.octets()?));
+        v.push(c.octets()?);
     }
     Ok(v)
 }
@@ -409,7 +408,7 @@ mod tests {
     fn list_entry_energy() {
         let d = h("77070100010800ff 6500000782 01 621e 52ff 59000000000dd359d6 01");
         let e = ListEntry::parse(&mut Cursor::new(&d)).unwrap();
-        assert_eq!(&*e.obj_name, &[1, 0, 1, 8, 0, 255]);
+        assert_eq!(e.obj_name, &[1, 0, 1, 8, 0, 255]);
         assert_eq!(e.status, Some(1922));
         assert_eq!((e.unit, e.scaler), (Some(30), Some(-1)));
         assert_eq!(e.value, Some(Value::Int { value: 231_954_902, width: 8 }));
@@ -440,7 +439,7 @@ mod tests {
     fn tree_and_proc_par_value() {
         let d = h("730648616C6C6F0171730648616C6C6F0101");
         let t = Tree::parse(&mut Cursor::new(&d), 0).unwrap();
-        assert_eq!(&*t.parameter_name, b"Hallo");
+        assert_eq!(t.parameter_name, b"Hallo");
         assert_eq!(t.children.as_ref().unwrap().len(), 1);
         let d = h("72620472620265000000FF");
         assert_eq!(

@@ -2,20 +2,24 @@
 //! messages back, for both CRC kinds, odd integer widths, long TL fields and
 //! escape sequences anywhere in the payload.
 
-use std::borrow::Cow;
-
 use proptest::prelude::*;
 use sml_core::encode::{encode, int_width, uint_width};
 use sml_core::message::{AttentionResponse, GetListResponse, GetProcParameterResponse, OpenResponse};
 use sml_core::value::{quirk, ListEntry, ProcParValue, Time, TimeKind, Tree, Value};
 use sml_core::{decode_with, quirks, Body, CrcKind, CrcMode, Message, MessageResult, Outcome};
 
-type B = Cow<'static, [u8]>;
+type B = &'static [u8];
+
+/// Messages borrow their octet strings; generated ones are leaked so that
+/// they live as long as the (short) test process.
+fn leak(v: Vec<u8>) -> B {
+    Box::leak(v.into_boxed_slice())
+}
 
 /// Octet strings biased towards escape bytes so that `1b1b1b1b` runs appear.
 fn octets(max: usize) -> impl Strategy<Value = B> {
     prop::collection::vec(prop_oneof![3 => Just(0x1bu8), 1 => Just(0u8), 4 => any::<u8>()], 0..max)
-        .prop_map(Cow::Owned)
+        .prop_map(leak)
 }
 
 fn opt_octets(max: usize) -> impl Strategy<Value = Option<B>> {
@@ -48,7 +52,7 @@ fn value() -> impl Strategy<Value = Value<'static>> {
 
 fn entry() -> impl Strategy<Value = ListEntry<'static>> {
     (
-        prop::collection::vec(any::<u8>(), 6).prop_map(Cow::Owned),
+        prop::collection::vec(any::<u8>(), 6).prop_map(leak),
         prop::option::of(any::<u64>()),
         prop::option::of(time()),
         prop::option::of(any::<u8>()),
@@ -117,7 +121,7 @@ fn body() -> impl Strategy<Value = Body<'static>> {
         )
             .prop_map(
                 |(client_id, server_id, list_name, act_sensor_time, mut values, list_signature, gw)| {
-                    quirks::apply_get_list(&server_id, &mut values);
+                    quirks::apply_get_list(server_id, &mut values);
                     Body::GetListResponse(GetListResponse {
                         client_id,
                         server_id,
@@ -151,7 +155,7 @@ fn body() -> impl Strategy<Value = Body<'static>> {
 fn message() -> impl Strategy<Value = Message<'static>> {
     (octets(10), any::<u8>(), any::<u8>(), body()).prop_map(|(tx, g, a, body)| Message {
         // An empty octet string and "not set" share the byte 01; keep ids non-empty.
-        transaction_id: if tx.is_empty() { Cow::Borrowed(&[7u8][..]) } else { tx },
+        transaction_id: if tx.is_empty() { &[7u8][..] } else { tx },
         group_no: g,
         abort_on_error: a,
         body,
@@ -163,7 +167,7 @@ fn message() -> impl Strategy<Value = Message<'static>> {
 /// `01` means both "empty octet string" and "not set"; the decoder reads an
 /// optional empty string back as not set, so expected values use that form.
 fn normalise(m: &mut Message<'_>) {
-    fn fix(o: &mut Option<Cow<'_, [u8]>>) {
+    fn fix(o: &mut Option<&[u8]>) {
         if o.as_ref().is_some_and(|b| b.is_empty()) {
             *o = None;
         }
