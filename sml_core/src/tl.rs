@@ -412,8 +412,17 @@ impl<'a> Cursor<'a> {
     }
 
     /// A signed field of any width, range-checked into `lo..=hi`.
+    #[inline]
     pub fn signed(&mut self, what: &'static str, lo: i64, hi: i64) -> Result<i64> {
         let at = self.pos;
+        // Fast path: Integer8 (`52 xx`), how every meter sends its scaler.
+        if let Some(&[0x52, x]) = self.data.get(at..at + 2) {
+            let v = i64::from(x as i8);
+            if (lo..=hi).contains(&v) {
+                self.pos = at + 2;
+                return Ok(v);
+            }
+        }
         let (v, _, _) = self.number(what)?;
         if v < i128::from(lo) || v > i128::from(hi) {
             return Err(ParseErrorKind::OutOfRange { at, what, value: v }.into());
@@ -430,6 +439,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Unsigned value that must fit `u8`/`u16`/`u32`.
+    #[inline]
     pub fn unsigned_max(&mut self, what: &'static str, max: u64) -> Result<u64> {
         let at = self.pos;
         let v = self.unsigned(what)?;
