@@ -32,6 +32,7 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m mypy.stubtest smlogger._sml_core
 
 fmt:
 	cargo fmt --all

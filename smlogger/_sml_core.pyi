@@ -1,16 +1,32 @@
 """Type stubs for the Rust extension. The public API is ``smlogger.sml``."""
 
-from typing import Any, Final
+from typing import Any, Final, final
 
 from smlogger.sml import CrcName, Frame
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "Decoder",
+    "__version__",
+    "count_frames",
+    "crc16_kermit",
+    "crc16_x25",
+    "decode",
+    "encode",
+    "frame",
+    "obis_from_str",
+    "obis_to_str",
+    "unit_symbol",
+]
 
 __version__: Final[str]
 DEFAULT_MAX_FRAME: Final[int]
 
+@final
 class Decoder:
     """Streaming SML decoder: feed bytes in any chunking, get frames in stream order."""
 
-    def __init__(self, crc: CrcName = "auto", *, max_frame: int = 65536) -> None: ...
+    def __new__(cls, crc: CrcName = "auto", *, max_frame: int = ...) -> Decoder: ...
     def feed(self, data: bytes | bytearray) -> list[Frame]: ...
     def finish(self) -> list[Frame]: ...
     @property
@@ -19,7 +35,7 @@ class Decoder:
     def crc(self) -> CrcName: ...
 
 def decode(
-    data: bytes | bytearray, *, crc: CrcName = "auto", max_frame: int = 65536
+    data: bytes | bytearray, *, crc: CrcName = "auto", max_frame: int = ...
 ) -> list[Frame]: ...
 def encode(messages: Any, *, crc: str = "x25") -> bytes: ...
 def frame(payload: bytes, *, crc: str = "x25") -> bytes: ...
