@@ -2,30 +2,14 @@
 //! recordings concatenated in byte-wise file-name order, repeated 240 times.
 //! Run: `cargo bench -p sml_core` (needs ../shared/recordings beside the repo).
 
-use std::path::PathBuf;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sml_core::{crc, decode_with, transport::Framer, CrcMode, Outcome};
 
-fn stream() -> Vec<u8> {
-    let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
-        PathBuf::from,
-    );
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("recordings at {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort_by(|a, b| {
-        a.file_name().unwrap().as_encoded_bytes().cmp(b.file_name().unwrap().as_encoded_bytes())
-    });
-    let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
-    one.repeat(240)
-}
-
 fn benches(c: &mut Criterion) {
-    let data = stream();
+    let data = support::benchmark_stream(240);
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(20);

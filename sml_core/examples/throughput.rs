@@ -3,7 +3,9 @@
 
 #![allow(clippy::cast_precision_loss)] // throughput figures, not exact values
 
-use std::path::PathBuf;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::time::Instant;
 
 use sml_core::{decode_with, transport::Framer, CrcMode, Outcome};
@@ -12,18 +14,7 @@ fn main() {
     let repeat: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(240);
     // `decode` as second argument: full decode only (for profiling).
     let decode_only = std::env::args().nth(2).is_some_and(|a| a == "decode");
-    let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
-        PathBuf::from,
-    );
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("recordings directory")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    let one: Vec<u8> = files.iter().flat_map(|p| std::fs::read(p).expect("read")).collect();
-    let data = one.repeat(repeat);
+    let data = support::benchmark_stream(repeat);
     let mb = data.len() as f64 / 1e6;
     for round in 0..7 {
         let t = Instant::now();

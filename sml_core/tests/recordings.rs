@@ -1,26 +1,14 @@
 //! The push decoder and whole-buffer decoding agree on every real recording,
 //! whatever the chunking (whole, byte by byte, pseudo-random chunk sizes).
 
-use std::path::PathBuf;
+mod support;
 
 use sml_core::{decode_with, CrcMode, Decoder, Outcome};
 
 fn recordings() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
-        PathBuf::from,
-    );
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("recordings at {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort();
+    let files = support::recordings();
     assert_eq!(files.len(), 37, "expected the 37 shared recordings");
     files
-        .into_iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
 }
 
 /// Frames rendered to text: borrowed and owned payloads print the same, so
