@@ -1,0 +1,107 @@
+"""SQL storage of readings: SQLite (default), MySQL/MariaDB, PostgreSQL through peewee.
+
+What is kept:
+
+* ``meters`` -- one row per meter id (server id as hex), first/last seen.
+* ``readings`` -- one row per stored reading: meter, UTC time, every well-known field of
+  `Reading.FIELDS` as a column, ``*_min``/``*_max`` for the power fields (equal to the value
+  unless the row aggregates several readings, see ``samples``) and ``obis_values``, a JSON
+  object with every value the meter sent, by OBIS code: ``{"1-0:1.8.0*255": [12339700.0, "Wh"]}``.
+  The primary key (meter, time) is both the time-range index and what makes replays idempotent.
+* ``rollup_minute``/``rollup_hour``/``rollup_day`` -- per meter and UTC bucket: count, sum/min/max
+  of the power fields and the first/last energy counters, upserted in the same transaction as
+  the readings, so charts over a year read a few thousand rows instead of 31.5 million.
+* ``values`` (optional, ``legacy_table``) -- the old script's layout (time, e_sum, p_sum, p_L1,
+  p_L2, p_L3) for existing dashboards.
+* ``schema_version`` -- applied migrations.
+
+`Store` is the SQL sink. Every reading first goes to a durable disk queue
+(`smlogger.diskqueue`), a background thread writes the queue to the database in batches and
+acknowledges what was committed. A dead or slow database therefore never blocks `write`, and
+after an outage the backlog is written in order. A crash between the database commit and the
+queue acknowledgement replays a batch; rows whose (meter, time) already exist are skipped
+before anything (rollups included) is touched, so nothing is counted twice.
+
+The package, one job per module (everything public is re-exported here):
+
+* `smlogger.store.url` -- `open_database` and `redact_url`: a peewee database from a URL.
+* `smlogger.store.dialect` -- `Dialect`, `dialect_of` and running statements.
+* `smlogger.store.schema` -- columns, DDL, migrations, `ensure_schema`, `schema_version`.
+* `smlogger.store.rows` -- `StoredRow` and the ``obis_values`` JSON.
+* `smlogger.store.aggregate` -- `IntervalAggregator` (``--store-interval``).
+* `smlogger.store.rollup` -- rollup buckets and their upsert.
+* `smlogger.store.writer` -- `SqlWriter`, `is_connection_error`.
+* `smlogger.store.queries` -- `Queries`: history, consumption, export.
+* `smlogger.store.sink` -- `Store`, the SQL sink.
+"""
+
+from __future__ import annotations
+
+from smlogger.store.aggregate import IntervalAggregator
+from smlogger.store.dialect import Dialect, dialect_of
+from smlogger.store.queries import (
+    NICE_STEPS,
+    RAW_SECONDS_PER_READING,
+    Number,
+    Queries,
+    iso_utc,
+    nice_step,
+    rollup_for_step,
+)
+from smlogger.store.rollup import rollup_buckets
+from smlogger.store.rows import StoredRow, decode_values, encode_values
+from smlogger.store.schema import (
+    LEGACY_FIELDS,
+    LEGACY_TABLE,
+    MIGRATIONS,
+    POWER_FIELDS,
+    ROLLUP_ENERGY,
+    ROLLUP_SECONDS,
+    ROLLUPS,
+    SCHEMA_VERSION_TABLE,
+    Migration,
+    ensure_schema,
+    reading_columns,
+    rollup_columns,
+    schema_version,
+)
+from smlogger.store.sink import Store, StoreUnavailableError
+from smlogger.store.url import DEFAULT_SQLITE_NAME, open_database, redact_url
+from smlogger.store.writer import SqlWriter, is_connection_error
+
+__all__ = [
+    "DEFAULT_SQLITE_NAME",
+    "LEGACY_FIELDS",
+    "LEGACY_TABLE",
+    "MIGRATIONS",
+    "NICE_STEPS",
+    "POWER_FIELDS",
+    "RAW_SECONDS_PER_READING",
+    "ROLLUPS",
+    "ROLLUP_ENERGY",
+    "ROLLUP_SECONDS",
+    "SCHEMA_VERSION_TABLE",
+    "Dialect",
+    "IntervalAggregator",
+    "Migration",
+    "Number",
+    "Queries",
+    "SqlWriter",
+    "Store",
+    "StoreUnavailableError",
+    "StoredRow",
+    "decode_values",
+    "dialect_of",
+    "encode_values",
+    "ensure_schema",
+    "is_connection_error",
+    "iso_utc",
+    "nice_step",
+    "open_database",
+    "reading_columns",
+    "redact_url",
+    "rollup_buckets",
+    "rollup_columns",
+    "rollup_for_step",
+    "schema_version",
+]

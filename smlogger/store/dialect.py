@@ -1,0 +1,181 @@
+"""SQL dialects: where SQLite, MySQL and PostgreSQL differ, and running statements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import peewee
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few places where SQLite, MySQL and PostgreSQL SQL differ."""
+
+    name: str  # "sqlite" | "mysql" | "postgresql"
+
+    @property
+    def param(self) -> str:
+        return "?" if self.name == "sqlite" else "%s"
+
+    def q(self, identifier: str) -> str:
+        if self.name == "mysql":
+            return f"`{identifier}`"
+        return f'"{identifier}"'
+
+    @property
+    def double(self) -> str:
+        return {"sqlite": "REAL", "mysql": "DOUBLE", "postgresql": "DOUBLE PRECISION"}[self.name]
+
+    @property
+    def bigint(self) -> str:
+        return "INTEGER" if self.name == "sqlite" else "BIGINT"
+
+    @property
+    def timestamp(self) -> str:
+        # SQLite keeps fixed-width ISO text so that text order is time order
+        return {"sqlite": "TEXT", "mysql": "DATETIME(6)", "postgresql": "TIMESTAMP(6)"}[self.name]
+
+    @property
+    def timestamp_seconds(self) -> str:
+        return {"sqlite": "TEXT", "mysql": "DATETIME", "postgresql": "TIMESTAMP(0)"}[self.name]
+
+    @property
+    def text(self) -> str:
+        return "MEDIUMTEXT" if self.name == "mysql" else "TEXT"
+
+    @property
+    def key_text(self) -> str:
+        return "TEXT" if self.name == "sqlite" else "VARCHAR(191)"
+
+    @property
+    def autoincrement_pk(self) -> str:
+        return {
+            "sqlite": "INTEGER PRIMARY KEY",
+            "mysql": "INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY",
+            "postgresql": "SERIAL PRIMARY KEY",
+        }[self.name]
+
+    def table_options(self, *, small_rows: bool = False) -> str:
+        if self.name == "mysql":
+            return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        if self.name == "sqlite" and small_rows:
+            return " WITHOUT ROWID"
+        return ""
+
+    def least(self, a: str, b: str) -> str:
+        # NULL-tolerant: SQLite's min(a, b) and MySQL's LEAST return NULL if either is NULL
+        fn = "MIN" if self.name == "sqlite" else "LEAST"
+        return f"COALESCE({fn}({a}, {b}), {a}, {b})"
+
+    def greatest(self, a: str, b: str) -> str:
+        fn = "MAX" if self.name == "sqlite" else "GREATEST"
+        return f"COALESCE({fn}({a}, {b}), {a}, {b})"
+
+    def floor_to(self, expr: str, step: int) -> str:
+        step = int(step)
+        if self.name == "mysql":
+            return f"(({expr}) DIV {step}) * {step}"
+        return f"(({expr}) / {step}) * {step}"
+
+    def epoch_seconds(self, column: str) -> str:
+        """Whole seconds since 1970 of a UTC time column, independent of session time zones."""
+        if self.name == "sqlite":
+            return f"CAST(strftime('%s', {column}) AS INTEGER)"
+        if self.name == "mysql":
+            return f"TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})"
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)"
+
+    def old(self, table: str, column: str) -> str:
+        """The stored value of `column` inside an upsert's update clause."""
+        if self.name == "mysql":
+            return self.q(column)
+        return f"{self.q(table)}.{self.q(column)}"
+
+    def new(self, column: str) -> str:
+        """The value that was about to be inserted, inside an upsert's update clause."""
+        if self.name == "mysql":
+            return f"VALUES({self.q(column)})"
+        return f"excluded.{self.q(column)}"
+
+    def insert_head(self, table: str, columns: Sequence[str], *, ignore: bool = False) -> str:
+        cols = ", ".join(self.q(c) for c in columns)
+        verb = "INSERT"
+        if ignore and self.name == "sqlite":
+            verb = "INSERT OR IGNORE"
+        elif ignore and self.name == "mysql":
+            verb = "INSERT IGNORE"
+        return f"{verb} INTO {self.q(table)} ({cols}) VALUES "
+
+    def insert_tail(self, *, ignore: bool = False) -> str:
+        return " ON CONFLICT DO NOTHING" if ignore and self.name == "postgresql" else ""
+
+    def upsert_tail(self, keys: Sequence[str], sets: Sequence[tuple[str, str]]) -> str:
+        assignments = ", ".join(f"{self.q(col)} = {expr}" for col, expr in sets)
+        if self.name == "mysql":
+            # MySQL evaluates assignments left to right against the already updated row:
+            # callers order `sets` so that no expression reads a column assigned before it
+            return f" ON DUPLICATE KEY UPDATE {assignments}"
+        key_list = ", ".join(self.q(k) for k in keys)
+        return f" ON CONFLICT ({key_list}) DO UPDATE SET {assignments}"
+
+    # values -----------------------------------------------------------------------------
+
+    def time_param(self, moment: datetime) -> Any:
+        utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        if self.name == "sqlite":
+            return utc.isoformat(" ", "microseconds")
+        return utc
+
+    def seconds_param(self, moment: datetime) -> Any:
+        utc = moment.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+        if self.name == "sqlite":
+            return utc.strftime("%Y-%m-%d %H:%M:%S")
+        return utc
+
+    def time_value(self, value: Any) -> datetime:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+
+
+def dialect_of(db: peewee.Database) -> Dialect:
+    target = db.obj if isinstance(db, peewee.DatabaseProxy) else db
+    if isinstance(target, peewee.SqliteDatabase):
+        return Dialect("sqlite")
+    if isinstance(target, peewee.MySQLDatabase):
+        return Dialect("mysql")
+    if isinstance(target, peewee.PostgresqlDatabase):
+        return Dialect("postgresql")
+    raise TypeError(f"unsupported database {type(target).__name__}")
+
+
+def _sql(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """Run one statement on the calling thread's connection; returns the cursor."""
+    return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
+def _execute_many(
+    db: peewee.Database, dialect: Dialect, head: str, tail: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT many rows: executemany on SQLite, multi-row VALUES elsewhere (one round trip)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    placeholder = "(" + ", ".join([dialect.param] * width) + ")"
+    if dialect.name == "sqlite":
+        cursor = db.cursor()  # type: ignore[no-untyped-call]
+        try:
+            cursor.executemany(head + placeholder + tail, rows)
+        finally:
+            cursor.close()
+        return
+    chunk = max(1, min(1000, 30000 // width))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        sql = head + ", ".join([placeholder] * len(part)) + tail
+        params = [value for row in part for value in row]
+        _sql(db, sql, params)

@@ -1,0 +1,161 @@
+"""Rollups: per meter and UTC bucket aggregates, and the upsert that merges them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from smlogger.store.dialect import Dialect
+from smlogger.store.rows import StoredRow
+from smlogger.store.schema import POWER_FIELDS, ROLLUP_ENERGY, ROLLUPS
+
+
+class _Bucket:
+    """Partial rollup aggregate of one meter and bucket, merged into the table by upsert."""
+
+    __slots__ = (
+        "bucket", "e_first", "e_last", "n", "pmax", "pmin", "pn", "psum", "t_first", "t_last",
+    )  # fmt: skip
+
+    def __init__(self, bucket: int, t: float) -> None:
+        self.bucket = bucket
+        self.n = 0
+        self.t_first = t
+        self.t_last = t
+        k = len(POWER_FIELDS)
+        self.pn = [0] * k
+        self.psum = [0.0] * k
+        self.pmin: list[Optional[float]] = [None] * k
+        self.pmax: list[Optional[float]] = [None] * k
+        self.e_first: list[Optional[float]] = [None] * len(ROLLUP_ENERGY)
+        self.e_last: list[Optional[float]] = [None] * len(ROLLUP_ENERGY)
+
+    def add_row(self, row: StoredRow, ts: float) -> None:
+        """Add a row; rows arrive in time order (callers sort), so the last one wins."""
+        weight = row.samples
+        self.n += weight
+        fields = row.fields
+        minmax = row.minmax
+        pmin, pmax = self.pmin, self.pmax
+        for i, name in enumerate(POWER_FIELDS):
+            value = fields.get(name)
+            if value is None:
+                continue
+            self.pn[i] += weight
+            self.psum[i] += value * weight
+            lo, hi = minmax.get(name, (value, value)) if minmax else (value, value)
+            low, high = pmin[i], pmax[i]
+            if low is None or lo < low:
+                pmin[i] = lo
+            if high is None or hi > high:
+                pmax[i] = hi
+        if ts < self.t_first:
+            self.t_first = ts
+        if ts > self.t_last:
+            self.t_last = ts
+        for i, name in enumerate(ROLLUP_ENERGY):
+            value = fields.get(name)
+            if value is not None:
+                if self.e_first[i] is None:
+                    self.e_first[i] = value
+                self.e_last[i] = value
+
+    def merge(self, other: _Bucket) -> None:
+        """Fold in a later partial aggregate (time order, like `add_row`)."""
+        self.n += other.n
+        for i in range(len(POWER_FIELDS)):
+            self.pn[i] += other.pn[i]
+            self.psum[i] += other.psum[i]
+            self.pmin[i] = _min_opt(self.pmin[i], other.pmin[i])
+            self.pmax[i] = _max_opt(self.pmax[i], other.pmax[i])
+        for i in range(len(ROLLUP_ENERGY)):
+            if self.e_first[i] is None:
+                self.e_first[i] = other.e_first[i]
+            if other.e_last[i] is not None:
+                self.e_last[i] = other.e_last[i]
+        self.t_first = min(self.t_first, other.t_first)
+        self.t_last = max(self.t_last, other.t_last)
+
+    def params(self, meter: int) -> list[Any]:
+        out: list[Any] = [meter, self.bucket, self.n, self.t_first, self.t_last]
+        for i in range(len(POWER_FIELDS)):
+            out += [self.pn[i], self.psum[i], self.pmin[i], self.pmax[i]]
+        for i in range(len(ROLLUP_ENERGY)):
+            out += [self.e_first[i], self.e_last[i]]
+        return out
+
+
+def _min_opt(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
+def _max_opt(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
+
+
+def rollup_buckets(rows: Iterable[StoredRow]) -> list[dict[int, _Bucket]]:
+    """Partial aggregates per rollup level (minute, hour, day) for time-ordered rows of one
+    meter."""
+    minutes: dict[int, _Bucket] = {}
+    width = ROLLUPS[0][1]
+    for row in rows:
+        ts = row.ts
+        key = int(ts // width) * width
+        bucket = minutes.get(key)
+        if bucket is None:
+            bucket = minutes[key] = _Bucket(key, ts)
+        bucket.add_row(row, ts)
+    levels = [minutes]
+    for _table, seconds in ROLLUPS[1:]:
+        coarser: dict[int, _Bucket] = {}
+        for fine in sorted(levels[-1].values(), key=lambda b: b.bucket):
+            key = fine.bucket // seconds * seconds
+            target = coarser.get(key)
+            if target is None:
+                target = coarser[key] = _Bucket(key, fine.t_first)
+            target.merge(fine)
+        levels.append(coarser)
+    return levels
+
+
+def _rollup_upsert_tail(d: Dialect, table: str) -> str:
+    def add(column: str) -> str:
+        return f"{d.old(table, column)} + {d.new(column)}"
+
+    sets: list[tuple[str, str]] = [("n", add("n"))]
+    for name in POWER_FIELDS:
+        n, s, lo, hi = (f"{name}_n", f"{name}_sum", f"{name}_min", f"{name}_max")
+        sets += [
+            (n, add(n)),
+            (s, add(s)),
+            (lo, d.least(d.old(table, lo), d.new(lo))),
+            (hi, d.greatest(d.old(table, hi), d.new(hi))),
+        ]
+    t_first_old, t_first_new = d.old(table, "t_first"), d.new("t_first")
+    t_last_old, t_last_new = d.old(table, "t_last"), d.new("t_last")
+    for name in ROLLUP_ENERGY:
+        first, last = f"{name}_first", f"{name}_last"
+        sets.append(
+            (
+                first,
+                f"CASE WHEN {t_first_new} < {t_first_old} "
+                f"THEN COALESCE({d.new(first)}, {d.old(table, first)}) "
+                f"ELSE COALESCE({d.old(table, first)}, {d.new(first)}) END",
+            )
+        )
+        sets.append(
+            (
+                last,
+                f"CASE WHEN {t_last_new} >= {t_last_old} "
+                f"THEN COALESCE({d.new(last)}, {d.old(table, last)}) "
+                f"ELSE COALESCE({d.old(table, last)}, {d.new(last)}) END",
+            )
+        )
+    # last: the CASEs above read the stored t_first/t_last (MySQL assigns left to right)
+    sets.append(("t_first", d.least(t_first_old, t_first_new)))
+    sets.append(("t_last", d.greatest(t_last_old, t_last_new)))
+    return d.upsert_tail(("meter", "bucket"), sets)

@@ -1,0 +1,204 @@
+"""Schema and migrations: table layout, DDL, `ensure_schema` and `schema_version`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import peewee
+
+from smlogger.reading import Reading
+from smlogger.store.dialect import Dialect, _sql, dialect_of
+
+POWER_FIELDS: tuple[str, ...] = ("p_sum", "p_L1", "p_L2", "p_L3")
+ROLLUP_ENERGY: tuple[str, ...] = ("e_sum", "e_export")
+LEGACY_FIELDS: tuple[str, ...] = ("e_sum", "p_sum", "p_L1", "p_L2", "p_L3")
+# (table, bucket width in seconds), finest first
+ROLLUPS: tuple[tuple[str, int], ...] = (
+    ("rollup_minute", 60),
+    ("rollup_hour", 3600),
+    ("rollup_day", 86400),
+)
+ROLLUP_SECONDS = {name: seconds for name, seconds in ROLLUPS}
+LEGACY_TABLE = "values"
+SCHEMA_VERSION_TABLE = "schema_version"
+
+
+def reading_columns() -> list[str]:
+    """Value columns of `readings`, in table order (after meter, time, samples)."""
+    columns = list(Reading.FIELDS)
+    for name in POWER_FIELDS:
+        columns += [f"{name}_min", f"{name}_max"]
+    return columns
+
+
+def rollup_columns() -> list[str]:
+    """Columns of the rollup tables, in insert order."""
+    columns = ["meter", "bucket", "n", "t_first", "t_last"]
+    for name in POWER_FIELDS:
+        columns += [f"{name}_n", f"{name}_sum", f"{name}_min", f"{name}_max"]
+    for name in ROLLUP_ENERGY:
+        columns += [f"{name}_first", f"{name}_last"]
+    return columns
+
+
+def _rollup_column_type(d: Dialect, column: str) -> str:
+    if column == "n" or column.endswith("_n"):
+        return "INTEGER NOT NULL DEFAULT 0"
+    if column.endswith("_sum") and column[: -len("_sum")] in POWER_FIELDS:
+        return f"{d.double} NOT NULL DEFAULT 0"
+    return d.double
+
+
+def _ddl_meters(d: Dialect) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {d.q('meters')} ("
+        f"{d.q('id')} {d.autoincrement_pk}, "
+        f"{d.q('meter_id')} {d.key_text} NOT NULL UNIQUE, "
+        f"{d.q('first_seen')} {d.timestamp}, "
+        f"{d.q('last_seen')} {d.timestamp})" + d.table_options()
+    )
+
+
+def _ddl_readings(d: Dialect) -> str:
+    cols = [
+        f"{d.q('meter')} INTEGER NOT NULL",
+        f"{d.q('time')} {d.timestamp} NOT NULL",
+        f"{d.q('samples')} INTEGER NOT NULL DEFAULT 1",
+    ]
+    cols += [f"{d.q(c)} {d.double}" for c in reading_columns()]
+    cols.append(f"{d.q('obis_values')} {d.text}")
+    cols.append(f"PRIMARY KEY ({d.q('meter')}, {d.q('time')})")
+    return f"CREATE TABLE IF NOT EXISTS {d.q('readings')} ({', '.join(cols)})" + d.table_options()
+
+
+def _ddl_rollup(d: Dialect, table: str) -> str:
+    cols = [f"{d.q('meter')} INTEGER NOT NULL", f"{d.q('bucket')} {d.bigint} NOT NULL"]
+    cols += [f"{d.q(c)} {_rollup_column_type(d, c)}" for c in rollup_columns()[2:]]
+    cols.append(f"PRIMARY KEY ({d.q('meter')}, {d.q('bucket')})")
+    return f"CREATE TABLE IF NOT EXISTS {d.q(table)} ({', '.join(cols)})" + d.table_options(
+        small_rows=True
+    )
+
+
+def _ddl_legacy(d: Dialect) -> str:
+    cols = [f"{d.q('time')} {d.timestamp_seconds} NOT NULL"]
+    cols += [f"{d.q(c)} {d.double}" for c in LEGACY_FIELDS]
+    cols.append(f"PRIMARY KEY ({d.q('time')})")
+    return f"CREATE TABLE IF NOT EXISTS {d.q(LEGACY_TABLE)} ({', '.join(cols)})" + d.table_options()
+
+
+def _migration_1(db: peewee.Database, d: Dialect) -> None:
+    _sql(db, _ddl_meters(d))
+    _sql(db, _ddl_readings(d))
+    for table, _seconds in ROLLUPS:
+        _sql(db, _ddl_rollup(d, table))
+
+
+Migration = tuple[int, str, Callable[[peewee.Database, Dialect], None]]
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, "create meters, readings and the minute/hour/day rollup tables", _migration_1),
+)
+
+
+def _current_version(db: peewee.Database, d: Dialect) -> int:
+    cursor = _sql(db, f"SELECT MAX({d.q('version')}) FROM {d.q(SCHEMA_VERSION_TABLE)}")
+    row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _add_missing_columns(
+    db: peewee.Database, d: Dialect, table: str, wanted: Mapping[str, str]
+) -> list[str]:
+    present = {c.name.lower() for c in db.get_columns(table)}
+    added = []
+    for column, sql_type in wanted.items():
+        if column.lower() not in present:
+            _sql(db, f"ALTER TABLE {d.q(table)} ADD COLUMN {d.q(column)} {sql_type}")
+            added.append(f"added column {table}.{column}")
+    return added
+
+
+def _create_database_if_missing(db: peewee.Database, d: Dialect) -> Optional[str]:
+    """Create the configured MySQL/PostgreSQL database when the server says it is unknown."""
+    try:
+        db.connect(reuse_if_open=True)
+        return None
+    except peewee.OperationalError as exc:
+        text = str(exc)
+        unknown = ("1049" in text and d.name == "mysql") or (
+            d.name == "postgresql" and "does not exist" in text
+        )
+        if not unknown:
+            raise
+    name = str(db.database)
+    params = dict(db.connect_params)
+    if d.name == "mysql":
+        # any account may open information_schema, so it serves to reach the server
+        server = peewee.MySQLDatabase("information_schema", **params)
+        with server.connection_context():
+            _sql(server, f"CREATE DATABASE IF NOT EXISTS {d.q(name)} CHARACTER SET utf8mb4")
+    else:
+        server_pg = peewee.PostgresqlDatabase("postgres", **params)
+        with server_pg.connection_context():
+            server_pg.connection().autocommit = True  # type: ignore[no-untyped-call]
+            exists = _sql(
+                server_pg, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                _sql(server_pg, f"CREATE DATABASE {d.q(name)}")
+    db.connect(reuse_if_open=True)
+    return f"created database {name}"
+
+
+def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[str]:
+    """Create or migrate the schema; returns what was done (empty when up to date).
+
+    Safe to run any number of times and from several processes: every step is idempotent.
+    """
+    d = dialect_of(db)
+    done: list[str] = []
+    if d.name != "sqlite":
+        created = _create_database_if_missing(db, d)
+        if created:
+            done.append(created)
+    _sql(
+        db,
+        f"CREATE TABLE IF NOT EXISTS {d.q(SCHEMA_VERSION_TABLE)} ("
+        f"{d.q('version')} INTEGER NOT NULL PRIMARY KEY, "
+        f"{d.q('applied_at')} {d.timestamp} NOT NULL, "
+        f"{d.q('description')} VARCHAR(255))" + d.table_options(),
+    )
+    current = _current_version(db, d)
+    for version, description, apply in MIGRATIONS:
+        if version <= current:
+            continue
+        with db.atomic():
+            apply(db, d)
+            head = d.insert_head(
+                SCHEMA_VERSION_TABLE, ["version", "applied_at", "description"], ignore=True
+            )
+            _sql(
+                db,
+                head + f"({d.param}, {d.param}, {d.param})" + d.insert_tail(ignore=True),
+                (version, d.time_param(datetime.now(timezone.utc)), description),
+            )
+        done.append(f"migration {version}: {description}")
+    # columns for fields added to Reading after a database was created
+    wanted = {c: d.double for c in reading_columns()}
+    done += _add_missing_columns(db, d, "readings", wanted)
+    rollup_wanted = {c: _rollup_column_type(d, c) for c in rollup_columns()[2:]}
+    for table, _seconds in ROLLUPS:
+        done += _add_missing_columns(db, d, table, rollup_wanted)
+    if legacy_table and LEGACY_TABLE not in {t.lower() for t in db.get_tables()}:
+        _sql(db, _ddl_legacy(d))
+        done.append(f"created legacy table {LEGACY_TABLE} (time, e_sum, p_sum, p_L1, p_L2, p_L3)")
+    return done
+
+
+def schema_version(db: peewee.Database) -> int:
+    d = dialect_of(db)
+    if SCHEMA_VERSION_TABLE not in {t.lower() for t in db.get_tables()}:
+        return 0
+    return _current_version(db, d)

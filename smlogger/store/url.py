@@ -1,0 +1,119 @@
+"""Opening a database from a URL: SQLite, MySQL/MariaDB or PostgreSQL through peewee."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import peewee
+
+DEFAULT_SQLITE_NAME = "smlogger.db"
+
+
+def redact_url(url: Optional[str]) -> str:
+    """The URL with its password replaced, safe for logs and error messages."""
+    if not url:
+        return "sqlite (default)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+def _sqlite_path(url: str, data_dir: Path) -> Path:
+    rest = url[len("sqlite://") :] if url.startswith("sqlite://") else "?"
+    if rest in ("", "/"):
+        return data_dir / DEFAULT_SQLITE_NAME
+    if not rest.startswith("/"):
+        raise ValueError("sqlite URL must look like sqlite:///relative.db or sqlite:////abs.db")
+    path_text = unquote(rest[1:].split("?", 1)[0])
+    if not path_text:
+        return data_dir / DEFAULT_SQLITE_NAME
+    if path_text == ":memory:":
+        raise ValueError(
+            "an in-memory SQLite database is not shared between the logger's threads; use a file"
+        )
+    return Path(path_text)
+
+
+def open_database(url: Optional[str], data_dir: Path) -> peewee.Database:
+    """A peewee database for `url` (not connected yet).
+
+    * ``None``/``""`` -- SQLite file ``data_dir/smlogger.db``
+    * ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
+    * ``mysql://user:password@host:port/database`` (also ``mariadb://``, ``mysql+pymysql://``);
+      ``?unix_socket=/run/mysqld/mysqld.sock`` connects through a socket; other query
+      parameters (``charset``, ``connect_timeout``, ``ssl_ca``...) go to PyMySQL
+    * ``postgresql://user:password@host:port/database`` (also ``postgres://``); query
+      parameters (``sslmode``, ``host`` for a socket directory...) go to psycopg2
+
+    User names and passwords may be percent-encoded.
+    """
+    if not url:
+        return _open_sqlite(data_dir / DEFAULT_SQLITE_NAME)
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return _open_sqlite(_sqlite_path(url, data_dir))
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ValueError(f"database URL {redact_url(url)} names no database (…/dbname)")
+    if scheme in ("mysql", "mariadb", "mysql+pymysql"):
+        params: dict[str, Any] = {
+            "connect_timeout": 5,
+            "read_timeout": 120,
+            "write_timeout": 120,
+            "init_command": "SET time_zone = '+00:00'",
+        }
+        if user is not None:
+            params["user"] = user
+        if password is not None:
+            params["password"] = password
+        if parts.hostname:
+            params["host"] = parts.hostname
+        if parts.port is not None:
+            params["port"] = parts.port
+        for key, value in query.items():
+            params[key] = int(value) if key.endswith("timeout") and value.isdigit() else value
+        return peewee.MySQLDatabase(name, **params)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
+        pg: dict[str, Any] = {"connect_timeout": 5, "options": "-c TimeZone=UTC"}
+        if user is not None:
+            pg["user"] = user
+        if password is not None:
+            pg["password"] = password
+        if parts.hostname:
+            pg["host"] = parts.hostname
+        if parts.port is not None:
+            pg["port"] = parts.port
+        pg.update(query)
+        return peewee.PostgresqlDatabase(name, **pg)
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r} in {redact_url(url)}: "
+        "use sqlite:///file.db, mysql://user:pw@host/db or postgresql://user:pw@host/db"
+    )
+
+
+def _open_sqlite(path: Path) -> peewee.SqliteDatabase:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return peewee.SqliteDatabase(
+        str(path),
+        timeout=30,
+        pragmas={
+            "journal_mode": "wal",
+            # with WAL, NORMAL loses at most the last transactions on power loss, never
+            # corrupts; the disk queue fsyncs what matters
+            "synchronous": "normal",
+            "cache_size": -16000,
+            "foreign_keys": 0,
+            "wal_autocheckpoint": 1000,
+        },
+    )

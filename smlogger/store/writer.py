@@ -1,0 +1,166 @@
+"""Writing batches of rows: readings, rollups and the legacy table in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Optional
+
+import peewee
+
+from smlogger.reading import Reading
+from smlogger.store.dialect import _execute_many, _sql, dialect_of
+from smlogger.store.rollup import _Bucket, _rollup_upsert_tail, rollup_buckets
+from smlogger.store.rows import StoredRow
+from smlogger.store.schema import (
+    LEGACY_FIELDS,
+    LEGACY_TABLE,
+    POWER_FIELDS,
+    ROLLUPS,
+    reading_columns,
+    rollup_columns,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Errors that say "the database is not reachable right now" rather than "bad data".
+
+    Judged by DB-API class names so that peewee's wrappers and raw driver exceptions
+    (sqlite3, PyMySQL, psycopg2) are treated alike: OperationalError covers lost connections,
+    refused connections, locks, deadlocks and full disks, all of which clear up by waiting.
+    """
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError"})
+
+
+class SqlWriter:
+    """Writes batches of rows in one transaction each: readings, rollups, legacy table."""
+
+    def __init__(self, db: peewee.Database, *, legacy_table: bool = False) -> None:
+        self.db = db
+        self.dialect = dialect_of(db)
+        self.legacy_table = legacy_table
+        self._meter_keys: dict[str, int] = {}
+        self._legacy_meter: Optional[str] = None
+        d = self.dialect
+        self._reading_cols = ["meter", "time", "samples", *reading_columns(), "obis_values"]
+        self._reading_head = d.insert_head("readings", self._reading_cols)
+        self._rollup_sql = {
+            table: (d.insert_head(table, rollup_columns()), _rollup_upsert_tail(d, table))
+            for table, _seconds in ROLLUPS
+        }
+        self._legacy_head = d.insert_head(LEGACY_TABLE, ["time", *LEGACY_FIELDS], ignore=True)
+        self._legacy_tail = d.insert_tail(ignore=True)
+
+    def meter_key(self, meter_id: str, seen: datetime) -> int:
+        """The integer key of a meter, created on first sight (in its own transaction)."""
+        key = self._meter_keys.get(meter_id)
+        if key is not None:
+            return key
+        d = self.dialect
+        select = f"SELECT {d.q('id')} FROM {d.q('meters')} WHERE {d.q('meter_id')} = {d.param}"
+        row = _sql(self.db, select, (meter_id,)).fetchone()
+        if row is None:
+            # a plain INSERT: with IGNORE, MySQL would store a too long id cut short
+            head = d.insert_head("meters", ["meter_id", "first_seen", "last_seen"])
+            stamp = d.time_param(seen)
+            try:
+                with self.db.atomic():
+                    _sql(self.db, head + f"({d.param}, {d.param}, {d.param})",
+                         (meter_id, stamp, stamp))  # fmt: skip
+            except peewee.IntegrityError:
+                pass  # another writer added it meanwhile
+            row = _sql(self.db, select, (meter_id,)).fetchone()
+            if row is None:
+                raise peewee.DataError(f"meter id {meter_id[:40]!r}... cannot be stored")
+        key = int(row[0])
+        self._meter_keys[meter_id] = key
+        return key
+
+    def forget_meters(self) -> None:
+        """Drop cached meter keys (after the schema may have been recreated)."""
+        self._meter_keys.clear()
+
+    def write(self, rows: Sequence[StoredRow]) -> int:
+        """Store `rows` in one transaction; returns how many were new.
+
+        Rows already in the database (same meter and time) are skipped entirely, which makes
+        replaying a batch after a crash harmless.
+        """
+        by_meter: dict[str, list[StoredRow]] = {}
+        for row in rows:
+            by_meter.setdefault(row.meter_id, []).append(row)
+        keys = {m: self.meter_key(m, group[0].time) for m, group in by_meter.items()}
+        written = 0
+        with self.db.atomic():
+            for meter_id, group in by_meter.items():
+                written += self._write_meter(keys[meter_id], meter_id, group)
+        return written
+
+    def _existing_times(self, meter: int, first: datetime, last: datetime) -> set[Any]:
+        d = self.dialect
+        cursor = _sql(
+            self.db,
+            f"SELECT {d.q('time')} FROM {d.q('readings')} WHERE {d.q('meter')} = {d.param} "
+            f"AND {d.q('time')} >= {d.param} AND {d.q('time')} <= {d.param}",
+            (meter, d.time_param(first), d.time_param(last)),
+        )
+        return {d.time_param(d.time_value(r[0])) for r in cursor.fetchall()}
+
+    def _write_meter(self, meter: int, meter_id: str, group: list[StoredRow]) -> int:
+        d = self.dialect
+        group.sort(key=lambda r: r.time)
+        existing = self._existing_times(meter, group[0].time, group[-1].time)
+        fresh: list[StoredRow] = []
+        params: list[list[Any]] = []
+        names = Reading.FIELDS
+        for row in group:
+            stamp = d.time_param(row.time)
+            if stamp in existing:
+                continue
+            existing.add(stamp)
+            fresh.append(row)
+            fields = row.fields
+            values = [meter, stamp, row.samples, *[fields.get(name) for name in names]]
+            minmax = row.minmax
+            for name in POWER_FIELDS:
+                value = fields.get(name)
+                values += minmax.get(name, (value, value)) if minmax else (value, value)
+            values.append(row.values_json)
+            params.append(values)
+        if not fresh:
+            return 0
+        _execute_many(self.db, d, self._reading_head, "", params)
+        for (table, _seconds), buckets in zip(ROLLUPS, rollup_buckets(fresh)):
+            head, tail = self._rollup_sql[table]
+            rollup_params = [b.params(meter) for b in sorted(buckets.values(), key=_bucket_key)]
+            _execute_many(self.db, d, head, tail, rollup_params)
+        if self.legacy_table:
+            self._write_legacy(meter_id, fresh)
+        last_seen = d.time_param(fresh[-1].time)
+        _sql(
+            self.db,
+            f"UPDATE {d.q('meters')} SET {d.q('last_seen')} = {d.param} WHERE {d.q('id')} = "
+            f"{d.param} AND ({d.q('last_seen')} IS NULL OR {d.q('last_seen')} < {d.param})",
+            (last_seen, meter, last_seen),
+        )
+        return len(fresh)
+
+    def _write_legacy(self, meter_id: str, rows: list[StoredRow]) -> None:
+        # the old table has no meter column: it follows the first meter, like the old script
+        if self._legacy_meter is None:
+            self._legacy_meter = meter_id
+        elif meter_id != self._legacy_meter:
+            return
+        d = self.dialect
+        params = [
+            [d.seconds_param(row.time), *(row.fields.get(name) for name in LEGACY_FIELDS)]
+            for row in rows
+        ]
+        _execute_many(self.db, d, self._legacy_head, self._legacy_tail, params)
+
+
+def _bucket_key(bucket: _Bucket) -> int:
+    return bucket.bucket
