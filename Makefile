@@ -28,6 +28,7 @@ build:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p sml_bench --all-targets -- -D warnings
 	cargo clippy --features python -- -D warnings
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -49,7 +50,7 @@ bench:
 	$(PY) benches/bench_decode.py
 
 bench-rust:
-	cargo bench -p sml_core --bench decode
+	cargo bench -p sml_bench --bench decode
 
 # Coverage-guided fuzzing (nightly + cargo-fuzz): see sml_core/fuzz/README.md.
 fuzz:

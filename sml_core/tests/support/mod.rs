@@ -8,9 +8,19 @@ use std::path::PathBuf;
 /// `SMLOGGER_RECORDINGS`, else `shared/recordings` beside the repository.
 pub fn recordings_dir() -> PathBuf {
     std::env::var_os("SMLOGGER_RECORDINGS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/recordings"),
+        // The workspace root sits beside `shared/`.
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(workspace_up()).join("../shared/recordings"),
         PathBuf::from,
     )
+}
+
+/// The way from the including crate's manifest directory up to the workspace root.
+fn workspace_up() -> PathBuf {
+    let depth = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .position(|dir| dir.join("Cargo.lock").exists() || dir.join(".git").exists())
+        .unwrap_or(1);
+    (0..depth).map(|_| "..").collect()
 }
 
 /// `(file name, bytes)` of every `*.bin`, in byte-wise file-name order.

@@ -1,8 +1,8 @@
 //! Criterion benchmarks of the Rust core on the benchmark stream: all real
 //! recordings concatenated in byte-wise file-name order, repeated 240 times.
-//! Run: `cargo bench -p sml_core` (needs ../shared/recordings beside the repo).
+//! Run: `cargo bench -p sml_bench` (needs ../shared/recordings beside the repo).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../../sml_core/tests/support/mod.rs"]
 mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
