@@ -58,6 +58,18 @@ def _quote_pw(text: str) -> str:
     return quote(text, safe="")
 
 
+def terminate(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Asks a server to stop with `sig`, killing it if it is not gone after `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def _wait_for(check: object, timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     last: Optional[BaseException] = None
@@ -168,13 +180,7 @@ class MariaDBServer:
         """Clean shutdown (SIGTERM); the data stays for the next `start`."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, signal.SIGTERM, timeout)
         self.proc = None
 
     @classmethod
@@ -258,13 +264,7 @@ class PostgresServer:
     def stop(self, timeout: float = 60.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # "fast" shutdown
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, signal.SIGINT, timeout)  # SIGINT: PostgreSQL's "fast" shutdown
         self.proc = None
 
     @classmethod

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import peewee
 import pytest
@@ -22,6 +21,7 @@ from test_store_support import (
     reading,
     same_results_as_sqlite,
 )
+from waiting import wait_for
 
 from smlogger.store import Store, ensure_schema, open_database, schema_version
 
@@ -34,15 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
 
 def _open(url: str, tmp_path: Path) -> peewee.Database:
     return open_database(url, tmp_path)
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def drained(store: Store, timeout: float = 60.0) -> None:

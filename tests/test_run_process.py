@@ -15,12 +15,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from smlogger import sml
 from smlogger.capture import CaptureWriter
@@ -35,19 +35,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            result = predicate()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get_json(url: str) -> Any:
@@ -114,9 +101,11 @@ def test_fresh_install_simulate_fills_sqlite_csv_and_serves_the_page(tmp_path: P
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        live = wait_for(lambda: get_json(f"{base}/api/live"), what="live data")
+        live = wait_for(lambda: get_json(f"{base}/api/live"), what="live data", ignore=(OSError,))
         wait_for(
-            lambda: get_json(f"{base}/api/live")["fields"]["p_sum"] is not None, what="a reading"
+            lambda: get_json(f"{base}/api/live")["fields"]["p_sum"] is not None,
+            what="a reading",
+            ignore=(OSError,),
         )
         with urllib.request.urlopen(f"{base}/", timeout=5) as response:
             page = response.read().decode()
@@ -127,6 +116,7 @@ def test_fresh_install_simulate_fills_sqlite_csv_and_serves_the_page(tmp_path: P
         wait_for(
             lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 5,
             what="rows in SQLite",
+            ignore=(OSError,),
         )
         assert status["sinks"]["csv"]["last_error"] is None
     finally:
@@ -160,7 +150,7 @@ def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -
         ["--replay", str(recording), "--speed", "40", "--data-dir", str(data_dir), "--http", "off"],
         tmp_path,
     )
-    wait_for(lambda: b"running" in log_path.read_bytes(), what="start")
+    wait_for(lambda: b"running" in log_path.read_bytes(), what="start", ignore=(OSError,))
     time.sleep(2.0)
     code, took = stop(proc, sig)
     stderr = log_path.read_text()
@@ -208,9 +198,13 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
     proc, _ = start(args, tmp_path, name="first")
-    wait_for(lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1, what="csv file")
+    wait_for(
+        lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1,
+        what="csv file",
+        ignore=(OSError,),
+    )
     path = next((data_dir / "csv").rglob("*.csv"))
-    wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows")
+    wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows", ignore=(OSError,))
     proc.kill()
     proc.wait(10)
     # the worst moment for a crash: in the middle of a row
@@ -218,7 +212,11 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
         fh.write(b"2099-01-01T00:00:00.000Z,0a0149534b0001d53531,12339.8")
     killed_at = datetime.now(timezone.utc)
     proc, log_path2 = start(args, tmp_path, name="second")
-    wait_for(lambda: len(path.read_text().splitlines()) > 60, what="rows after restart")
+    wait_for(
+        lambda: len(path.read_text().splitlines()) > 60,
+        what="rows after restart",
+        ignore=(OSError,),
+    )
     code, took = stop(proc)
     stderr = log_path2.read_text()
     assert code == 0 and took < 5.0, stderr
@@ -322,7 +320,9 @@ def test_http_token_protects_the_page(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: get_json(f"{base}/api/live?token=letmein-42"), what="page up")
+        wait_for(
+            lambda: get_json(f"{base}/api/live?token=letmein-42"), what="page up", ignore=(OSError,)
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}/api/live", timeout=5)
         assert info.value.code == 401

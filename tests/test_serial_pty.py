@@ -14,10 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from smlogger import sml
 from smlogger.csvlog import CsvLog
@@ -30,15 +31,6 @@ MT175_A = "ISKRA_MT175_eHZ.bin"  # 10 good frames, meter 090149534b000403df63
 MT175_B = "ISKRA_MT175_D1A52-V22-K0t.bin"  # 8 good frames, another meter
 EMH = "EMH_eHZ-HW8E2A5L0EK2P.bin"  # 12 good frames
 SOCAT = shutil.which("socat")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "it") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class PtyPair:

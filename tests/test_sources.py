@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from smlogger import sml
 from smlogger.capture import CAPTURE_MAGIC, CaptureWriter
@@ -52,16 +53,6 @@ class Collect:
 
     def status(self) -> dict[str, object]:
         return {"written": len(self.readings)}
-
-
-def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    assert callable(predicate)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class MeterServer:

@@ -46,55 +46,40 @@ pub fn update(crc: u16, data: &[u8]) -> u16 {
     update_table(crc, data)
 }
 
+/// One slicing step over `N` bytes (N = 16, 8 or 4): the register's two bytes
+/// and the data bytes each look up the table that advances them to the end
+/// of the block, so the lookups are independent of each other.
+#[inline]
+fn slice<const N: usize>(crc: u16, c: &[u8; N]) -> u16 {
+    let t = &TABLES;
+    let lo = crc ^ u16::from_le_bytes([c[0], c[1]]);
+    let mut r = t[N - 1][(lo & 0xff) as usize] ^ t[N - 2][(lo >> 8) as usize];
+    for i in 2..N {
+        r ^= t[N - 1 - i][c[i] as usize];
+    }
+    r
+}
+
 /// Table-driven CRC (slicing-by-16), the portable path.
 #[must_use]
 pub fn update_table(mut crc: u16, data: &[u8]) -> u16 {
-    let t = &TABLES;
-    let mut chunks = data.chunks_exact(16);
-    for c in &mut chunks {
-        let lo = crc ^ u16::from_le_bytes([c[0], c[1]]);
-        crc = t[15][(lo & 0xff) as usize]
-            ^ t[14][(lo >> 8) as usize]
-            ^ t[13][c[2] as usize]
-            ^ t[12][c[3] as usize]
-            ^ t[11][c[4] as usize]
-            ^ t[10][c[5] as usize]
-            ^ t[9][c[6] as usize]
-            ^ t[8][c[7] as usize]
-            ^ t[7][c[8] as usize]
-            ^ t[6][c[9] as usize]
-            ^ t[5][c[10] as usize]
-            ^ t[4][c[11] as usize]
-            ^ t[3][c[12] as usize]
-            ^ t[2][c[13] as usize]
-            ^ t[1][c[14] as usize]
-            ^ t[0][c[15] as usize];
+    let mut rest = data;
+    while let Some((block, tail)) = rest.split_first_chunk::<16>() {
+        crc = slice(crc, block);
+        rest = tail;
     }
     // Short inputs and the tails left by the folding path: slice by 8 and 4
     // too, so at most three bytes go through the dependent byte loop.
-    let mut rest = chunks.remainder();
-    if rest.len() >= 8 {
-        let lo = crc ^ u16::from_le_bytes([rest[0], rest[1]]);
-        crc = t[7][(lo & 0xff) as usize]
-            ^ t[6][(lo >> 8) as usize]
-            ^ t[5][rest[2] as usize]
-            ^ t[4][rest[3] as usize]
-            ^ t[3][rest[4] as usize]
-            ^ t[2][rest[5] as usize]
-            ^ t[1][rest[6] as usize]
-            ^ t[0][rest[7] as usize];
-        rest = &rest[8..];
+    if let Some((block, tail)) = rest.split_first_chunk::<8>() {
+        crc = slice(crc, block);
+        rest = tail;
     }
-    if rest.len() >= 4 {
-        let lo = crc ^ u16::from_le_bytes([rest[0], rest[1]]);
-        crc = t[3][(lo & 0xff) as usize]
-            ^ t[2][(lo >> 8) as usize]
-            ^ t[1][rest[2] as usize]
-            ^ t[0][rest[3] as usize];
-        rest = &rest[4..];
+    if let Some((block, tail)) = rest.split_first_chunk::<4>() {
+        crc = slice(crc, block);
+        rest = tail;
     }
     for &b in rest {
-        crc = (crc >> 8) ^ t[0][((crc ^ b as u16) & 0xff) as usize];
+        crc = (crc >> 8) ^ TABLES[0][((crc ^ b as u16) & 0xff) as usize];
     }
     crc
 }

@@ -323,10 +323,6 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
-    fn value_obj(&mut self, v: Option<&Value<'_>>) -> PyResult<Obj<'py>> {
-        self.raw(v)
-    }
-
     fn octet_list(&self, v: &[&[u8]]) -> PyResult<Obj<'py>> {
         let l = PyList::empty(self.py);
         for b in v {
@@ -376,7 +372,7 @@ impl<'py> Conv<'_, 'py> {
             Some(v) => {
                 let pv = PyDict::new(py);
                 let (kind, obj) = match v {
-                    ProcParValue::Value(v) => ("value", self.value_obj(Some(v))?),
+                    ProcParValue::Value(v) => ("value", self.raw(Some(v))?),
                     ProcParValue::PeriodEntry(p) => ("period_entry", self.period_entry(p)?),
                     ProcParValue::TupelEntry(t) => ("tupel_entry", self.tupel(t)?),
                     ProcParValue::Time(t) => ("time", self.time(t)?),
@@ -549,7 +545,7 @@ impl<'py> Conv<'_, 'py> {
                     let vals = PyList::empty(py);
                     for v in &p.values {
                         let vd = PyDict::new(py);
-                        vd.set_item("value", self.value_obj(v.value.as_ref())?)?;
+                        vd.set_item("value", self.raw(v.value.as_ref())?)?;
                         vd.set_item("value_signature", self.opt_bytes(v.value_signature))?;
                         vals.append(vd)?;
                     }

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Optional
 
-from smlogger.reading import Reading, Value
+from smlogger.reading import Reading, Value, json_value
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -25,18 +25,10 @@ def _finite(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def encode_values(values: Mapping[str, Value]) -> str:
     """The ``obis_values`` JSON: ``{obis: [value, unit]}``, octet strings as hex."""
     return json.dumps(
-        {obis: [_json_value(v.value), v.unit] for obis, v in values.items()},
+        {obis: [json_value(v.value), v.unit] for obis, v in values.items()},
         separators=(",", ":"),
         ensure_ascii=False,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
 
 import peewee
 
@@ -41,6 +41,22 @@ def _sqlite_path(url: str, data_dir: Path) -> Path:
     return Path(path_text)
 
 
+def _credentials(
+    parts: SplitResult, user: Optional[str], password: Optional[str]
+) -> dict[str, Any]:
+    """The connection keywords MySQL and PostgreSQL drivers share; only what the URL names."""
+    params: dict[str, Any] = {}
+    if user is not None:
+        params["user"] = user
+    if password is not None:
+        params["password"] = password
+    if parts.hostname:
+        params["host"] = parts.hostname
+    if parts.port is not None:
+        params["port"] = parts.port
+    return params
+
+
 def open_database(url: Optional[str], data_dir: Path) -> peewee.Database:
     """A peewee database for `url` (not connected yet).
 
@@ -73,27 +89,13 @@ def open_database(url: Optional[str], data_dir: Path) -> peewee.Database:
             "write_timeout": 120,
             "init_command": "SET time_zone = '+00:00'",
         }
-        if user is not None:
-            params["user"] = user
-        if password is not None:
-            params["password"] = password
-        if parts.hostname:
-            params["host"] = parts.hostname
-        if parts.port is not None:
-            params["port"] = parts.port
+        params.update(_credentials(parts, user, password))
         for key, value in query.items():
             params[key] = int(value) if key.endswith("timeout") and value.isdigit() else value
         return peewee.MySQLDatabase(name, **params)
     if scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
         pg: dict[str, Any] = {"connect_timeout": 5, "options": "-c TimeZone=UTC"}
-        if user is not None:
-            pg["user"] = user
-        if password is not None:
-            pg["password"] = password
-        if parts.hostname:
-            pg["host"] = parts.hostname
-        if parts.port is not None:
-            pg["port"] = parts.port
+        pg.update(_credentials(parts, user, password))
         pg.update(query)
         return peewee.PostgresqlDatabase(name, **pg)
     raise ValueError(
