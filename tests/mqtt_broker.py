@@ -2,7 +2,7 @@
 
     with Mosquitto.running(tmp_path) as broker:        # anonymous
     with Mosquitto.running(tmp_path, users={"u": "pw"}) as broker:
-    with Mosquitto.running(tmp_path, tls=TestCA(tmp_path)) as broker:
+    with Mosquitto.running(tmp_path, tls=CertAuthority(tmp_path)) as broker:
     broker.stop(); broker.start()      # same port, retained messages gone (no persistence)
 
 `Collector` subscribes with paho and keeps every message (retained ones flagged).
@@ -38,7 +38,7 @@ def _binary(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class TestCA:
+class CertAuthority:
     """A throw-away CA and a server certificate for 127.0.0.1/localhost, made with openssl."""
 
     ca_cert: Path
@@ -46,7 +46,7 @@ class TestCA:
     server_key: Path
 
     @classmethod
-    def create(cls, base: Path) -> TestCA:
+    def create(cls, base: Path) -> CertAuthority:
         base.mkdir(parents=True, exist_ok=True)
         ca_key, ca_cert = base / "ca.key", base / "ca.crt"
         key, csr, cert = base / "server.key", base / "server.csr", base / "server.crt"
@@ -73,7 +73,7 @@ class Mosquitto:
         base: Path,
         *,
         users: Optional[dict[str, str]] = None,
-        tls: Optional[TestCA] = None,
+        tls: Optional[CertAuthority] = None,
         port: Optional[int] = None,
     ) -> None:
         self.base = base
@@ -94,6 +94,10 @@ class Mosquitto:
             "log_type all",
             "connection_messages true",
         ]
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to user "mosquitto", which cannot read the
+            # test's private temp dir (certificates, password file)
+            lines.append("user root")
         if self.users:
             pwfile = self.base / "passwd"
             pwfile.write_text("")
@@ -116,11 +120,10 @@ class Mosquitto:
 
     def start(self, timeout: float = 20.0) -> None:
         self.write_config()
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.base / "stderr.txt", "ab") as err:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=err
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -138,7 +141,8 @@ class Mosquitto:
             self.proc = None
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        paths = (self.log, self.base / "stderr.txt")
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
 
     def url(self, user: str = "", password: str = "") -> str:
         scheme = "mqtts" if self.tls else "mqtt"

@@ -1,0 +1,249 @@
+"""MqttSink against a real mosquitto (started here on 127.0.0.1): values and discovery arrive,
+broker restarts and outages heal, TLS with a test CA, wrong passwords, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_broker import Collector, Mosquitto, CertAuthority, retained
+from mqtt_ha import check_sensor_config
+from test_mqtt_units import METER, T0, reading
+from waiting import wait_for
+
+from smlogger.mqtt.settings import MqttSettings
+from smlogger.mqtt.sink import MqttSink
+
+pytestmark = pytest.mark.slow
+
+
+def settings(url: str, **kw: Any) -> MqttSettings:
+    base: dict[str, Any] = {
+        "url": url,
+        "client_id": "smlogger-test",
+        "meter_names": {METER: "house"},
+        "reconnect_min": 1,
+        "reconnect_max": 2,
+    }
+    base.update(kw)
+    return MqttSettings(**base)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto.running(tmp_path / "broker") as server:
+        yield server
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[MqttSink]]:
+    made: list[MqttSink] = []
+    yield made
+    for sink in made:
+        sink.close()
+
+
+def test_values_state_and_discovery_arrive(broker: Mosquitto, sinks: list[MqttSink]) -> None:
+    sink = MqttSink(settings(broker.url()))
+    sinks.append(sink)
+    wait_for(lambda: sink.status()["state"] == "connected", 10, "connected")
+    readings = [reading(e_sum=100 + i / 1000, p_sum=500 + i) for i in range(5)]
+    for r in readings:
+        sink.write(r)
+    expect = {"smlogger/house/p_sum": "504", "smlogger/house/e_sum": "100.004"}
+
+    def arrived() -> dict[str, str] | None:
+        now = retained(broker, "smlogger/#", settle=0.3)
+        return now if all(now.get(t) == v for t, v in expect.items()) else None
+
+    values = wait_for(arrived, 10, "retained values")
+    state = json.loads(values["smlogger/house/state"])
+    last = readings[-1]
+    for name in ("e_sum", "e_export", "p_sum", "p_L1", "u_L1", "i_L1", "freq"):
+        assert state[name] == pytest.approx(getattr(last, name)), name
+        assert float(values[f"smlogger/house/{name}"]) == pytest.approx(getattr(last, name))
+    assert values["smlogger/house/availability"] == "online"
+    assert values["smlogger/logger/smlogger-test/availability"] == "online"
+    configs = retained(broker, "homeassistant/#")
+    assert f"homeassistant/sensor/smlogger_{METER}/e_sum/config" in configs
+    for topic, payload in configs.items():
+        assert check_sensor_config(json.loads(payload)) == [], topic
+    status = sink.status()
+    assert status["written"] == 5 and status["published"] > 10 and status["dropped"] == 0
+    assert status["meters"][METER]["topic"] == "smlogger/house"
+
+
+def test_ha_birth_message_resends_discovery(broker: Mosquitto, sinks: list[MqttSink]) -> None:
+    sink = MqttSink(settings(broker.url()))
+    sinks.append(sink)
+    sink.write(reading())
+    wait_for(lambda: sink.status()["discovery_sent"] > 0, 10, "discovery")
+    watcher = Collector(broker, ("homeassistant/sensor/#",))
+    try:
+        assert watcher.connected.wait(10)
+        time.sleep(0.5)
+        watcher.clear()
+        before = sink.status()["discovery_sent"]
+        watcher.publish("homeassistant/status", "online")
+        topic = f"homeassistant/sensor/smlogger_{METER}/p_sum/config"
+        # a live (not retained) copy: HA restarted and needs it again
+        wait_for(lambda: any(not m.retain for m in watcher.all(topic)), 10, "re-sent config")
+        assert sink.status()["discovery_sent"] > before
+    finally:
+        watcher.close()
+
+
+def test_broker_restart_without_persistence_heals(broker: Mosquitto, sinks: list[MqttSink]) -> None:
+    sink = MqttSink(settings(broker.url()))
+    sinks.append(sink)
+    sink.write(reading(p_sum=111))
+    wait_for(lambda: retained(broker, "smlogger/house/p_sum", 0.3), 10, "first value")
+    broker.stop()
+    wait_for(lambda: sink.status()["state"] == "disconnected", 10, "disconnected state")
+    for i in range(3):  # readings while the broker is away
+        sink.write(reading(p_sum=200 + i))
+    time.sleep(5)
+    broker.start()
+    restarted = time.monotonic()
+
+    def healed() -> dict[str, str] | None:
+        now = retained(broker, "#", settle=0.3)
+        ok = (
+            now.get("smlogger/house/p_sum") == "202"
+            and now.get("smlogger/logger/smlogger-test/availability") == "online"
+            and f"homeassistant/sensor/smlogger_{METER}/e_sum/config" in now
+        )
+        return now if ok else None
+
+    wait_for(healed, 15, "discovery and states back after the restart")
+    assert time.monotonic() - restarted < 15
+    status = sink.status()
+    assert status["connects"] == 2 and status["disconnects"] == 1
+    assert status["state"] == "connected"
+
+
+def test_broker_down_at_start_then_appears(tmp_path: Path, sinks: list[MqttSink]) -> None:
+    broker = Mosquitto(tmp_path / "late")
+    sink = MqttSink(settings(broker.url()))
+    sinks.append(sink)
+    started = time.monotonic()
+    for i in range(20):
+        sink.write(reading(p_sum=float(i)))
+    assert time.monotonic() - started < 1.0  # write() never waits for the network
+    wait_for(lambda: sink.status()["state"] == "unreachable", 10, "unreachable state")
+    assert sink.status()["connect_failures"] >= 1
+    assert sink.status()["queue_depth"] > 0
+    broker.start()
+    try:
+        got = wait_for(
+            lambda: retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum"),
+            15,
+            "value after the broker appeared",
+        )
+        assert got == "19"
+        wait_for(lambda: sink.status()["queue_depth"] == 0, 10, "queue drained")
+    finally:
+        sink.close()
+        broker.stop()
+
+
+def test_full_queue_drops_oldest_values_and_counts(tmp_path: Path, sinks: list[MqttSink]) -> None:
+    broker = Mosquitto(tmp_path / "never")
+    sink = MqttSink(settings(broker.url(), queue_size=50))
+    sinks.append(sink)
+    for i in range(200):
+        sink.write(reading(p_sum=float(i)))
+    status = sink.status()
+    assert status["queue_depth"] == 50
+    assert status["dropped"] > 100
+    broker.start()
+    try:
+        # the newest values survived the drops
+        wait_for(
+            lambda: (
+                retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum") == "199"
+            ),
+            15,
+            "newest value",
+        )
+    finally:
+        sink.close()
+        broker.stop()
+
+
+def test_clean_close_marks_logger_and_meters_offline(
+    broker: Mosquitto, sinks: list[MqttSink]
+) -> None:
+    sink = MqttSink(settings(broker.url()))
+    sink.write(reading())
+    wait_for(lambda: retained(broker, "smlogger/house/availability", 0.3), 10, "online")
+    sink.close()
+    now = retained(broker, "smlogger/#")
+    assert now["smlogger/house/availability"] == "offline"
+    assert now["smlogger/logger/smlogger-test/availability"] == "offline"
+
+
+def test_tls_with_a_test_ca(tmp_path: Path, sinks: list[MqttSink]) -> None:
+    ca = CertAuthority.create(tmp_path / "ca")
+    with Mosquitto.running(tmp_path / "tls", tls=ca) as broker:
+        assert broker.url().startswith("mqtts://")
+        sink = MqttSink(settings(broker.url(), ca_file=ca.ca_cert))
+        sinks.append(sink)
+        sink.write(reading(p_sum=42))
+        wait_for(lambda: sink.status()["state"] == "connected", 10, "TLS connection")
+        wait_for(
+            lambda: (
+                retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum") == "42"
+            ),
+            10,
+            "value over TLS",
+        )
+        # without the CA the server certificate is not trusted: no connection, a clear state
+        untrusted = MqttSink(settings(broker.url(), client_id="untrusted"))
+        sinks.append(untrusted)
+        wait_for(lambda: untrusted.status()["state"] == "unreachable", 10, "TLS failure state")
+        assert "TLS" in untrusted.status()["detail"]
+
+
+def test_wrong_password_not_authorised_with_backoff_and_no_secret_in_logs(
+    tmp_path: Path, sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "wr0ng-S3cret"
+    with Mosquitto.running(tmp_path / "auth", users={"meter": "right-pw"}) as broker:
+        sink = MqttSink(settings(broker.url("meter", secret), reconnect_min=1, reconnect_max=4))
+        sinks.append(sink)
+        wait_for(lambda: sink.status()["state"] == "not authorised", 10, "not authorised")
+        status = sink.status()
+        assert "password" in status["detail"] and secret not in json.dumps(status)
+        assert status["broker"] == f"mqtt://meter:***@127.0.0.1:{broker.port}"
+        time.sleep(8)
+        attempts = sink.status()["connect_failures"]
+        # backoff 1, 2, 4, 4 s: about 4 attempts in 8 s, not one per loop turn
+        assert 2 <= attempts <= 6, attempts
+        assert broker.log_text().count("not authorised") >= 2
+        assert secret not in caplog.text
+        not_authorised_lines = [r for r in caplog.records if "not authorised" in r.getMessage()]
+        assert len(not_authorised_lines) == 1  # one line per change of state, not per retry
+        # the right password works
+        good = MqttSink(settings(broker.url("meter", "right-pw"), client_id="good"))
+        sinks.append(good)
+        wait_for(lambda: good.status()["state"] == "connected", 10, "authorised")
+        assert "right-pw" not in caplog.text
+
+
+def test_sink_keeps_time_of_reading(broker: Mosquitto, sinks: list[MqttSink]) -> None:
+    sink = MqttSink(settings(broker.url()))
+    sinks.append(sink)
+    sink.write(reading())
+    state = wait_for(
+        lambda: retained(broker, "smlogger/house/state", 0.3).get("smlogger/house/state"),
+        10,
+        "state",
+    )
+    assert json.loads(state)["time"] == T0.isoformat()
