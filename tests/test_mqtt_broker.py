@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import Collector, Mosquitto, CertAuthority, retained
+from mqtt_broker import CertAuthority, Collector, Mosquitto, retained
 from mqtt_ha import check_sensor_config
 from test_mqtt_units import METER, T0, reading
 from waiting import wait_for

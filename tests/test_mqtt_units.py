@@ -97,7 +97,7 @@ def test_broker_url_parsing_and_masking() -> None:
     ],
 )
 def test_bad_broker_urls_are_named(url: str, words: str) -> None:
-    with pytest.raises(MqttSettingsError, match="mqtt.url") as err:
+    with pytest.raises(MqttSettingsError, match=r"mqtt\.url") as err:
         parse_broker_url(url)
     assert words in str(err.value)
 
@@ -143,7 +143,7 @@ def test_deadband_rules() -> None:
     ]
     assert parse_deadband("")[-1].amount == 0.0
     for bad in ("abc", "-1", "1%,2%", "=3", "nan"):
-        with pytest.raises(MqttSettingsError, match="mqtt.deadband"):
+        with pytest.raises(MqttSettingsError, match=r"mqtt\.deadband"):
             parse_deadband(bad)
 
 
