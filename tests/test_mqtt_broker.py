@@ -3,8 +3,10 @@ broker restarts and outages heal, TLS with a test CA, wrong passwords, clean shu
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from mqtt_ha import check_sensor_config
 from test_mqtt_units import METER, T0, reading
 from waiting import wait_for
 
+from smlogger.mqtt.check import run_check
 from smlogger.mqtt.settings import MqttSettings
 from smlogger.mqtt.sink import MqttSink
 
@@ -136,6 +139,7 @@ def test_broker_down_at_start_then_appears(tmp_path: Path, sinks: list[MqttSink]
         sink.write(reading(p_sum=float(i)))
     assert time.monotonic() - started < 1.0  # write() never waits for the network
     wait_for(lambda: sink.status()["state"] == "unreachable", 10, "unreachable state")
+    assert "connection refused" in sink.status()["detail"]
     assert sink.status()["connect_failures"] >= 1
     assert sink.status()["queue_depth"] > 0
     broker.start()
@@ -207,7 +211,7 @@ def test_tls_with_a_test_ca(tmp_path: Path, sinks: list[MqttSink]) -> None:
         untrusted = MqttSink(settings(broker.url(), client_id="untrusted"))
         sinks.append(untrusted)
         wait_for(lambda: untrusted.status()["state"] == "unreachable", 10, "TLS failure state")
-        assert "TLS" in untrusted.status()["detail"]
+        assert "TLS handshake failed" in untrusted.status()["detail"]
 
 
 def test_wrong_password_not_authorised_with_backoff_and_no_secret_in_logs(
@@ -247,3 +251,23 @@ def test_sink_keeps_time_of_reading(broker: Mosquitto, sinks: list[MqttSink]) ->
         "state",
     )
     assert json.loads(state)["time"] == T0.isoformat()
+
+
+def test_check_prints_what_home_assistant_sees(broker: Mosquitto) -> None:
+    out = io.StringIO()
+    assert run_check(settings(broker.url()), reading(), out) == 0
+    text = out.getvalue()
+    assert "manufacturer Iskraemeco" in text and "via smlogger_logger_smlogger-test" in text
+    assert re.search(r"Energy import\s+12345.6789\s+energy/total_increasing/kWh", text)
+    assert re.search(r"Power\s+523\s+power/measurement/W", text)
+    assert text.rstrip().endswith("OK")
+    # the check connection never touches availability (a running logger owns it)
+    assert not [t for t in retained(broker, "#") if t.endswith("/availability")]
+
+
+def test_check_names_the_reason_when_it_cannot_connect(tmp_path: Path) -> None:
+    out = io.StringIO()
+    url = Mosquitto(tmp_path / "off").url()
+    assert run_check(settings(url), reading(), out, timeout=3) == 2
+    assert "NOT CONNECTED: unreachable" in out.getvalue()
+    assert "connection refused" in out.getvalue()

@@ -10,6 +10,7 @@ announcing itself on `<discovery_prefix>/status`.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -49,8 +50,12 @@ class MqttSink:
         diagnostics: Optional[Diagnostics] = None,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
+        check: bool = False,
     ) -> None:
         self.settings = settings
+        # `check` (smlogger mqtt-test): a second connection beside a possibly running logger;
+        # it must neither kick that logger off (own client id) nor touch availability
+        self.check = check
         self.broker = settings.broker
         self.clock = clock
         self.builder = MessageBuilder(settings, clock=clock, diagnostics=diagnostics)
@@ -86,7 +91,7 @@ class MqttSink:
         settings = self.settings
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
+            client_id=settings.client_id + ("-check" if self.check else ""),
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
@@ -99,8 +104,9 @@ class MqttSink:
                 keyfile=str(settings.client_key) if settings.client_key else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
-        # a killed logger shows up as offline: the broker publishes this for us
-        client.will_set(self.topics.logger_availability, "offline", qos=1, retain=True)
+        if not self.check:
+            # a killed logger shows up as offline: the broker publishes this for us
+            client.will_set(self.topics.logger_availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(
             max(1, round(settings.reconnect_min)), max(1, round(settings.reconnect_max))
         )
@@ -168,12 +174,31 @@ class MqttSink:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         with self._lock:
             self.connect_failures += 1
-            self.last_error = f"cannot connect to {self.broker.display()}"
+            first = self.state != "unreachable"
+        if not first:
+            return  # the reason was found and logged on the first failure
+        reason = self._diagnose()
+        with self._lock:
+            self.last_error = f"cannot connect to {self.broker.display()}: {reason}"
         self._set_state(
             "unreachable",
-            f"cannot connect to {self.broker.display()} (broker down, wrong host/port or TLS "
-            "failure); retrying with backoff",
+            f"cannot connect to {self.broker.display()}: {reason}; retrying with backoff",
         )
+
+    def _diagnose(self) -> str:
+        """Why paho could not connect (it does not say): try the TCP connection ourselves."""
+        try:
+            with socket.create_connection((self.broker.host, self.broker.port), timeout=3):
+                pass
+        except socket.gaierror:
+            return f"host name {self.broker.host!r} not found"
+        except ConnectionRefusedError:
+            return "connection refused (broker down or wrong port)"
+        except OSError as exc:
+            return f"{exc.strerror or type(exc).__name__} (network or firewall)"
+        if self.broker.tls:
+            return "TLS handshake failed (untrusted certificate? set mqtt.ca_file)"
+        return "the broker closed the connection"
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -241,6 +266,7 @@ class MqttSink:
                 "queue_depth": len(self.outbox),
                 "queue_size": self.outbox.maxsize,
                 "pending": len(self._pending),
+                "client_id": self.settings.client_id,
                 "written": self.readings,
                 "published": self.published,
                 "dropped": self.outbox.dropped,
@@ -259,6 +285,8 @@ class MqttSink:
     # ---- publishing (the publisher thread) --------------------------------------------------
 
     def _queue(self, messages: list[Message]) -> None:
+        if self.check:
+            messages = self._without_availability(messages)
         if not messages:
             return
         dropped = self.outbox.put(messages)
@@ -271,6 +299,9 @@ class MqttSink:
                     total,
                 )
         self._wake.set()
+
+    def _without_availability(self, messages: list[Message]) -> list[Message]:
+        return [m for m in messages if not m.topic.endswith("/availability")]
 
     def _send(self, message: Message) -> bool:
         try:
@@ -306,6 +337,8 @@ class MqttSink:
             announce = self.builder.announce()
             retained = self.builder.retained(skip=self.outbox.topics())
             self.discovery_sent += sum(1 for m in announce if m.payload.startswith("{"))
+        if self.check:
+            announce = self._without_availability(announce)
         self._send_all(announce + retained)
 
     def _drain(self) -> None:
@@ -346,15 +379,21 @@ class MqttSink:
                 log.exception("mqtt: publisher error")
         self._final()
 
+    def idle(self) -> bool:
+        """Nothing queued and nothing waiting for the broker's acknowledgement."""
+        with self._lock:
+            return not self._pending and not len(self.outbox)
+
     def _final(self) -> None:
         """On close: a last drain and an explicit offline (the Will is only for crashes)."""
         deadline = time.monotonic() + CLOSE_WAIT_S
         if not self._connected:
             return
         self._drain()
-        with self._lock:
-            goodbye = self.builder.offline()
-        self._send_all(goodbye)
+        if not self.check:
+            with self._lock:
+                goodbye = self.builder.offline()
+            self._send_all(goodbye)
         while time.monotonic() < deadline and self._connected:
             with self._lock:
                 if not self._pending:
