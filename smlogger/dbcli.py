@@ -87,13 +87,13 @@ def register_cli(subparsers: Any) -> None:
     export = subparsers.add_parser(
         "export",
         help="export stored readings as CSV or JSON",
-        description="Stream stored readings from the database, in time order. Times are "
-        "ISO-8601, epoch seconds, 'now' or relative like '-7d'; without an offset they are UTC.",
+        description="Stream stored readings from the database, in time order. Times are\n"
+        "ISO-8601, epoch seconds, 'now' or relative (--from=-7d); without an offset they are UTC.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  smlogger export --from 2024-05-01 --to 2024-06-01 > may.csv\n"
         "  smlogger export --from 2024-05-01T00:00:00+02:00 --format json -o may.json\n"
-        "  smlogger export --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
+        "  smlogger export --from=-7d --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
     )
     _add_db_arguments(export)
     export.add_argument(
