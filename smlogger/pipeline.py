@@ -21,6 +21,7 @@ from smlogger.capture import CaptureWriter
 from smlogger.live import LiveState
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
 from smlogger.sources import Chunk, Source
+from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +426,7 @@ class MeterRunner:
         self.decoder_stats: dict[str, Any] = {}
         self.finished = threading.Event()
         self.error: Optional[BaseException] = None
-        self._state = "waiting"
+        self._state: LinkState = "waiting"
         self._silent = False  # watchdog fired and no frame came since
         self._last_good = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
@@ -449,13 +450,13 @@ class MeterRunner:
             "last_rejection": self.check.last_reason,
         }
 
-    def _set_state(self, state: str, detail: str) -> None:
+    def _set_state(self, state: LinkState, detail: str) -> None:
         if state != self._state:
             log.debug("%s: source state %s -> %s (%s)", self.spec.key, self._state, state, detail)
         self._state = state
         self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
 
-    def _source_state(self, state: str, detail: str) -> None:
+    def _source_state(self, state: LinkState, detail: str) -> None:
         if state == "connected" and self._silent:
             state, detail = "no data", f"reopened; no frame for {self.spec.watchdog_s:g} s"
         if state == "connected":

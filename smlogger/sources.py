@@ -25,6 +25,7 @@ from typing import Optional, Union
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
 from smlogger.simulate import SimulatedMeter
+from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ START_SEQUENCE = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"
 READ_TIMEOUT_S = 0.5
 READ_SIZE = 4096
 
-StateCallback = Callable[[str, str], None]
+StateCallback = Callable[[LinkState, str], None]
 Clock = Callable[[], datetime]
 
 

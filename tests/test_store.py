@@ -703,6 +703,23 @@ def test_export_errors(
     assert "db-init" in capsys.readouterr().err
 
 
+def test_export_takes_the_web_api_time_syntax(
+    filled: tuple[Path, list[Reading]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, readings = filled
+    # relative and `now`, like /api/history?from=-7d (smlogger.web.params is the one parser)
+    # (argparse takes a bare "-3650d" for a flag: a relative time needs the `=` form)
+    assert _cli(["export", "--data-dir", str(data), "--from=-3650d", "--to", "now"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + len(readings)
+    assert _cli(["export", "--data-dir", str(data), "--from=-1h"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []  # the data is from 2024
+    with pytest.raises(SystemExit) as info:
+        _cli(["export", "--data-dir", str(data), "--to", "1714557600000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--to" in err and "not a time" in err and "milliseconds?" in err
+
+
 # ---- rows and aggregation units ---------------------------------------------------------------
 
 

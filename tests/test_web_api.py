@@ -19,6 +19,7 @@ import pytest
 
 from smlogger.live import LiveState
 from smlogger.reading import Reading, Value
+from smlogger.states import page_link_states
 from smlogger.store import Store, open_database
 from smlogger.web import WebServer, build_app
 
@@ -616,6 +617,8 @@ def test_page_first_paint(server: WebServer) -> None:
     island = html.split('<script id="sm-initial" type="application/json">', 1)[1]
     initial = json.loads(island.split("</script>", 1)[0])
     assert initial["meter"] == METER_A and initial["live"]["fields"]["p_sum"] == 665.0
+    # app.js takes the link states and labels from here (smlogger.states), not its own copy
+    assert initial["link_states"] == page_link_states()
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"

@@ -44,7 +44,6 @@ from smlogger.store.queries import (
     RAW_SECONDS_PER_READING,
     Number,
     Queries,
-    iso_utc,
     nice_step,
     rollup_for_step,
 )
@@ -95,7 +94,6 @@ __all__ = [
     "encode_values",
     "ensure_schema",
     "is_connection_error",
-    "iso_utc",
     "nice_step",
     "open_database",
     "reading_columns",

@@ -16,10 +16,11 @@ from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
 from smlogger.reading import Reading
 from smlogger.store.aggregate import IntervalAggregator
 from smlogger.store.dialect import dialect_of
-from smlogger.store.queries import Queries, iso_utc
+from smlogger.store.queries import Queries
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
+from smlogger.timefmt import iso
 
 # the name of the module before it became a package: log lines keep saying "smlogger.store"
 log = logging.getLogger("smlogger.store")
@@ -159,9 +160,7 @@ class Store:
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
-                "last_error_at": None
-                if self._last_error_at is None
-                else iso_utc(self._last_error_at),
+                "last_error_at": None if self._last_error_at is None else iso(self._last_error_at),
                 "pending_aggregate": 0 if self._aggregator is None else self._aggregator.pending,
             }
 
@@ -267,7 +266,7 @@ class Store:
                 log.error(
                     "rejecting the reading of meter %s at %s: %s",
                     row.meter_id,
-                    iso_utc(row.time),
+                    iso(row.time),
                     exc,
                 )
                 rejected += 1
