@@ -62,7 +62,7 @@ Json = Any
 
 
 class HistoryStore(Protocol):
-    """What the web app reads from the database (smlogger.store.Store satisfies it)."""
+    """What the web app reads from the database (smlogger.store.StoreReader satisfies it)."""
 
     def meters(self) -> list[str]: ...
 
