@@ -219,23 +219,22 @@ def build_meter(meter: MeterConfig, live: Any) -> Any:
 
 
 def build_sinks(config: Config) -> tuple[list[Any], Any]:
-    """(sinks, store or None)."""
+    """(sinks, store reader for the web app or None)."""
     sinks: list[Any] = []
-    store = None
+    reader = None
     if config.database_enabled:
-        from smlogger.store import Store, open_database
+        from smlogger.store import Store, StoreReader, open_database
 
         db = open_database(config.database_url or None, config.data_path)
         store = Store(
             db,
             spool_dir=config.data_path / "spool",
             max_spool_age_days=config.database_spool_max_age_days,
-            # the pipeline aggregates for all sinks already (see Pipeline(store_interval=))
-            store_interval=0,
             legacy_table=config.database_legacy_table,
             batch_size=config.database_batch_size,
         )
         sinks.append(store)
+        reader = StoreReader(db)
     if config.csv_enabled:
         from smlogger.csvlog import CsvLog
 
@@ -250,7 +249,7 @@ def build_sinks(config: Config) -> tuple[list[Any], Any]:
                 aggregated=config.store_interval > 0,
             )
         )
-    return sinks, store
+    return sinks, reader
 
 
 def start_web(config: Config, live: Any, store: Any, extra: Any) -> Any:

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from smlogger import sml
+from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
-from smlogger.pipeline import Aggregator, MeterSpec, Pipeline, PlausibilityCheck, SinkWorker
+from smlogger.pipeline import MeterSpec, Pipeline, PlausibilityCheck, SinkWorker
 from smlogger.reading import Reading, Value
 from smlogger.simulate import make_meter
 from smlogger.sources import ReplaySource
@@ -155,6 +156,22 @@ def test_aggregator_flushes_silent_meters() -> None:
     now[0] = 6.0
     agg.flush_idle()
     assert len(out) == 1
+
+
+def test_aggregator_weighs_readings_that_are_aggregates_already() -> None:
+    out: list[Reading] = []
+    agg = Aggregator(60, out.append)
+    agg.add(reading(5, 1.0, 100.0, samples=3, minmax={"p_sum": (50.0, 200.0)}))
+    agg.add(reading(20, 1.1, 300.0))
+    assert out == [] and agg.pending == 4
+    agg.add(reading(61, 1.2, 0.0))
+    [done] = out
+    assert done.samples == 4
+    assert done.p_sum == pytest.approx((100 * 3 + 300) / 4)
+    assert done.minmax["p_sum"] == (50.0, 300.0)
+    assert done.e_sum == 1.1 and done.time == T0 + timedelta(seconds=20)
+    agg.flush()
+    assert [r.e_sum for r in out] == [1.1, 1.2] and agg.pending == 0
 
 
 # ---- sink workers ----------------------------------------------------------------------------

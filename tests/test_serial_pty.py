@@ -210,12 +210,12 @@ def test_smlogger_run_port_survives_replug(
 
     from datetime import datetime, timezone
 
-    from smlogger.store import Store, open_database
+    from smlogger.store import StoreReader, open_database
 
-    store = Store(open_database(None, data_dir), spool_dir=tmp_path / "spool-check")
+    db = open_database(None, data_dir)
     try:
         far = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-        stored = list(store.export(None, *far))
+        stored = list(StoreReader(db).export(None, *far))
     finally:
-        store.close()
+        db.close()
     assert len(stored) == first + second

@@ -64,7 +64,7 @@ SECURITY_HEADERS = {
 
 
 class HistoryStore(Protocol):
-    """What the web app reads from the database (smlogger.store.Store satisfies it)."""
+    """What the web app reads from the database (smlogger.store.StoreReader satisfies it)."""
 
     def meters(self) -> list[str]: ...
 
