@@ -18,10 +18,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from smlogger.masking import MASK, mask_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +34,6 @@ ENV_PREFIX = "SMLOGGER_"
 DEFAULT_DATA_DIR = "~/.local/share/smlogger"
 DEFAULT_HTTP = "127.0.0.1:8080"
 SOURCE_KEYS = ("port", "tcp", "replay", "simulate")
-MASK = "***"
 
 
 class ConfigError(ValueError):
@@ -553,76 +554,90 @@ _GLOBAL_BY_KEY = {o.key: o for o in GLOBAL_OPTIONS}
 _METER_BY_KEY = {o.key: o for o in METER_OPTIONS}
 
 
-@dataclass
+@dataclass(frozen=True)
 class MeterConfig:
-    name: str = ""
-    port: str = ""
-    tcp: str = ""
-    replay: str = ""
-    simulate: bool = False
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1.0
-    xonxoff: bool = False
-    rtscts: bool = False
-    watchdog: float = 30.0
-    reconnect_max: float = 30.0
-    speed: str = "1"
-    replay_interval: float = 1.0
-    loop: bool = False
-    profile: str = "household"
-    interval: float = 1.0
-    seed: str = "smlogger"
-    capture: str = ""
-    crc: str = "auto"
-    accept_bad_msg_crc: bool = False
-    direction_from_status: bool = False
-    id: str = ""
-    max_power_kw: float = 100.0
+    """One meter's settings, as loaded. Defaults live in METER_OPTIONS only (built by `load`)."""
+
+    name: str
+    port: str
+    tcp: str
+    replay: str
+    simulate: bool
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: float
+    xonxoff: bool
+    rtscts: bool
+    watchdog: float
+    reconnect_max: float
+    speed: str
+    replay_interval: float
+    loop: bool
+    profile: str
+    interval: float
+    seed: str
+    capture: str
+    crc: str
+    accept_bad_msg_crc: bool
+    direction_from_status: bool
+    id: str
+    max_power_kw: float
 
     @property
     def source_kind(self) -> str:
+        """Which source key is set: port, tcp, replay, simulate (or "" for none)."""
         kinds = [k for k in SOURCE_KEYS if getattr(self, k)]
         return kinds[0] if kinds else ""
 
     def describe_source(self) -> str:
+        """The source for logs and status pages, e.g. "port /dev/ttyUSB0"."""
         kind = self.source_kind
         return "simulate" if kind == "simulate" else f"{kind} {getattr(self, kind)}"
 
+    @property
+    def speed_factor(self) -> Optional[float]:
+        """Replay speed as a factor; None replays as fast as possible ("max")."""
+        return None if self.speed == "max" else float(self.speed)
 
-@dataclass
+
+@dataclass(frozen=True)
 class Config:
-    data_dir: str = DEFAULT_DATA_DIR
-    log_level: str = "info"
-    store_interval: float = 0.0
-    database_url: str = ""
-    database_enabled: bool = True
-    database_legacy_table: bool = False
-    database_spool_max_age_days: float = 7.0
-    database_batch_size: int = 200
-    csv_enabled: bool = True
-    csv_dir: str = ""
-    csv_rotate: str = "daily"
-    csv_max_size_mb: float = 50.0
-    csv_compress: bool = True
-    csv_keep_days: float = 0.0
-    csv_timezone: str = "utc"
-    http_listen: str = DEFAULT_HTTP
-    http_token: str = ""
-    meters: list[MeterConfig] = field(default_factory=list)
-    config_file: Optional[str] = None
+    """The effective configuration, as loaded. Defaults live in GLOBAL_OPTIONS only."""
+
+    data_dir: str
+    log_level: str
+    store_interval: float
+    database_url: str
+    database_enabled: bool
+    database_legacy_table: bool
+    database_spool_max_age_days: float
+    database_batch_size: int
+    csv_enabled: bool
+    csv_dir: str
+    csv_rotate: str
+    csv_max_size_mb: float
+    csv_compress: bool
+    csv_keep_days: float
+    csv_timezone: str
+    http_listen: str
+    http_token: str
+    meters: tuple[MeterConfig, ...]
+    config_file: Optional[str]
 
     @property
     def data_path(self) -> Path:
+        """The data directory, `~` expanded."""
         return Path(os.path.expanduser(self.data_dir))
 
     @property
     def csv_path(self) -> Path:
+        """The CSV directory: csv_dir, else csv/ in the data directory."""
         return Path(os.path.expanduser(self.csv_dir)) if self.csv_dir else self.data_path / "csv"
 
     @property
     def http_address(self) -> Optional[tuple[str, int]]:
+        """(host, port) of the web page, or None when it is off."""
         return None if self.http_listen == "off" else split_host_port(self.http_listen)
 
     def secrets(self) -> list[str]:
@@ -635,22 +650,6 @@ class Config:
 
 
 # ---- masking -----------------------------------------------------------------------------
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def masked(option: Option, value: Any) -> Any:
@@ -785,15 +784,8 @@ def _dest(option: Option) -> str:
     return "opt_" + option.flag.lstrip("-").replace("-", "_")
 
 
-def _meter_config(values: Mapping[str, Any]) -> MeterConfig:
-    meter = MeterConfig()
-    for key, value in values.items():
-        setattr(meter, key, value)
-    return meter
-
-
-def _check_meter(meter: MeterConfig, where: str) -> None:
-    sources = [k for k in SOURCE_KEYS if getattr(meter, k)]
+def _check_meter(meter: Mapping[str, Any], where: str) -> None:
+    sources = [k for k in SOURCE_KEYS if meter.get(k)]
     if not sources:
         raise ConfigError(
             f"{where}: no source; set one of port, tcp, replay or simulate "
@@ -829,12 +821,9 @@ def load(
     if args is not None:
         overrides.update(_flag_values(args))
 
-    config = Config(config_file=str(path_text) if path_text else None)
-    for key, value in {
-        **file_globals,
-        **{k: v for k, v in overrides.items() if ":" not in k},
-    }.items():
-        setattr(config, _GLOBAL_BY_KEY[key].attr, value)
+    global_values = {o.key: o.default for o in GLOBAL_OPTIONS}
+    global_values.update(file_globals)
+    global_values.update({k: v for k, v in overrides.items() if ":" not in k})
 
     meter_overrides = {
         k.split(":", 1)[1]: v for k, v in overrides.items() if k.startswith("meter:")
@@ -849,27 +838,34 @@ def load(
         meters = [{**m, **meter_overrides} for m in file_meters]
         if not meters and require_meter and meter_overrides:
             meters = [dict(meter_overrides)]
-    config.meters = [_meter_config(m) for m in meters]
 
+    built: list[MeterConfig] = []
     names: set[str] = set()
-    for index, meter in enumerate(config.meters):
+    for index, given in enumerate(meters):
         if file_meters and not new_source:
             where = f"{path_text}: meter[{index + 1}]"
         else:
             where = "meter (command line/environment)"
         if require_meter:
-            _check_meter(meter, where)
-        if not meter.name:
-            meter.name = "meter" if index == 0 else f"meter{index + 1}"
-        if meter.name in names:
-            raise ConfigError(f"{where}.name: {meter.name!r} is used by two meters")
-        names.add(meter.name)
-    if require_meter and not config.meters:
+            _check_meter(given, where)
+        values = {o.key: o.default for o in METER_OPTIONS}
+        values.update(given)
+        if not values["name"]:
+            values["name"] = "meter" if index == 0 else f"meter{index + 1}"
+        if values["name"] in names:
+            raise ConfigError(f"{where}.name: {values['name']!r} is used by two meters")
+        names.add(values["name"])
+        built.append(MeterConfig(**values))
+    if require_meter and not built:
         raise ConfigError(
             "no meter: give a source (--port DEVICE, --tcp HOST:PORT, --replay FILE or "
             "--simulate) or [[meter]] tables in the config file (--config FILE)"
         )
-    return config
+    return Config(
+        **{_GLOBAL_BY_KEY[key].attr: value for key, value in global_values.items()},
+        meters=tuple(built),
+        config_file=str(path_text) if path_text else None,
+    )
 
 
 # ---- argparse integration ----------------------------------------------------------------
