@@ -277,7 +277,9 @@ def test_mask_url_variants() -> None:
     assert config.mask_url("mysql://u@h/db") == "mysql://u@h/db"
     assert config.mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
     assert config.mask_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
-    assert config.mask_url("mysql://u:pw@[fe80::1%25eth0]/db") == "mysql://u:***@[fe80::1%25eth0]/db"
+    assert (
+        config.mask_url("mysql://u:pw@[fe80::1%25eth0]/db") == "mysql://u:***@[fe80::1%25eth0]/db"
+    )
     assert config.mask_url("mysql://u:p@ss@h:3306/db?ssl=1") == "mysql://u:***@h:3306/db?ssl=1"
     assert config.mask_url("mysql://u:pw@h:notaport/db") == "mysql://u:***@h:notaport/db"
     # the store's database description uses the same function

@@ -118,9 +118,16 @@ def test_unplug_replug_and_watchdog_in_process(
     live = LiveState()
     sink = Collect()
     csv = CsvLog(tmp_path / "csv")
-    source = SerialSource(
-        SerialSettings(port=str(pty_pair.logger_end)), reconnect_initial=0.2, reconnect_max=0.5
+    settings = SerialSettings(
+        port=str(pty_pair.logger_end),
+        baudrate=9600,
+        bytesize=8,
+        parity="N",
+        stopbits=1.0,
+        xonxoff=False,
+        rtscts=False,
     )
+    source = SerialSource(settings, reconnect_initial=0.2, reconnect_max=0.5)
     spec = MeterSpec("house", source, watchdog_s=2.5)
     pipeline = Pipeline([spec], [sink, csv], live)
 
