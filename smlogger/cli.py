@@ -1,4 +1,7 @@
-"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`."""
+"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`.
+
+Only argument parsing and logging set-up live here; `smlogger.service` runs the logger.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class _JournalFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, verbosity: int, secrets: Sequence[str] = ()) -> None:
+    """Log to stderr (journald priorities under systemd) with secrets redacted."""
     index = min(len(LEVELS) - 1, max(0, LEVELS.index(level) - verbosity))
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
@@ -76,7 +80,11 @@ def _common() -> argparse.ArgumentParser:
 class _Subparsers:
     """Hands out sub-parsers that all know -v/-q, also to commands registered elsewhere."""
 
-    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+    def __init__(
+        self,
+        action: argparse._SubParsersAction[argparse.ArgumentParser],
+        common: argparse.ArgumentParser,
+    ) -> None:
         self._action = action
         self._common = common
 
@@ -85,14 +93,11 @@ class _Subparsers:
         if self._common not in parents:
             parents.append(self._common)
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        parser: argparse.ArgumentParser = self._action.add_parser(name, parents=parents, **kwargs)
-        return parser
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._action, name)
+        return self._action.add_parser(name, parents=parents, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `smlogger` parser with every subcommand."""
     common = _common()
     parser = argparse.ArgumentParser(
         prog="smlogger",
@@ -134,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective configuration (secrets masked) or the example file."""
     if args.example:
         sys.stdout.write(cfgmod.example())
         return 0
@@ -153,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -12,6 +12,7 @@ import pytest
 
 from smlogger import config
 from smlogger.config import ConfigError
+from smlogger.masking import mask_url
 from smlogger.store.url import redact_url
 
 
@@ -273,15 +274,13 @@ def test_passwords_masked_in_dump_and_logs(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_mask_url_variants() -> None:
-    assert config.mask_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
-    assert config.mask_url("mysql://u@h/db") == "mysql://u@h/db"
-    assert config.mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
-    assert config.mask_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
-    assert (
-        config.mask_url("mysql://u:pw@[fe80::1%25eth0]/db") == "mysql://u:***@[fe80::1%25eth0]/db"
-    )
-    assert config.mask_url("mysql://u:p@ss@h:3306/db?ssl=1") == "mysql://u:***@h:3306/db?ssl=1"
-    assert config.mask_url("mysql://u:pw@h:notaport/db") == "mysql://u:***@h:notaport/db"
+    assert mask_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    assert mask_url("mysql://u@h/db") == "mysql://u@h/db"
+    assert mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+    assert mask_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
+    assert mask_url("mysql://u:pw@[fe80::1%25eth0]/db") == "mysql://u:***@[fe80::1%25eth0]/db"
+    assert mask_url("mysql://u:p@ss@h:3306/db?ssl=1") == "mysql://u:***@h:3306/db?ssl=1"
+    assert mask_url("mysql://u:pw@h:notaport/db") == "mysql://u:***@h:notaport/db"
     # the store's database description uses the same function
     assert redact_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
     assert redact_url(None) == "sqlite (default)"
