@@ -19,11 +19,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
-
-import peewee
 
 from smlogger import __version__
 from smlogger.capture import CaptureWriter
@@ -58,16 +57,9 @@ StatusExtra = Callable[[], dict[str, Any]]
 def _source(meter: MeterConfig, live: LiveState) -> Source:
     kind = meter.source_kind
     if kind == "port":
-        settings = SerialSettings(
-            port=meter.port,
-            baudrate=meter.baudrate,
-            bytesize=meter.bytesize,
-            parity=meter.parity,
-            stopbits=meter.stopbits,
-            xonxoff=meter.xonxoff,
-            rtscts=meter.rtscts,
-        )
-        return SerialSource(settings, reconnect_max=meter.reconnect_max)
+        # every serial setting is the meter option of the same name (tests/test_service.py)
+        serial = {f.name: getattr(meter, f.name) for f in fields(SerialSettings)}
+        return SerialSource(SerialSettings(**serial), reconnect_max=meter.reconnect_max)
     if kind == "tcp":
         host, port = split_host_port(meter.tcp)
         return TcpSource(host, port, reconnect_max=meter.reconnect_max)
@@ -142,17 +134,6 @@ def build_sinks(config: Config, store: Optional[Store]) -> list[Sink]:
     return sinks
 
 
-def _storage_error(exc: Exception) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, peewee.ImproperlyConfigured):
-        # peewee's words when the optional driver (psycopg2, PyMySQL) is not installed
-        text += (
-            " (install the database driver: pip install 'smlogger[postgres]' for "
-            "PostgreSQL, PyMySQL for MySQL/MariaDB)"
-        )
-    return text
-
-
 # ---- web page --------------------------------------------------------------------------------
 
 
@@ -225,8 +206,8 @@ def run(config: Config) -> int:
     except ImportError:
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
-        # a data dir we may not write, a database driver that is missing, ...
-        log.error("cannot set up storage: %s", _storage_error(exc))
+        # a data dir we may not write, a database URL naming no database, ...
+        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
         return 1
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ from smlogger import config, service
 from smlogger.config import ConfigError
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
-from smlogger.sources import ReplaySource, SerialSource, SimulatedSource, TcpSource
+from smlogger.sources import ReplaySource, SerialSettings, SerialSource, SimulatedSource, TcpSource
 from smlogger.store import Store
 
 
@@ -46,6 +47,11 @@ def test_serial_meter_gets_every_configured_setting() -> None:
         3000.0,
         "house",
     )
+
+
+def test_serial_settings_are_meter_options() -> None:
+    meter_keys = {o.key for o in config.METER_OPTIONS}
+    assert {f.name for f in dataclasses.fields(SerialSettings)} <= meter_keys
 
 
 def test_tcp_replay_and_simulated_meters(tmp_path: Path) -> None:

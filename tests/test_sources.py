@@ -151,15 +151,8 @@ def test_tcp_source_waits_for_a_server_that_is_not_there_yet(recordings_dir: Pat
 
 def test_serial_source_on_missing_port_keeps_waiting() -> None:
     states: list[tuple[str, str]] = []
-    settings = SerialSettings(
-        port="/dev/serial/by-id/usb-no-such-head-if00-port0",
-        baudrate=9600,
-        bytesize=8,
-        parity="N",
-        stopbits=1.0,
-        xonxoff=False,
-        rtscts=False,
-    )
+    port = "/dev/serial/by-id/usb-no-such-head-if00-port0"
+    settings = SerialSettings(port, 9600, 8, "N", 1.0, False, False)
     source = SerialSource(settings, reconnect_initial=0.05, reconnect_max=0.1)
     source.on_state = lambda state, detail: states.append((state, detail))
     stop = threading.Event()
