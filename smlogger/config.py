@@ -5,6 +5,10 @@ Global options live at the top level or in [database], [csv], [http]; meters are
 Meter options given as flags/environment describe one meter: with a source (--port, --tcp,
 --replay, --simulate) they replace the configured meters (or update the single configured one);
 without a source they apply to every configured meter.
+
+The option table (GLOBAL_OPTIONS, METER_OPTIONS) is the only place that knows a setting's flag,
+variable, parser and default. `load` builds the frozen `Config` and its `MeterConfig`s once from
+it; nothing changes them afterwards, and the rest of the program receives values, not defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def _type_name(value: Any) -> str:
 
 
 def parse_bool(value: Any) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case); "" is false."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -61,6 +66,8 @@ def parse_bool(value: Any) -> bool:
 
 
 def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
+    """A parser of whole numbers (also "12" and 12.0) within lo..hi."""
+
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
@@ -80,6 +87,8 @@ def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
 
 
 def parse_float(lo: float | None = None, hi: float | None = None) -> Parser:
+    """A parser of finite numbers (also "1.5") within lo..hi."""
+
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError("expected a number, not a boolean")
@@ -104,12 +113,15 @@ def _check_range(value: float, lo: float | None, hi: float | None) -> None:
 
 
 def parse_str(value: Any) -> str:
+    """A string as given (TOML numbers are not strings)."""
     if not isinstance(value, str):
         raise ValueError(f"expected a string, not {_type_name(value)}")
     return value
 
 
 def parse_choice(*choices: str, case: bool = False) -> Parser:
+    """A parser accepting one of `choices` (any case unless `case`), returning its spelling."""
+
     def parse(value: Any) -> str:
         text = str(value).strip() if isinstance(value, (str, int, float)) else None
         if text is not None and not case:
@@ -123,6 +135,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
 
 
 def parse_stopbits(value: Any) -> float:
+    """Serial stop bits: 1, 1.5 or 2."""
     number = float(parse_float()(value))
     if number not in (1.0, 1.5, 2.0):
         raise ValueError(f"{value!r} is not allowed; use one of: 1, 1.5, 2")
@@ -144,6 +157,7 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_listen(value: Any) -> str:
+    """HOST:PORT of the web page, or "off" (also "", none, no, false)."""
     text = parse_str(value).strip()
     if text.lower() in ("", "off", "none", "no", "false"):
         return "off"
@@ -152,6 +166,7 @@ def parse_listen(value: Any) -> str:
 
 
 def parse_tcp(value: Any) -> str:
+    """HOST:PORT of a network IR head with a port above 0, or "" for none."""
     text = parse_str(value).strip()
     if not text:
         return ""
@@ -162,6 +177,10 @@ def parse_tcp(value: Any) -> str:
 
 
 def parse_speed(value: Any) -> str:
+    """Replay speed as normalised text: a factor > 0 ("1", "10", "2.5") or "max".
+
+    The one speed parser; `MeterConfig.speed_factor` reads the result as a number.
+    """
     text = str(value).strip().lower() if not isinstance(value, bool) else ""
     if text == "max":
         return text
@@ -175,6 +194,7 @@ def parse_speed(value: Any) -> str:
 
 
 def parse_db_url(value: Any) -> str:
+    """A sqlite/mysql/mariadb/postgresql URL, or "" for the SQLite file in the data dir."""
     text = parse_str(value).strip()
     if text == "":
         return ""
@@ -190,6 +210,7 @@ def parse_db_url(value: Any) -> str:
 
 
 def parse_opt_path(value: Any) -> str:
+    """A path or device name, "" for none; `~` is expanded where it is used."""
     return parse_str(value).strip()
 
 
@@ -198,6 +219,8 @@ def parse_opt_path(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Option:
+    """One setting: its TOML key, flag, parser and its default (the only one in the program)."""
+
     key: str  # TOML key: "section.name" for globals, "name" inside [[meter]]
     flag: str
     parse: Parser
@@ -653,6 +676,7 @@ class Config:
 
 
 def masked(option: Option, value: Any) -> Any:
+    """`value` safe to show: a secret option's value masked (URLs keep all but the password)."""
     if not option.secret or not value:
         return value
     if option.key == "database.url":
@@ -732,6 +756,7 @@ def _flatten_globals(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any]
 
 
 def read_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; ConfigError naming the file when it is missing or invalid."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -912,6 +937,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def toml_value(value: Any) -> str:
+    """`value` written as a TOML value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
