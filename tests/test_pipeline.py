@@ -208,7 +208,9 @@ def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: P
     fast = Collect()
     fast.name = "fast"
     live = LiveState()
-    replay = ReplaySource(recordings_dir / "ISKRA_MT175_eHZ.bin", speed=20)
+    replay = ReplaySource(
+        recordings_dir / "ISKRA_MT175_eHZ.bin", speed=20, interval=1.0, loop=False
+    )
     pipeline = Pipeline([MeterSpec("m", replay)], [slow, fast], live)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -243,7 +245,9 @@ def test_corrupted_frame_is_rejected_logged_and_counted(
 ) -> None:
     live = LiveState()
     sink = Collect()
-    replay = ReplaySource(_capture_with_corrupt_frame(tmp_path), speed=None)
+    replay = ReplaySource(
+        _capture_with_corrupt_frame(tmp_path), speed=None, interval=1.0, loop=False
+    )
     pipeline = Pipeline([MeterSpec("sim", replay)], [sink], live)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -269,7 +273,7 @@ def test_store_interval_aggregates_for_sinks_but_not_live(tmp_path: Path) -> Non
     updates = live.subscribe()
     sink = Collect()
     csv = CsvLog(tmp_path / "csv", aggregated=True)
-    replay = ReplaySource(tmp_path / "sim.txt", speed=None)
+    replay = ReplaySource(tmp_path / "sim.txt", speed=None, interval=1.0, loop=False)
     pipeline = Pipeline([MeterSpec("sim", replay)], [sink, csv], live, store_interval=15)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -286,7 +290,9 @@ def test_store_interval_aggregates_for_sinks_but_not_live(tmp_path: Path) -> Non
 def test_live_state_and_sink_status_are_published(recordings_dir: Path) -> None:
     live = LiveState()
     sink = Collect()
-    replay = ReplaySource(recordings_dir / "EMH-ED300L_delivery.bin", speed=None)
+    replay = ReplaySource(
+        recordings_dir / "EMH-ED300L_delivery.bin", speed=None, interval=1.0, loop=False
+    )
     spec = MeterSpec("ed300l", replay, direction_from_status=True, meter_id="garage")
     pipeline = Pipeline([spec], [sink], live)
     pipeline.start()
@@ -303,7 +309,8 @@ def test_live_state_and_sink_status_are_published(recordings_dir: Path) -> None:
 
 def test_replay_of_missing_file_is_an_error(tmp_path: Path) -> None:
     live = LiveState()
-    pipeline = Pipeline([MeterSpec("r", ReplaySource(tmp_path / "nope.bin"))], [], live)
+    missing = ReplaySource(tmp_path / "nope.bin", speed=1.0, interval=1.0, loop=False)
+    pipeline = Pipeline([MeterSpec("r", missing)], [], live)
     pipeline.start()
     pipeline.run(threading.Event())
     pipeline.stop(2.0)

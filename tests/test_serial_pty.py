@@ -118,9 +118,9 @@ def test_unplug_replug_and_watchdog_in_process(
     live = LiveState()
     sink = Collect()
     csv = CsvLog(tmp_path / "csv")
-    source = SerialSource(
-        SerialSettings(port=str(pty_pair.logger_end)), reconnect_initial=0.2, reconnect_max=0.5
-    )
+    # 9600 8N1 without flow control, as the head sends
+    settings = SerialSettings(str(pty_pair.logger_end), 9600, 8, "N", 1.0, False, False)
+    source = SerialSource(settings, reconnect_initial=0.2, reconnect_max=0.5)
     spec = MeterSpec("house", source, watchdog_s=2.5)
     pipeline = Pipeline([spec], [sink, csv], live)
 
