@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -97,10 +97,16 @@ def describe(configs: dict[str, dict[str, Any]], values: dict[str, str]) -> list
     return lines
 
 
-def run_check(settings: MqttSettings, reading: Reading, out: TextIO, timeout: float = 10.0) -> int:
+def run_check(
+    settings: MqttSettings,
+    reading: Reading,
+    out: TextIO,
+    timeout: float = 10.0,
+    source: Optional[str] = None,
+) -> int:
     """0: connected, published and everything read back; 1: something is missing; 2: no
-    connection (the reason is printed)."""
-    sink = MqttSink(settings, check=True)
+    connection (the reason is printed). `source`: the configured meter that sent `reading`."""
+    sink = MqttSink(settings, check=True, source_of=lambda meter_id: source)
     try:
         out.write(f"broker {sink.broker.display()}, client id {settings.client_id}-check\n")
         if not _wait(lambda: sink.status()["state"] == "connected", timeout):

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from smlogger.mqtt.topics import Topics, slug
+from smlogger.states import LINK_STATES as STATES
 
-LINK_STATES = ("connected", "waiting", "no data")
+LINK_STATES: tuple[str, ...] = tuple(STATES)
 
 
 @dataclass(frozen=True)

@@ -111,12 +111,14 @@ class MessageBuilder:
         *,
         clock: Callable[[], float],
         diagnostics: Optional[Diagnostics] = None,
+        source_of: Optional[Callable[[str], Optional[str]]] = None,
         version: str = __version__,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.prefix, settings.discovery_prefix, slug(settings.client_id))
         self.clock = clock
         self.diagnostics = diagnostics
+        self.source_of = source_of
         self.version = version
         self.limiter = RateLimiter(
             settings.interval, settings.heartbeat, parse_deadband(settings.deadband), clock
@@ -141,15 +143,22 @@ class MessageBuilder:
     def _meter(self, reading: Reading) -> _Meter:
         meter = self._meters.get(reading.meter_id)
         if meter is None:
-            configured = self.settings.meter_names.get(reading.meter_id)
-            topic = configured or slug(reading.meter_id)
+            keys = [reading.meter_id]
+            source = self.source_of(reading.meter_id) if self.source_of else None
+            if source:
+                keys.append(source)
+            configured = next((self.settings.meter_names[k] for k in keys
+                               if k in self.settings.meter_names), None)  # fmt: skip
+            model = next((self.settings.meter_models[k] for k in keys
+                          if k in self.settings.meter_models), None)  # fmt: skip
+            topic = slug(configured or reading.meter_id)
             parsed = parse_server_id(reading.meter_id)
             raw = {obis: v.value for obis, v in reading.values.items()}
             device = MeterDevice(
                 meter_id=reading.meter_id,
                 name=configured or (parsed.label() if parsed else reading.meter_id),
                 manufacturer=manufacturer(reading.meter_id, raw),
-                model=self.settings.meter_models.get(reading.meter_id),
+                model=model,
                 sw_version=firmware(raw),
                 serial_number=parsed.label() if parsed else reading.meter_id,
             )

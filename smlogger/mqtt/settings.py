@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Optional
 from urllib.parse import unquote, urlsplit
 
-from smlogger.mqtt.topics import RESERVED_METER_NAMES
+from smlogger.mqtt.topics import RESERVED_METER_NAMES, slug
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOPIC_LEVEL = re.compile(r"^[^#+\x00]+$")
@@ -68,11 +68,6 @@ def parse_broker_url(url: str, key: str = "mqtt.url") -> Broker:
     )
 
 
-def mask_url(url: str) -> str:
-    """`url` with any password replaced by *** (also for URLs that do not parse)."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
-
-
 def default_client_id() -> str:
     """smlogger-<hostname>: stable across restarts, different for each logger on a broker."""
     host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-") or "host"
@@ -96,7 +91,8 @@ class MqttSettings:
 
     `interval` throttles each value (0: every frame), `deadband` is a rule list such as
     "0.5", "1%" or "p_sum=10,u_*=1%,0" (see ratelimit.parse_deadband), `heartbeat` re-publishes
-    unchanged values. `meter_names` maps meter ids to the names used in topics and HA.
+    unchanged values. `meter_names` / `meter_models` map a meter id, or the name of the
+    configured meter (source) that delivers it, to the name used in topics and HA / the model.
     """
 
     url: str
@@ -152,11 +148,10 @@ class MqttSettings:
             if path is not None and not Path(path).is_file():
                 raise MqttSettingsError(f"mqtt.{name}: no such file: {path}")
         for meter, name in self.meter_names.items():
-            check_topic_prefix(name, f"meter name of {meter}")
-            if "/" in name or name in RESERVED_METER_NAMES:
+            if slug(name) in RESERVED_METER_NAMES:
                 raise MqttSettingsError(
-                    f"meter name {name!r}: used as a topic level, it may not contain '/' "
-                    f"nor be one of {sorted(RESERVED_METER_NAMES)}"
+                    f"meter name {name!r} of {meter}: used as a topic level, it may not be one "
+                    f"of {sorted(RESERVED_METER_NAMES)}"
                 )
         from smlogger.mqtt.ratelimit import parse_deadband
 

@@ -42,12 +42,15 @@ class MqttSink:
     docs for the topic tree). Implements the pipeline's Sink protocol."""
 
     name = "mqtt"
+    # live values at MQTT's own rate (mqtt.interval), not the database's store_interval
+    every_reading = True
 
     def __init__(
         self,
         settings: MqttSettings,
         *,
         diagnostics: Optional[Diagnostics] = None,
+        source_of: Optional[Callable[[str], Optional[str]]] = None,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
         check: bool = False,
@@ -58,7 +61,9 @@ class MqttSink:
         self.check = check
         self.broker = settings.broker
         self.clock = clock
-        self.builder = MessageBuilder(settings, clock=clock, diagnostics=diagnostics)
+        self.builder = MessageBuilder(
+            settings, clock=clock, diagnostics=diagnostics, source_of=source_of
+        )
         self.topics = self.builder.topics
         self.outbox = Outbox(settings.queue_size)
         self._lock = threading.Lock()  # guards the builder and the counters below
@@ -263,6 +268,8 @@ class MqttSink:
                 "since": self.since.isoformat(),
                 "broker": self.broker.display(),
                 "connected": 1 if self._connected else 0,
+                # /healthz: a broker problem degrades the logger, it does not fail the meters
+                "degraded": self.state != "connected",
                 "queue_depth": len(self.outbox),
                 "queue_size": self.outbox.maxsize,
                 "pending": len(self._pending),
