@@ -73,6 +73,15 @@ def parse_server_id(meter_id: str) -> Optional[ServerId]:
     return None
 
 
+def meter_label(meter_id: str) -> str:
+    """The meter number printed on the meter (DIN 43863-5) for a 10-byte server id such as
+    0a01445a47000282225e -> "1 DZG00 4208 2910"; other ids unchanged."""
+    parsed = parse_server_id(meter_id)
+    if parsed is None or parsed.kind not in (0x09, 0x0A):
+        return meter_id
+    return parsed.label()
+
+
 def _text(value: object) -> Optional[str]:
     if isinstance(value, bytes) and value and all(0x20 <= b < 0x7F for b in value):
         return value.decode("ascii").strip() or None

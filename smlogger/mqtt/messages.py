@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from smlogger import __version__
-from smlogger.meterid import firmware, manufacturer, parse_server_id
+from smlogger.meterid import firmware, manufacturer, meter_label
 from smlogger.mqtt.discovery import (
     DIAGNOSTIC_SENSORS,
     FIELD_SENSORS,
@@ -152,15 +152,15 @@ class MessageBuilder:
             model = next((self.settings.meter_models[k] for k in keys
                           if k in self.settings.meter_models), None)  # fmt: skip
             topic = slug(configured or reading.meter_id)
-            parsed = parse_server_id(reading.meter_id)
+            label = meter_label(reading.meter_id)
             raw = {obis: v.value for obis, v in reading.values.items()}
             device = MeterDevice(
                 meter_id=reading.meter_id,
-                name=configured or (parsed.label() if parsed else reading.meter_id),
+                name=configured or label,
                 manufacturer=manufacturer(reading.meter_id, raw),
                 model=model,
                 sw_version=firmware(raw),
-                serial_number=parsed.label() if parsed else reading.meter_id,
+                serial_number=label,
             )
             meter = self._meters[reading.meter_id] = _Meter(
                 reading.meter_id, topic, device.name, device
