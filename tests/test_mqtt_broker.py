@@ -7,8 +7,10 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,17 @@ import pytest
 from mqtt_broker import CertAuthority, Collector, Mosquitto, retained
 from mqtt_ha import check_sensor_config
 from test_mqtt_units import METER, T0, reading
+from test_pipeline import Collect
 from waiting import wait_for
 
+from smlogger.capture import CaptureWriter
+from smlogger.live import LiveState
 from smlogger.mqtt.check import run_check
 from smlogger.mqtt.settings import MqttSettings
 from smlogger.mqtt.sink import MqttSink
+from smlogger.pipeline import MeterSpec, Pipeline
+from smlogger.simulate import make_meter
+from smlogger.sources import ReplaySource
 
 pytestmark = pytest.mark.slow
 
@@ -271,3 +279,53 @@ def test_check_names_the_reason_when_it_cannot_connect(tmp_path: Path) -> None:
     assert run_check(settings(url), reading(), out, timeout=3) == 2
     assert "NOT CONNECTED: unreachable" in out.getvalue()
     assert "connection refused" in out.getvalue()
+
+
+def test_mqtt_gets_every_reading_while_the_database_gets_aggregates(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    meter = make_meter("household")
+    writer = CaptureWriter(tmp_path / "sim.txt")
+    for i in range(60):
+        at = T0 + timedelta(seconds=i)
+        writer.write(at, meter.frame(at))
+    writer.close()
+    sink = MqttSink(settings(broker.url()))
+    stored = Collect()
+    replay = ReplaySource(tmp_path / "sim.txt", speed=None, interval=1.0, loop=False)
+    pipeline = Pipeline([MeterSpec("sim", replay)], [stored, sink], LiveState(), store_interval=15)
+    pipeline.start()
+    pipeline.run(threading.Event())
+    assert pipeline.stop(6.0)
+    assert [r.samples for r in stored.readings] == [15, 15, 15, 15]
+    assert sink.status()["written"] == 60
+
+
+def test_several_loggers_and_meters_on_one_broker(broker: Mosquitto, sinks: list[MqttSink]) -> None:
+    other_meter = "0a01445a47000282225e"
+    first = MqttSink(settings(broker.url(), client_id="logger-a", meter_names={}))
+    second = MqttSink(settings(broker.url(), client_id="logger-b", meter_names={}))
+    sinks += [first, second]
+    first.write(reading())
+    second.write(reading(meter=other_meter, p_sum=7))
+
+    def both() -> dict[str, str] | None:
+        now = retained(broker, "#", 0.3)
+        return (
+            now
+            if f"smlogger/{other_meter}/p_sum" in now and f"smlogger/{METER}/p_sum" in now
+            else None
+        )
+
+    now = wait_for(both, 10, "both meters")
+    assert now["smlogger/logger/logger-a/availability"] == "online"
+    assert now["smlogger/logger/logger-b/availability"] == "online"
+    devices = {
+        json.loads(p)["device"]["identifiers"][0]: json.loads(p)["device"]["via_device"]
+        for t, p in now.items()
+        if t.endswith("/p_sum/config")
+    }
+    assert devices == {
+        f"smlogger_{METER}": "smlogger_logger_logger-a",
+        f"smlogger_{other_meter}": "smlogger_logger_logger-b",
+    }
