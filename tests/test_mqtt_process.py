@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -191,3 +193,28 @@ def test_wrong_password_is_not_authorised_and_never_logged(tmp_path: Path) -> No
         assert "not authorised" in stderr
         assert secret not in stderr
         assert broker.log_text().count("not authorised") >= 2
+
+
+def test_mqtt_test_command(tmp_path: Path) -> None:
+    def mqtt_test(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "smlogger", "mqtt-test", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with Mosquitto.running(tmp_path / "broker") as broker:
+        result = mqtt_test("--mqtt", broker.url(), "--simulate", "--meter-name", "house",
+                           "--meter-model", "MT631")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "publishes under smlogger/house/" in result.stdout
+        assert "manufacturer Iskraemeco, model MT631" in result.stdout
+        assert "Energy import" in result.stdout and result.stdout.rstrip().endswith("OK")
+        on_broker = retained(broker, "homeassistant/#")
+        assert [t for t in on_broker if t.endswith("/e_sum/config")]
+    result = mqtt_test("--mqtt", broker.url(), "--timeout", "3")
+    assert result.returncode == 2
+    assert "NOT CONNECTED: unreachable" in result.stdout
+    result = mqtt_test("--simulate")
+    assert result.returncode == 2 and "no broker" in result.stderr
