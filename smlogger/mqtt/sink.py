@@ -229,7 +229,12 @@ class MqttSink:
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.topics.ha_status and message.payload.strip() == b"online":
+        # a retained "online" is old news: discovery went out on connect already
+        if (
+            message.topic == self.topics.ha_status
+            and message.payload.strip() == b"online"
+            and not message.retain
+        ):
             log.info("mqtt: Home Assistant came online; re-sending discovery")
             with self._lock:
                 self._ha_online = True
