@@ -521,3 +521,13 @@ def test_reading_time_is_independent_of_the_clock() -> None:
     later = T0 + timedelta(hours=1)
     state = json.loads(by_topic(builder.reading(reading(at=later)))[f"smlogger/{METER}/state"])
     assert state["time"] == later.isoformat()
+
+
+def test_unknown_diagnostics_are_not_published() -> None:
+    info = {"state": "waiting", "crc_error_rate": None, "last_frame_age_s": None}
+    builder = MessageBuilder(settings(), clock=Clock(), diagnostics=lambda m: info, version="1")
+    builder.reading(reading())
+    got = by_topic(builder.tick())
+    assert got[f"smlogger/{METER}/link_state"] == "waiting"
+    assert f"smlogger/{METER}/crc_error_rate" not in got
+    assert f"smlogger/{METER}/last_frame_age" not in got

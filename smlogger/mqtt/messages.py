@@ -286,9 +286,9 @@ class MessageBuilder:
         if new:
             out += self._discovery(meter, new)
         for key, value in values.items():
-            # HA shows an empty state as "unknown": right for a meter that never sent a frame
-            text = "" if value is None else _payload(value)
-            out.append(self._msg(self.topics.value(meter.topic, key), text))
+            # not known yet (no frame counted): say nothing rather than a state HA rejects
+            if value is not None:
+                out.append(self._msg(self.topics.value(meter.topic, key), _payload(value)))
         return out
 
     def logger_stats(self, dropped: int) -> list[Message]:
