@@ -1,8 +1,10 @@
 """What Home Assistant's MQTT sensor schema accepts, for checking discovery payloads.
 
-Written from HA's documentation of the MQTT sensor platform and its sensor device classes:
-the keys a sensor config may have, and per device class the state classes and units the
-sensor (and for energy/power the Energy dashboard) accepts.
+Written from HA's documentation of the MQTT sensor platform and its sensor device classes
+(and checked against homeassistant/components/sensor/const.py, DEVICE_CLASS_UNITS and
+DEVICE_CLASS_STATE_CLASSES, and the MQTT availability schema): the keys a sensor config may
+have, and per device class the state classes and units the sensor (and for energy/power the
+Energy dashboard) accepts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ DEVICE_CLASSES: dict[str, tuple[set[str | None], set[str | None]]] = {
     "voltage": ({"measurement"}, {"V", "mV", "kV"}),
     "current": ({"measurement"}, {"A", "mA"}),
     "frequency": ({"measurement"}, {"Hz", "kHz", "MHz", "GHz"}),
-    "duration": ({"measurement", "total", "total_increasing"}, {"s", "min", "h", "d", "ms"}),
+    "duration": ({None, "measurement", "total", "total_increasing"}, {"s", "min", "h", "d", "ms"}),
+    # no state class at all: enum sensors have no statistics
     "enum": ({None}, {None}),
 }
 

@@ -531,3 +531,21 @@ def test_unknown_diagnostics_are_not_published() -> None:
     assert got[f"smlogger/{METER}/link_state"] == "waiting"
     assert f"smlogger/{METER}/crc_error_rate" not in got
     assert f"smlogger/{METER}/last_frame_age" not in got
+
+
+def test_the_ha_schema_check_rejects_what_ha_rejects() -> None:
+    good = {"name": "E", "unique_id": "u", "state_topic": "s/e", "device_class": "energy",
+            "state_class": "total_increasing", "unit_of_measurement": "kWh"}  # fmt: skip
+    assert check_sensor_config(good) == []
+    for change in (
+        {"state_class": "measurement"},  # the Energy dashboard ignores it
+        {"unit_of_measurement": "W"},
+        {"device_class": "power"},  # power is a measurement in W
+        {"unit_of_mesurement": "kWh"},  # typo: HA refuses unknown keys
+        {"entity_category": "config"},
+        {"availability": [{"topc": "x"}]},
+        {"state_topic": "s/#"},
+    ):
+        assert check_sensor_config({**good, **change}) != [], change
+    assert check_sensor_config({"name": "L", "unique_id": "l", "state_topic": "t",
+                                "device_class": "enum"}) != []  # fmt: skip

@@ -146,10 +146,13 @@ def sensor_config(
         "name": spec.name,
         "unique_id": unique_id(node_id, key),
         "state_topic": state_topic,
-        "availability": [{"topic": topic} for topic in availability],
+        # HA reads the payloads per availability entry (the top-level ones only go with
+        # availability_topic); these are HA's defaults, spelled out for other consumers
+        "availability": [
+            {"topic": topic, "payload_available": "online", "payload_not_available": "offline"}
+            for topic in availability
+        ],
         "availability_mode": "all",
-        "payload_available": "online",
-        "payload_not_available": "offline",
         "device": device,
         "origin": origin(version),
     }
