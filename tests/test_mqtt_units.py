@@ -549,3 +549,12 @@ def test_the_ha_schema_check_rejects_what_ha_rejects() -> None:
         assert check_sensor_config({**good, **change}) != [], change
     assert check_sensor_config({"name": "L", "unique_id": "l", "state_topic": "t",
                                 "device_class": "enum"}) != []  # fmt: skip
+
+
+def test_unreadable_password_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MqttSettingsError, match=r"mqtt\.password_file"):
+        settings(password_file=tmp_path / "missing")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(MqttSettingsError, match=r"mqtt\.password_file: cannot read"):
+        settings(password_file=binary)

@@ -141,12 +141,19 @@ class MqttSettings:
             raise MqttSettingsError("mqtt.client_id: 1 to 128 characters")
         if (self.client_key is None) != (self.client_cert is None):
             raise MqttSettingsError("mqtt.client_cert and mqtt.client_key go together")
-        if self.ca_file is not None and not self.broker.tls:
+        if self.ca_file is not None and not parse_broker_url(self.url).tls:
             raise MqttSettingsError("mqtt.ca_file is set but mqtt.url is not mqtts://")
         for name in ("ca_file", "client_cert", "client_key", "password_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise MqttSettingsError(f"mqtt.{name}: no such file: {path}")
+        if self.password_file is not None:
+            try:
+                Path(self.password_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise MqttSettingsError(
+                    f"mqtt.password_file: cannot read {self.password_file}: {exc}"
+                ) from None
         for meter, name in self.meter_names.items():
             if slug(name) in RESERVED_METER_NAMES:
                 raise MqttSettingsError(
