@@ -2,7 +2,7 @@
 
 from typing import Any, Final, final
 
-from smlogger.sml import CrcName, Frame
+from smlogger.sml import CrcName, DecoderStats, Frame
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -30,7 +30,7 @@ class Decoder:
     def feed(self, data: bytes | bytearray) -> list[Frame]: ...
     def finish(self) -> list[Frame]: ...
     @property
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> DecoderStats: ...
     @property
     def crc(self) -> CrcName: ...
 
