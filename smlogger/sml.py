@@ -26,6 +26,7 @@ from smlogger._sml_core import (
     crc16_kermit,
     crc16_x25,
     decode,
+    decode_values,
     encode,
     frame,
     obis_from_str,
@@ -41,6 +42,7 @@ else:  # pragma: no cover - exercised on older interpreters only
 __all__ = [
     "BODY_TYPES",
     "DEFAULT_MAX_FRAME",
+    "VALUE_FIELDS",
     "CloseResponseBody",
     "CrcName",
     "Decoder",
@@ -51,10 +53,12 @@ __all__ = [
     "Message",
     "OpenResponseBody",
     "Time",
+    "ValueRow",
     "count_frames",
     "crc16_kermit",
     "crc16_x25",
     "decode",
+    "decode_values",
     "encode",
     "entries",
     "format_value",
@@ -80,6 +84,14 @@ class Time(TypedDict):
 
 Raw = Union[int, bool, bytes, Time, None]
 Scaled = Union[int, float, bool, bytes, None]
+
+
+ValueRow = tuple[int, bytes, str, Scaled, Optional[str]]
+"""One row of ``decode_values``: the frame's offset, the GetListResponse's
+server id, and the entry's ``obis``, ``value`` and ``unit_symbol``."""
+
+#: Column names of a ``ValueRow``, e.g. ``pandas.DataFrame(rows, columns=VALUE_FIELDS)``.
+VALUE_FIELDS = ("offset", "server_id", "obis", "value", "unit")
 
 
 class Entry(TypedDict):

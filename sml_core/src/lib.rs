@@ -13,6 +13,7 @@ pub mod encode;
 pub mod message;
 pub mod obis;
 pub mod quirks;
+pub mod text;
 pub mod tl;
 pub mod transport;
 pub mod units;

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::crc::CrcMode;
 use crate::{obis, Frame, Outcome};
@@ -114,42 +114,88 @@ impl Drop for GcPause<'_> {
 }
 
 impl PyDecoder {
-    fn run<'py>(&mut self, py: Python<'py>, data: &[u8], finish: bool) -> PyResult<Bound<'py, PyList>> {
-        let mut pause = GcPause::new(py);
-        let out = PyList::empty(py);
+    /// Feeds `data` (or, with `finish`, ends the stream) and hands every frame
+    /// to `on_frame`. A panic while handling one frame becomes an internal
+    /// error item for `on_item`; a panic in the framer resets the decoder. The
+    /// first Python error stops the handling of later frames and is returned.
+    fn drive<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        finish: bool,
+        on_frame: &mut dyn FnMut(&mut Conv<'_, 'py>, &Frame<'_>) -> PyResult<()>,
+        on_item: &mut dyn FnMut(Obj<'py>) -> PyResult<()>,
+    ) -> PyResult<()> {
         let mut first_err: Option<PyErr> = None;
         let strings = &mut self.strings;
         let inner = &mut self.inner;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut on_frame = |f: Frame<'_>| {
+            let mut each = |f: Frame<'_>| {
                 if first_err.is_some() {
                     return;
                 }
                 let mut conv = Conv { py, strings: &mut *strings };
-                let item = catch_unwind(AssertUnwindSafe(|| conv.frame(&f)))
-                    .unwrap_or_else(|p| internal_error(py, f.offset, f.length, &panic_text(&*p)));
-                match item.and_then(|o| out.append(o)) {
-                    Ok(()) => {}
-                    Err(e) => first_err = Some(e),
+                let done = catch_unwind(AssertUnwindSafe(|| on_frame(&mut conv, &f))).unwrap_or_else(|p| {
+                    internal_error(py, f.offset, f.length, &panic_text(&*p)).and_then(&mut *on_item)
+                });
+                if let Err(e) = done {
+                    first_err = Some(e);
                 }
             };
             if finish {
-                inner.finish(&mut on_frame);
+                inner.finish(&mut each);
             } else {
-                inner.feed(data, &mut on_frame);
+                inner.feed(data, &mut each);
             }
         }));
         if let Err(p) = result {
             // The framer itself failed: start afresh so later input still decodes.
             let offset = inner.transport_stats().bytes;
             *inner = crate::Decoder::with_limit(self.mode, self.max_frame);
-            out.append(internal_error(py, offset, 0, &panic_text(&*p))?)?;
+            on_item(internal_error(py, offset, 0, &panic_text(&*p))?)?;
         }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn run<'py>(&mut self, py: Python<'py>, data: &[u8], finish: bool) -> PyResult<Bound<'py, PyList>> {
+        let mut pause = GcPause::new(py);
+        let out = PyList::empty(py);
+        self.drive(py, data, finish, &mut |conv, f| out.append(conv.frame(f)?), &mut |item| {
+            out.append(item)
+        })?;
         pause.built(out.len());
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
+    }
+
+    fn run_lines<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        finish: bool,
+    ) -> PyResult<(Bound<'py, PyString>, usize, Bound<'py, PyList>)> {
+        let _pause = GcPause::new(py);
+        let bad = PyList::empty(py);
+        let mut text = String::new();
+        let mut good = 0usize;
+        let mut lines = String::new();
+        self.drive(
+            py,
+            data,
+            finish,
+            &mut |conv, f| match &f.outcome {
+                Outcome::Ok(messages) => {
+                    // Into a scratch buffer first, so a panic cannot leave half a line.
+                    lines.clear();
+                    crate::text::write_messages(messages, &mut lines);
+                    text.push_str(&lines);
+                    good += 1;
+                    Ok(())
+                }
+                _ => bad.append(conv.frame(f)?),
+            },
+            &mut |item| bad.append(item),
+        )?;
+        Ok((PyString::new(py, &text), good, bad))
     }
 }
 
@@ -171,6 +217,29 @@ impl PyDecoder {
     #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
     fn feed<'py>(&mut self, py: Python<'py>, data: PyBackedBytes) -> PyResult<Bound<'py, PyList>> {
         self.run(py, &data, false)
+    }
+
+    /// Like `feed` (then `finish` when `finish` is true), but the good frames
+    /// come back as `sml_server` text, one `OBIS#value#unit` line per value
+    /// of every GetListResponse whose CRC held (what `sml.entries` yields),
+    /// together with their count; damaged frames come back as frame dicts.
+    #[pyo3(signature = (data, *, finish = false))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
+    fn feed_lines<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: PyBackedBytes,
+        finish: bool,
+    ) -> PyResult<(Bound<'py, PyString>, usize, Bound<'py, PyList>)> {
+        let (text, good, bad) = self.run_lines(py, &data, false)?;
+        if !finish {
+            return Ok((text, good, bad));
+        }
+        let (tail, more, worse) = self.run_lines(py, &[], true)?;
+        for item in worse {
+            bad.append(item)?;
+        }
+        Ok((text.add(tail)?.downcast_into::<PyString>()?, good + more, bad))
     }
 
     /// End of stream: a partial frame comes out as a "truncated" error item.
@@ -230,6 +299,34 @@ fn decode<'py>(
     pause.built(out.len());
     Ok(out)
 }
+
+/// The values of a whole buffer as flat rows, one
+/// `(offset, server_id, obis, value, unit_symbol)` tuple per list entry: the
+/// entries `sml.entries()` yields over `decode(data)`, without the frame,
+/// message and entry dicts around them (for bulk analysis and pandas).
+#[pyfunction]
+#[pyo3(signature = (data, *, crc = "auto", max_frame = crate::transport::DEFAULT_MAX_FRAME))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
+fn decode_values<'py>(
+    py: Python<'py>,
+    data: PyBackedBytes,
+    crc: &str,
+    max_frame: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut d = PyDecoder::new(crc, max_frame)?;
+    let mut pause = GcPause::new(py);
+    let rows = PyList::empty(py);
+    // Damaged frames carry no values; internal error items are dropped the same way.
+    for finish in [false, true] {
+        d.drive(py, &data, finish, &mut |conv, f| conv.value_rows(f, &rows), &mut |_| Ok(()))?;
+    }
+    // Rows are tuples, several per frame: count them like frames for the GC hint.
+    pause.built(rows.len() / ROWS_PER_FRAME);
+    Ok(rows)
+}
+
+/// A typical meter frame carries about this many values.
+const ROWS_PER_FRAME: usize = 4;
 
 /// Encodes message dicts (shaped like `decode()` output) into one transport frame.
 #[pyfunction]
@@ -305,6 +402,7 @@ fn _sml_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_FRAME", crate::transport::DEFAULT_MAX_FRAME)?;
     m.add_class::<PyDecoder>()?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_values, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(frame, m)?)?;
     m.add_function(wrap_pyfunction!(crc16_x25, m)?)?;

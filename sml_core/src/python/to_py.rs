@@ -22,7 +22,9 @@ use pyo3::{intern, IntoPyObjectExt};
 use crate::crc::CrcKind;
 use crate::message::{Body, GetListResponse, GetProfileRequest, MessageResult, SetProcParameterRequest};
 use crate::transport::FrameError;
-use crate::value::{quirk, ListEntry, PeriodEntry, ProcParValue, Time, TimeKind, Tree, TupelEntry, Value};
+use crate::value::{
+    quirk, ListEntry, PeriodEntry, ProcParValue, Scaled, Time, TimeKind, Tree, TupelEntry, Value,
+};
 use crate::{obis, units, Frame, Outcome};
 
 /// The short error name of the Python API (`frame["error"]`).
@@ -63,14 +65,6 @@ pub(super) fn unit_text(code: u8) -> Option<String> {
 }
 
 type Obj<'py> = Bound<'py, PyAny>;
-
-/// Exact powers of ten as f64 (all of 10^0..=10^22 are representable), so
-/// `raw / 10^k` is one correctly rounded division, the same number Python's
-/// `float(Decimal(...))` gives.
-const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
-    1e19, 1e20, 1e21, 1e22,
-];
 
 /// Caches Python strings that repeat in every frame (OBIS names, unit symbols).
 #[derive(Default)]
@@ -289,38 +283,74 @@ impl<'py> Conv<'_, 'py> {
         })
     }
 
-    /// `raw × 10^scaler`: an exact int for scaler >= 0, a float below.
-    #[allow(clippy::many_single_char_names)]
+    /// `raw × 10^scaler` (see [`Scaled`]); `raw` is the wire value's object,
+    /// shared where the scaled value is the same immutable object.
     fn scaled(&mut self, v: Option<&Value<'_>>, raw: &Obj<'py>, scaler: Option<i8>) -> PyResult<Obj<'py>> {
-        let n: i128 = match v {
-            None => return Ok(self.none()),
-            Some(Value::Int { value, .. }) => i128::from(*value),
-            Some(Value::UInt { value, .. }) => i128::from(*value),
-            Some(Value::Time(t)) => return self.int(t.value),
-            Some(Value::Bool(_) | Value::Bytes(_)) => return Ok(raw.clone()),
+        let Some(v) = v else {
+            return Ok(self.none());
         };
-        let s = i32::from(scaler.unwrap_or(0));
-        if s == 0 {
-            // `raw` is this very integer: ints are immutable, so share it.
-            return Ok(raw.clone());
-        }
-        if s > 0 {
-            if let Some(m) = 10i128.checked_pow(s as u32).and_then(|p| n.checked_mul(p)) {
-                return self.int(m);
+        match Scaled::of(v, scaler) {
+            Scaled::Int(_)
+                if scaler.unwrap_or(0) == 0 && matches!(v, Value::Int { .. } | Value::UInt { .. }) =>
+            {
+                Ok(raw.clone())
             }
-            let ten = 10i32.into_bound_py_any(self.py)?;
-            return self.int(n)?.mul(ten.pow(s, self.py.None())?);
+            Scaled::Bool(_) | Scaled::Bytes(_) => Ok(raw.clone()),
+            other => self.scaled_obj(other),
         }
-        let k = (-s) as usize;
-        let f = if n.unsigned_abs() < (1u128 << 53) && k < POW10.len() {
-            #[allow(clippy::cast_precision_loss)] // |n| < 2^53: exact in f64
-            let exact = n as f64;
-            exact / POW10[k]
-        } else {
-            // Rust's float parser rounds correctly, like Python's float(str).
-            format!("{n}e{s}").parse::<f64>().unwrap_or(f64::NAN)
+    }
+
+    /// A scaled value as a new Python object.
+    fn scaled_obj(&self, v: Scaled<'_>) -> PyResult<Obj<'py>> {
+        match v {
+            Scaled::Int(n) => self.int(n),
+            Scaled::BigInt { raw: n, exp } => {
+                let ten = 10i32.into_bound_py_any(self.py)?;
+                self.int(n)?.mul(ten.pow(exp, self.py.None())?)
+            }
+            Scaled::Float(f) => self.int(f),
+            Scaled::Bool(b) => self.int(b),
+            Scaled::Bytes(b) => Ok(self.bytes(b)),
+        }
+    }
+
+    /// Appends one `(offset, server_id, obis, value, unit_symbol)` tuple per
+    /// entry of every GetListResponse in the frame whose CRC held: the
+    /// entries `sml.entries(frame)` yields, as rows.
+    pub(super) fn value_rows(&mut self, f: &Frame<'_>, out: &Bound<'py, PyList>) -> PyResult<()> {
+        let Outcome::Ok(messages) = &f.outcome else {
+            return Ok(());
         };
-        self.int(f)
+        let py = self.py;
+        let mut offset = None;
+        for m in messages {
+            let MessageResult::Ok(m) = m else { continue };
+            let Body::GetListResponse(r) = &m.body else { continue };
+            if !m.crc_ok {
+                continue;
+            }
+            let server_id = self.server_id(r.server_id);
+            // One int object for all rows of the frame.
+            let offset = match &offset {
+                Some(o) => o,
+                None => offset.insert(self.int(f.offset)?),
+            };
+            for e in &r.values {
+                let value = match e.scaled() {
+                    Some(v) => self.scaled_obj(v)?,
+                    None => self.none(),
+                };
+                let row = [
+                    offset.clone(),
+                    server_id.clone(),
+                    self.obis(e.obj_name),
+                    value,
+                    self.unit_symbol(e.unit),
+                ];
+                out.append(PyTuple::new(py, row)?)?;
+            }
+        }
+        Ok(())
     }
 
     fn quirk(&self, bits: u8) -> PyResult<Obj<'py>> {
