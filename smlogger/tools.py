@@ -146,12 +146,23 @@ def cmd_decode(args: argparse.Namespace) -> int:
         progress = Progress(size, sys.stderr)
     decoder = sml.Decoder(args.crc)
     good = 0
+    # Plain text goes through the Rust formatter: one string and one write per
+    # MiB chunk, whatever PYTHONUNBUFFERED says. JSON output, and --errors
+    # (damaged frames in stream order between the lines), take the dict path.
+    text_only = not (args.json or args.errors)
     try:
         for chunk in _chunks(stream):
-            good += _emit(decoder.feed(chunk), args, out)
+            if text_only:
+                good += _emit_lines(decoder.feed_lines(chunk), out)
+            else:
+                good += _emit(decoder.feed(chunk), args, out)
             if progress:
                 progress.update(len(chunk))
-        good += _emit(decoder.finish(), args, out)
+        if text_only:
+            good += _emit_lines(decoder.feed_lines(b"", finish=True), out)
+        else:
+            good += _emit(decoder.finish(), args, out)
+        out.flush()
     except BrokenPipeError:
         # `smlogger decode big.bin | head` is fine; silence the interpreter's complaint.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -170,7 +181,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit_lines(batch: tuple[str, int, list[sml.Frame]], out: IO[str]) -> int:
+    """Writes a ``Decoder.feed_lines`` batch; returns its count of good frames."""
+    text, good, damaged = batch
+    for frame in damaged:
+        log.info("frame at %d: %s (%s)", frame["offset"], frame["error"], frame["detail"])
+    if text:
+        out.write(text)
+    return good
+
+
 def _emit(frames: list[sml.Frame], args: argparse.Namespace, out: IO[str]) -> int:
+    """Writes frames through the dict path: JSON, or lines with damaged frames interleaved."""
     good = 0
     for frame in frames:
         if not frame["ok"]:
