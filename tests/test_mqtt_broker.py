@@ -329,3 +329,26 @@ def test_several_loggers_and_meters_on_one_broker(broker: Mosquitto, sinks: list
         f"smlogger_{METER}": "smlogger_logger_logger-a",
         f"smlogger_{other_meter}": "smlogger_logger_logger-b",
     }
+
+
+def test_vanished_values_lose_their_entities_also_across_restarts(
+    broker: Mosquitto, sinks: list[MqttSink]
+) -> None:
+    config = f"homeassistant/sensor/smlogger_{METER}/p_L1/config"
+    first = MqttSink(settings(broker.url()))
+    first.write(reading())
+    wait_for(lambda: config in retained(broker, "homeassistant/#", 0.3), 10, "p_L1 config")
+    first.close()
+    # the next run: the meter no longer sends the phase values
+    second = MqttSink(settings(broker.url(), remove_after=2))
+    sinks.append(second)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        second.write(reading(phases=False))
+        if config not in retained(broker, "homeassistant/#", 0.3):
+            break
+        time.sleep(0.5)
+    now = retained(broker, "#", 0.3)
+    assert config not in now and "smlogger/house/p_L1" not in now
+    assert f"homeassistant/sensor/smlogger_{METER}/e_sum/config" in now
+    assert second.status()["discovery_removed"] >= 4

@@ -558,3 +558,24 @@ def test_unreadable_password_file_is_named(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe")
     with pytest.raises(MqttSettingsError, match=r"mqtt\.password_file: cannot read"):
         settings(password_file=binary)
+
+
+def test_configs_left_by_an_earlier_run_are_removed() -> None:
+    clock = Clock()
+    builder = MessageBuilder(settings(remove_after=100), clock=clock, version="1")
+    builder.reading(reading(phases=False))
+    assert builder.config_patterns() == [f"homeassistant/+/smlogger_{METER}/+/config"]
+    node = f"homeassistant/sensor/smlogger_{METER}"
+    builder.found_config(f"{node}/p_L1/config")  # the meter sent it last time, not now
+    builder.found_config(f"{node}/e_sum/config")  # ours anyway
+    builder.found_config(f"{node}/u_L1/config")  # comes back in time
+    builder.found_config("homeassistant/sensor/smlogger_other/p_L1/config")  # not our meter
+    clock.step(50)
+    builder.reading(reading(extra={"1-0:32.7.0*255": Value("1-0:32.7.0*255", 230.0, "V")},
+                            phases=False))  # fmt: skip
+    assert builder.tick() == []
+    clock.step(51)
+    builder.reading(reading(phases=False))
+    got = by_topic(builder.tick())
+    assert got == {f"{node}/p_L1/config": "", f"smlogger/{METER}/p_L1": ""}
+    assert builder.removed == 1

@@ -72,6 +72,8 @@ class _Meter:
     device: MeterDevice
     seen: dict[str, float] = field(default_factory=dict)  # key -> clock of last sighting
     announced: set[str] = field(default_factory=set)  # keys with a discovery config
+    # configs found retained on the broker (an earlier run) for values not sent now
+    leftover: dict[str, float] = field(default_factory=dict)  # key -> clock when found
     online: bool = False
     last_reading: float = 0.0
     last_diagnostics: float = -math.inf
@@ -242,6 +244,7 @@ class MessageBuilder:
                 out.append(self._control(self.topics.availability(meter.topic), "offline"))
             if meter.online:
                 out += self._vanished(meter, now)
+                out += self._leftovers(meter, now)
             if (
                 self.diagnostics is not None
                 and now - meter.last_diagnostics >= self.settings.diagnostics_interval
@@ -269,6 +272,37 @@ class MessageBuilder:
                 self.removed += 1
                 node = meter_node_id(meter.meter_id)
                 out.append(self._control(self.topics.discovery(node, key), ""))
+        return out
+
+    def found_config(self, topic: str) -> None:
+        """A retained discovery config seen on the broker: if it belongs to one of our meters
+        but to a value it does not send (now), it goes after remove_after like a vanished one."""
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[-1] != "config":
+            return
+        node, key = parts[-3], parts[-2]
+        for meter in self._meters.values():
+            if meter_node_id(meter.meter_id) == node:
+                if key not in meter.announced and key not in meter.leftover:
+                    meter.leftover[key] = self.clock()
+                return
+
+    def config_patterns(self) -> list[str]:
+        """Subscriptions that show the retained discovery configs of the known meters."""
+        prefix = self.settings.discovery_prefix
+        return [f"{prefix}/+/{meter_node_id(m.meter_id)}/+/config" for m in self._meters.values()]
+
+    def _leftovers(self, meter: _Meter, now: float) -> list[Message]:
+        out: list[Message] = []
+        for key, found in list(meter.leftover.items()):
+            if key in meter.seen or key in meter.announced:
+                del meter.leftover[key]  # the value is back: its config is ours again
+            elif now - found > self.settings.remove_after:
+                del meter.leftover[key]
+                self.removed += 1
+                node = meter_node_id(meter.meter_id)
+                out.append(self._control(self.topics.discovery(node, key), ""))
+                out.append(self._control(self.topics.value(meter.topic, key), ""))
         return out
 
     def _diagnostic_messages(self, meter: _Meter) -> list[Message]:

@@ -72,6 +72,7 @@ class MqttSink:
         self._pending: dict[int, int] = {}  # mid -> qos
         self._acked_early: set[int] = set()
         self._connected = False
+        self._subscribed: set[str] = set()  # config patterns subscribed on this connection
         self._resync = False
         self._ha_online = False
         self.state = "connecting"
@@ -211,6 +212,7 @@ class MqttSink:
         with self._lock:
             was_connected = self._connected
             self._connected = False
+            self._subscribed.clear()
             # QoS 0 messages in flight are gone with the connection; QoS 1/2 ones paho resends
             self._pending = {mid: qos for mid, qos in self._pending.items() if qos > 0}
             if was_connected:
@@ -229,6 +231,11 @@ class MqttSink:
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/config"):
+            if message.retain and message.payload:
+                with self._lock:
+                    self.builder.found_config(message.topic)
+            return
         # a retained "online" is old news: discovery went out on connect already
         if (
             message.topic == self.topics.ha_status
@@ -353,6 +360,17 @@ class MqttSink:
             announce = self._without_availability(announce)
         self._send_all(announce + retained)
 
+    def _subscribe_configs(self) -> None:
+        """Ask for the retained discovery configs of each meter once per connection: configs
+        an earlier run left for values the meter no longer sends get removed."""
+        if not self.settings.discovery or self.check:
+            return
+        with self._lock:
+            patterns = [p for p in self.builder.config_patterns() if p not in self._subscribed]
+            self._subscribed.update(patterns)
+        for pattern in patterns:
+            self._client.subscribe(pattern, qos=1)
+
     def _drain(self) -> None:
         while self._connected:
             with self._lock:
@@ -376,6 +394,7 @@ class MqttSink:
             try:
                 if self._connected:
                     self._resync_now()
+                    self._subscribe_configs()
                     self._drain()
                 now = self.clock()
                 if now - last_tick >= TICK_S:
