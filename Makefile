@@ -2,7 +2,7 @@
 # what is missing (Debian packages, the Rust extension, Python test tools) and
 # runs every check.
 PY ?= python3
-APT_PACKAGES := mariadb-server postgresql socat chromium chromium-driver systemd
+APT_PACKAGES := mariadb-server postgresql socat chromium chromium-driver systemd mosquitto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: test setup setup-system build lint fmt test-rust test-py bench bench-rust fuzz clean

@@ -130,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     cfgmod.add_arguments(conf)
     conf.set_defaults(func=cmd_config)
 
+    check = subparsers.add_parser(
+        "mqtt-test",
+        help="connect to the MQTT broker, publish one reading with its discovery, show what "
+        "Home Assistant will see",
+        description="Connect to the broker of [mqtt] url / --mqtt, publish one reading of the "
+        "configured meter (or of the simulated meter when none is configured) with its Home "
+        "Assistant discovery, read it back from the broker and print it. Uses its own client id "
+        "(<client_id>-check) and leaves availability alone, so a running logger is not "
+        "disturbed. Exit code 0: all good, 1: something missing on the broker, 2: no "
+        "connection, 3: no reading.",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for a reading / the broker"
+    )
+    cfgmod.add_arguments(check)
+    check.set_defaults(func=cmd_mqtt_test)
+
     tools.register_cli(subparsers)
     dbcli.register_cli(subparsers)
     return parser
@@ -156,6 +173,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = cfgmod.load(args)
     setup_logging(config.log_level, _verbosity(args), config.secrets())
     return service.run(config)
+
+
+def cmd_mqtt_test(args: argparse.Namespace) -> int:
+    """Publish one reading with discovery and print what Home Assistant will see."""
+    from smlogger import service
+    from smlogger.mqtt.check import run_check
+
+    config = cfgmod.load(args, require_meter=False)
+    setup_logging(config.log_level, _verbosity(args) - 1, config.secrets())
+    settings = service.mqtt_settings(config)
+    if settings is None:
+        raise ConfigError("no broker: set [mqtt] url, --mqtt URL or SMLOGGER_MQTT")
+    reading, source = service.first_reading(config, args.timeout)
+    if reading is None:
+        sys.stderr.write(f"no reading from the meter within {args.timeout:g} s\n")
+        return 3
+    return run_check(settings, reading, sys.stdout, timeout=min(args.timeout, 15.0), source=source)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

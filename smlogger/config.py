@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from smlogger.masking import MASK, mask_url
 
@@ -377,6 +377,192 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+
+def parse_mqtt_url(value: Any) -> str:
+    """mqtt://[user[:password]@]host[:port] or mqtts://..., or "" for no MQTT."""
+    from smlogger.mqtt.settings import parse_broker_url
+
+    text = parse_str(value).strip()
+    if text:
+        try:
+            parse_broker_url(text, "URL")
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("URL: ")) from None
+    return text
+
+
+def parse_mqtt_prefix(value: Any) -> str:
+    """A topic prefix: levels separated by '/', no empty level, no wildcard."""
+    from smlogger.mqtt.settings import check_topic_prefix
+
+    try:
+        return check_topic_prefix(parse_str(value), "prefix")
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("prefix: ")) from None
+
+
+def parse_deadband(value: Any) -> str:
+    """A deadband rule list ("0.5", "1%", "p_sum=10,u_*=1%,0"), kept as text."""
+    from smlogger.mqtt.ratelimit import parse_deadband as rules
+
+    text = str(value).strip() if isinstance(value, (str, int, float)) else None
+    if text is None or isinstance(value, bool):
+        raise ValueError(f"expected a number, a percentage or rules, not {value!r}")
+    try:
+        rules(text, "deadband")
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("deadband: ")) from None
+    return text
+
+
+MQTT_OPTIONS: tuple[Option, ...] = (
+    _opt(
+        "mqtt.url",
+        "--mqtt",
+        parse_mqtt_url,
+        "",
+        "publish to this MQTT broker: mqtt://user:pw@host:1883 or mqtts://host:8883 "
+        "(empty: no MQTT)",
+        secret=True,
+        metavar="URL",
+        example="mqtt://smlogger:secret@homeassistant.local:1883",
+    ),
+    _opt(
+        "mqtt.password",
+        "--mqtt-password",
+        parse_str,
+        "",
+        "broker password (instead of the one in the URL; better: password_file or the environment)",
+        secret=True,
+        metavar="PASSWORD",
+    ),
+    _opt(
+        "mqtt.password_file",
+        "--mqtt-password-file",
+        parse_opt_path,
+        "",
+        "read the broker password from this file (wins over URL and password)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.prefix",
+        "--mqtt-prefix",
+        parse_mqtt_prefix,
+        "smlogger",
+        "topic prefix: <prefix>/<meter>/state, /<value>, /availability",
+        metavar="TOPIC",
+    ),
+    _opt(
+        "mqtt.discovery",
+        "--mqtt-discovery",
+        parse_bool,
+        True,
+        "publish Home Assistant MQTT discovery configs",
+        boolean=True,
+    ),
+    _opt(
+        "mqtt.discovery_prefix",
+        "--mqtt-discovery-prefix",
+        parse_mqtt_prefix,
+        "homeassistant",
+        "Home Assistant discovery prefix",
+        metavar="TOPIC",
+    ),
+    _opt("mqtt.qos", "--mqtt-qos", parse_int(0, 2), 1, "QoS of value and state messages"),
+    _opt(
+        "mqtt.retain",
+        "--mqtt-retain",
+        parse_bool,
+        True,
+        "retain value and state messages (availability and discovery are always retained)",
+        boolean=True,
+    ),
+    _opt(
+        "mqtt.ca_file",
+        "--mqtt-ca-file",
+        parse_opt_path,
+        "",
+        "CA certificate(s) for mqtts:// (empty: the system's CAs)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_cert",
+        "--mqtt-client-cert",
+        parse_opt_path,
+        "",
+        "client certificate for mqtts:// (with client_key)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_key",
+        "--mqtt-client-key",
+        parse_opt_path,
+        "",
+        "private key of the client certificate",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_id",
+        "--mqtt-client-id",
+        parse_str,
+        "",
+        "MQTT client id, also naming this logger in topics and HA (empty: smlogger-<hostname>)",
+        metavar="ID",
+    ),
+    _opt(
+        "mqtt.interval",
+        "--mqtt-interval",
+        parse_float(0, 86400),
+        0.0,
+        "publish each value at most every N seconds (0: every frame); independent of "
+        "store_interval",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.deadband",
+        "--mqtt-deadband",
+        parse_deadband,
+        "0",
+        "publish a value only when it moved more than this: 0.5, 1% or per value "
+        "p_sum=10,u_*=1%,0 (0: any change)",
+        metavar="RULES",
+    ),
+    _opt(
+        "mqtt.heartbeat",
+        "--mqtt-heartbeat",
+        parse_float(0, 86400),
+        300.0,
+        "re-publish unchanged values after this many seconds (0: never)",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.queue_size",
+        "--mqtt-queue-size",
+        parse_int(10, 1_000_000),
+        1000,
+        "messages kept while the broker is away; the oldest values go first",
+        metavar="N",
+    ),
+    _opt(
+        "mqtt.offline_after",
+        "--mqtt-offline-after",
+        parse_float(1, 86400),
+        60.0,
+        "seconds without a reading before a meter's availability turns offline",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.remove_after",
+        "--mqtt-remove-after",
+        parse_float(1),
+        3600.0,
+        "seconds a value may be missing from the readings before its HA entity is removed",
+        metavar="SECONDS",
+    ),
+)
+
+GLOBAL_OPTIONS = GLOBAL_OPTIONS + MQTT_OPTIONS
+
 METER_OPTIONS: tuple[Option, ...] = (
     _opt(
         "name",
@@ -570,6 +756,15 @@ METER_OPTIONS: tuple[Option, ...] = (
         meter=True,
         metavar="KW",
     ),
+    _opt(
+        "model",
+        "--meter-model",
+        parse_str,
+        "",
+        "meter model shown in Home Assistant, e.g. MT631 (the id only tells the maker)",
+        meter=True,
+        metavar="MODEL",
+    ),
 )
 
 ALL_OPTIONS = GLOBAL_OPTIONS + METER_OPTIONS
@@ -606,6 +801,7 @@ class MeterConfig:
     direction_from_status: bool
     id: str
     max_power_kw: float
+    model: str
 
     @property
     def source_kind(self) -> str:
@@ -645,6 +841,24 @@ class Config:
     csv_timezone: str
     http_listen: str
     http_token: str
+    mqtt_url: str
+    mqtt_password: str
+    mqtt_password_file: str
+    mqtt_prefix: str
+    mqtt_discovery: bool
+    mqtt_discovery_prefix: str
+    mqtt_qos: int
+    mqtt_retain: bool
+    mqtt_ca_file: str
+    mqtt_client_cert: str
+    mqtt_client_key: str
+    mqtt_client_id: str
+    mqtt_interval: float
+    mqtt_deadband: str
+    mqtt_heartbeat: float
+    mqtt_queue_size: int
+    mqtt_offline_after: float
+    mqtt_remove_after: float
     meters: tuple[MeterConfig, ...]
     config_file: Optional[str]
 
@@ -666,20 +880,36 @@ class Config:
     def secrets(self) -> list[str]:
         """Secret strings that must never be printed or logged."""
         found = [self.http_token] if self.http_token else []
-        password = urlsplit(self.database_url).password if self.database_url else None
-        if password:
-            found.append(password)
-        return found
+        for url in (self.database_url, self.mqtt_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:
+                password = None
+            if password:
+                found.append(password)
+                found.append(unquote(password))
+        if self.mqtt_password:
+            found.append(self.mqtt_password)
+        if self.mqtt_password_file:
+            try:
+                text = Path(os.path.expanduser(self.mqtt_password_file)).read_text("utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if text.strip("\r\n"):
+                found.append(text.strip("\r\n"))
+        return sorted(set(found), key=len, reverse=True)
 
 
 # ---- masking -----------------------------------------------------------------------------
+
+URL_OPTIONS = ("database.url", "mqtt.url")  # secret options that stay readable but the password
 
 
 def masked(option: Option, value: Any) -> Any:
     """`value` safe to show: a secret option's value masked (URLs keep all but the password)."""
     if not option.secret or not value:
         return value
-    if option.key == "database.url":
+    if option.key in URL_OPTIONS:
         return mask_url(str(value))
     return MASK
 
@@ -723,7 +953,7 @@ def _apply(option: Option, raw: Any, where: str) -> Any:
     except ValueError as exc:
         shown = masked(option, raw) if isinstance(raw, str) else raw
         if option.secret:
-            shown = MASK if option.key != "database.url" else mask_url(str(raw))
+            shown = MASK if option.key not in URL_OPTIONS else mask_url(str(raw))
         raise ConfigError(f"{where}: invalid value {shown!r}: {exc}") from None
 
 
@@ -906,6 +1136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "database": parser.add_argument_group("database"),
         "csv": parser.add_argument_group("CSV files"),
         "http": parser.add_argument_group("web page and API"),
+        "mqtt": parser.add_argument_group("MQTT and Home Assistant"),
         "meter": parser.add_argument_group(
             "meter (one meter; use [[meter]] tables in the config file for several)"
         ),
@@ -914,7 +1145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups[
             "meter" if option.meter else option.key.split(".")[0] if "." in option.key else ""
         ]
-        text = f"{option.help} [{option.display}, env {option.env}]"
+        # argparse formats help with %: a literal one ("1%") must be doubled
+        text = f"{option.help} [{option.display}, env {option.env}]".replace("%", "%%")
         if option.boolean:
             group.add_argument(
                 option.flag,

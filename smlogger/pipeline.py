@@ -3,7 +3,8 @@
 One thread per meter reads its source, feeds the decoder and turns frames into readings; each
 sink runs in its own thread behind its own queue, so a slow or dead sink never blocks decoding or
 the other sinks. The live state sees every reading; sinks see every reading or, with
-`store_interval`, one aggregate (mean/min/max) per interval from `smlogger.aggregate`.
+`store_interval`, one aggregate (mean/min/max) per interval from `smlogger.aggregate`. A sink
+with `every_reading = True` (MQTT: live values at its own rate) always gets every reading.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ STATUS_INTERVAL_S = 1.0
 
 
 class Sink(Protocol):
+    """What the pipeline feeds. A sink may also set `every_reading = True` to bypass
+    store_interval aggregation (it then applies its own rate rules)."""
+
     name: str
 
     def write(self, reading: Reading) -> None: ...
@@ -499,13 +503,20 @@ class Pipeline:
         self.stop_event = threading.Event()
         finite = all(not m.source.endless for m in meters)
         self.workers = [SinkWorker(s, block_when_full=finite) for s in sinks]
+        self._every = [w for w in self.workers if getattr(w.sink, "every_reading", False)]
+        self._aggregated = [w for w in self.workers if w not in self._every]
         self.aggregator = Aggregator(store_interval, self._to_sinks)
-        self.runners = [MeterRunner(m, live, self.aggregator.add, self.stop_event) for m in meters]
+        self.runners = [MeterRunner(m, live, self._deliver, self.stop_event) for m in meters]
         self._last_status = 0.0
         self._stopped = False
 
+    def _deliver(self, reading: Reading) -> None:
+        for worker in self._every:
+            worker.put(reading)
+        self.aggregator.add(reading)
+
     def _to_sinks(self, reading: Reading) -> None:
-        for worker in self.workers:
+        for worker in self._aggregated:
             worker.put(reading)
 
     def start(self) -> None:

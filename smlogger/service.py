@@ -7,6 +7,7 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 * `build_meter` -- a `MeterSpec` (source, decoder options, capture) for one configured meter
 * `open_store` -- the SQL sink (the web page reads the same database through a `StoreReader`)
 * `build_sinks` -- every sink the pipeline feeds, one block per sink
+* `mqtt_settings` -- the [mqtt] section as the MQTT sink's settings
 * `start_web` -- the web page and API
 * `run` -- start it all, wait for a signal or the end of every source, shut down in budget
 """
@@ -15,21 +16,25 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields
+from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
+from types import FrameType, MappingProxyType
 from typing import Any, Optional
 
-from smlogger import __version__
+from smlogger import __version__, sml
 from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
+from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
+from smlogger.reading import Reading, readings_from_frame
 from smlogger.sdnotify import Notifier
 from smlogger.simulate import make_meter
 from smlogger.sources import (
@@ -42,6 +47,7 @@ from smlogger.sources import (
 )
 from smlogger.store import Store, StoreReader, open_database
 from smlogger.web import WebServer, build_app
+from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
@@ -122,14 +128,110 @@ def _csv_sink(config: Config) -> CsvLog:
     )
 
 
-def build_sinks(config: Config, store: Optional[Store]) -> list[Sink]:
-    """Every sink the pipeline feeds, in this order: SQL (`store`), CSV."""
+# [[meter]] names smlogger makes up; topics then use the meter id, which is unique on a broker
+_AUTO_METER_NAME = re.compile(r"meter\d*")
+
+
+def mqtt_settings(config: Config) -> Optional[MqttSettings]:
+    """The [mqtt] section as MqttSettings, None when MQTT is off; ConfigError when invalid."""
+    if not config.mqtt_url:
+        return None
+    names: dict[str, str] = {}
+    models: dict[str, str] = {}
+    for meter in config.meters:
+        keys = [meter.name] + ([meter.id] if meter.id else [])
+        for key in keys:
+            if not _AUTO_METER_NAME.fullmatch(meter.name):
+                names[key] = meter.name
+            if meter.model:
+                models[key] = meter.model
+    try:
+        return MqttSettings(
+            url=config.mqtt_url,
+            password=config.mqtt_password or None,
+            password_file=_path(config.mqtt_password_file),
+            prefix=config.mqtt_prefix,
+            discovery=config.mqtt_discovery,
+            discovery_prefix=config.mqtt_discovery_prefix,
+            qos=config.mqtt_qos,
+            retain=config.mqtt_retain,
+            ca_file=_path(config.mqtt_ca_file),
+            client_cert=_path(config.mqtt_client_cert),
+            client_key=_path(config.mqtt_client_key),
+            client_id=config.mqtt_client_id or default_client_id(),
+            interval=config.mqtt_interval,
+            deadband=config.mqtt_deadband,
+            heartbeat=config.mqtt_heartbeat,
+            queue_size=config.mqtt_queue_size,
+            offline_after=config.mqtt_offline_after,
+            remove_after=config.mqtt_remove_after,
+            meter_names=MappingProxyType(names),
+            meter_models=MappingProxyType(models),
+        )
+    except MqttSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _path(text: str) -> Optional[Path]:
+    return Path(os.path.expanduser(text)) if text else None
+
+
+def _mqtt_sink(settings: MqttSettings, live: LiveState) -> Sink:
+    from smlogger.mqtt.sink import MqttSink  # paho only when MQTT is on
+
+    def diagnostics(meter_id: str) -> dict[str, Any]:
+        return link_for_meter(live.source_status(), meter_id)
+
+    def source_of(meter_id: str) -> Optional[str]:
+        for name, source in live.source_status().items():
+            if meter_id in source.get("meters", ()):
+                return name
+        return None
+
+    return MqttSink(settings, diagnostics=diagnostics, source_of=source_of)
+
+
+def build_sinks(
+    config: Config, store: Optional[Store], live: Optional[LiveState] = None
+) -> list[Sink]:
+    """Every sink the pipeline feeds, in this order: SQL (`store`), CSV, MQTT (which needs
+    `live` for the link diagnostics it publishes)."""
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(store)
     if config.csv_enabled:
         sinks.append(_csv_sink(config))
+    settings = mqtt_settings(config)
+    if settings is not None:
+        sinks.append(_mqtt_sink(settings, live or LiveState()))
     return sinks
+
+
+def first_reading(config: Config, timeout: float) -> tuple[Optional[Reading], Optional[str]]:
+    """The first reading of the configured meters and the name of the meter (source) that
+    sent it ((None, None) if none came within `timeout`); without a configured meter, one
+    from the simulated meter. For `smlogger mqtt-test`."""
+    live = LiveState()
+    if not config.meters:
+        simulated = make_meter("full")
+        frame = sml.decode(simulated.frame(datetime.now(timezone.utc)))[0]
+        return readings_from_frame(frame, datetime.now(timezone.utc))[0], None
+    pipeline = Pipeline([build_meter(m, live) for m in config.meters], [], live)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + timeout
+        reading = live.latest()
+        while reading is None and time.monotonic() < deadline and not pipeline.finished:
+            time.sleep(0.1)
+            reading = live.latest()
+    finally:
+        pipeline.stop(2.0)
+    if reading is None:
+        return None, None
+    for name, source in live.source_status().items():
+        if reading.meter_id in source.get("meters", ()):
+            return reading, name
+    return reading, None
 
 
 # ---- web page --------------------------------------------------------------------------------
@@ -200,8 +302,8 @@ def run(config: Config) -> int:
         if config.database_enabled or config.csv_enabled:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
-        sinks = build_sinks(config, store)
-    except ImportError:
+        sinks = build_sinks(config, store, live)
+    except (ImportError, ConfigError):
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
         # a data dir we may not write, a database URL naming no database, ...

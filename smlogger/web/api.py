@@ -350,12 +350,22 @@ class WebApp:
     def healthz(self) -> Json:
         now = self.now()
         states = {k: s.get("state") for k, s in self.live.source_status().items()}
-        return {
-            "status": "ok",
+        # a sink that reports itself degraded (MQTT broker away) is named, but the meters are
+        # still read and stored: "degraded", not a failure
+        degraded = {
+            name: f"{sink.get('state')}: {sink.get('detail', '')}"
+            for name, sink in self.live.sink_status().items()
+            if sink.get("degraded") is True
+        }
+        body: dict[str, Json] = {
+            "status": "degraded" if degraded else "ok",
             "version": __version__,
             "uptime_s": round((now - self.started).total_seconds(), 3),
             "sources": states,
         }
+        if degraded:
+            body["degraded"] = degraded
+        return body
 
     def metrics(self) -> str:
         text = render_metrics(self.live, self.started, self.now(), self.hub.open)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from smlogger.meterid import meter_label as meter_label  # re-exported: the page uses it
 from smlogger.reading import Reading, json_value
 from smlogger.states import LinkState, state_rank
 from smlogger.timefmt import iso
@@ -101,22 +102,6 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
 
 
 # ---- first paint formatting (app.js uses the same rules) ---------------------------------------
-
-
-def meter_label(meter_id: str) -> str:
-    """The meter number printed on the meter (DIN 43863-5) for a 10-byte server id such as
-    0a01445a47000282225e -> "1 DZG00 4208 2910"; other ids unchanged."""
-    try:
-        raw = bytes.fromhex(meter_id)
-    except ValueError:
-        return meter_id
-    if len(raw) != 10 or raw[0] not in (0x09, 0x0A) or not raw[2:5].isalpha():
-        return meter_id
-    flag = raw[2:5].decode("ascii")
-    if flag != flag.upper():
-        return meter_id
-    serial = f"{int.from_bytes(raw[6:10], 'big'):08d}"
-    return f"{raw[1]:X} {flag}{raw[5]:02X} {serial[:-4]} {serial[-4:]}"
 
 
 NO_VALUE = "\u2013"  # en dash: what the page shows for a value the meter does not send

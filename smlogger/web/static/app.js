@@ -684,6 +684,13 @@
       section(body, "Sinks", sinks.length
         ? table(["Sink", "Queue", "Written", "Last error"], sinks)
         : document.createTextNode("No sink has reported yet."));
+      const mqtt = (st.sinks || {}).mqtt;
+      if (mqtt) {
+        section(body, "MQTT", table(
+          ["Broker", "State", "Published", "Queued", "Dropped", "Reconnects", "Detail"],
+          [[mqtt.broker, { text: mqtt.state, cls: mqtt.degraded ? "state-no-data" : "state-connected" },
+            mqtt.published, mqtt.queue_depth, mqtt.dropped, mqtt.connects, mqtt.detail || ""]]));
+      }
       const versions = Object.keys(st.versions || {}).map((k) => [k, st.versions[k]]);
       versions.push(["uptime", humanAge(st.uptime_s || 0)]);
       section(body, "Versions", table(["Component", "Version"], versions));
