@@ -50,6 +50,9 @@ class Sink(Protocol):
 # ---- plausibility ----------------------------------------------------------------------------
 
 
+BURST_SLACK_S = 10.0
+
+
 @dataclass
 class _Baseline:
     time: datetime
@@ -95,7 +98,11 @@ class PlausibilityCheck:
 
     def _compare(self, base: _Baseline, reading: Reading, energies: dict[str, float]) -> str | None:
         elapsed_h = max(0.0, (reading.time - base.time).total_seconds()) / 3600.0
-        allowed = self.max_power_w / 1000.0 * elapsed_h
+        # Readings carry the receive time: a USB head, a pty or a TCP bridge can hand over
+        # frames that the meter sent seconds apart in one burst (0 s apart here). Granting
+        # the energy of BURST_SLACK_S more keeps such bursts while a corrupted register
+        # (a jump of orders of magnitude) is still caught.
+        allowed = self.max_power_w / 1000.0 * (elapsed_h + BURST_SLACK_S / 3600.0)
         for name, value in energies.items():
             before = base.energies.get(name)
             if before is None:

@@ -95,6 +95,15 @@ def test_implausible_jump_is_rejected() -> None:
     assert check.check(reading(3600 * 5, 1050.0)) is None  # 10 kW over 5 h after an outage
 
 
+def test_frames_received_in_one_burst_are_not_a_jump() -> None:
+    # a head or pty buffering two frames hands them over 0 s apart; the meter sent them 1 s apart
+    check = PlausibilityCheck(max_power_w=20_000)
+    assert check.check(reading(0, 1000.0)) is None
+    assert check.check(reading(0, 1000.0012)) is None
+    reason = check.check(reading(0, 1001.0))
+    assert reason is not None and "jumped" in reason
+
+
 def test_whole_kwh_registers_of_pin_locked_meters_step_by_one() -> None:
     check = PlausibilityCheck(max_power_w=10_000)
     assert check.check(reading(0, 2043.0, scaler=3, p_sum=None)) is None
