@@ -25,17 +25,11 @@ from pathlib import Path
 from typing import Optional
 
 import pymysql
+from helpers import free_port
 
 USER = "smlogger"
 PASSWORD = "s3cret pw/with:odd@chars"
 DATABASE = "smlogger"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_binary(name: str, *extra_dirs: str) -> str:

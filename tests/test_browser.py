@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import pytest
+from helpers import free_port
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver import Chrome as WebDriver
@@ -50,12 +50,6 @@ class Logger:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prefill(data_dir: Path, days: int) -> str:

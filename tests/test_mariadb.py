@@ -10,18 +10,16 @@ from pathlib import Path
 
 import peewee
 import pytest
+from helpers import METER, reading, wait_for
 from servers import MariaDBServer
 from test_store_support import (
-    METER,
     T0,
     assert_rollups_consistent,
     fetch,
     household,
     raw_rows,
-    reading,
     same_results_as_sqlite,
 )
-from waiting import wait_for
 
 from smlogger.store import Store, ensure_schema, open_database, schema_version
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import wait_for
+from helpers import free_port, wait_for
 
 from smlogger import sml
 from smlogger.capture import CaptureWriter
@@ -28,13 +28,6 @@ from smlogger.csvlog import columns
 from smlogger.simulate import make_meter
 
 EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_json(url: str) -> Any:

@@ -19,14 +19,13 @@ from typing import Any
 
 import peewee
 import pytest
+from helpers import METER, reading
 from test_store_support import (
-    METER,
     T0,
     assert_rollups_consistent,
     fetch,
     household,
     raw_rows,
-    reading,
 )
 
 from smlogger.reading import Reading

@@ -9,14 +9,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import METER, reading
 from servers import PostgresServer
 from test_store_support import (
-    METER,
     T0,
     assert_rollups_consistent,
     fetch,
     household,
-    reading,
     same_results_as_sqlite,
 )
 
