@@ -36,6 +36,8 @@ from smlogger.simulate import make_meter
 from smlogger.store import Store, open_database
 from smlogger.web import WebServer, build_app
 
+pytestmark = pytest.mark.slow  # headless Chromium against a real `smlogger run` process
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SEED = "browser-test"

@@ -23,6 +23,8 @@ from test_store_support import (
 
 from smlogger.store import Store, ensure_schema, open_database, schema_version
 
+pytestmark = pytest.mark.slow  # starts a real MariaDB server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:

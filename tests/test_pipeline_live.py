@@ -129,6 +129,7 @@ def test_notifier_abstract_socket_and_unhealthy_silence() -> None:
     assert not notifier.watchdog(healthy=False)  # a broken logger stops pinging
     assert notifier.status("busy")
     assert sock.recv(1024) == b"STATUS=busy"
+    notifier.close()
     sock.close()
 
 

@@ -27,6 +27,8 @@ from smlogger.capture import CaptureWriter
 from smlogger.csvlog import columns
 from smlogger.simulate import make_meter
 
+pytestmark = pytest.mark.slow  # long `smlogger run` processes, killed and restarted
+
 EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
 
 

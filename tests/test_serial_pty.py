@@ -25,6 +25,8 @@ from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline
 from smlogger.sources import SerialSettings, SerialSource, split_frames
 
+pytestmark = pytest.mark.slow  # socat ptys and a real serial link
+
 MT175_A = "ISKRA_MT175_eHZ.bin"  # 10 good frames, meter 090149534b000403df63
 MT175_B = "ISKRA_MT175_D1A52-V22-K0t.bin"  # 8 good frames, another meter
 EMH = "EMH_eHZ-HW8E2A5L0EK2P.bin"  # 12 good frames

@@ -21,6 +21,8 @@ from test_store_support import (
 
 from smlogger.store import Store, ensure_schema, open_database, schema_version
 
+pytestmark = pytest.mark.slow  # starts a real PostgreSQL server
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
