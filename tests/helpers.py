@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 
@@ -61,6 +61,22 @@ def reading(
         values=values,
         **{**given, **fields},
     )
+
+
+def known(values: Iterable[Optional[float]]) -> list[float]:
+    """The values of `Reading` fields that the test set, failing if one is missing (None)."""
+    found: list[float] = []
+    for value in values:
+        assert value is not None, "a reading lacks a field the test gave it"
+        found.append(value)
+    return found
+
+
+def counter(status: Mapping[str, object], key: str) -> int:
+    """The count `key` of a sink's or source's status, which types its values as `object`."""
+    value = status[key]
+    assert isinstance(value, int), f"{key} is {value!r}, not a count"
+    return value
 
 
 class Collect:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pymysql
 from helpers import free_port
@@ -138,7 +138,7 @@ class MariaDBServer:
 
         _wait_for(ready, timeout, "mariadbd", self.log)
 
-    def root(self) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    def root(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
         return pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True)
 
     def create_user(self) -> None:
@@ -160,7 +160,8 @@ class MariaDBServer:
             return f"mysql://{auth}@localhost/{database}?unix_socket={self.socket}"
         return f"mysql://{auth}@127.0.0.1:{self.port}/{database}"
 
-    def query(self, sql: str, database: str = DATABASE) -> list[tuple[object, ...]]:
+    def query(self, sql: str, database: str = DATABASE) -> list[tuple[Any, ...]]:
+        """The rows of `sql` as root in `database` (values as the driver returns them)."""
         conn = self.root()
         try:
             conn.select_db(database)

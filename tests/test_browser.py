@@ -381,7 +381,7 @@ def test_logger_pushes_frames_within_one_second(logger: Logger) -> None:
         conn.request("GET", "/api/stream?token=" + quote(TOKEN))
         resp = conn.getresponse()
         assert resp.status == 200
-        delays = []
+        delays: list[float] = []
         event = None
         while len(delays) < 4:
             line = resp.readline().decode().rstrip("\n")

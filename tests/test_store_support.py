@@ -62,6 +62,11 @@ def household(
         )
 
 
+def execute(db: peewee.Database, sql: str) -> None:
+    """Runs a statement that returns no rows (schema changes, deletes)."""
+    db.execute_sql(sql)  # type: ignore[no-untyped-call]
+
+
 def fetch(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     return list(db.execute_sql(sql, params).fetchall())  # type: ignore[no-untyped-call]
 
