@@ -131,10 +131,16 @@ class MariaDBServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mariadbd exited with {self.proc.returncode}")
+            # plain connects first: PyMySQL does not close its socket when connecting to a
+            # unix socket fails (no listener yet), which the tests see as a ResourceWarning
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(2)
+                probe.connect(str(self.socket))
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                pass
             conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
             conn.close()
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
-                return True
+            return True
 
         _wait_for(ready, timeout, "mariadbd", self.log)
 
