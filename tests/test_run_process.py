@@ -321,6 +321,7 @@ def test_http_token_protects_the_page(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}/api/live", timeout=5)
         assert info.value.code == 401
+        info.value.close()  # the error holds the response and its socket
     finally:
         code, _ = stop(proc)
     stderr = log_path.read_text()
