@@ -102,7 +102,8 @@ class Collect:
             self.calls += 1
             if self.calls <= self.fail_first:
                 raise OSError("disk on fire")
-        time.sleep(self.delay)
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self.readings.append(reading)
 
