@@ -5,7 +5,7 @@ PY ?= python3
 APT_PACKAGES := mariadb-server postgresql socat chromium chromium-driver systemd mosquitto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test setup setup-system build lint fmt test-rust test-py bench bench-rust fuzz clean
+.PHONY: test test-fast setup setup-system build lint fmt test-rust test-py bench bench-rust fuzz clean
 
 test: setup lint test-rust test-py
 
@@ -45,6 +45,11 @@ test-rust:
 
 test-py:
 	$(PY) -m pytest -q
+
+# The quick loop while editing: no database servers, browser, socat or long subprocess runs
+# (the tests marked `slow`), no setup, no lint; `make test` still runs everything.
+test-fast:
+	$(PY) -m pytest -q -m "not slow"
 
 bench:
 	$(PY) benches/bench_decode.py

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Optional
 
 import paho.mqtt.client as mqtt
+from helpers import free_port
 from paho.mqtt.enums import CallbackAPIVersion
-from servers import free_port, terminate
+from servers import terminate
 
 
 def _binary(name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import pytest
+from helpers import free_port
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver import Chrome as WebDriver
@@ -35,6 +35,8 @@ from smlogger.reading import Reading
 from smlogger.simulate import make_meter
 from smlogger.store import Store, open_database
 from smlogger.web import WebServer, build_app
+
+pytestmark = pytest.mark.slow  # headless Chromium against a real `smlogger run` process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -50,12 +52,6 @@ class Logger:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prefill(data_dir: Path, days: int) -> str:
@@ -385,7 +381,7 @@ def test_logger_pushes_frames_within_one_second(logger: Logger) -> None:
         conn.request("GET", "/api/stream?token=" + quote(TOKEN))
         resp = conn.getresponse()
         assert resp.status == 200
-        delays = []
+        delays: list[float] = []
         event = None
         while len(delays) < 4:
             line = resp.readline().decode().rstrip("\n")

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Collect, wait_for
 from mqtt_broker import CertAuthority, Collector, Mosquitto, retained
 from mqtt_ha import check_sensor_config
 from test_mqtt_units import METER, T0, reading
-from test_pipeline import Collect
-from waiting import wait_for
 
 from smlogger.capture import CaptureWriter
 from smlogger.live import LiveState

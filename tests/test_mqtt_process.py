@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, wait_for
 from mqtt_broker import CertAuthority, Mosquitto, retained
-from test_run_process import csv_rows, free_port, get_json, start, stop
-from waiting import wait_for
+from test_run_process import csv_rows, get_json, start, stop
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import T0, Collect, reading
 
 from smlogger import sml
 from smlogger.aggregate import Aggregator
@@ -16,61 +16,9 @@ from smlogger.capture import CaptureWriter
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline, PlausibilityCheck, SinkWorker
-from smlogger.reading import Reading, Value
+from smlogger.reading import Reading
 from smlogger.simulate import make_meter
 from smlogger.sources import ReplaySource
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def reading(
-    seconds: float,
-    e_sum: float | None = 1000.0,
-    p_sum: float | None = 500.0,
-    meter: str = "m1",
-    scaler: int = -1,
-    **kw: Any,
-) -> Reading:
-    values = {}
-    if e_sum is not None:
-        values["1-0:1.8.0*255"] = Value("1-0:1.8.0*255", e_sum * 1000, "Wh", None, scaler)
-    return Reading(
-        meter_id=meter,
-        time=T0 + timedelta(seconds=seconds),
-        values=values,
-        e_sum=e_sum,
-        p_sum=p_sum,
-        **kw,
-    )
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
-        self.readings: list[Reading] = []
-        self.fail_first = fail_first
-        self.delay = delay
-        self.calls = 0
-        self.flushes = 0
-        self.closed_in: str | None = None
-
-    def write(self, reading: Reading) -> None:
-        self.calls += 1
-        if self.calls <= self.fail_first:
-            raise OSError("disk on fire")
-        time.sleep(self.delay)
-        self.readings.append(reading)
-
-    def flush(self) -> None:
-        self.flushes += 1
-
-    def close(self) -> None:
-        self.closed_in = threading.current_thread().name
-
-    def status(self) -> dict[str, object]:
-        return {"own": True}
-
 
 # ---- plausibility ----------------------------------------------------------------------------
 
@@ -200,7 +148,7 @@ def test_failing_sink_is_retried_in_order() -> None:
     assert [r.e_sum for r in sink.readings] == [1000, 1001, 1002, 1003, 1004]
     status = worker.status()
     assert status["write_errors"] == 3 and "disk on fire" in str(status["last_error"])
-    assert status["own"] is True and status["written"] == 5 and status["handed_over"] == 5
+    assert status["collected"] == 5 and status["written"] == 5 and status["handed_over"] == 5
     assert sink.closed_in == "sink-collect"  # closed in its own thread (thread-bound DB handles)
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import smlogger
 
 UNIT = Path(smlogger.__file__).resolve().parent / "systemd" / "smlogger.service"
@@ -23,6 +25,7 @@ def directives() -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.slow  # runs systemd-analyze (Debian package systemd)
 def test_unit_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze is not None, "systemd-analyze is required (Debian package systemd)"
