@@ -146,7 +146,8 @@ def test_link_states_are_one_list() -> None:
     assert [state_rank(s) for s in LINK_STATES] == [0, 1, 2]
     assert state_rank("bogus") == state_rank(None) == len(LINK_STATES)
     served = page_link_states()
-    labels: dict[str, str] = {**dict(LINK_STATE_LABELS), PAGE_OFFLINE_STATE: PAGE_OFFLINE_LABEL}
+    labels: dict[str, str] = {PAGE_OFFLINE_STATE: PAGE_OFFLINE_LABEL}
+    labels.update(LINK_STATE_LABELS.items())
     assert served["labels"] == labels
     assert served["initial"] == INITIAL_LINK_STATE and served["offline"] == PAGE_OFFLINE_STATE
 
