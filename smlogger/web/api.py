@@ -38,6 +38,7 @@ from smlogger.web.payload import (
     sse_event,
     with_ts,
 )
+from smlogger.web.wsgi import STREAM_KEY
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,92 @@ def _versions() -> dict[str, str]:
         "python": platform.python_version(),
         "bottle": str(bottle.__version__),
     }
-    for name in ("cheroot", "peewee"):
+    for name in ("h11", "peewee"):
         module = sys.modules.get(name)
         version = getattr(module, "__version__", None)
         if version:
             versions[name] = str(version)
     return versions
+
+
+class EventStream:
+    """One open SSE stream: `poll()` returns what is due now; iterating blocks between events.
+
+    Its server slot (hub) and LiveState subscription are released by `close()`, which runs once
+    however the stream ends (client gone, server stopping, error).
+    """
+
+    def __init__(self, web: WebApp, subscription: queue.Queue[Reading], meter: str | None) -> None:
+        self.web = web
+        self.subscription = subscription
+        self.meter = meter
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._last_write = self._last_status = time.monotonic()
+
+    @property
+    def finished(self) -> bool:
+        """True once closed or the server is stopping."""
+        return self._closed or self.web.hub.stopping.is_set()
+
+    def opening(self) -> bytes:
+        """The retry hint, the latest reading of each meter and the link status."""
+        web = self.web
+        now = web.now()
+        first = [f"retry: {SSE_RETRY_MS}\n\n".encode()]
+        for m in [self.meter] if self.meter else web.live.meters():
+            reading = web.live.latest(m)
+            if reading is not None:
+                first.append(sse_event("reading", reading_json(reading, m, now)))
+        first.append(sse_event("status", web.link_status()))
+        self._last_write = self._last_status = time.monotonic()
+        return b"".join(first)
+
+    def poll(self, wait: float = 0.0) -> bytes | None:
+        """Readings that arrived, a status every few seconds, else a keep-alive when due."""
+        web = self.web
+        chunks = []
+        pending: list[Reading] = []
+        try:
+            if wait > 0:
+                pending.append(self.subscription.get(timeout=wait))
+            while True:
+                pending.append(self.subscription.get_nowait())
+        except queue.Empty:
+            pass
+        for reading in pending:
+            if self.meter is None or reading.meter_id == self.meter:
+                body = reading_json(reading, reading.meter_id, web.now())
+                chunks.append(sse_event("reading", body))
+        mono = time.monotonic()
+        if mono - self._last_status >= web.status_interval_s:
+            chunks.append(sse_event("status", web.link_status()))
+            self._last_status = mono
+        elif not chunks and mono - self._last_write >= web.keepalive_s:
+            chunks.append(b": keep-alive\n\n")
+        if not chunks:
+            return None
+        self._last_write = mono
+        return b"".join(chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield self.opening()
+            while not self.finished:
+                chunk = self.poll(wait=0.5)
+                if chunk:
+                    yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the subscription and the stream slot (once)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.web.live.unsubscribe(self.subscription)
+        self.web.hub.release()
 
 
 class WebApp:
@@ -368,46 +449,14 @@ class WebApp:
         meter = self.chosen_meter()  # None: readings of every meter
         if not self.hub.acquire():
             raise ApiError(503, "too many open event streams", headers={"Retry-After": "30"})
-        subscription = self.live.subscribe()
+        stream = EventStream(self, self.live.subscribe(), meter)
+        # our server feeds the stream from its event loop (no thread held); others iterate it
+        bottle.request.environ[STREAM_KEY] = stream
         response = bottle.response
         response.content_type = "text/event-stream; charset=utf-8"
         response.set_header("Cache-Control", "no-cache, no-transform")
         response.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        return self._events(subscription, meter)
-
-    def _events(self, subscription: queue.Queue[Reading], meter: str | None) -> Iterator[bytes]:
-        try:
-            now = self.now()
-            first = [f"retry: {SSE_RETRY_MS}\n\n".encode()]
-            for m in [meter] if meter else self.live.meters():
-                reading = self.live.latest(m)
-                if reading is not None:
-                    first.append(sse_event("reading", reading_json(reading, m, now)))
-            first.append(sse_event("status", self.link_status()))
-            yield b"".join(first)
-            last_write = last_status = time.monotonic()
-            while not self.hub.stopping.is_set():
-                try:
-                    reading = subscription.get(timeout=0.5)
-                except queue.Empty:
-                    reading = None
-                chunks = []
-                if reading is not None and (meter is None or reading.meter_id == meter):
-                    chunks.append(
-                        sse_event("reading", reading_json(reading, reading.meter_id, self.now()))
-                    )
-                mono = time.monotonic()
-                if mono - last_status >= self.status_interval_s:
-                    chunks.append(sse_event("status", self.link_status()))
-                    last_status = mono
-                elif not chunks and mono - last_write >= self.keepalive_s:
-                    chunks.append(b": keep-alive\n\n")
-                if chunks:
-                    yield b"".join(chunks)
-                    last_write = mono
-        finally:
-            self.live.unsubscribe(subscription)
-            self.hub.release()
+        return stream
 
     def link_status(self) -> dict[str, Json]:
         sources = self.live.source_status()
