@@ -74,15 +74,15 @@ def build_app(
     *,
     token: str | None = None,
     status_extra: Callable[[], dict[str, Any]] | None = None,
-    max_streams: int = 12,
+    max_streams: int = 32,
     keepalive_s: float = 15.0,
     status_interval_s: float = 5.0,
     clock: Callable[[], datetime] | None = None,
 ) -> bottle.Bottle:
     """The web app: page, JSON API, SSE and /metrics over `live` and (optionally) `store`.
 
-    `max_streams` bounds concurrent SSE clients (each holds a server thread; keep it below the
-    server's thread count so API calls always find a free thread).
+    `max_streams` bounds concurrent SSE clients (WebServer feeds them from its event loop, so
+    they hold no worker thread; the cap bounds memory and LiveState subscribers).
     """
     web = WebApp(
         live,

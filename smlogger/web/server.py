@@ -81,15 +81,18 @@ class _Client:
                         self._read_request(), self.limits.request_timeout_s
                     )
                 except asyncio.TimeoutError:
-                    if self.conn.their_state is h11.SEND_BODY or self._partial():
-                        await self._send_answer(error_answer(408, "request took too long"))
+                    if self._partial():
+                        await self._send_error(error_answer(408, "request took too long"))
                     return
                 except h11.RemoteProtocolError as exc:
                     status = exc.error_status_hint
-                    await self._send_answer(error_answer(status, "malformed request"))
+                    await self._send_error(error_answer(status, "malformed request"))
+                    return
+                except _HeadTooLarge:
+                    await self._send_error(error_answer(431, "request head too large"))
                     return
                 except _BodyTooLarge:
-                    await self._send_answer(error_answer(413, "request body too large"))
+                    await self._send_error(error_answer(413, "request body too large"))
                     return
                 if request is None:
                     return  # the client closed
@@ -117,6 +120,10 @@ class _Client:
                 self.conn.receive_data(data)  # b"" tells h11 the client closed
                 continue
             if isinstance(event, h11.Request):
+                # h11 bounds only a head still incomplete; one that came whole is measured here
+                size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if size > self.limits.max_header_bytes:
+                    raise _HeadTooLarge
                 request = event
             elif isinstance(event, h11.Data):
                 body += event.data
@@ -144,6 +151,12 @@ class _Client:
             return False
         await self._send_answer(answer, head=request.method == b"HEAD")
         return True
+
+    async def _send_error(self, answer: Answer) -> None:
+        """An answer of our own before closing (h11 sends only after a whole request head)."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response is already under way: closing is all that is left
+        await self._write(raw_answer(answer))
 
     async def _send_answer(self, answer: Answer, *, head: bool = False) -> None:
         if self.conn.our_state is not h11.SEND_RESPONSE:
@@ -202,6 +215,17 @@ class _Client:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+def raw_answer(answer: Answer) -> bytes:
+    """A whole HTTP/1.1 response as bytes, for answers sent outside h11's request cycle."""
+    head = f"HTTP/1.1 {answer.status} ".encode("ascii") + answer.reason + b"\r\n"
+    head += b"".join(name + b": " + value + b"\r\n" for name, value in answer.headers)
+    return head + b"\r\n" + b"".join(answer.body)
 
 
 class WebServer:
@@ -346,11 +370,7 @@ class WebServer:
 
     async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
         self._refusals.failed(reason)
-        answer = error_answer(503, "too many connections")
-        head = b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
-            name + b": " + value + b"\r\n" for name, value in answer.headers
-        )
-        writer.write(head + b"\r\n" + b"".join(answer.body))
+        writer.write(raw_answer(error_answer(503, "too many connections")))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.drain(), 1.0)
         writer.close()
