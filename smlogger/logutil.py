@@ -18,6 +18,28 @@ from typing import Callable, Optional, Union
 DEFAULT_INTERVAL_S = 60.0
 
 
+def distinct(before: float, after: float) -> tuple[str, str]:
+    """Two numbers as text, each with the digits it really has (6 at least, 12 at most), and
+    in any case enough that two different numbers never print alike.
+
+    `22462.4` and `22462.35` print as "22462.4" and "22462.35", not as "22462.4" twice (%g) nor
+    as "22462.4" and "22462.3" (rounded to 6 digits).
+    """
+
+    def exact(text: str, value: float) -> bool:
+        return abs(float(text) - value) <= 1e-12 * max(1.0, abs(value))
+
+    for digits in range(6, 13):
+        a, b = f"{before:.{digits}g}", f"{after:.{digits}g}"
+        if exact(a, before) and exact(b, after) and (a != b or before == after):
+            return a, b
+    for digits in range(6, 18):  # binary fractions: the fewest digits that still differ
+        a, b = f"{before:.{digits}g}", f"{after:.{digits}g}"
+        if a != b:
+            return a, b
+    return repr(before), repr(after)
+
+
 def describe(exc: BaseException) -> str:
     """`Type: message` of the exception, followed by what it hid or was caused by.
 
@@ -27,10 +49,12 @@ def describe(exc: BaseException) -> str:
     parts: list[str] = []
     seen: set[int] = set()
     current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen and len(parts) < 4:
+    while current is not None and id(current) not in seen and len(seen) < 8:
         seen.add(id(current))
         text = str(current).strip()
-        parts.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+        part = f"{type(current).__name__}: {text}" if text else type(current).__name__
+        if not parts or parts[-1] != part:  # wrappers (peewee over sqlite3) repeat the text
+            parts.append(part)
         if current.__suppress_context__ and current.__cause__ is None:
             break
         current = current.__cause__ or current.__context__
@@ -67,6 +91,8 @@ class StateLog:
         self._reason = ""
         self._repeats = 0  # failures not logged since the last line
         self._failures = 0  # all failures of this episode
+        self._quiet = False  # this episode is a flap of the last one: its recovery is not news
+        self._recovered = float("-inf")  # when the last episode ended
 
     @property
     def failing(self) -> bool:
@@ -80,14 +106,30 @@ class StateLog:
         with self._lock:
             return self._reason if self._failing else None
 
-    def failed(self, reason: Union[str, BaseException]) -> bool:
-        """Report one failure; True when a line was logged for it."""
-        text = describe(reason) if isinstance(reason, BaseException) else reason
+    def failed(
+        self, reason: Union[str, BaseException], exc: Optional[BaseException] = None
+    ) -> bool:
+        """Report one failure (its traceback, `exc` or `reason`, at DEBUG); True when logged."""
+        if isinstance(reason, BaseException):
+            exc, text = reason, describe(reason)
+        else:
+            text = reason
         now = self.clock()
         with self._lock:
             self._failures += 1
-            if not self._failing:
-                self._failing = True
+            if (
+                not self._failing
+                and text == self._reason
+                and now - self._recovered < self.interval_s
+            ):
+                # the same trouble again soon after it cleared (a flapping device or link):
+                # counted into the next summary instead of two more lines per flap
+                self._failing = self._quiet = True
+                self._since = now
+                self._repeats += 1
+                line = ""
+            elif not self._failing:
+                self._failing, self._quiet = True, False
                 self._since = self._last_emit = now
                 self._reason, self._repeats = text, 0
                 line = f"{self.what}: {text}"
@@ -106,8 +148,8 @@ class StateLog:
         if not line:
             return False
         self.logger.log(self.level, "%s", line)
-        if isinstance(reason, BaseException) and self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("%s: traceback", self.what, exc_info=reason)
+        if exc is not None and self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("%s: traceback", self.what, exc_info=exc)
         return True
 
     def ok(self, message: str = "recovered") -> bool:
@@ -116,8 +158,10 @@ class StateLog:
         with self._lock:
             if not self._failing:
                 return False
-            failures, since = self._failures, self._since
-            self._failing, self._failures, self._repeats = False, 0, 0
+            failures, since, quiet = self._failures, self._since, self._quiet
+            self._failing, self._failures, self._recovered = False, 0, now
+            if quiet:
+                return False
         self.logger.info(
             "%s: %s after %.0f s (%d failure%s)",
             self.what,

@@ -13,6 +13,7 @@ from typing import Optional
 import peewee
 
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
+from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.store.dialect import dialect_of
 from smlogger.store.rows import StoredRow
@@ -68,6 +69,7 @@ class Store:
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._closed = False
         self._stop = threading.Event()
+        self._unexpected = StateLog(log, "SQL writer", level=logging.ERROR)
         self._schema_ready = False
         self.schema_actions: list[str] = []
         # a first attempt right away, so that a usable database is ready for readers when the
@@ -167,11 +169,12 @@ class Store:
                     outcome = self._drain_once(strikes)
                 except QueueClosedError:
                     raise
-                except Exception:
-                    # never let the writer die silently: log, wait, carry on
-                    log.exception("unexpected error in the SQL writer")
+                except Exception as exc:
+                    # never let the writer die silently: log (once, counted), wait, carry on
+                    self._unexpected.failed(f"unexpected error: {describe(exc)}", exc)
                     outcome = "retry"
                 if outcome == "ok":
+                    self._unexpected.ok()
                     delay, strikes = 0.0, 0
                 elif outcome == "refused":
                     strikes += 1
@@ -274,7 +277,9 @@ class Store:
             log.debug("closing a broken database connection failed", exc_info=True)
 
     def _failed(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        # the real cause first: SQLite's "database or disk is full" hides behind the
+        # "cannot rollback - no transaction is active" that peewee's atomic() raises after it
+        message = describe(exc)
         state = "down" if is_connection_error(exc) else "error"
         with self._state_lock:
             if self._state != state:
@@ -303,6 +308,8 @@ class Store:
                 )
             self._state = "ok"
             self._down_since = None
+            # recovered: /api/status must not keep showing the old error
+            self._last_error = self._last_error_at = None
             self._written += written
             self._skipped += max(0, skipped)
             self._rejected += rejected

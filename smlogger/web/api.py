@@ -21,6 +21,7 @@ import bottle  # type: ignore[import-untyped]
 
 from smlogger import __version__
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.states import page_link_states
 from smlogger.timefmt import iso
@@ -230,6 +231,10 @@ class WebApp:
         self.now = clock
         self.started = clock()
         self.hub = _StreamHub(max_streams)
+        # page requests keep coming during a database outage: one line when reads start
+        # failing, a count once a minute, one line when they work again
+        self.db_log = StateLog(log, "web")
+        self.extra_log = StateLog(log, "web: status details")
         self.fingerprints = {
             p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
             for p in STATIC_DIR.iterdir()
@@ -263,10 +268,12 @@ class WebApp:
         if self.store is None:
             return []
         try:
-            return list(self.store.meters())
-        except Exception:  # a dead database must not take the live page down
-            log.warning("could not list meters from the database", exc_info=True)
+            meters = list(self.store.meters())
+        except Exception as exc:  # a dead database must not take the live page down
+            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
             return []
+        self.db_log.ok("database readable again")
+        return meters
 
     def meter_param(self) -> str | None:
         """The `meter` parameter (404 when unknown) or the first meter (None when none yet)."""
@@ -353,9 +360,10 @@ class WebApp:
             result = store.history(meter, start, end, step=step, max_points=max_points)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        except Exception:
-            log.warning("history query failed", exc_info=True)
+        except Exception as exc:
+            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
             raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+        self.db_log.ok("database readable again")
         return normalise_points(dict(result))
 
     def consumption(self) -> Json:
@@ -380,9 +388,10 @@ class WebApp:
                 bars = list(store.consumption(meter, period, start, end))
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from None
-            except Exception:
-                log.warning("consumption query failed", exc_info=True)
+            except Exception as exc:
+                self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
                 raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+            self.db_log.ok("database readable again")
         return {
             "meter": meter,
             "period": period,
@@ -416,7 +425,7 @@ class WebApp:
             try:
                 extra = self.status_extra()
             except Exception as exc:
-                log.warning("status_extra failed", exc_info=True)
+                self.extra_log.failed(exc)
                 extra = {"status_extra_error": f"{type(exc).__name__}: {exc}"}
             # the extra adds keys; it never replaces what the web app itself reports
             for key, value in extra.items():

@@ -10,6 +10,7 @@ from typing import Any
 import bottle  # type: ignore[import-untyped]
 
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe
 from smlogger.web.api import SECURITY_HEADERS, HistoryStore, WebApp
 from smlogger.web.params import ApiError
 from smlogger.web.payload import Json, dumps
@@ -36,6 +37,10 @@ class _JsonPlugin:
     name = "smlogger_json"
     api = 2
 
+    def __init__(self) -> None:
+        # a bug that fails every request must not flood the log: one line, then a count
+        self.errors = StateLog(log, "web", level=logging.ERROR)
+
     def apply(self, callback: Callable[..., Any], route: Any) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -47,8 +52,8 @@ class _JsonPlugin:
                 return body
             except bottle.HTTPResponse:
                 raise
-            except Exception:
-                log.exception("error while serving %s", bottle.request.path)
+            except Exception as exc:
+                self.errors.failed(f"internal error on {bottle.request.path}: {describe(exc)}", exc)
                 return _error_response(500, "internal error")
             if isinstance(result, (dict, list)):
                 bottle.response.content_type = "application/json; charset=utf-8"

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import h11
 
-from smlogger.logutil import StateLog
+from smlogger.logutil import StateLog, describe
 from smlogger.web.wsgi import Answer, WsgiApp, call_app, environ_for, error_answer
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,10 @@ class _Client:
         try:
             answer = await server.loop_run(lane, environ)
         except Exception as exc:
-            server.app_errors.failed(exc)
+            server.app_errors.failed(f"the app failed: {describe(exc)}", exc)
             answer = error_answer(500, "internal error")
         else:
-            server.app_errors.ok()
+            server.app_errors.ok("the app answers again")
         if answer.stream is not None:
             await self._stream(request, answer)
             return False
@@ -245,8 +245,8 @@ class WebServer:
         self.limits = limits or ServerLimits()
         self.stopping = threading.Event()
         self.bound: tuple[str, int] = (host, port)
-        self.app_errors = StateLog(log, "web: the app failed")
-        self._refusals = StateLog(log, "web: refusing connections")
+        self.app_errors = StateLog(log, "web")
+        self._refusals = StateLog(log, "web")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._sock: Optional[socket.socket] = None
@@ -340,17 +340,16 @@ class WebServer:
         peername = writer.get_extra_info("peername")
         peer = (str(peername[0]), int(peername[1])) if peername else ("", 0)
         address = peer[0]
+        # the reason names the limit, not the count, so that repeats are recognised and counted
         if self._open >= self.limits.max_connections:
-            await self._refuse(writer, f"{self._open} open, limit {self.limits.max_connections}")
+            await self._refuse(writer, f"{self.limits.max_connections} open in total")
             return
         if self._per_client[address] >= self.limits.max_per_client:
             await self._refuse(
-                writer,
-                f"{self._per_client[address]} open from {address}, "
-                f"limit {self.limits.max_per_client} per address",
+                writer, f"{self.limits.max_per_client} open from {address}, the limit per address"
             )
             return
-        self._refusals.ok()
+        self._refusals.ok("accepting connections again")
         self._open += 1
         self._per_client[address] += 1
         task = asyncio.current_task()
@@ -369,7 +368,7 @@ class WebServer:
                 self._tasks.discard(task)
 
     async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        self._refusals.failed(reason)
+        self._refusals.failed(f"refusing connections ({reason})")
         writer.write(raw_answer(error_answer(503, "too many connections")))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.drain(), 1.0)
