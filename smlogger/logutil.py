@@ -60,8 +60,9 @@ def describe(exc: BaseException) -> str:
         current = current.__cause__ or current.__context__
     if len(parts) == 1:
         return parts[0]
-    # the innermost exception is the real cause; the outer ones say what failed because of it
-    return f"{parts[-1]} (then {'; '.join(reversed(parts[:-1]))})"
+    # the innermost exception is the real cause, the outermost what failed because of it;
+    # the wrappers in between add nothing a reader needs
+    return f"{parts[-1]} (then {parts[0]})"
 
 
 class StateLog:
