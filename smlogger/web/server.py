@@ -247,6 +247,7 @@ class WebServer:
         self.bound: tuple[str, int] = (host, port)
         self.app_errors = StateLog(log, "web")
         self._refusals = StateLog(log, "web")
+        self.client_errors = StateLog(log, "web")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._sock: Optional[socket.socket] = None
@@ -292,6 +293,12 @@ class WebServer:
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, ready: threading.Event
     ) -> None:
         asyncio.set_event_loop(loop)
+        # what asyncio would print with a traceback (a peer reset mid-write): DEBUG only
+        loop.set_exception_handler(
+            lambda _loop, context: log.debug(
+                "web: %s", context.get("message"), exc_info=context.get("exception")
+            )
+        )
         try:
             server = loop.run_until_complete(
                 asyncio.start_server(self._accept, sock=sock, limit=READ_CHUNK)
@@ -358,6 +365,10 @@ class WebServer:
         try:
             await _Client(self, reader, writer, peer).run()
         except asyncio.CancelledError:
+            writer.close()
+        except Exception as exc:
+            # one client's broken connection never reaches asyncio's traceback logging
+            self.client_errors.failed(f"a connection failed: {describe(exc)}", exc)
             writer.close()
         finally:
             self._open -= 1
