@@ -66,6 +66,9 @@ class Store:
         self._last_error_at: Optional[datetime] = None
         self._written = 0
         self._rejected = 0
+        # last_error is the current trouble and clears on recovery; a rejected reading is
+        # gone for good, so its reason stays visible here
+        self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._closed = False
         self._stop = threading.Event()
@@ -137,6 +140,7 @@ class Store:
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
                 "written": self._written,
                 "rejected": self._rejected,
+                "last_rejected": self._last_rejected,
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
@@ -243,12 +247,10 @@ class Store:
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
-                log.error(
-                    "rejecting the reading of meter %s at %s: %s",
-                    row.meter_id,
-                    iso(row.time),
-                    exc,
-                )
+                reason = f"meter {row.meter_id[:40]} at {iso(row.time)}: {describe(exc)}"
+                log.error("rejecting the reading of %s", reason)
+                with self._state_lock:
+                    self._last_rejected = reason
                 rejected += 1
         return written, rejected
 
