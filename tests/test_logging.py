@@ -3,9 +3,13 @@ cause named, numbers printed with the digits that make them differ, stale errors
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import peewee
 import pytest
 from waiting import wait_for
 
+from smlogger.csvlog import CsvLog
 from smlogger.logutil import StateLog, describe, distinct
 from smlogger.pipeline import PlausibilityCheck, SinkWorker
 from smlogger.reading import Reading, Value
@@ -210,3 +215,61 @@ def test_sqlite_disk_full_is_named_and_cleared_after_recovery(
     finally:
         store.close()
         db.close()
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a real file system that really fills up (ENOSPC)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs needs root (CI runs as root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_csv_on_a_full_disk_logs_once_and_recovers(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="smlogger")
+    sink = CsvLog(tiny_disk / "csv", compress=False)
+    worker = SinkWorker(sink, retry_initial=0.05)
+    worker.start()
+    try:
+        worker.put(energy_reading(0, 1.0))
+        wait_for(lambda: sink.written == 1, 10, "the first row")
+        filler = tiny_disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):  # fill the disk to the last block
+            while True:
+                os.write(fd, b"x" * 4096)
+        os.close(fd)
+        caplog.clear()
+        for i in range(1, 200):
+            worker.put(energy_reading(i, 1.0 + i / 1000))
+        wait_for(lambda: worker.status()["write_errors"] >= 10, 30, "retries on the full disk")
+        time.sleep(5)  # retries go on (back-off up to 10 s): nothing more is logged
+        during = [r.getMessage() for r in caplog.records]
+        assert worker.status()["last_error"] and "No space left" in worker.status()["last_error"]
+        filler.unlink()
+        wait_for(lambda: sink.written == 200, 30, "the backlog written")
+        assert worker.status()["last_error"] is None
+        after = [r.getMessage() for r in caplog.records]
+    finally:
+        worker.close(time.monotonic() + 2)
+        worker.join(time.monotonic() + 3)
+    # the failure once; a nearly full disk lets a row through now and then (the repair of a
+    # partial row frees a few bytes): that flapping adds at most the "writing again" line
+    assert 1 <= len(during) <= 2, during
+    assert during[0] == (
+        "sink csv: write failed: OSError: [Errno 28] No space left on device; retrying"
+    )
+    assert len(after) <= 3, after
+    assert not any(r.exc_info for r in caplog.records)
