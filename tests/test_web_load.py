@@ -225,3 +225,9 @@ def test_malformed_and_oversized_requests(live: LiveState) -> None:
             b"GET /api/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         assert two.count(b"HTTP/1.1 200") == 2
+
+
+def test_ipv6_any_address_serves_ipv4_too(live: LiveState) -> None:
+    with WebServer(build_app(live, None), "::", 0) as server:
+        assert probe("127.0.0.1", server.port, "/healthz", PROBE_TIMEOUT_S)[0] == 200
+        assert probe("::1", server.port, "/healthz", PROBE_TIMEOUT_S)[0] == 200

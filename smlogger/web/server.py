@@ -268,7 +268,11 @@ class WebServer:
         if web is not None:
             web.hub.stopping.clear()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.create_server((self._host, self._port), family=family, backlog=128)
+        # "::" listens on IPv4 too where the system allows it, as "0.0.0.0" users expect
+        dualstack = self._host == "::" and socket.has_dualstack_ipv6()
+        sock = socket.create_server(
+            (self._host, self._port), family=family, backlog=128, dualstack_ipv6=dualstack
+        )
         sock.setblocking(False)
         self._sock = sock
         self._port = int(sock.getsockname()[1])
