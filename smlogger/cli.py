@@ -54,7 +54,7 @@ def setup_logging(level: str, verbosity: int, secrets: Sequence[str] = ()) -> No
     root.addHandler(handler)
     root.setLevel(LEVELS[index].upper())
     # third-party chatter stays at warning unless debugging
-    for name in ("peewee", "cheroot", "urllib3"):
+    for name in ("peewee", "asyncio", "urllib3"):
         logging.getLogger(name).setLevel(logging.DEBUG if index == 0 else logging.WARNING)
 
 

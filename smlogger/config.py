@@ -359,6 +359,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "day/hour boundaries of CSV files in UTC or local time (rows are always UTC)",
     ),
     _opt(
+        "http.max_connections_per_client",
+        "--http-max-connections-per-client",
+        parse_int(1, 10_000),
+        32,
+        "open connections one address may hold (more get 503); raise it behind a reverse "
+        "proxy on the same host, where every visitor comes from the proxy's address",
+        metavar="N",
+    ),
+    _opt(
         "http.listen",
         "--http",
         parse_listen,
@@ -839,6 +848,7 @@ class Config:
     csv_compress: bool
     csv_keep_days: float
     csv_timezone: str
+    http_max_connections_per_client: int
     http_listen: str
     http_token: str
     mqtt_url: str

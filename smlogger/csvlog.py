@@ -147,6 +147,9 @@ class CsvLog:
         self.written = 0
         self.repaired = 0
         self.last_error: Optional[str] = None
+        # meters whose file is reopened after a failed write: the retries (every 0.5-10 s on
+        # a full disk) must not log "writing"/"repaired" each time; the sink worker logs once
+        self._retrying: set[str] = set()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.housekeeping()
 
@@ -190,13 +193,15 @@ class CsvLog:
 
     # ---- files ---------------------------------------------------------------------------
     def _open(self, meter_id: str, stamp: datetime) -> _Open:
+        report = log.debug if meter_id in self._retrying else log.info
         key, path = self._candidate(meter_id, stamp)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             removed = repair(path)
             if removed:
                 self.repaired += 1
-                log.warning("csv: %s: removed a partial last line (%d bytes)", path, removed)
+                repaired = log.debug if meter_id in self._retrying else log.warning
+                repaired("csv: %s: removed a partial last line (%d bytes)", path, removed)
             with open(path, "rb") as fh:
                 first = fh.readline()
             if first != self._header.encode():
@@ -208,7 +213,7 @@ class CsvLog:
         if size == 0:
             os.write(fd, self._header.encode())
             size = len(self._header)
-        log.info("csv: writing %s", path)
+        report("csv: writing %s", path)
         if self.rotate == "size":
             key = self.period_key(stamp)  # rotation by size only; key kept for display
         return _Open(path, key, fd, size, time.monotonic())
@@ -311,6 +316,7 @@ class CsvLog:
                 os.write(handle.fd, row)
             except OSError as exc:
                 self.last_error = f"{handle.path}: {exc}"
+                self._retrying.add(reading.meter_id)
                 # the file may now end in a partial row; reopen (and repair) on the next write
                 del self._files[reading.meter_id]
                 os.close(handle.fd)
@@ -318,6 +324,7 @@ class CsvLog:
             handle.size += len(row)
             self.written += 1
             self.last_error = None
+            self._retrying.discard(reading.meter_id)
 
     def flush(self) -> None:
         with self._lock:

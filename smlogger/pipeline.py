@@ -21,6 +21,7 @@ from typing import Any, Optional, Protocol, cast
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe, distinct
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
 from smlogger.sources import Chunk, Source
 from smlogger.states import LinkState
@@ -110,7 +111,9 @@ class PlausibilityCheck:
             step = base.resolution.get(name, 0.0)
             tolerance = step + 1e-9 * max(1.0, abs(before))
             if value < before - tolerance:
-                return f"{name} went backwards ({before:g} -> {value:g} kWh)"
+                # as many digits as it takes to show the two differ (%g alone rounds to 6)
+                was, now = distinct(before, value)
+                return f"{name} went backwards ({was} -> {now} kWh)"
             if value - before > allowed + step + tolerance:
                 return (
                     f"{name} jumped {value - before:g} kWh in {elapsed_h * 3600:.0f} s "
@@ -188,7 +191,7 @@ class SinkWorker:
         self.dropped = 0
         self.errors = 0
         self.last_error: Optional[str] = None
-        self._failing = False
+        self._write_log = StateLog(log, f"sink {self.name}", level=logging.ERROR)
         self.closed = threading.Event()
 
     def start(self) -> None:
@@ -227,19 +230,15 @@ class SinkWorker:
                 self.sink.write(reading)
                 with self._lock:
                     self.written += 1
-                if self._failing:
-                    self._failing = False
-                    log.info("sink %s: writing again", self.name)
+                    self.last_error = None  # recovered: /api/status shows no stale error
+                self._write_log.ok("writing again")
                 return True
             except Exception as exc:
                 with self._lock:
                     self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                if not self._failing or self.errors % 100 == 0:
-                    log.error("sink %s: write failed (%s); retrying", self.name, self.last_error)
-                else:
-                    log.debug("sink %s: write failed again: %s", self.name, exc)
-                self._failing = True
+                    self.last_error = describe(exc)
+                # one line when writing starts failing, then a count once a minute
+                self._write_log.failed(f"write failed: {self.last_error}; retrying", exc)
             if time.monotonic() + delay > self._deadline:
                 return False
             if self._closing.wait(delay) and time.monotonic() > self._deadline:

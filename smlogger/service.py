@@ -46,7 +46,7 @@ from smlogger.sources import (
     TcpSource,
 )
 from smlogger.store import Store, StoreReader, open_database
-from smlogger.web import WebServer, build_app
+from smlogger.web import ServerLimits, WebServer, build_app
 from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
@@ -246,7 +246,8 @@ def start_web(
         log.info("web page disabled (http.listen = off)")
         return None
     app = build_app(live, reader, token=config.http_token or None, status_extra=extra)
-    server = WebServer(app, address[0], address[1])
+    limits = ServerLimits(max_per_client=config.http_max_connections_per_client)
+    server = WebServer(app, address[0], address[1], limits=limits)
     server.start()
     log.debug("web server started on %s", server.url)
     return server

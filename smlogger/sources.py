@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
+from smlogger.logutil import StateLog
 from smlogger.simulate import SimulatedMeter
 from smlogger.states import LinkState
 
@@ -110,6 +111,10 @@ class _StreamSource(Source):
     def _close(self, handle: object) -> None: ...
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        # one line when the device goes away or cannot be opened, one when it is back; a
+        # device that keeps flapping is summarised once a minute instead
+        trouble = StateLog(log, self.name)
+        opened_before = False
         last_error = ""
         while not stop.is_set():
             try:
@@ -117,19 +122,16 @@ class _StreamSource(Source):
             except (OSError, ValueError) as exc:
                 delay = self._backoff.next()
                 error = _describe_error(exc)
-                if error != last_error:
-                    log.warning("%s: cannot open: %s (retrying with backoff)", self.name, error)
-                    last_error = error
-                else:
-                    log.debug("%s: still cannot open: %s", self.name, error)
+                trouble.failed(f"cannot open: {error} (retrying with backoff)")
+                last_error = error
                 self.on_state("waiting", f"{error}; retry in {delay:g} s")
                 yield Chunk(b"", self._clock())
                 stop.wait(delay)
                 continue
-            if last_error:
-                log.info("%s: open again", self.name)
-            else:
-                log.info("%s: open", self.name)
+            if not trouble.ok("open again"):
+                # a reopen after a watchdog reset is routine: logged once, then at DEBUG
+                (log.debug if opened_before else log.info)("%s: open", self.name)
+            opened_before = True
             last_error = ""
             self._reset.clear()
             self.on_state("connected", "open")
@@ -141,13 +143,13 @@ class _StreamSource(Source):
                     yield Chunk(data, self._clock())
             except (OSError, ValueError) as exc:
                 error = _describe_error(exc)
-                log.warning("%s: connection lost: %s", self.name, error)
+                trouble.failed(f"connection lost: {error}")
                 last_error = error
                 self.on_state("waiting", f"lost: {error}")
             finally:
                 self._close(handle)
             if self._reset.is_set():
-                log.info("%s: reopening (watchdog)", self.name)
+                log.debug("%s: reopening (watchdog)", self.name)
             elif last_error and not stop.is_set():
                 # a device that vanished usually needs a moment before it is back
                 delay = self._backoff.next()

@@ -147,7 +147,8 @@ def test_failing_sink_is_retried_in_order() -> None:
     assert worker.join(time.monotonic() + 3)
     assert [r.e_sum for r in sink.readings] == [1000, 1001, 1002, 1003, 1004]
     status = worker.status()
-    assert status["write_errors"] == 3 and "disk on fire" in str(status["last_error"])
+    # the errors are counted; last_error is cleared once writing works again
+    assert status["write_errors"] == 3 and status["last_error"] is None
     assert status["collected"] == 5 and status["written"] == 5 and status["handed_over"] == 5
     assert sink.closed_in == "sink-collect"  # closed in its own thread (thread-bound DB handles)
 

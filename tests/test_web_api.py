@@ -1,4 +1,4 @@
-"""The HTTP API over real HTTP: a cheroot server on a free port, a real LiveState, a real SQLite
+"""The HTTP API over real HTTP: our h11 server on a free port, a real LiveState, a real SQLite
 Store filled with three days of readings."""
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
 def test_status(server: WebServer) -> None:
     body = get(server, "/api/status").json()
     assert body["versions"]["smlogger"] == body["version"]
-    assert {"python", "bottle", "cheroot"} <= set(body["versions"])
+    assert {"python", "bottle", "h11"} <= set(body["versions"])
     assert body["meters"] == [METER_A, METER_B]
     usb = body["sources"]["/dev/ttyUSB0"]
     assert usb["state"] == "connected"

@@ -13,6 +13,7 @@ from typing import Optional
 import peewee
 
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
+from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.store.dialect import dialect_of
 from smlogger.store.rows import StoredRow
@@ -65,9 +66,13 @@ class Store:
         self._last_error_at: Optional[datetime] = None
         self._written = 0
         self._rejected = 0
+        # last_error is the current trouble and clears on recovery; a rejected reading is
+        # gone for good, so its reason stays visible here
+        self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._closed = False
         self._stop = threading.Event()
+        self._unexpected = StateLog(log, "SQL writer", level=logging.ERROR)
         self._schema_ready = False
         self.schema_actions: list[str] = []
         # a first attempt right away, so that a usable database is ready for readers when the
@@ -135,6 +140,7 @@ class Store:
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
                 "written": self._written,
                 "rejected": self._rejected,
+                "last_rejected": self._last_rejected,
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
@@ -167,11 +173,12 @@ class Store:
                     outcome = self._drain_once(strikes)
                 except QueueClosedError:
                     raise
-                except Exception:
-                    # never let the writer die silently: log, wait, carry on
-                    log.exception("unexpected error in the SQL writer")
+                except Exception as exc:
+                    # never let the writer die silently: log (once, counted), wait, carry on
+                    self._unexpected.failed(f"unexpected error: {describe(exc)}", exc)
                     outcome = "retry"
                 if outcome == "ok":
+                    self._unexpected.ok()
                     delay, strikes = 0.0, 0
                 elif outcome == "refused":
                     strikes += 1
@@ -240,12 +247,10 @@ class Store:
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
-                log.error(
-                    "rejecting the reading of meter %s at %s: %s",
-                    row.meter_id,
-                    iso(row.time),
-                    exc,
-                )
+                reason = f"meter {row.meter_id[:40]} at {iso(row.time)}: {describe(exc)}"
+                log.error("rejecting the reading of %s", reason)
+                with self._state_lock:
+                    self._last_rejected = reason
                 rejected += 1
         return written, rejected
 
@@ -274,7 +279,9 @@ class Store:
             log.debug("closing a broken database connection failed", exc_info=True)
 
     def _failed(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        # the real cause first: SQLite's "database or disk is full" hides behind the
+        # "cannot rollback - no transaction is active" that peewee's atomic() raises after it
+        message = describe(exc)
         state = "down" if is_connection_error(exc) else "error"
         with self._state_lock:
             if self._state != state:
@@ -303,6 +310,8 @@ class Store:
                 )
             self._state = "ok"
             self._down_since = None
+            # recovered: /api/status must not keep showing the old error
+            self._last_error = self._last_error_at = None
             self._written += written
             self._skipped += max(0, skipped)
             self._rejected += rejected
