@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from smlogger.masking import MASK, mask_url
+from smlogger.names import check_name, format_name_table, parse_name_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -209,6 +210,17 @@ def parse_db_url(value: Any) -> str:
     return text
 
 
+def parse_meter_names(value: Any) -> str:
+    """Meter id -> name: a TOML table, or "ID=NAME,ID=NAME"; kept as that normalised text."""
+    return format_name_table(parse_name_table(value))
+
+
+def parse_meter_name(value: Any) -> str:
+    """A [[meter]] name ("" gives the automatic meter, meter2, ...)."""
+    text = parse_str(value).strip()
+    return check_name(text) if text else ""
+
+
 def parse_opt_path(value: Any) -> str:
     """A path or device name, "" for none; `~` is expanded where it is used."""
     return parse_str(value).strip()
@@ -272,6 +284,16 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         0.0,
         "seconds between stored readings (mean/min/max over the interval); 0 stores every frame",
         metavar="SECONDS",
+    ),
+    _opt(
+        "meter_names",
+        "--meter-names",
+        parse_meter_names,
+        "",
+        "names of meter ids, shown on the page, the API, /metrics and CSV folders; for a bus "
+        "with several meters: [meter_names] table (id = \"name\") or ID=NAME,ID=NAME",
+        metavar="ID=NAME,...",
+        example="0a01445a47000282225e=heatpump",
     ),
     _opt(
         "database.url",
@@ -381,9 +403,10 @@ METER_OPTIONS: tuple[Option, ...] = (
     _opt(
         "name",
         "--meter-name",
-        parse_str,
+        parse_meter_name,
         "",
-        "name of the meter's source in status pages and logs (default: meter, meter2, ...)",
+        "name of the meter, shown on the page, in the API, /metrics, CSV folders and logs "
+        "(default: meter, meter2, ..., which are not shown as meter names)",
         meter=True,
         metavar="NAME",
     ),
@@ -631,6 +654,7 @@ class Config:
     data_dir: str
     log_level: str
     store_interval: float
+    meter_names: str
     database_url: str
     database_enabled: bool
     database_legacy_table: bool
@@ -662,6 +686,11 @@ class Config:
     def http_address(self) -> Optional[tuple[str, int]]:
         """(host, port) of the web page, or None when it is off."""
         return None if self.http_listen == "off" else split_host_port(self.http_listen)
+
+    @property
+    def meter_name_table(self) -> dict[str, str]:
+        """The `meter_names` option as meter id -> name."""
+        return parse_name_table(self.meter_names)
 
     def secrets(self) -> list[str]:
         """Secret strings that must never be printed or logged."""

@@ -29,6 +29,7 @@ from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
+from smlogger.names import MeterNames
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.sdnotify import Notifier
 from smlogger.simulate import make_meter
@@ -110,7 +111,14 @@ def open_store(config: Config) -> Optional[Store]:
     )
 
 
-def _csv_sink(config: Config) -> CsvLog:
+def meter_names(config: Config) -> MeterNames:
+    """Meter id -> name from the `meter_names` table and the [[meter]] names (smlogger.names)."""
+    return MeterNames.from_config(
+        config.meter_name_table, [(m.name, m.id) for m in config.meters]
+    )
+
+
+def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
     return CsvLog(
         config.csv_path,
         rotate=config.csv_rotate,
@@ -119,16 +127,19 @@ def _csv_sink(config: Config) -> CsvLog:
         keep_days=config.csv_keep_days,
         tz=config.csv_timezone,
         aggregated=config.store_interval > 0,
+        names=names.name,
     )
 
 
-def build_sinks(config: Config, store: Optional[Store]) -> list[Sink]:
+def build_sinks(
+    config: Config, store: Optional[Store], names: Optional[MeterNames] = None
+) -> list[Sink]:
     """Every sink the pipeline feeds, in this order: SQL (`store`), CSV."""
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(store)
     if config.csv_enabled:
-        sinks.append(_csv_sink(config))
+        sinks.append(_csv_sink(config, names or meter_names(config)))
     return sinks
 
 
@@ -190,7 +201,7 @@ def run(config: Config) -> int:
     notifier = Notifier()
     started = time.monotonic()
 
-    live = LiveState()
+    live = LiveState(names=meter_names(config))
     try:
         meters = [build_meter(m, live) for m in config.meters]
     except OSError as exc:
@@ -200,7 +211,7 @@ def run(config: Config) -> int:
         if config.database_enabled or config.csv_enabled:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
-        sinks = build_sinks(config, store)
+        sinks = build_sinks(config, store, live.names)
     except ImportError:
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:

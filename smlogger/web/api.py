@@ -32,7 +32,7 @@ from smlogger.web.payload import (
     fmt_number,
     fmt_power,
     link_for_meter,
-    meter_label,
+    named_label,
     normalise_points,
     reading_json,
     sse_event,
@@ -202,9 +202,26 @@ class WebApp:
             return None
         if not meter.strip():
             raise ApiError(400, "parameter 'meter' is empty", "meter")
-        if meter not in self.known_meters():
-            raise ApiError(404, f"unknown meter '{meter}'", "meter")
+        known = self.known_meters()
+        if meter not in known:
+            # a configured name works as well as the id
+            named = self.live.names.find(meter)
+            if named is None or named not in known:
+                raise ApiError(404, f"unknown meter '{meter}'", "meter")
+            return named
         return meter
+
+    def reading_json(
+        self, reading: Reading | None, meter: str | None, now: datetime
+    ) -> dict[str, Json]:
+        """`payload.reading_json` with the meter's name."""
+        meter_id = reading.meter_id if reading is not None else meter
+        name = self.live.meter_name(meter_id) if meter_id else None
+        return reading_json(reading, meter, now, name)
+
+    def label(self, meter_id: str) -> str:
+        """The meter's label for people: its name (if any) and its number."""
+        return named_label(meter_id, self.live.meter_name(meter_id))
 
     def require_store(self) -> HistoryStore:
         if self.store is None:
@@ -232,7 +249,8 @@ class WebApp:
             out.append(
                 {
                     "id": meter,
-                    "label": meter_label(meter),
+                    "name": self.live.meter_name(meter),
+                    "label": self.label(meter),
                     "live": reading is not None,
                     "stored": meter in stored,
                     "configured": meter in live_meters,
@@ -244,7 +262,7 @@ class WebApp:
     def live_reading(self) -> Json:
         meter = self.meter_param()
         now = self.now()
-        body = reading_json(self.live.latest(meter) if meter else None, meter, now)
+        body = self.reading_json(self.live.latest(meter) if meter else None, meter, now)
         body["server_time"] = iso(now)
         body["link"] = link_for_meter(self.live.source_status(), meter)
         return body
@@ -382,7 +400,7 @@ class WebApp:
             for m in [meter] if meter else self.live.meters():
                 reading = self.live.latest(m)
                 if reading is not None:
-                    first.append(sse_event("reading", reading_json(reading, m, now)))
+                    first.append(sse_event("reading", self.reading_json(reading, m, now)))
             first.append(sse_event("status", self.link_status()))
             yield b"".join(first)
             last_write = last_status = time.monotonic()
@@ -394,7 +412,9 @@ class WebApp:
                 chunks = []
                 if reading is not None and (meter is None or reading.meter_id == meter):
                     chunks.append(
-                        sse_event("reading", reading_json(reading, reading.meter_id, self.now()))
+                        sse_event(
+                            "reading", self.reading_json(reading, reading.meter_id, self.now())
+                        )
                     )
                 mono = time.monotonic()
                 if mono - last_status >= self.status_interval_s:
@@ -432,13 +452,14 @@ class WebApp:
         )
         now = self.now()
         reading = self.live.latest(meter) if meter else None
-        live = reading_json(reading, meter, now)
+        live = self.reading_json(reading, meter, now)
         live["server_time"] = iso(now)
         live["link"] = link_for_meter(self.live.source_status(), meter)
         link_states = page_link_states()
         initial = {
             "meter": meter,
             "meters": meters,
+            "names": {m: n for m in meters if (n := self.live.meter_name(m))},
             "live": live,
             "history": self.store is not None,
             "version": __version__,
@@ -463,7 +484,8 @@ class WebApp:
                 token_query=f"?token={quote(token, safe='')}" if token else "",
                 link_states=link_states,
                 fmt_power=fmt_power,
-                meter_label=meter_label,
+                meter_label=self.label,
+                meter_name=self.live.meter_name,
                 fmt_number=fmt_number,
                 version=__version__,
                 has_history=self.store is not None,

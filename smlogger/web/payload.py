@@ -41,11 +41,14 @@ def dumps(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> dict[str, Json]:
+def reading_json(
+    reading: Reading | None, meter: str | None, now: datetime, name: str | None = None
+) -> dict[str, Json]:
     """The one shape of a live reading, shared by /api/live, SSE and the page's first paint."""
     if reading is None:
         return {
             "meter": meter,
+            "name": name,
             "time": None,
             "ts": None,
             "age_s": None,
@@ -54,6 +57,7 @@ def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> d
         }
     return {
         "meter": reading.meter_id,
+        "name": name,
         "time": iso(reading.time),
         "ts": round(reading.time.timestamp(), 3),
         "age_s": round(max(0.0, (now - reading.time).total_seconds()), 3),
@@ -117,6 +121,12 @@ def meter_label(meter_id: str) -> str:
         return meter_id
     serial = f"{int.from_bytes(raw[6:10], 'big'):08d}"
     return f"{raw[1]:X} {flag}{raw[5]:02X} {serial[:-4]} {serial[-4:]}"
+
+
+def named_label(meter_id: str, name: str | None) -> str:
+    """The selector label: "house · 1 DZG00 4208 2910" for a named meter, else the number."""
+    number = meter_label(meter_id)
+    return f"{name} \u00b7 {number}" if name else number
 
 
 NO_VALUE = "\u2013"  # en dash: what the page shows for a value the meter does not send

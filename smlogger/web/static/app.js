@@ -35,6 +35,7 @@
   const state = {
     meter: initial.meter,
     meters: (initial.meters || []).slice(),
+    names: Object.assign({}, initial.names || {}),  // meter id -> configured name
     offset: 0,                    // server clock minus browser clock, ms
     lastTs: initial.live.ts,      // epoch s of the shown reading
     range: stored("range", "day", Object.keys(SPANS)),
@@ -125,6 +126,7 @@
 
   function applyReading(r) {
     if (!r) return;
+    if (r.meter) noteMeter(r.meter, r.name);
     if (state.meter === null && r.meter) adoptMeter(r.meter);
     if (r.meter !== state.meter) return;
     const f = r.fields || {};
@@ -283,11 +285,29 @@
     return bytes[1].toString(16).toUpperCase() + " " + flag + hex2(bytes[5]) + " " + serial.slice(0, -4) + " " + serial.slice(-4);
   }
 
-  function noteMeter(id) {
-    if (!id || state.meters.indexOf(id) >= 0) return;
+  /* "house · 1 ESY11 ..." for a named meter, as the server's named_label() */
+  function namedLabel(id) {
+    const name = state.names[id];
+    return name ? name + " \u00b7 " + meterLabel(id) : meterLabel(id);
+  }
+
+  function showName() {
+    const name = state.names[state.meter];
+    $("#meter-name").textContent = name ? " \u00b7 " + name : "";
+  }
+
+  function noteMeter(id, name) {
+    if (!id) return;
+    if (name && state.names[id] !== name) {
+      state.names[id] = name;
+      const known = Array.from(select.options).find((o) => o.value === id);
+      if (known) known.textContent = namedLabel(id);
+      if (id === state.meter) showName();
+    }
+    if (state.meters.indexOf(id) >= 0) return;
     state.meters.push(id);
     if (select.options.length === 1 && !select.options[0].value) select.remove(0);
-    const option = new Option(meterLabel(id), id);
+    const option = new Option(namedLabel(id), id);
     option.title = id;
     select.add(option);
     select.disabled = false;
@@ -297,6 +317,7 @@
     noteMeter(id);
     state.meter = id;
     select.value = id;
+    showName();
     loadHistory();
     loadConsumption();
     loadToday();
@@ -306,6 +327,7 @@
   select.addEventListener("change", () => {
     if (!select.value || select.value === state.meter) return;
     state.meter = select.value;
+    showName();
     state.lastTs = null;
     state.zoom = null;
     state.spark = [];
@@ -346,14 +368,13 @@
     es.addEventListener("reading", (ev) => {
       state.lastMessage = Date.now();
       const r = JSON.parse(ev.data);
-      noteMeter(r.meter);
       applyReading(r);
     });
     es.addEventListener("status", (ev) => {
       state.lastMessage = Date.now();
       const s = JSON.parse(ev.data);
       syncClock(s.server_time);
-      Object.keys(s.links || {}).forEach(noteMeter);
+      Object.keys(s.links || {}).forEach((id) => noteMeter(id));
       if (state.meter === null && Object.keys(s.links || {}).length) adoptMeter(Object.keys(s.links)[0]);
       if (s.links && s.links[state.meter]) applyLink(s.links[state.meter]);
     });
