@@ -161,7 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(
+        dbcli.join_relative_times(list(sys.argv[1:] if argv is None else argv))
+    )
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

@@ -12,10 +12,19 @@ The id always stays the key (database, API parameters, CSV rows); the name is wh
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Optional
+
+log = logging.getLogger(__name__)
+
+NAMES_FILE = "meter-names.json"  # in the data dir: names learned by the running logger
 
 _AUTOMATIC = re.compile(r"meter\d*")
 _FORBIDDEN = re.compile(r"[,=\x00-\x1f/\\]")
@@ -81,6 +90,7 @@ class MeterNames:
         self._table = {k.lower(): v for k, v in (by_id or {}).items()}
         self._sources = {k: v for k, v in (by_source or {}).items() if not is_automatic_name(v)}
         self._learned: dict[str, str] = {}
+        self.on_learn: Optional[Callable[[dict[str, str]], None]] = None
 
     @classmethod
     def from_config(cls, table: Mapping[str, str], meters: Iterable[tuple[str, str]]) -> MeterNames:
@@ -97,7 +107,12 @@ class MeterNames:
         if name is None:
             return
         with self._lock:
-            self._learned.setdefault(meter_id, name)
+            if self._learned.get(meter_id) == name:
+                return
+            self._learned[meter_id] = name
+            learned = dict(self._learned)
+        if self.on_learn is not None:
+            self.on_learn(learned)
 
     def name(self, meter_id: str) -> Optional[str]:
         """The name of `meter_id`, or None when it has none."""
@@ -124,3 +139,28 @@ class MeterNames:
             out = dict(self._learned)
         out.update(self._table)
         return out
+
+
+def read_names_file(path: Path) -> dict[str, str]:
+    """Names a running logger learned (see `write_names_file`); {} when there are none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def write_names_file(path: Path, learned: Mapping[str, str]) -> None:
+    """Remember which meter id had which [[meter]] name, for `smlogger export` (which runs
+    without the meters); written only when a name is learned, so it costs no SD-card wear."""
+    merged = {**read_names_file(path), **learned}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot remember meter names in %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()

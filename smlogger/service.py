@@ -29,7 +29,7 @@ from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
-from smlogger.names import MeterNames
+from smlogger.names import NAMES_FILE, MeterNames, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.sdnotify import Notifier
 from smlogger.simulate import make_meter
@@ -113,9 +113,7 @@ def open_store(config: Config) -> Optional[Store]:
 
 def meter_names(config: Config) -> MeterNames:
     """Meter id -> name from the `meter_names` table and the [[meter]] names (smlogger.names)."""
-    return MeterNames.from_config(
-        config.meter_name_table, [(m.name, m.id) for m in config.meters]
-    )
+    return MeterNames.from_config(config.meter_name_table, [(m.name, m.id) for m in config.meters])
 
 
 def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
@@ -202,6 +200,9 @@ def run(config: Config) -> int:
     started = time.monotonic()
 
     live = LiveState(names=meter_names(config))
+    if config.database_enabled or config.csv_enabled:
+        names_path = config.data_path / NAMES_FILE
+        live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
         meters = [build_meter(m, live) for m in config.meters]
     except OSError as exc:
