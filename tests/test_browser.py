@@ -425,9 +425,39 @@ def test_several_meters_selectable(tmp_path: Path) -> None:
         driver.get(running.url)
         select = Select(driver.find_element(By.ID, "meter"))
         wait_for(driver, 5, "both meters listed", lambda: option_values(select) == sorted(ids))
-        shown = select.first_selected_option.get_attribute("value")
+        names = dict(zip(ids, ("house", "garage")))
+
+        def labels() -> dict[str, str]:
+            return {str(o.get_attribute("value")): o.text for o in select.options}
+
+        # the configured names are what people see, with the meter number after them
+        wait_for(
+            driver,
+            5,
+            "named meters",
+            lambda: all(labels()[i].startswith(names[i] + " \u00b7 ") for i in ids),
+        )
+        shown = str(select.first_selected_option.get_attribute("value"))
+        wait_for(
+            driver,
+            5,
+            "the shown meter's name in the power tile",
+            lambda: (
+                driver.find_element(By.ID, "meter-name").get_attribute("textContent")
+                == f" \u00b7 {names[shown]}"
+            ),
+        )
         other = ids[1] if shown == ids[0] else ids[0]
         select.select_by_value(other)
+        wait_for(
+            driver,
+            3,
+            "the other meter's name in the power tile",
+            lambda: (
+                driver.find_element(By.ID, "meter-name").get_attribute("textContent")
+                == f" \u00b7 {names[other]}"
+            ),
+        )
         first = tile_texts(driver)
         wait_for(driver, 3, "the other meter's values", lambda: tile_texts(driver) != first)
         assert f"meter={other}" in driver.current_url
