@@ -22,6 +22,11 @@ from smlogger.simulate import make_meter
 REPLAY_ID = "090149534b000403df63"  # the server id in ISKRA_MT175_eHZ.bin
 
 
+def export(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "smlogger", "export", "--config", str(conf), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
 def _text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode("utf-8"))
@@ -91,13 +96,7 @@ def test_csv_folders_and_files_have_name_and_id(run: Any) -> None:
 
 def test_export_by_name_with_names_and_z_times(run: Any) -> None:
     # `--from -5m` as two words: argparse alone would take -5m for a flag
-    out = subprocess.run(
-        [sys.executable, "-m", "smlogger", "export", "--config", str(run["conf"])]
-        + ["--from", "-5m", "--meter", "house", "--format", "ndjson"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = export(run["conf"], "--from", "-5m", "--meter", "house", "--format", "ndjson")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows and {r["meter_id"] for r in rows} == {run["house"]}
@@ -105,13 +104,7 @@ def test_export_by_name_with_names_and_z_times(run: Any) -> None:
     assert all(r["time"].endswith("Z") for r in rows)
     for row in rows:  # no binary float noise such as 12339.700400000002
         assert len(repr(row["e_sum"]).split(".")[-1]) <= 7, row["e_sum"]
-    csv_out = subprocess.run(
-        [sys.executable, "-m", "smlogger", "export", "--config", str(run["conf"])]
-        + ["--from", "-5m", "--meter", REPLAY_ID],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    csv_out = export(run["conf"], "--from", "-5m", "--meter", REPLAY_ID)
     assert csv_out.returncode == 0, csv_out.stderr
     lines = csv_out.stdout.splitlines()
     assert lines[0].startswith("time,meter_id,name,e_sum,")
