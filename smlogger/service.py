@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
 
-from smlogger import __version__
+from smlogger import __version__, preflight
 from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
@@ -192,7 +192,11 @@ class Signals:
 
 
 def run(config: Config) -> int:
-    """Run the logger until a signal or the end of every source; the process exit code."""
+    """Run the logger until a signal or the end of every source; the process exit code.
+
+    Raises `preflight.StartupError` (exit 2 in the CLI) for mistakes waiting cannot fix.
+    """
+    preflight.check(config)
     stop = threading.Event()
     signals = Signals(stop)
     signals.install()
@@ -217,8 +221,8 @@ def run(config: Config) -> int:
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
         # a data dir we may not write, a database URL naming no database, ...
-        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
-        return 1
+        log.error("cannot set up storage: %s", exc)
+        return 2
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
