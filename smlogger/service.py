@@ -171,6 +171,20 @@ def status_line(live: LiveState) -> str:
     return "; ".join(parts) or "starting"
 
 
+def _replays_had_frames(config: Config, pipeline: Pipeline) -> bool:
+    """False (and one error line each) when a replay ended without a single valid frame."""
+    replays = {m.name: m.replay for m in config.meters if m.replay}
+    found = True
+    for runner in pipeline.runners:
+        path = replays.get(runner.spec.key)
+        if path is None or runner.decoder_stats.get("frames_ok", 0):
+            continue
+        size = runner.decoder_stats.get("bytes", 0)
+        log.error("%s: no valid SML frame in %s (%d bytes)", runner.spec.key, path, size)
+        found = False
+    return found
+
+
 class Signals:
     """SIGTERM/SIGINT set the stop event; a second one exits at once."""
 
@@ -276,6 +290,8 @@ def run(config: Config) -> int:
         web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
     notifier.close()
     if pipeline.errors():
+        return 1
+    if signals.received is None and not _replays_had_frames(config, pipeline):
         return 1
     if not clean:
         # whatever a sink still held is on durable storage (disk queue) or was logged as lost
