@@ -113,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a meter (serial, tcp, replay or simulation) and log it",
         description="Read one or more meters and feed the live page, the database and CSV files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  smlogger run --port /dev/ttyUSB0\n  smlogger run --simulate\n"
+        epilog="examples:\n"
+        "  smlogger run --port /dev/ttyUSB0\n"
+        "  smlogger run --port /dev/serial/by-id/usb-FTDI_FT232R-if00-port0 --meter-name house\n"
+        "  smlogger run --simulate\n"
         "  smlogger run --config /etc/smlogger.toml\n"
-        "  smlogger run --replay capture.txt --speed max --no-http",
+        "  smlogger run --port /dev/ttyUSB0 --capture capture.txt.gz\n"
+        "  smlogger run --replay capture.txt.gz --speed max --no-http\n"
+        "  smlogger run --port /dev/ttyUSB0 --db-url mysql://smlogger:PW@localhost/smart_meter "
+        "--legacy-table",
     )
     cfgmod.add_arguments(run)
     run.set_defaults(func=cmd_run)

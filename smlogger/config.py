@@ -132,6 +132,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
             raise ValueError(f"{value!r} is not allowed; use one of: {', '.join(choices)}")
         return text
 
+    parse.choices = choices  # type: ignore[attr-defined]  # shown by --help
     return parse
 
 
@@ -496,7 +497,15 @@ METER_OPTIONS: tuple[Option, ...] = (
         meter=True,
         metavar="SECONDS",
     ),
-    _opt("speed", "--speed", parse_speed, "1", "replay speed: 1, 10 or max", meter=True),
+    _opt(
+        "speed",
+        "--speed",
+        parse_speed,
+        "1",
+        "replay speed: 1 (as recorded), 10 or another factor, or max (as fast as possible)",
+        meter=True,
+        metavar="{1,10,FACTOR,max}",
+    ),
     _opt(
         "replay_interval",
         "--replay-interval",
@@ -943,7 +952,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups[
             "meter" if option.meter else option.key.split(".")[0] if "." in option.key else ""
         ]
-        text = f"{option.help} [{option.display}, env {option.env}]"
+        choices: Optional[tuple[str, ...]] = getattr(option.parse, "choices", None)
+        text = f"{option.help}{_default_text(option)} [{option.display}, env {option.env}]"
         if option.boolean:
             group.add_argument(
                 option.flag,
@@ -957,9 +967,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 option.flag,
                 dest=_dest(option),
                 default=None,
-                metavar=option.metavar or option.key.split(".")[-1].upper(),
+                metavar=(
+                    "{" + ",".join(choices) + "}"
+                    if choices
+                    else option.metavar or option.key.split(".")[-1].upper()
+                ),
                 help=text,
             )
+        if option.key == "http.listen":
+            group.add_argument(
+                "--no-http",
+                dest=_dest(option),
+                action="store_const",
+                const="off",
+                help="no web page and API (same as --http off)",
+            )
+
+
+def _default_text(option: Option) -> str:
+    """ " (default: X)" for --help; nothing for an empty default (the help says what it means)
+    or a secret."""
+    value = option.default
+    if option.secret or value == "" or value is None:
+        return ""
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:g}"
+    else:
+        shown = str(value)
+    return f" (default: {shown})"
 
 
 # ---- output ------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def check_source(meter: MeterConfig) -> None:
         path = Path(os.path.expanduser(meter.replay))
         where = f"{meter.name}: replay file {path}"
         if not path.exists():
-            raise StartupError(f"{where} does not exist")
+            raise StartupError(f"{where} not found")
         if path.is_dir():
             raise StartupError(f"{where} is a directory, not a recording")
         try:

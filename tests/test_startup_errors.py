@@ -58,7 +58,7 @@ def test_replay_of_a_directory(tmp_path: Path) -> None:
 def test_replay_of_a_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.bin"
     line = one_line_exit_2(run("--replay", str(missing), "--no-db", "--no-csv", tmp_path=tmp_path))
-    assert line == f"meter: replay file {missing} does not exist"
+    assert line == f"meter: replay file {missing} not found"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
