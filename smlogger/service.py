@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from smlogger import __version__, preflight
 from smlogger.capture import CaptureWriter
@@ -32,7 +34,7 @@ from smlogger.live import LiveState
 from smlogger.names import NAMES_FILE, MeterNames, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.sdnotify import Notifier
-from smlogger.simulate import make_meter
+from smlogger.simulate import CounterFile, make_meter
 from smlogger.sources import (
     ReplaySource,
     SerialSettings,
@@ -55,7 +57,7 @@ StatusExtra = Callable[[], dict[str, Any]]
 # ---- meters ----------------------------------------------------------------------------------
 
 
-def _source(meter: MeterConfig, live: LiveState) -> Source:
+def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> Source:
     kind = meter.source_kind
     if kind == "port":
         # every serial setting is the meter option of the same name (tests/test_service.py)
@@ -74,12 +76,20 @@ def _source(meter: MeterConfig, live: LiveState) -> Source:
     simulated = make_meter(meter.profile, seed=meter.seed)
     # the page lists the simulated meter before its first frame, like a configured meter id
     live.add_meter(meter.id or simulated.meter_id)
-    return SimulatedSource(simulated, interval=meter.interval)
+    counters = None
+    if data_dir is not None:
+        # its counters continue after a restart, as a real meter's do
+        counters = CounterFile(data_dir / f"simulated-{simulated.meter_id}.json")
+        counters.restore(simulated)
+    return SimulatedSource(simulated, interval=meter.interval, counters=counters)
 
 
-def build_meter(meter: MeterConfig, live: LiveState) -> MeterSpec:
-    """The pipeline's description of one configured meter (opens its capture file, if any)."""
-    source = _source(meter, live)
+def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = None) -> MeterSpec:
+    """The pipeline's description of one configured meter (opens its capture file, if any).
+
+    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh).
+    """
+    source = _source(meter, live, data_dir)
     capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
     return MeterSpec(
         key=meter.name,
@@ -155,8 +165,18 @@ def start_web(
     app = build_app(live, reader, token=config.http_token or None, status_extra=extra)
     server = WebServer(app, address[0], address[1])
     server.start()
-    log.debug("web server started on %s", server.url)
+    log.info("web page: %s", page_url(server.url, bool(config.http_token)))
     return server
+
+
+def page_url(url: str, token: bool) -> str:
+    """The address to open in a browser: a wildcard listen address is not one, so it becomes
+    this machine's host name; the token itself is never logged."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("0.0.0.0", "::", ""):
+        url = parts._replace(netloc=f"{socket.gethostname()}:{parts.port}").geturl()
+    return url + (" (add ?token=... : http.token is set)" if token else "")
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -222,7 +242,8 @@ def run(config: Config) -> int:
         names_path = config.data_path / NAMES_FILE
         live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
-        meters = [build_meter(m, live) for m in config.meters]
+        keep = config.database_enabled or config.csv_enabled
+        meters = [build_meter(m, live, config.data_path if keep else None) for m in config.meters]
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
