@@ -20,6 +20,16 @@
   const POLL_MS = 2000;
   const SPARK_MS = 10 * 60e3;    // the power tile's sparkline shows the last 10 minutes
 
+  function urlRange() {
+    const r = new URLSearchParams(location.search).get("range");
+    return r && Object.prototype.hasOwnProperty.call(SPANS, r) ? r : null;
+  }
+  function keepInUrl(key, value) {
+    const u = new URL(location.href);
+    u.searchParams.set(key, value);
+    history.replaceState(null, "", u.toString());
+  }
+
   function stored(key, fallback, allowed) {
     try {
       const v = localStorage.getItem("smlogger." + key);
@@ -38,7 +48,10 @@
     names: Object.assign({}, initial.names || {}),  // meter id -> configured name
     offset: 0,                    // server clock minus browser clock, ms
     lastTs: initial.live.ts,      // epoch s of the shown reading
-    range: stored("range", "day", Object.keys(SPANS)),
+    // the range: ?range= in the address (kept there, so a reload or a bookmark shows the same),
+    // else the last one chosen here, else picked on the first load to show data (autoRange)
+    range: urlRange() || stored("range", "day", Object.keys(SPANS)),
+    autoRange: !urlRange(),
     series: stored("series", "power", ["power", "energy"]),
     period: stored("period", "day", ["day", "month"]),
     zoom: null,                   // [fromMs, toMs] while zoomed in
@@ -333,9 +346,7 @@
     state.spark = [];
     state.today = null;
     state.todayLoadedAt = 0;
-    const u = new URL(location.href);
-    u.searchParams.set("meter", state.meter);
-    history.replaceState(null, "", u.toString());
+    keepInUrl("meter", state.meter);
     getJson("/api/live", { meter: state.meter })
       .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); })
       .catch(() => {});
@@ -474,6 +485,7 @@
       meter: state.meter, from: (span[0] / 1000).toFixed(3), to: (span[1] / 1000).toFixed(3)
     }).then((h) => {
       if (seq !== state.historySeq) return;  // superseded by a newer request
+      if (!state.zoom && state.autoRange && pickRange(h.points || [], now)) return;
       state.history = { data: h, from: span[0], to: span[1] };
       renderHistory();
     }).catch((err) => {
@@ -482,6 +494,29 @@
     }).finally(() => {
       if (seq === state.historySeq) historyEl.classList.remove("loading");
     });
+  }
+
+  /* The first load opens on a range that shows data: a wider one when the chosen range is
+   * empty (the logger was off), "hour" when all data is younger than an hour (a fresh
+   * install). Returns true when it asked for another range. */
+  function pickRange(points, now) {
+    const order = Object.keys(SPANS);
+    const at = order.indexOf(state.range);
+    let next = null;
+    if (!points.length) {
+      next = at < order.length - 1 ? order[at + 1] : "hour";  // nothing stored at all: hour
+    } else if (state.range !== "hour" && points[0].ts * 1000 > now - SPANS.hour) {
+      next = "hour";
+    }
+    if (next === null || next === state.range) {
+      state.autoRange = false;
+      return false;
+    }
+    if (next === "hour") state.autoRange = false;  // the last step either way
+    state.range = next;
+    keepInUrl("range", next);
+    loadHistory();
+    return true;
   }
 
   function stepText(seconds) {
@@ -553,8 +588,10 @@
 
   $$("[data-range]").forEach((b) => b.addEventListener("click", () => {
     state.range = b.getAttribute("data-range");
+    state.autoRange = false;
     state.zoom = null;
     store("range", state.range);
+    keepInUrl("range", state.range);
     loadHistory();
   }));
   $$("[data-series]").forEach((b) => b.addEventListener("click", () => {
