@@ -324,6 +324,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         boolean=True,
     ),
     _opt(
+        "database.legacy_local_time",
+        "--legacy-local-time",
+        parse_bool,
+        False,
+        "write local wall-clock time (not UTC) into the legacy values table, as the old "
+        "script's NOW() did",
+        boolean=True,
+    ),
+    _opt(
         "database.spool_max_age_days",
         "--spool-max-age-days",
         parse_float(0.01),
@@ -667,6 +676,7 @@ class Config:
     database_url: str
     database_enabled: bool
     database_legacy_table: bool
+    database_legacy_local_time: bool
     database_spool_max_age_days: float
     database_batch_size: int
     csv_enabled: bool

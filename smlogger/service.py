@@ -117,6 +117,7 @@ def open_store(config: Config) -> Optional[Store]:
         spool_dir=config.data_path / "spool",
         max_spool_age_days=config.database_spool_max_age_days,
         legacy_table=config.database_legacy_table,
+        legacy_local_time=config.database_legacy_local_time,
         batch_size=config.database_batch_size,
     )
 

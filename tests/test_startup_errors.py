@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
@@ -206,14 +208,16 @@ def test_wrong_password(mariadb: MariaDBServer, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Path) -> None:
-    """The GRANTs the README gives for a logger user, on tables an admin created."""
+    """The GRANTs the README gives for a logger user, on tables an admin created; the legacy
+    table in local time (--legacy-local-time), as the old script's NOW() wrote it."""
     _tables_made_by_admin(mariadb, "smart_meter", tmp_path)
     base = _grant(mariadb, "logger", "SELECT, INSERT, UPDATE ON smart_meter.*")
     proc = subprocess.Popen(
         [sys.executable, "-m", "smlogger", "run", "--simulate", "--interval", "0.2", "--http",
          "off", "--data-dir", str(tmp_path / "data"), "--db-url", f"{base}/smart_meter",
-         "--legacy-table"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(tmp_path)},
+         "--legacy-table", "--legacy-local-time"],
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HOME": str(tmp_path), "TZ": "Europe/Berlin"},
     )  # fmt: skip
     try:
         import time
@@ -228,3 +232,9 @@ def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Pa
         proc.terminate()
         _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+    legacy = mariadb.query("SELECT MAX(`time`) FROM `values`", "smart_meter")[0][0]
+    utc = mariadb.query("SELECT MAX(`time`) FROM readings", "smart_meter")[0][0]
+    assert isinstance(legacy, datetime) and isinstance(utc, datetime)
+    offset = datetime.now(ZoneInfo("Europe/Berlin")).utcoffset()
+    assert offset is not None
+    assert abs((legacy - utc) - offset) < timedelta(seconds=2), (legacy, utc)
