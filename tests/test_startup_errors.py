@@ -238,3 +238,33 @@ def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Pa
     offset = datetime.now(ZoneInfo("Europe/Berlin")).utcoffset()
     assert offset is not None
     assert abs((legacy - utc) - offset) < timedelta(seconds=2), (legacy, utc)
+
+
+@pytest.mark.slow
+def test_the_readme_grants_for_a_logger_that_creates_its_tables(
+    mariadb: MariaDBServer, tmp_path: Path
+) -> None:
+    mariadb.root().cursor().execute("CREATE DATABASE IF NOT EXISTS fresh_meter")
+    base = _grant(mariadb, "creator", "SELECT, INSERT, UPDATE, CREATE, ALTER ON fresh_meter.*")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smlogger", "run", "--simulate", "--interval", "0.2", "--http",
+         "off", "--data-dir", str(tmp_path / "data"), "--db-url", f"{base}/fresh_meter",
+         "--legacy-table"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        rows = 0
+        while time.monotonic() < deadline and rows < 3:
+            time.sleep(0.3)
+            try:
+                rows = int(str(mariadb.query("SELECT COUNT(*) FROM `values`", "fresh_meter")[0][0]))
+            except pymysql.err.ProgrammingError:
+                rows = 0  # the table is not there yet
+        assert rows >= 3
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
