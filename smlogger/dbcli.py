@@ -201,7 +201,9 @@ def cmd_db_init(args: argparse.Namespace) -> int:
         actions = ensure_schema(db, legacy_table=legacy)
         version = schema_version(db)
     except peewee.PeeweeException as exc:
-        return _fail(f"database {where}: {exc}")
+        from smlogger.preflight import explain
+
+        return _fail(explain(db, exc, where))
     finally:
         db.close()
     if actions:
@@ -340,8 +342,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except peewee.PeeweeException as exc:
-        if is_connection_error(exc):
-            return _fail(f"cannot read database {where}: {exc}")
+        if is_connection_error(exc) or isinstance(exc, peewee.ImproperlyConfigured):
+            from smlogger.preflight import explain
+
+            return _fail(explain(db, exc, where))
         raise
     finally:
         db.close()

@@ -145,7 +145,15 @@ def _sqlite_file(db: peewee.Database) -> str:
     return str(db.database)
 
 
-def _driver_missing(db: peewee.Database, exc: Exception) -> str:
+def explain(db: peewee.Database, exc: BaseException, where: str) -> str:
+    """One line for any database error at start-up (also for `db-init` and `export`)."""
+    if isinstance(exc, peewee.ImproperlyConfigured):
+        return _driver_missing(db, exc)
+    problem = describe_database_error(exc, where, _user(db))
+    return problem or f"database {where} is not reachable: {_server_text(exc)}"
+
+
+def _driver_missing(db: peewee.Database, exc: BaseException) -> str:
     if isinstance(db, peewee.PostgresqlDatabase):
         return (
             "PostgreSQL needs the psycopg2 driver, which is not installed: "
