@@ -268,3 +268,19 @@ def test_the_readme_grants_for_a_logger_that_creates_its_tables(
         proc.terminate()
         _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_db_init_explains_a_refused_database(mariadb: MariaDBServer, tmp_path: Path) -> None:
+    base = _grant(mariadb, "initless", "SELECT ON initless_db.*")
+    proc = subprocess.run(
+        [sys.executable, "-m", "smlogger", "db-init", "--db-url", f"{base}/initless_typo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert "\n" not in line and "OperationalError" not in line
+    assert "the database does not exist or user 'initless' may not use it" in line
