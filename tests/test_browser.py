@@ -411,6 +411,7 @@ def test_token_is_required(logger: Logger) -> None:
         conn.close()
 
 
+@pytest.mark.slow
 def test_several_meters_selectable(tmp_path: Path) -> None:
     config = tmp_path / "two.toml"
     config.write_text(
@@ -527,6 +528,7 @@ def test_server_restart_shows_and_recovers(tmp_path: Path) -> None:
         feeder.join()
 
 
+@pytest.mark.slow
 def test_history_opens_on_a_range_with_data_and_keeps_it_in_the_url(tmp_path: Path) -> None:
     # a fresh install: minutes of data, so the page opens on the last hour, not a near-empty day
     running = start_logger(["--simulate", "--interval", "0.5"], tmp_path)
