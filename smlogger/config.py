@@ -294,7 +294,6 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "names of meter ids, shown on the page, the API, /metrics and CSV folders; for a bus "
         'with several meters: [meter_names] table (id = "name") or ID=NAME,ID=NAME',
         metavar="ID=NAME,...",
-        example="0a01445a47000282225e=heatpump",
     ),
     _opt(
         "database.url",
