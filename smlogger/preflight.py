@@ -29,6 +29,7 @@ from smlogger.store import (
     ensure_schema,
     open_database,
     redact_url,
+    schema_version,
 )
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,10 @@ def check_database(url: Optional[str], data_dir: Path, legacy_table: bool) -> No
         raise StartupError(f"--db-url: {exc}") from None
     stage = "CREATE"
     try:
-        ensure_schema(db, legacy_table=legacy_table)
+        if _fresh(db):
+            # only a new database is set up here: migrating a big existing one can take long
+            # and stays with the store's own thread, so start-up (and systemd) is not held up
+            ensure_schema(db, legacy_table=legacy_table)
         for privilege, sql in _write_probes(db, legacy_table):
             stage = privilege
             _run(db, sql)
@@ -139,6 +143,17 @@ def check_database(url: Optional[str], data_dir: Path, legacy_table: bool) -> No
     finally:
         if not db.is_closed():
             db.close()
+
+
+def _fresh(db: peewee.Database) -> bool:
+    """True when the database has no smlogger tables yet (or does not exist yet)."""
+    try:
+        return schema_version(db) == 0
+    except peewee.PeeweeException as exc:
+        code = _code(exc) or _pg_code_from_text(str(exc))
+        if code in (1049, "3D000"):
+            return True  # ensure_schema creates it when the user may
+        raise
 
 
 def _sqlite_file(db: peewee.Database) -> str:
