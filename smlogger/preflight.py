@@ -268,7 +268,7 @@ def describe_database_error(
             f"database {where} refused the login of {who}: {text}; check the user name and "
             "password in the URL"
         )
-    if code in _MYSQL_NO_DATABASE or code in _PG_NO_DATABASE:
+    if code in _MYSQL_NO_DATABASE or code in _PG_NO_DATABASE or "create database" in text:
         return (
             f"database {where}: {text}; the database does not exist or {who} may not use it -- "
             f"create it and grant {who} rights on it ({GRANT_HINT})"

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
-from servers import MariaDBServer
+from servers import MariaDBServer, PostgresServer
 
 from smlogger.store import ensure_schema, open_database
 
@@ -284,3 +284,44 @@ def test_db_init_explains_a_refused_database(mariadb: MariaDBServer, tmp_path: P
     line = proc.stderr.strip()
     assert "\n" not in line and "OperationalError" not in line
     assert "the database does not exist or user 'initless' may not use it" in line
+
+
+@pytest.mark.slow
+def test_postgresql_unknown_database_and_read_only_user(tmp_path: Path) -> None:
+    import psycopg2
+
+    with PostgresServer.running() as server:
+        admin = psycopg2.connect(
+            host="127.0.0.1", port=server.port, user="postgres", dbname="postgres"
+        )
+        admin.autocommit = True
+        admin.cursor().execute("CREATE ROLE weak LOGIN")
+        admin.cursor().execute("CREATE DATABASE pg_readonly")
+        admin.close()
+        _tables_made_by_admin_pg(server, tmp_path)
+        base = f"postgresql://weak@127.0.0.1:{server.port}"
+        line = one_line_exit_2(_run_db(f"{base}/pg_nosuch", tmp_path))
+        assert (
+            "/pg_nosuch: permission denied to create database; the database does not exist or "
+            "user 'weak' may not use it" in line
+        )
+        line = one_line_exit_2(_run_db(f"{base}/pg_readonly", tmp_path))
+        assert (
+            "user 'weak' may not write readings (GRANT INSERT): permission denied for table" in line
+        )
+
+
+def _tables_made_by_admin_pg(server: PostgresServer, tmp_path: Path) -> None:
+    import psycopg2
+
+    db = open_database(server.url("pg_readonly"), tmp_path)
+    try:
+        ensure_schema(db)
+    finally:
+        db.close()
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=server.port, user="postgres", dbname="pg_readonly"
+    )
+    conn.autocommit = True
+    conn.cursor().execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO weak")
+    conn.close()
