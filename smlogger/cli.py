@@ -113,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a meter (serial, tcp, replay or simulation) and log it",
         description="Read one or more meters and feed the live page, the database and CSV files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  smlogger run --port /dev/ttyUSB0\n  smlogger run --simulate\n"
+        epilog="examples:\n"
+        "  smlogger run --port /dev/ttyUSB0\n"
+        "  smlogger run --port /dev/serial/by-id/usb-FTDI_FT232R-if00-port0 --meter-name house\n"
+        "  smlogger run --simulate\n"
         "  smlogger run --config /etc/smlogger.toml\n"
-        "  smlogger run --replay capture.txt --speed max --no-http",
+        "  smlogger run --port /dev/ttyUSB0 --capture capture.txt.gz\n"
+        "  smlogger run --replay capture.txt.gz --speed max --no-http\n"
+        "  smlogger run --port /dev/ttyUSB0 --db-url mysql://smlogger:PW@localhost/smart_meter "
+        "--legacy-table",
     )
     cfgmod.add_arguments(run)
     run.set_defaults(func=cmd_run)
@@ -195,7 +201,9 @@ def cmd_mqtt_test(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(
+        dbcli.join_relative_times(list(sys.argv[1:] if argv is None else argv))
+    )
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from smlogger.masking import MASK, mask_url
+from smlogger.names import check_name, format_name_table, parse_name_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,6 +132,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
             raise ValueError(f"{value!r} is not allowed; use one of: {', '.join(choices)}")
         return text
 
+    parse.choices = choices  # type: ignore[attr-defined]  # shown by --help
     return parse
 
 
@@ -209,6 +211,17 @@ def parse_db_url(value: Any) -> str:
     return text
 
 
+def parse_meter_names(value: Any) -> str:
+    """Meter id -> name: a TOML table, or "ID=NAME,ID=NAME"; kept as that normalised text."""
+    return format_name_table(parse_name_table(value))
+
+
+def parse_meter_name(value: Any) -> str:
+    """A [[meter]] name ("" gives the automatic meter, meter2, ...)."""
+    text = parse_str(value).strip()
+    return check_name(text) if text else ""
+
+
 def parse_opt_path(value: Any) -> str:
     """A path or device name, "" for none; `~` is expanded where it is used."""
     return parse_str(value).strip()
@@ -274,6 +287,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "meter_names",
+        "--meter-names",
+        parse_meter_names,
+        "",
+        "names of meter ids, shown on the page, the API, /metrics and CSV folders; for a bus "
+        'with several meters: [meter_names] table (id = "name") or ID=NAME,ID=NAME',
+        metavar="ID=NAME,...",
+    ),
+    _opt(
         "database.url",
         "--db-url",
         parse_db_url,
@@ -298,6 +320,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         parse_bool,
         False,
         "also write the old script's smart_meter.values table (time, e_sum, p_sum, p_L1..p_L3)",
+        boolean=True,
+    ),
+    _opt(
+        "database.legacy_local_time",
+        "--legacy-local-time",
+        parse_bool,
+        False,
+        "write local wall-clock time (not UTC) into the legacy values table, as the old "
+        "script's NOW() did",
         boolean=True,
     ),
     _opt(
@@ -576,9 +607,10 @@ METER_OPTIONS: tuple[Option, ...] = (
     _opt(
         "name",
         "--meter-name",
-        parse_str,
+        parse_meter_name,
         "",
-        "name of the meter's source in status pages and logs (default: meter, meter2, ...)",
+        "name of the meter, shown on the page, in the API, /metrics, CSV folders and logs "
+        "(default: meter, meter2, ..., which are not shown as meter names)",
         meter=True,
         metavar="NAME",
     ),
@@ -668,7 +700,15 @@ METER_OPTIONS: tuple[Option, ...] = (
         meter=True,
         metavar="SECONDS",
     ),
-    _opt("speed", "--speed", parse_speed, "1", "replay speed: 1, 10 or max", meter=True),
+    _opt(
+        "speed",
+        "--speed",
+        parse_speed,
+        "1",
+        "replay speed: 1 (as recorded), 10 or another factor, or max (as fast as possible)",
+        meter=True,
+        metavar="{1,10,FACTOR,max}",
+    ),
     _opt(
         "replay_interval",
         "--replay-interval",
@@ -836,9 +876,11 @@ class Config:
     data_dir: str
     log_level: str
     store_interval: float
+    meter_names: str
     database_url: str
     database_enabled: bool
     database_legacy_table: bool
+    database_legacy_local_time: bool
     database_spool_max_age_days: float
     database_batch_size: int
     csv_enabled: bool
@@ -886,6 +928,11 @@ class Config:
     def http_address(self) -> Optional[tuple[str, int]]:
         """(host, port) of the web page, or None when it is off."""
         return None if self.http_listen == "off" else split_host_port(self.http_listen)
+
+    @property
+    def meter_name_table(self) -> dict[str, str]:
+        """The `meter_names` option as meter id -> name."""
+        return parse_name_table(self.meter_names)
 
     def secrets(self) -> list[str]:
         """Secret strings that must never be printed or logged."""
@@ -1155,8 +1202,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups[
             "meter" if option.meter else option.key.split(".")[0] if "." in option.key else ""
         ]
+        choices: Optional[tuple[str, ...]] = getattr(option.parse, "choices", None)
         # argparse formats help with %: a literal one ("1%") must be doubled
-        text = f"{option.help} [{option.display}, env {option.env}]".replace("%", "%%")
+        text = f"{option.help}{_default_text(option)} [{option.display}, env {option.env}]"
+        text = text.replace("%", "%%")
         if option.boolean:
             group.add_argument(
                 option.flag,
@@ -1170,9 +1219,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 option.flag,
                 dest=_dest(option),
                 default=None,
-                metavar=option.metavar or option.key.split(".")[-1].upper(),
+                metavar=(
+                    "{" + ",".join(choices) + "}"
+                    if choices
+                    else option.metavar or option.key.split(".")[-1].upper()
+                ),
                 help=text,
             )
+        if option.key == "http.listen":
+            group.add_argument(
+                "--no-http",
+                dest=_dest(option),
+                action="store_const",
+                const="off",
+                help="no web page and API (same as --http off)",
+            )
+
+
+def _default_text(option: Option) -> str:
+    """ " (default: X)" for --help; nothing for an empty default (the help says what it means)
+    or a secret."""
+    value = option.default
+    if option.secret or value == "" or value is None:
+        return ""
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:g}"
+    else:
+        shown = str(value)
+    return f" (default: {shown})"
 
 
 # ---- output ------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Rolling CSV files: one file per meter and period (hour, day) or size step.
 
-Layout: `<dir>/<meter_id>/<meter_id>_<period>[_<n>].csv`, where period is `2024-05-01` (daily),
+Layout: `<dir>/<meter>/<meter>_<period>[_<n>].csv`, where `<meter>` is the meter id, or
+`<name>_<meter_id>` for a named meter (smlogger.names) -- the id stays so renaming a meter
+never mixes two meters' files; where period is `2024-05-01` (daily),
 `2024-05-01T13` (hourly) or `2024-05-01T130502` (size: start of the file). Rows carry ISO-8601
 UTC times; energies in kWh, power in W, voltage V, current A, frequency Hz.
 
@@ -128,6 +130,7 @@ class CsvLog:
         tz: str = "utc",
         aggregated: bool = False,
         clock: Callable[[], datetime] | None = None,
+        names: Callable[[str], Optional[str]] | None = None,
     ) -> None:
         if rotate not in ROTATIONS:
             raise ValueError(f"rotate must be one of {', '.join(ROTATIONS)}, not {rotate!r}")
@@ -141,6 +144,7 @@ class CsvLog:
         self.tz = tz
         self.aggregated = aggregated
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._names = names or (lambda _meter_id: None)
         self._header = ",".join(columns(aggregated)) + "\n"
         self._files: dict[str, _Open] = {}
         self._lock = threading.Lock()
@@ -163,11 +167,17 @@ class CsvLog:
             return local.strftime("%Y-%m-%dT%H")
         return local.strftime("%Y-%m-%d")
 
+    def meter_label(self, meter_id: str) -> str:
+        """The meter's part of folder and file names: `<name>_<id>` or `<id>`, file-safe."""
+        name = self._names(meter_id)
+        return _SAFE.sub("_", f"{name}_{meter_id}" if name else meter_id)
+
     def meter_dir(self, meter_id: str) -> Path:
-        return self.directory / _SAFE.sub("_", meter_id)
+        """The folder of the meter's CSV files."""
+        return self.directory / self.meter_label(meter_id)
 
     def _candidate(self, meter_id: str, stamp: datetime) -> tuple[str, Path]:
-        safe = _SAFE.sub("_", meter_id)
+        safe = self.meter_label(meter_id)
         if self.rotate == "size":
             key = self._local(stamp).strftime("%Y-%m-%dT%H%M%S")
         else:

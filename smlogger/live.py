@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from smlogger.names import MeterNames
 from smlogger.reading import Reading
 from smlogger.states import INITIAL_LINK_STATE, LINK_STATES, LinkState
 
@@ -35,8 +36,10 @@ class LiveState:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] | None = None,
+        names: MeterNames | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self.names = names or MeterNames()
         self._monotonic = monotonic
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._latest: dict[str, Reading] = {}
@@ -54,6 +57,9 @@ class LiveState:
                 self._meters.append(meter_id)
 
     def update(self, reading: Reading, *, source: str | None = None) -> None:
+        """The latest reading of its meter (from `source`, which also names the meter)."""
+        if source is not None:
+            self.names.learn(source, reading.meter_id)
         with self._lock:
             if reading.meter_id not in self._meters:
                 self._meters.append(reading.meter_id)
@@ -103,6 +109,10 @@ class LiveState:
     def meters(self) -> list[str]:
         with self._lock:
             return list(self._meters)
+
+    def meter_name(self, meter_id: str) -> str | None:
+        """The configured name of `meter_id`, or None."""
+        return self.names.name(meter_id)
 
     def latest(self, meter_id: str | None = None) -> Reading | None:
         with self._lock:

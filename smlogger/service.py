@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +27,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
-from smlogger import __version__, sml
+from smlogger import __version__, preflight, sml
 from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
 from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
+from smlogger.names import NAMES_FILE, MeterNames, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.reading import Reading, readings_from_frame
 from smlogger.sdnotify import Notifier
-from smlogger.simulate import make_meter
+from smlogger.simulate import CounterFile, make_meter
 from smlogger.sources import (
     ReplaySource,
     SerialSettings,
@@ -60,7 +63,7 @@ StatusExtra = Callable[[], dict[str, Any]]
 # ---- meters ----------------------------------------------------------------------------------
 
 
-def _source(meter: MeterConfig, live: LiveState) -> Source:
+def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> Source:
     kind = meter.source_kind
     if kind == "port":
         # every serial setting is the meter option of the same name (tests/test_service.py)
@@ -79,12 +82,20 @@ def _source(meter: MeterConfig, live: LiveState) -> Source:
     simulated = make_meter(meter.profile, seed=meter.seed)
     # the page lists the simulated meter before its first frame, like a configured meter id
     live.add_meter(meter.id or simulated.meter_id)
-    return SimulatedSource(simulated, interval=meter.interval)
+    counters = None
+    if data_dir is not None:
+        # its counters continue after a restart, as a real meter's do
+        counters = CounterFile(data_dir / f"simulated-{simulated.meter_id}.json")
+        counters.restore(simulated)
+    return SimulatedSource(simulated, interval=meter.interval, counters=counters)
 
 
-def build_meter(meter: MeterConfig, live: LiveState) -> MeterSpec:
-    """The pipeline's description of one configured meter (opens its capture file, if any)."""
-    source = _source(meter, live)
+def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = None) -> MeterSpec:
+    """The pipeline's description of one configured meter (opens its capture file, if any).
+
+    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh).
+    """
+    source = _source(meter, live, data_dir)
     capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
     return MeterSpec(
         key=meter.name,
@@ -112,11 +123,17 @@ def open_store(config: Config) -> Optional[Store]:
         spool_dir=config.data_path / "spool",
         max_spool_age_days=config.database_spool_max_age_days,
         legacy_table=config.database_legacy_table,
+        legacy_local_time=config.database_legacy_local_time,
         batch_size=config.database_batch_size,
     )
 
 
-def _csv_sink(config: Config) -> CsvLog:
+def meter_names(config: Config) -> MeterNames:
+    """Meter id -> name from the `meter_names` table and the [[meter]] names (smlogger.names)."""
+    return MeterNames.from_config(config.meter_name_table, [(m.name, m.id) for m in config.meters])
+
+
+def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
     return CsvLog(
         config.csv_path,
         rotate=config.csv_rotate,
@@ -125,6 +142,7 @@ def _csv_sink(config: Config) -> CsvLog:
         keep_days=config.csv_keep_days,
         tz=config.csv_timezone,
         aggregated=config.store_interval > 0,
+        names=names.name,
     )
 
 
@@ -136,7 +154,8 @@ def mqtt_settings(config: Config) -> Optional[MqttSettings]:
     """The [mqtt] section as MqttSettings, None when MQTT is off; ConfigError when invalid."""
     if not config.mqtt_url:
         return None
-    names: dict[str, str] = {}
+    # the meter_names table names ids on a bus; [[meter]] names follow below
+    names: dict[str, str] = dict(config.meter_name_table)
     models: dict[str, str] = {}
     for meter in config.meters:
         keys = [meter.name] + ([meter.id] if meter.id else [])
@@ -195,15 +214,16 @@ def build_sinks(
     config: Config, store: Optional[Store], live: Optional[LiveState] = None
 ) -> list[Sink]:
     """Every sink the pipeline feeds, in this order: SQL (`store`), CSV, MQTT (which needs
-    `live` for the link diagnostics it publishes)."""
+    `live` for the link diagnostics it publishes; `live.names` names the meters)."""
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(store)
     if config.csv_enabled:
-        sinks.append(_csv_sink(config))
+        names = live.names if live is not None else meter_names(config)
+        sinks.append(_csv_sink(config, names))
     settings = mqtt_settings(config)
     if settings is not None:
-        sinks.append(_mqtt_sink(settings, live or LiveState()))
+        sinks.append(_mqtt_sink(settings, live or LiveState(names=meter_names(config))))
     return sinks
 
 
@@ -249,8 +269,18 @@ def start_web(
     limits = ServerLimits(max_per_client=config.http_max_connections_per_client)
     server = WebServer(app, address[0], address[1], limits=limits)
     server.start()
-    log.debug("web server started on %s", server.url)
+    log.info("web page: %s", page_url(server.url, bool(config.http_token)))
     return server
+
+
+def page_url(url: str, token: bool) -> str:
+    """The address to open in a browser: a wildcard listen address is not one, so it becomes
+    this machine's host name; the token itself is never logged."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("0.0.0.0", "::", ""):
+        url = parts._replace(netloc=f"{socket.gethostname()}:{parts.port}").geturl()
+    return url + (" (add ?token=... : http.token is set)" if token else "")
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -263,6 +293,20 @@ def status_line(live: LiveState) -> str:
         readings = source.get("stats", {}).get("readings", 0)
         parts.append(f"{name}: {source['state']}, {readings} readings")
     return "; ".join(parts) or "starting"
+
+
+def _replays_had_frames(config: Config, pipeline: Pipeline) -> bool:
+    """False (and one error line each) when a replay ended without a single valid frame."""
+    replays = {m.name: m.replay for m in config.meters if m.replay}
+    found = True
+    for runner in pipeline.runners:
+        path = replays.get(runner.spec.key)
+        if path is None or runner.decoder_stats.get("frames_ok", 0):
+            continue
+        size = runner.decoder_stats.get("bytes", 0)
+        log.error("%s: no valid SML frame in %s (%d bytes)", runner.spec.key, path, size)
+        found = False
+    return found
 
 
 class Signals:
@@ -286,16 +330,24 @@ class Signals:
 
 
 def run(config: Config) -> int:
-    """Run the logger until a signal or the end of every source; the process exit code."""
+    """Run the logger until a signal or the end of every source; the process exit code.
+
+    Raises `preflight.StartupError` (exit 2 in the CLI) for mistakes waiting cannot fix.
+    """
+    preflight.check(config)
     stop = threading.Event()
     signals = Signals(stop)
     signals.install()
     notifier = Notifier()
     started = time.monotonic()
 
-    live = LiveState()
+    live = LiveState(names=meter_names(config))
+    if config.database_enabled or config.csv_enabled:
+        names_path = config.data_path / NAMES_FILE
+        live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
-        meters = [build_meter(m, live) for m in config.meters]
+        keep = config.database_enabled or config.csv_enabled
+        meters = [build_meter(m, live, config.data_path if keep else None) for m in config.meters]
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
@@ -308,8 +360,8 @@ def run(config: Config) -> int:
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
         # a data dir we may not write, a database URL naming no database, ...
-        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
-        return 1
+        log.error("cannot set up storage: %s", exc)
+        return 2
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
@@ -363,6 +415,8 @@ def run(config: Config) -> int:
         web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
     notifier.close()
     if pipeline.errors():
+        return 1
+    if signals.received is None and not _replays_had_frames(config, pipeline):
         return 1
     if not clean:
         # whatever a sink still held is on durable storage (disk queue) or was logged as lost

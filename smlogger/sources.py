@@ -25,7 +25,7 @@ from typing import Optional
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
 from smlogger.logutil import StateLog
-from smlogger.simulate import SimulatedMeter
+from smlogger.simulate import CounterFile, SimulatedMeter
 from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
@@ -438,9 +438,11 @@ class SimulatedSource(Source):
         interval: float,
         clock: Clock = utc_now,
         frames: Optional[int] = None,
+        counters: Optional[CounterFile] = None,
     ) -> None:
         super().__init__("simulate")
         self.meter = meter
+        self.counters = counters
         self.interval = interval
         self._clock = clock
         self.frames = frames
@@ -452,11 +454,19 @@ class SimulatedSource(Source):
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         self.on_state("connected", f"simulated meter, profile {self.meter.profile.name}")
+        try:
+            yield from self._frames(stop, time.monotonic())
+        finally:
+            if self.counters is not None:
+                self.counters.save(self.meter)
+
+    def _frames(self, stop: threading.Event, next_at: float) -> Iterator[Chunk]:
         sent = 0
-        next_at = time.monotonic()
         while not stop.is_set() and (self.frames is None or sent < self.frames):
             now = self._clock()
             yield Chunk(self.meter.frame(now), now)
+            if self.counters is not None:
+                self.counters.maybe_save(self.meter, time.monotonic())
             sent += 1
             next_at += self.interval
             delay = next_at - time.monotonic()

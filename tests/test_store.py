@@ -43,6 +43,7 @@ from smlogger.store import (
     rollup_for_step,
     schema_version,
 )
+from smlogger.timefmt import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -656,7 +657,7 @@ def test_export_csv_to_stdout(
         _cli(["export", "--data-dir", str(data), "--from", "2024-03-30", "--to", "2024-04-02"]) == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("time,meter_id,e_sum,e_export,")
+    assert lines[0].startswith("time,meter_id,name,e_sum,e_export,")
     assert len(lines) == 1 + len(readings)
     first = lines[1].split(",")
     assert first[0] == "2024-03-30T22:00:01.000Z" and first[1] == METER
@@ -687,7 +688,8 @@ def test_export_json_and_ndjson_to_a_file(
     target = tmp_path / "out.ndjson"
     assert _cli(["export", "--data-dir", str(data), "--format", "ndjson", "-o", str(target)]) == 0
     lines = target.read_text().splitlines()
-    assert [json.loads(x)["time"] for x in lines] == [r.time.isoformat() for r in readings]
+    # UTC with a Z, milliseconds (like the API and the CSV files)
+    assert [json.loads(x)["time"] for x in lines] == [iso(r.time) for r in readings]
 
 
 def test_export_errors(

@@ -163,13 +163,10 @@ def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[st
         created = _create_database_if_missing(db, d)
         if created:
             done.append(created)
-    _sql(
-        db,
-        f"CREATE TABLE IF NOT EXISTS {d.q(SCHEMA_VERSION_TABLE)} ("
-        f"{d.q('version')} INTEGER NOT NULL PRIMARY KEY, "
-        f"{d.q('applied_at')} {d.timestamp} NOT NULL, "
-        f"{d.q('description')} VARCHAR(255))" + d.table_options(),
-    )
+    # MySQL checks the CREATE privilege even for an existing table: a user with only the
+    # rights to write (tables made by `smlogger db-init` as an admin) must not need it
+    if SCHEMA_VERSION_TABLE not in {t.lower() for t in db.get_tables()}:
+        _create_version_table(db, d)
     current = _current_version(db, d)
     for version, description, apply in MIGRATIONS:
         if version <= current:
@@ -195,6 +192,16 @@ def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[st
         _sql(db, _ddl_legacy(d))
         done.append(f"created legacy table {LEGACY_TABLE} (time, e_sum, p_sum, p_L1, p_L2, p_L3)")
     return done
+
+
+def _create_version_table(db: peewee.Database, d: Dialect) -> None:
+    _sql(
+        db,
+        f"CREATE TABLE IF NOT EXISTS {d.q(SCHEMA_VERSION_TABLE)} ("
+        f"{d.q('version')} INTEGER NOT NULL PRIMARY KEY, "
+        f"{d.q('applied_at')} {d.timestamp} NOT NULL, "
+        f"{d.q('description')} VARCHAR(255))" + d.table_options(),
+    )
 
 
 def schema_version(db: peewee.Database) -> int:

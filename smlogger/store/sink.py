@@ -41,6 +41,7 @@ class Store:
         spool_dir: Path,
         max_spool_age_days: float = 7,
         legacy_table: bool = False,
+        legacy_local_time: bool = False,
         batch_size: int = 200,
         fsync_interval: float = 1.0,
         max_spool_bytes: Optional[int] = None,
@@ -51,7 +52,8 @@ class Store:
         self.dialect = dialect_of(db)
         self.batch_size = batch_size
         self.legacy_table = legacy_table
-        self._writer = SqlWriter(db, legacy_table=legacy_table)
+        self.legacy_local_time = legacy_local_time
+        self._writer = SqlWriter(db, legacy_table=legacy_table, legacy_local_time=legacy_local_time)
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
@@ -323,7 +325,9 @@ class Store:
         """Write readings straight to the database (no queue), `batch_size` per transaction,
         rollups included; for imports and benchmarks. Returns the number of new rows."""
         ensure_schema(self.db, legacy_table=self.legacy_table)
-        writer = SqlWriter(self.db, legacy_table=self.legacy_table)
+        writer = SqlWriter(
+            self.db, legacy_table=self.legacy_table, legacy_local_time=self.legacy_local_time
+        )
         total = 0
         batch: list[StoredRow] = []
         for reading in readings:

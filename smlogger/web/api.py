@@ -33,7 +33,7 @@ from smlogger.web.payload import (
     fmt_number,
     fmt_power,
     link_for_meter,
-    meter_label,
+    named_label,
     normalise_points,
     reading_json,
     sse_event,
@@ -155,7 +155,7 @@ class EventStream:
         for m in [self.meter] if self.meter else web.live.meters():
             reading = web.live.latest(m)
             if reading is not None:
-                first.append(sse_event("reading", reading_json(reading, m, now)))
+                first.append(sse_event("reading", web.reading_json(reading, m, now)))
         first.append(sse_event("status", web.link_status()))
         self._last_write = self._last_status = time.monotonic()
         return b"".join(first)
@@ -174,7 +174,7 @@ class EventStream:
             pass
         for reading in pending:
             if self.meter is None or reading.meter_id == self.meter:
-                body = reading_json(reading, reading.meter_id, web.now())
+                body = web.reading_json(reading, reading.meter_id, web.now())
                 chunks.append(sse_event("reading", body))
         mono = time.monotonic()
         if mono - self._last_status >= web.status_interval_s:
@@ -290,9 +290,26 @@ class WebApp:
             return None
         if not meter.strip():
             raise ApiError(400, "parameter 'meter' is empty", "meter")
-        if meter not in self.known_meters():
-            raise ApiError(404, f"unknown meter '{meter}'", "meter")
+        known = self.known_meters()
+        if meter not in known:
+            # a configured name works as well as the id
+            named = self.live.names.find(meter)
+            if named is None or named not in known:
+                raise ApiError(404, f"unknown meter '{meter}'", "meter")
+            return named
         return meter
+
+    def reading_json(
+        self, reading: Reading | None, meter: str | None, now: datetime
+    ) -> dict[str, Json]:
+        """`payload.reading_json` with the meter's name."""
+        meter_id = reading.meter_id if reading is not None else meter
+        name = self.live.meter_name(meter_id) if meter_id else None
+        return reading_json(reading, meter, now, name)
+
+    def label(self, meter_id: str) -> str:
+        """The meter's label for people: its name (if any) and its number."""
+        return named_label(meter_id, self.live.meter_name(meter_id))
 
     def require_store(self) -> HistoryStore:
         if self.store is None:
@@ -320,7 +337,8 @@ class WebApp:
             out.append(
                 {
                     "id": meter,
-                    "label": meter_label(meter),
+                    "name": self.live.meter_name(meter),
+                    "label": self.label(meter),
                     "live": reading is not None,
                     "stored": meter in stored,
                     "configured": meter in live_meters,
@@ -332,7 +350,7 @@ class WebApp:
     def live_reading(self) -> Json:
         meter = self.meter_param()
         now = self.now()
-        body = reading_json(self.live.latest(meter) if meter else None, meter, now)
+        body = self.reading_json(self.live.latest(meter) if meter else None, meter, now)
         body["server_time"] = iso(now)
         body["link"] = link_for_meter(self.live.source_status(), meter)
         return body
@@ -500,13 +518,14 @@ class WebApp:
         )
         now = self.now()
         reading = self.live.latest(meter) if meter else None
-        live = reading_json(reading, meter, now)
+        live = self.reading_json(reading, meter, now)
         live["server_time"] = iso(now)
         live["link"] = link_for_meter(self.live.source_status(), meter)
         link_states = page_link_states()
         initial = {
             "meter": meter,
             "meters": meters,
+            "names": {m: n for m in meters if (n := self.live.meter_name(m))},
             "live": live,
             "history": self.store is not None,
             "version": __version__,
@@ -531,7 +550,8 @@ class WebApp:
                 token_query=f"?token={quote(token, safe='')}" if token else "",
                 link_states=link_states,
                 fmt_power=fmt_power,
-                meter_label=meter_label,
+                meter_label=self.label,
+                meter_name=self.live.meter_name,
                 fmt_number=fmt_number,
                 version=__version__,
                 has_history=self.store is not None,

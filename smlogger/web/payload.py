@@ -42,11 +42,14 @@ def dumps(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> dict[str, Json]:
+def reading_json(
+    reading: Reading | None, meter: str | None, now: datetime, name: str | None = None
+) -> dict[str, Json]:
     """The one shape of a live reading, shared by /api/live, SSE and the page's first paint."""
     if reading is None:
         return {
             "meter": meter,
+            "name": name,
             "time": None,
             "ts": None,
             "age_s": None,
@@ -55,6 +58,7 @@ def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> d
         }
     return {
         "meter": reading.meter_id,
+        "name": name,
         "time": iso(reading.time),
         "ts": round(reading.time.timestamp(), 3),
         "age_s": round(max(0.0, (now - reading.time).total_seconds()), 3),
@@ -154,3 +158,9 @@ def sse_event(event: str, data: Json) -> bytes:
     """One Server-Sent Event of type `event` carrying `data` as JSON."""
     # compact JSON has no newlines, so one data: line carries the whole payload
     return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+def named_label(meter_id: str, name: str | None) -> str:
+    """The selector label: "house · 1 DZG00 4208 2910" for a named meter, else the number."""
+    number = meter_label(meter_id)
+    return f"{name} \u00b7 {number}" if name else number

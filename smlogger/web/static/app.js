@@ -20,6 +20,16 @@
   const POLL_MS = 2000;
   const SPARK_MS = 10 * 60e3;    // the power tile's sparkline shows the last 10 minutes
 
+  function urlRange() {
+    const r = new URLSearchParams(location.search).get("range");
+    return r && Object.prototype.hasOwnProperty.call(SPANS, r) ? r : null;
+  }
+  function keepInUrl(key, value) {
+    const u = new URL(location.href);
+    u.searchParams.set(key, value);
+    history.replaceState(null, "", u.toString());
+  }
+
   function stored(key, fallback, allowed) {
     try {
       const v = localStorage.getItem("smlogger." + key);
@@ -35,9 +45,13 @@
   const state = {
     meter: initial.meter,
     meters: (initial.meters || []).slice(),
+    names: Object.assign({}, initial.names || {}),  // meter id -> configured name
     offset: 0,                    // server clock minus browser clock, ms
     lastTs: initial.live.ts,      // epoch s of the shown reading
-    range: stored("range", "day", Object.keys(SPANS)),
+    // the range: ?range= in the address (kept there, so a reload or a bookmark shows the same),
+    // else the last one chosen here, else picked on the first load to show data (autoRange)
+    range: urlRange() || stored("range", "day", Object.keys(SPANS)),
+    autoRange: !urlRange(),
     series: stored("series", "power", ["power", "energy"]),
     period: stored("period", "day", ["day", "month"]),
     zoom: null,                   // [fromMs, toMs] while zoomed in
@@ -125,6 +139,7 @@
 
   function applyReading(r) {
     if (!r) return;
+    if (r.meter) noteMeter(r.meter, r.name);
     if (state.meter === null && r.meter) adoptMeter(r.meter);
     if (r.meter !== state.meter) return;
     const f = r.fields || {};
@@ -283,11 +298,29 @@
     return bytes[1].toString(16).toUpperCase() + " " + flag + hex2(bytes[5]) + " " + serial.slice(0, -4) + " " + serial.slice(-4);
   }
 
-  function noteMeter(id) {
-    if (!id || state.meters.indexOf(id) >= 0) return;
+  /* "house · 1 ESY11 ..." for a named meter, as the server's named_label() */
+  function namedLabel(id) {
+    const name = state.names[id];
+    return name ? name + " \u00b7 " + meterLabel(id) : meterLabel(id);
+  }
+
+  function showName() {
+    const name = state.names[state.meter];
+    $("#meter-name").textContent = name ? " \u00b7 " + name : "";
+  }
+
+  function noteMeter(id, name) {
+    if (!id) return;
+    if (name && state.names[id] !== name) {
+      state.names[id] = name;
+      const known = Array.from(select.options).find((o) => o.value === id);
+      if (known) known.textContent = namedLabel(id);
+      if (id === state.meter) showName();
+    }
+    if (state.meters.indexOf(id) >= 0) return;
     state.meters.push(id);
     if (select.options.length === 1 && !select.options[0].value) select.remove(0);
-    const option = new Option(meterLabel(id), id);
+    const option = new Option(namedLabel(id), id);
     option.title = id;
     select.add(option);
     select.disabled = false;
@@ -297,6 +330,7 @@
     noteMeter(id);
     state.meter = id;
     select.value = id;
+    showName();
     loadHistory();
     loadConsumption();
     loadToday();
@@ -306,14 +340,13 @@
   select.addEventListener("change", () => {
     if (!select.value || select.value === state.meter) return;
     state.meter = select.value;
+    showName();
     state.lastTs = null;
     state.zoom = null;
     state.spark = [];
     state.today = null;
     state.todayLoadedAt = 0;
-    const u = new URL(location.href);
-    u.searchParams.set("meter", state.meter);
-    history.replaceState(null, "", u.toString());
+    keepInUrl("meter", state.meter);
     getJson("/api/live", { meter: state.meter })
       .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); })
       .catch(() => {});
@@ -346,14 +379,13 @@
     es.addEventListener("reading", (ev) => {
       state.lastMessage = Date.now();
       const r = JSON.parse(ev.data);
-      noteMeter(r.meter);
       applyReading(r);
     });
     es.addEventListener("status", (ev) => {
       state.lastMessage = Date.now();
       const s = JSON.parse(ev.data);
       syncClock(s.server_time);
-      Object.keys(s.links || {}).forEach(noteMeter);
+      Object.keys(s.links || {}).forEach((id) => noteMeter(id));
       if (state.meter === null && Object.keys(s.links || {}).length) adoptMeter(Object.keys(s.links)[0]);
       if (s.links && s.links[state.meter]) applyLink(s.links[state.meter]);
     });
@@ -453,6 +485,7 @@
       meter: state.meter, from: (span[0] / 1000).toFixed(3), to: (span[1] / 1000).toFixed(3)
     }).then((h) => {
       if (seq !== state.historySeq) return;  // superseded by a newer request
+      if (!state.zoom && state.autoRange && pickRange(h.points || [], now)) return;
       state.history = { data: h, from: span[0], to: span[1] };
       renderHistory();
     }).catch((err) => {
@@ -461,6 +494,29 @@
     }).finally(() => {
       if (seq === state.historySeq) historyEl.classList.remove("loading");
     });
+  }
+
+  /* The first load opens on a range that shows data: a wider one when the chosen range is
+   * empty (the logger was off), "hour" when all data is younger than an hour (a fresh
+   * install). Returns true when it asked for another range. */
+  function pickRange(points, now) {
+    const order = Object.keys(SPANS);
+    const at = order.indexOf(state.range);
+    let next = null;
+    if (!points.length) {
+      next = at < order.length - 1 ? order[at + 1] : "hour";  // nothing stored at all: hour
+    } else if (state.range !== "hour" && points[0].ts * 1000 > now - SPANS.hour) {
+      next = "hour";
+    }
+    if (next === null || next === state.range) {
+      state.autoRange = false;
+      return false;
+    }
+    if (next === "hour") state.autoRange = false;  // the last step either way
+    state.range = next;
+    keepInUrl("range", next);
+    loadHistory();
+    return true;
   }
 
   function stepText(seconds) {
@@ -532,8 +588,10 @@
 
   $$("[data-range]").forEach((b) => b.addEventListener("click", () => {
     state.range = b.getAttribute("data-range");
+    state.autoRange = false;
     state.zoom = null;
     store("range", state.range);
+    keepInUrl("range", state.range);
     loadHistory();
   }));
   $$("[data-series]").forEach((b) => b.addEventListener("click", () => {
