@@ -10,6 +10,8 @@ or, when the port cannot even be opened, with `open_failure`.
 from __future__ import annotations
 
 import errno as errno_codes
+import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -189,9 +191,11 @@ def open_failure(port: str, error: BaseException) -> Diagnosis:
         or "resource busy" in lowered
     ):
         return busy(port)
+    # the OS's words for the error number; pyserial's message repeats the port and the number
+    reason = os.strerror(code) if isinstance(code, int) else re.sub(r"\[Errno \d+\] ", "", text)
     return Diagnosis(
         "error",
-        f"cannot open {port}: {text}",
+        f"cannot open {port}: {reason}",
         "Check the device and its driver (`dmesg` shows USB-serial errors) and the port "
         "settings; `smlogger scan` tests every serial port.",
     )
