@@ -100,12 +100,27 @@ class LinkWatch:
         slot = self._slot()
         for frame in frames:
             if frame.get("ok"):
+                if self._port_was_fixed():
+                    slot = self._restart()
                 slot.ok += 1
                 self._last_frame = slot.t
             elif frame.get("error") == "crc":
                 slot.crc += 1
             else:
                 slot.damaged += 1
+
+    def _port_was_fixed(self) -> bool:
+        """A good frame after a window without one and without a byte with the 8th bit set:
+        the 7-bit setting or the D0 mode is gone, so its damaged frames say nothing now."""
+        slots = list(self._slots)
+        return not any(s.ok for s in slots) and not any(s.high for s in slots[:-1])
+
+    def _restart(self) -> _Slot:
+        current = self._slots[-1]
+        self._slots.clear()
+        current.crc = current.damaged = 0
+        self._slots.append(current)
+        return current
 
     def observation(
         self,

@@ -273,3 +273,31 @@ def test_candidates_order_and_dedup(tmp_path: Path) -> None:
         str(dev / "ttyACM0"),
         str(dev / "serial0"),
     ]
+
+
+def test_a_fixed_seven_bit_port_is_ok_at_the_first_good_frame(recordings_dir: Path) -> None:
+    clock = Clock()
+    watch = LinkWatch(15.0, clock)
+    decoder = sml.Decoder()
+    frames = recording_frames(recordings_dir)
+    for frame in frames[:6]:
+        seven = bytes(b & 0x7F for b in frame)
+        clock.t += 1
+        watch.data(seven)
+        watch.frames(decoder.feed(seven))
+    clock.t += 1
+    watch.data(frames[6])
+    watch.frames(decoder.feed(frames[6]))
+    assert classify(watch.observation()).code == "ok"
+    # damaged 8-bit frames are not forgotten that way: a misaligned head stays visible
+    watch = LinkWatch(15.0, clock)
+    for frame in frames[:6]:
+        broken = bytearray(frame)
+        broken[40] ^= 0x01
+        clock.t += 1
+        watch.data(bytes(broken))
+        watch.frames(decoder.feed(bytes(broken)))
+    clock.t += 1
+    watch.data(frames[6])
+    watch.frames(decoder.feed(frames[6]))
+    assert classify(watch.observation()).code == "crc_errors"

@@ -1,0 +1,323 @@
+"""The diagnosis on a real pseudo-terminal pair: `smlogger scan --json`, the running logger's
+/api/status, page and /healthz, and the banner in Chromium at phone width.
+
+A feeder thread writes into the meter end once a second: good SML (a real recording), the same
+bytes with the 8th bit cleared (a 7-bit port), random noise, D0 text, or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_serial_pty import PtyPair
+from waiting import wait_for
+
+from smlogger.sources import split_frames
+
+pytestmark = pytest.mark.slow
+
+MT175 = "ISKRA_MT175_eHZ.bin"  # 10 good frames of meter 090149534b000403df63
+METER_ID = "090149534b000403df63"
+IMPORT_KWH = 22462.4136  # 1-0:1.8.0 of its first frame: 224624136 x 10^-1 Wh
+D0_TELEGRAM = (
+    b"/ISK5MT174-0001\r\n\r\n1-0:0.0.0*255(12345678)\r\n1-0:1.8.0*255(0012339.7*kWh)\r\n"
+    b"1-0:2.8.0*255(0000000.0*kWh)\r\n!\r\n"
+)
+MODES = ("silent", "seven_bit", "noise", "d0")
+
+
+class Feeder(threading.Thread):
+    """Writes into the meter end of a pty pair once a second, as `mode` says."""
+
+    def __init__(self, path: Path, frames: list[bytes], mode: str) -> None:
+        super().__init__(name=f"feeder-{mode}", daemon=True)
+        self.path = path
+        self.frames = frames
+        self.mode = mode
+        self.stopped = threading.Event()
+        self.rng = random.Random(9)
+
+    def payload(self, index: int) -> bytes:
+        frame = self.frames[index % len(self.frames)]
+        if self.mode == "sml":
+            return frame
+        if self.mode == "seven_bit":
+            return bytes(b & 0x7F for b in frame)
+        if self.mode == "noise":
+            return bytes(self.rng.getrandbits(8) for _ in range(300))
+        if self.mode == "d0":
+            return D0_TELEGRAM
+        return b""
+
+    def run(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            index = 0
+            while not self.stopped.is_set():
+                data = self.payload(index)
+                if data:
+                    os.write(fd, data)
+                index += 1
+                self.stopped.wait(1.0)
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
+    pair = PtyPair(tmp_path)
+    pair.start()
+    yield pair
+    if pair.proc is not None:
+        pair.stop()
+
+
+@pytest.fixture
+def frames(recordings_dir: Path) -> list[bytes]:
+    return split_frames((recordings_dir / MT175).read_bytes())
+
+
+def feed(pair: PtyPair, frames: list[bytes], mode: str) -> Feeder:
+    feeder = Feeder(pair.meter_end, frames, mode)
+    feeder.start()
+    return feeder
+
+
+def scan(*args: str, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "smlogger", "scan", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
+
+
+SCAN_KEYS = {"port", "verdict", "hint", "meter_id", "crc", "quirks", "obis", "bytes", "frames_ok",
+             "crc_errors"}  # fmt: skip
+
+
+# ---- scan ----------------------------------------------------------------------------------
+
+
+def test_scan_sml(pty_pair: PtyPair, frames: list[bytes]) -> None:
+    feeder = feed(pty_pair, frames, "sml")
+    try:
+        code, results, stderr = scan(str(pty_pair.logger_end), "--seconds", "6")
+    finally:
+        feeder.stop()
+    assert code == 0, stderr
+    [result] = results
+    assert SCAN_KEYS <= set(result)
+    assert result["port"] == str(pty_pair.logger_end)
+    assert result["verdict"] == "sml"
+    assert result["meter_id"] == METER_ID
+    assert result["manufacturer"] == "Iskraemeco (ISK)"
+    assert result["crc"] == "x25"
+    assert result["quirks"] == []
+    assert result["frames_ok"] >= 3 and result["crc_errors"] == 0
+    assert result["interval_s"] == pytest.approx(1.0, abs=0.5)
+    energy = next(v for v in result["obis"] if v["obis"] == "1-0:1.8.0*255")
+    assert energy["name"] == "Import total"
+    assert energy["unit"] == "kWh"
+    assert energy["value"] >= IMPORT_KWH
+    assert f'port = "{pty_pair.logger_end}"' in result["config"]
+    assert "[[meter]]" in result["config"]
+    assert stderr == ""  # no progress line when stderr is not a terminal
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scan_verdicts(mode: str, pty_pair: PtyPair, frames: list[bytes]) -> None:
+    feeder = feed(pty_pair, frames, mode)
+    try:
+        code, results, stderr = scan(str(pty_pair.logger_end), "--seconds", "3")
+    finally:
+        feeder.stop()
+    assert code == 1, stderr
+    [result] = results
+    assert SCAN_KEYS <= set(result)
+    assert result["verdict"] == mode
+    assert result["meter_id"] is None and result["obis"] == [] and result["frames_ok"] == 0
+    assert result["hint"]
+    if mode == "silent":
+        assert result["bytes"] == 0
+        assert "PIN" in result["hint"]
+    elif mode == "seven_bit":
+        assert result["crc_errors"] >= 1 and result["bytes"] > 300
+        assert "8N1" in result["hint"]
+    elif mode == "noise":
+        assert result["bytes"] > 300
+        assert "also listened at 2400, 4800, 19200, 300 baud" in result["hint"]
+    else:
+        assert "/ISK5MT174-0001" in result["sentence"]
+
+
+def test_scan_busy_and_missing(pty_pair: PtyPair, tmp_path: Path) -> None:
+    import serial
+
+    # another reader holding the port with an exclusive lock, as a running smlogger does
+    with serial.Serial(str(pty_pair.logger_end), exclusive=True):
+        code, results, _ = scan(str(pty_pair.logger_end), str(tmp_path / "ttyUSB9"))
+    assert code == 1
+    busy, missing = results
+    assert busy["verdict"] == "busy"
+    assert "in use by another program" in busy["sentence"]
+    assert "stop the other one" in busy["hint"]
+    assert missing["verdict"] == "error"
+    assert missing["sentence"] == f"{tmp_path / 'ttyUSB9'} does not exist"
+    assert "/dev/serial/by-id" in missing["hint"]
+
+
+# ---- the running logger -----------------------------------------------------------------------
+
+
+@dataclass
+class Logger:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as resp:
+                status, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        if path.startswith("/api") or path == "/healthz":
+            return status, json.loads(body)
+        return status, body.decode("utf-8")
+
+    def diagnosis(self) -> dict[str, Any]:
+        status = self.get("/api/status")[1]
+        return dict(status["sources"]["meter"].get("diagnosis") or {})
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(15)
+        text = self.log.read_text()
+        assert code == 0, text
+        return text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_logger(port: Path, tmp_path: Path) -> Logger:
+    http = free_port()
+    log = tmp_path / "logger.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smlogger", "run", "--port", str(port), "--data-dir",
+             str(tmp_path / "data"), "--http", f"127.0.0.1:{http}", "--reconnect-max", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    logger = Logger(process, f"http://127.0.0.1:{http}", log)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"smlogger run exited:\n{log.read_text()}")
+        try:
+            return logger.get("/api/status")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(up, 30, "the web server")
+    return logger
+
+
+def banner(page: str) -> str:
+    """The server-rendered diagnosis banner's text, or "" when it is hidden."""
+    start = page.index('id="diag"')
+    head = page[start : page.index(">", start)]
+    if "hidden" in head:
+        return ""
+    return page[start : page.index("</section>", start)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_running_logger_diagnoses_then_heals(
+    mode: str, pty_pair: PtyPair, frames: list[bytes], tmp_path: Path
+) -> None:
+    feeder = feed(pty_pair, frames, mode)
+    logger = start_logger(pty_pair.logger_end, tmp_path)
+    try:
+        found = wait_for(
+            lambda: (d := logger.diagnosis()).get("code") == mode and d, 15, f"{mode} diagnosis"
+        )
+        status = logger.get("/api/status")[1]["sources"]["meter"]
+        assert status["state"] == "no data"
+        assert status["stats"]["bytes"] == (0 if mode == "silent" else status["stats"]["bytes"])
+        if mode == "seven_bit":
+            assert status["stats"]["crc_errors"] >= 1  # published without any good frame
+        code, health = logger.get("/healthz")
+        assert code == 503
+        assert health["status"] == "unhealthy"
+        assert health["reasons"] == [f"meter: no valid frame yet: {found['sentence']}"]
+        live = logger.get("/api/live")[1]
+        assert live["problems"][0]["code"] == mode
+        assert live["link"]["diagnosis"]["sentence"] == found["sentence"]
+        text = banner(logger.get("/")[1])
+        assert found["sentence"] in text.replace("&#039;", "'")
+
+        feeder.mode = "sml"  # the head is fixed
+        wait_for(lambda: logger.get("/healthz")[0] == 200, 15, "healthz 200 after good frames")
+        wait_for(lambda: logger.diagnosis().get("code") == "ok", 10, "diagnosis ok")
+        assert logger.get("/api/live")[1]["problems"] == []
+        assert banner(logger.get("/")[1]) == ""
+        assert logger.get("/api/status")[1]["sources"]["meter"]["state"] == "connected"
+    finally:
+        feeder.stop()
+        text = logger.stop()
+    # said once in the log, not once per check
+    assert text.count(found["sentence"]) == 1, text
+
+
+def test_running_logger_missing_port_then_plugged_in(
+    frames: list[bytes], tmp_path: Path
+) -> None:
+    pair = PtyPair(tmp_path)  # not started: the IR head is not plugged in
+    logger = start_logger(pair.logger_end, tmp_path)
+    feeder = None
+    try:
+        sentence = f"{pair.logger_end} does not exist"
+        wait_for(lambda: logger.diagnosis().get("sentence") == sentence, 15, "missing diagnosis")
+        assert logger.diagnosis()["code"] == "missing"
+        code, health = logger.get("/healthz")
+        assert code == 503
+        assert health["reasons"] == [f"meter: no valid frame yet: {sentence}"]
+        assert sentence in banner(logger.get("/")[1])
+
+        pair.start()
+        feeder = feed(pair, frames, "sml")
+        wait_for(lambda: logger.get("/healthz")[0] == 200, 20, "healthz 200 once plugged in")
+        assert logger.get("/api/live")[1]["problems"] == []
+    finally:
+        if feeder is not None:
+            feeder.stop()
+        text = logger.stop()
+        if pair.proc is not None:
+            pair.stop()
+    assert text.count(f"{sentence}. Hint:") == 1, text
