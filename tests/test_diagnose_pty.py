@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -127,7 +126,7 @@ def test_scan_sml(pty_pair: PtyPair, frames: list[bytes]) -> None:
         feeder.stop()
     assert code == 0, stderr
     [result] = results
-    assert SCAN_KEYS <= set(result)
+    assert set(result) >= SCAN_KEYS
     assert result["port"] == str(pty_pair.logger_end)
     assert result["verdict"] == "sml"
     assert result["meter_id"] == METER_ID
@@ -154,7 +153,7 @@ def test_scan_verdicts(mode: str, pty_pair: PtyPair, frames: list[bytes]) -> Non
         feeder.stop()
     assert code == 1, stderr
     [result] = results
-    assert SCAN_KEYS <= set(result)
+    assert set(result) >= SCAN_KEYS
     assert result["verdict"] == mode
     assert result["meter_id"] is None and result["obis"] == [] and result["frames_ok"] == 0
     assert result["hint"]
@@ -295,9 +294,7 @@ def test_running_logger_diagnoses_then_heals(
     assert text.count(found["sentence"]) == 1, text
 
 
-def test_running_logger_missing_port_then_plugged_in(
-    frames: list[bytes], tmp_path: Path
-) -> None:
+def test_running_logger_missing_port_then_plugged_in(frames: list[bytes], tmp_path: Path) -> None:
     pair = PtyPair(tmp_path)  # not started: the IR head is not plugged in
     logger = start_logger(pair.logger_end, tmp_path)
     feeder = None
