@@ -318,3 +318,47 @@ def test_running_logger_missing_port_then_plugged_in(frames: list[bytes], tmp_pa
         if pair.proc is not None:
             pair.stop()
     assert text.count(f"{sentence}. Hint:") == 1, text
+
+
+# ---- the banner in a browser at phone width -------------------------------------------------
+
+
+def test_banner_visible_on_a_phone(pty_pair: PtyPair, frames: list[bytes], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from test_browser import make_driver
+
+    feeder = feed(pty_pair, frames, "silent")
+    logger = start_logger(pty_pair.logger_end, tmp_path)
+    driver = make_driver(width=390, height=844)
+    # headless Chromium keeps windows at least 500 px wide: emulate the phone's viewport
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True},
+    )
+    try:
+        # opened while the logger still listens: the banner appears live (SSE status events)
+        driver.get(logger.base + "/")
+        box = driver.find_element(By.ID, "diag")
+
+        def shown() -> bool:
+            return bool(box.is_displayed()) and "no bytes at all" in box.text
+
+        wait_for(shown, 20, "the silent banner")
+        assert "PIN" in box.text  # the hint is on screen, not in a tooltip
+        geometry = driver.execute_script(
+            "const r = document.getElementById('diag').getBoundingClientRect();"
+            "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,"
+            " width: window.innerWidth, height: window.innerHeight};"
+        )
+        assert geometry["width"] == 390
+        assert 0 <= geometry["left"] and geometry["right"] <= geometry["width"]
+        assert 0 <= geometry["top"] < geometry["height"]  # on the first screen, no scrolling
+        assert box.find_element(By.CSS_SELECTOR, ".diag-source").text == "meter:"
+
+        feeder.mode = "sml"
+        wait_for(lambda: not box.is_displayed(), 20, "the banner to go once frames arrive")
+        assert driver.find_element(By.ID, "link-text").text == "Connected"
+    finally:
+        driver.quit()
+        feeder.stop()
+        logger.stop()
