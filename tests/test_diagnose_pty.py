@@ -351,7 +351,7 @@ def test_banner_visible_on_a_phone(pty_pair: PtyPair, frames: list[bytes], tmp_p
             " width: window.innerWidth, height: window.innerHeight};"
         )
         assert geometry["width"] == 390
-        assert 0 <= geometry["left"] and geometry["right"] <= geometry["width"]
+        assert geometry["left"] >= 0 and geometry["right"] <= geometry["width"]
         assert 0 <= geometry["top"] < geometry["height"]  # on the first screen, no scrolling
         assert box.find_element(By.CSS_SELECTOR, ".diag-source").text == "meter:"
 
