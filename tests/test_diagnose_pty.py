@@ -225,6 +225,7 @@ def free_port() -> int:
 
 def start_logger(port: Path, tmp_path: Path) -> Logger:
     http = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "logger.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -362,3 +363,62 @@ def test_banner_visible_on_a_phone(pty_pair: PtyPair, frames: list[bytes], tmp_p
         driver.quit()
         feeder.stop()
         logger.stop()
+
+
+def test_scan_progress_only_on_a_terminal(pty_pair: PtyPair) -> None:
+    import pty as ptymod
+
+    master, slave = ptymod.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "smlogger", "scan", str(pty_pair.logger_end), "--seconds", "2"],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=60,
+        )
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 1
+    assert f"\r\x1b[K{pty_pair.logger_end} at 9600 8N1:".encode() in seen
+    assert b"bytes, 0 frames" in seen
+    report = proc.stdout.decode()
+    assert report.startswith(f"{pty_pair.logger_end} (9600 8N1): silent - no bytes at all")
+    assert "\r" not in report
+
+
+def test_second_logger_on_the_same_port_is_busy(
+    pty_pair: PtyPair, frames: list[bytes], tmp_path: Path
+) -> None:
+    feeder = feed(pty_pair, frames, "sml")
+    first = start_logger(pty_pair.logger_end, tmp_path / "first")
+    second = None
+    try:
+        wait_for(lambda: first.get("/healthz")[0] == 200, 15, "the first logger reads frames")
+        second = start_logger(pty_pair.logger_end, tmp_path / "second")
+        found = wait_for(
+            lambda: (d := second.diagnosis()).get("code") == "busy" and d, 15, "busy diagnosis"
+        )
+        assert found["sentence"] == f"{pty_pair.logger_end} is in use by another program"
+        assert "Only one program can read an IR head" in found["hint"]
+        code, health = second.get("/healthz")
+        assert code == 503
+        assert health["reasons"] == [f"meter: no valid frame yet: {found['sentence']}"]
+        assert found["sentence"] in banner(second.get("/")[1])
+        # scan sees the same while a logger holds the port
+        code, results, _ = scan(str(pty_pair.logger_end), "--seconds", "1")
+        assert (code, results[0]["verdict"]) == (1, "busy")
+    finally:
+        feeder.stop()
+        if second is not None:
+            second.stop()
+        first.stop()
