@@ -143,10 +143,10 @@ def classify(obs: Observation) -> Diagnosis:
 
 
 def _silent(obs: Observation) -> Diagnosis:
-    listened = obs.since_last_byte if obs.since_last_byte is not None else obs.listened_s
+    # no number of seconds in the sentence: it stays the same while the silence lasts
     return Diagnosis(
         "silent",
-        f"no bytes at all for {listened:.0f} s: the head sees no data",
+        "no bytes at all: the IR head receives nothing",
         f"{HEAD_PLACEMENT}. Check that this port is the IR head's (`smlogger scan`). If the meter "
         "still sends nothing, its data output is switched off: get the PIN from your metering "
         "operator, enter it with a flashlight on the meter's light sensor, and switch the "

@@ -195,7 +195,7 @@ def test_open_failures_from_real_os_errors(tmp_path: Path) -> None:
 
 
 def test_health_reasons() -> None:
-    diagnosis = {"code": "silent", "sentence": "no bytes at all for 9 s", "hint": "h"}
+    diagnosis = {"code": "silent", "sentence": "no bytes at all: the IR head receives nothing", "hint": "h"}
     sources = {
         "house": {"watchdog_s": 30.0, "last_frame_age_s": 2.0, "diagnosis": None},
         "garage": {"watchdog_s": 30.0, "last_frame_age_s": None, "diagnosis": diagnosis},
@@ -207,7 +207,7 @@ def test_health_reasons() -> None:
         "csv": {"failing": False, "alive": True, "last_error": "disk full (an hour ago)"},
     }
     assert unhealthy_reasons(sources, sinks) == [
-        "garage: no valid frame yet: no bytes at all for 9 s",
+        "garage: no valid frame yet: no bytes at all: the IR head receives nothing",
         "old: no valid frame for 95 s (watchdog 30 s)",
         "sink sql: database down (OperationalError: gone)",
     ]
