@@ -195,7 +195,8 @@ def test_open_failures_from_real_os_errors(tmp_path: Path) -> None:
 
 
 def test_health_reasons() -> None:
-    diagnosis = {"code": "silent", "sentence": "no bytes at all: the IR head receives nothing", "hint": "h"}
+    silent = "no bytes at all: the IR head receives nothing"
+    diagnosis = {"code": "silent", "sentence": silent, "hint": "h"}
     sources = {
         "house": {"watchdog_s": 30.0, "last_frame_age_s": 2.0, "diagnosis": None},
         "garage": {"watchdog_s": 30.0, "last_frame_age_s": None, "diagnosis": diagnosis},
