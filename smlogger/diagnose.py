@@ -191,6 +191,13 @@ def open_failure(port: str, error: BaseException) -> Diagnosis:
         or "resource busy" in lowered
     ):
         return busy(port)
+    if code in (errno_codes.ENOTTY, errno_codes.EISDIR) or "inappropriate ioctl" in lowered:
+        return Diagnosis(
+            "error",
+            f"{port} is not a serial device",
+            "Name the IR head's serial port (/dev/ttyUSB0, /dev/serial/by-id/...); "
+            "`smlogger scan` lists them. A recording is read with --replay.",
+        )
     # the OS's words for the error number; pyserial's message repeats the port and the number
     reason = os.strerror(code) if isinstance(code, int) else re.sub(r"\[Errno \d+\] ", "", text)
     return Diagnosis(

@@ -187,6 +187,8 @@ def test_open_failures_from_real_os_errors(tmp_path: Path) -> None:
     assert found.code == "permission" and "dialout" in found.hint
     found = open_failure("/dev/ttyUSB0", OSError(errno.EBUSY, "Device or resource busy"))
     assert found.code == "busy"
+    found = open_failure(str(tmp_path), IsADirectoryError(errno.EISDIR, "Is a directory"))
+    assert (found.code, found.sentence) == ("error", f"{tmp_path} is not a serial device")
     found = open_failure("/dev/ttyUSB0", OSError(errno.EIO, "Input/output error"))
     assert (found.code, found.sentence) == ("error", "cannot open /dev/ttyUSB0: Input/output error")
 

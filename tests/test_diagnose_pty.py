@@ -422,3 +422,15 @@ def test_second_logger_on_the_same_port_is_busy(
         if second is not None:
             second.stop()
         first.stop()
+
+
+def test_scan_a_file_and_a_directory(tmp_path: Path) -> None:
+    recording = tmp_path / "meter.bin"
+    recording.write_bytes(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01")
+    code, results, _ = scan(str(recording), str(tmp_path), "--seconds", "1")
+    assert code == 1
+    assert [(r["verdict"], r["sentence"]) for r in results] == [
+        ("error", f"{recording} is not a serial device"),
+        ("error", f"{tmp_path} is not a serial device"),
+    ]
+    assert "--replay" in results[0]["hint"]
