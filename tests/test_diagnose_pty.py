@@ -434,3 +434,49 @@ def test_scan_a_file_and_a_directory(tmp_path: Path) -> None:
         ("error", f"{tmp_path} is not a serial device"),
     ]
     assert "--replay" in results[0]["hint"]
+
+
+def test_permission_denied_names_dialout(pty_pair: PtyPair, tmp_path: Path) -> None:
+    """A port the user may not open: the OS's EACCES becomes the `dialout` hint."""
+    import serial  # noqa: F401  (loaded before the fork: the child may not read site-packages)
+
+    from smlogger.diagnose import open_failure
+    from smlogger.sources import SerialSettings, SerialSource
+
+    if os.geteuid() == 0:
+        # root opens anything: a child that dropped to `nobody` tries the pty (root:tty 0620)
+        device = os.path.realpath(pty_pair.logger_end)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            result = "opened"
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                settings = SerialSettings(device, 9600, 8, "N", 1.0, False, False)
+                source = SerialSource(settings, reconnect_max=1)
+                try:
+                    source._open()
+                except OSError as exc:
+                    result = json.dumps(open_failure(source.target, exc).as_dict())
+            except BaseException as exc:
+                result = repr(exc)
+            os.write(write_end, result.encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read().decode()
+        os.waitpid(pid, 0)
+        found = json.loads(answer)
+    else:
+        device = str(tmp_path / "ttyUSB0")
+        Path(device).touch(mode=0)
+        settings = SerialSettings(device, 9600, 8, "N", 1.0, False, False)
+        source = SerialSource(settings, reconnect_max=1)
+        with pytest.raises(OSError) as caught:
+            source._open()
+        found = open_failure(source.target, caught.value).as_dict()
+    assert found["code"] == "permission"
+    assert found["sentence"] == f"no permission to open {device}"
+    assert "'dialout' group" in found["hint"]
