@@ -19,7 +19,7 @@ from typing import Any, Optional, Protocol, cast
 
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
-from smlogger.diagnose import Diagnosis, classify, open_failure
+from smlogger.diagnose import Diagnosis, Observation, classify, open_failure
 from smlogger.linkwatch import LinkWatch
 from smlogger.live import LiveState
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
@@ -408,7 +408,7 @@ class MeterRunner:
 
     # ---- diagnosis ---------------------------------------------------------------------------
 
-    def _observation(self) -> Any:
+    def _observation(self) -> Observation:
         assert self.watch is not None
         settings = getattr(self.spec.source, "settings", None)
         return self.watch.observation(
@@ -440,9 +440,11 @@ class MeterRunner:
         self._last_publish = now
         self.decoder_stats = dict(decoder.stats)
         if self.watch is not None and self._state != "waiting":
-            diagnosis = classify(self._observation())
+            observation = self._observation()
+            diagnosis = classify(observation)
             self._set_diagnosis(diagnosis)
-            if diagnosis.problem and diagnosis.code != "crc_errors" and self._state == "connected":
+            frames_arrive = diagnosis.code == "crc_errors" and observation.frames_ok > 0
+            if diagnosis.problem and not frames_arrive and self._state == "connected":
                 # bytes without frames, or none at all: the page must not say "Connected"
                 self._state = "no data"
                 self._detail = diagnosis.sentence

@@ -304,3 +304,20 @@ def test_a_fixed_seven_bit_port_is_ok_at_the_first_good_frame(recordings_dir: Pa
     watch.data(frames[6])
     watch.frames(decoder.feed(frames[6]))
     assert classify(watch.observation()).code == "crc_errors"
+
+
+def test_holders_names_a_process_with_the_device_open(tmp_path: Path) -> None:
+    import subprocess
+
+    from smlogger.scan import holders
+
+    device = tmp_path / "ttyUSB0"
+    device.touch()
+    with open(device, "rb") as held:
+        proc = subprocess.Popen(["sleep", "30"], stdin=held)
+    try:
+        assert holders(str(device)) == [f"pid {proc.pid} (sleep)"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert holders(str(device)) == []

@@ -480,3 +480,42 @@ def test_permission_denied_names_dialout(pty_pair: PtyPair, tmp_path: Path) -> N
     assert found["code"] == "permission"
     assert found["sentence"] == f"no permission to open {device}"
     assert "'dialout' group" in found["hint"]
+
+
+def test_pipeline_damaged_frames_in_process(pty_pair: PtyPair, frames: list[bytes]) -> None:
+    """Frames that all fail their CRC are no data; half of them failing is a visible warning on
+    a link that still delivers."""
+    from smlogger.live import LiveState
+    from smlogger.pipeline import MeterSpec, Pipeline
+    from smlogger.sources import SerialSettings, SerialSource
+
+    def damaged(frame: bytes) -> bytes:
+        broken = bytearray(frame)
+        broken[len(broken) // 2] ^= 0x10
+        return bytes(broken)
+
+    live = LiveState()
+    settings = SerialSettings(str(pty_pair.logger_end), 9600, 8, "N", 1.0, False, False)
+    pipeline = Pipeline([MeterSpec("house", SerialSource(settings, reconnect_max=1))], [], live)
+    feeder = Feeder(pty_pair.meter_end, [damaged(f) for f in frames], "sml")
+    pipeline.start()
+    feeder.start()
+    try:
+        source = lambda: live.source_status()["house"]  # noqa: E731
+        wait_for(lambda: (source()["diagnosis"] or {}).get("code") == "crc_errors", 15, "damage")
+        assert source()["state"] == "no data"
+        assert "every one is damaged" in source()["diagnosis"]["sentence"]
+        assert source()["stats"]["crc_errors"] >= 3 and source()["stats"]["frames_ok"] == 0
+
+        feeder.frames = [f if i % 2 else damaged(f) for i, f in enumerate(frames)]
+        wait_for(lambda: source()["state"] == "connected", 15, "good frames")
+        wait_for(
+            lambda: "of the frames arrive damaged" in source()["diagnosis"]["sentence"],
+            15,
+            "the damaged share",
+        )
+        assert source()["diagnosis"]["code"] == "crc_errors"
+        assert source()["state"] == "connected"
+    finally:
+        feeder.stop()
+        pipeline.stop(4)
