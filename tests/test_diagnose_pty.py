@@ -134,7 +134,7 @@ def test_scan_sml(pty_pair: PtyPair, frames: list[bytes]) -> None:
     assert result["crc"] == "x25"
     assert result["quirks"] == []
     assert result["frames_ok"] >= 3 and result["crc_errors"] == 0
-    assert result["interval_s"] == pytest.approx(1.0, abs=0.5)
+    assert 0.3 <= result["interval_s"] <= 3.0  # the feeder writes one frame a second
     energy = next(v for v in result["obis"] if v["obis"] == "1-0:1.8.0*255")
     assert energy["name"] == "Import total"
     assert energy["unit"] == "kWh"
