@@ -321,3 +321,19 @@ def test_holders_names_a_process_with_the_device_open(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert holders(str(device)) == []
+
+
+def test_metrics_carry_the_diagnosis() -> None:
+    from datetime import datetime, timezone
+
+    from smlogger.live import LiveState
+    from smlogger.web.metrics import render_metrics
+
+    live = LiveState()
+    live.set_source("house", "no data", detail="7 bit")
+    live.set_diagnosis("house", {"code": "seven_bit", "sentence": "s", "hint": "h"})
+    live.set_source("garage", "waiting")  # not diagnosed (a replay): no sample
+    now = datetime.now(timezone.utc)
+    text = render_metrics(live, now, now, 0)
+    samples = [line for line in text.splitlines() if line.startswith("smlogger_source_diagnosis")]
+    assert samples == ['smlogger_source_diagnosis{source="house",code="seven_bit"} 1']
