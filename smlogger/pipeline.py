@@ -432,10 +432,10 @@ class MeterRunner:
         elif previous is not None and previous.problem and diagnosis.code == "ok":
             log.info("%s: %s again", self.spec.key, diagnosis.sentence)
 
-    def _publish(self, decoder: Any, force: bool = False) -> None:
+    def _publish(self, decoder: Any) -> None:
         """Decoder stats and the diagnosis to the live state, every PUBLISH_INTERVAL_S."""
         now = time.monotonic()
-        if not force and now - self._last_publish < PUBLISH_INTERVAL_S:
+        if now - self._last_publish < PUBLISH_INTERVAL_S:
             return
         self._last_publish = now
         self.decoder_stats = dict(decoder.stats)
@@ -444,8 +444,9 @@ class MeterRunner:
             diagnosis = classify(observation)
             self._set_diagnosis(diagnosis)
             frames_arrive = diagnosis.code == "crc_errors" and observation.frames_ok > 0
-            if diagnosis.problem and not frames_arrive and self._state == "connected":
-                # bytes without frames, or none at all: the page must not say "Connected"
+            if diagnosis.problem and not frames_arrive:
+                # bytes without frames, or none at all: the page must not say "Connected", and
+                # the detail follows the finding (7-bit bytes may turn into noise)
                 self._state = "no data"
                 self._detail = diagnosis.sentence
         self.live.set_source(self.spec.key, self._state, detail=self._detail, stats=self.stats())
