@@ -1,4 +1,4 @@
-"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`.
+"""Command line: `smlogger run|config|scan|decode|bench|db-init|export`, `--version`.
 
 Only argument parsing and logging set-up live here; `smlogger.service` runs the logger.
 """
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar, Optional
 
-from smlogger import __version__, dbcli, tools
+from smlogger import __version__, dbcli, scan, tools
 from smlogger import config as cfgmod
 from smlogger.config import ConfigError
 
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_mqtt_test)
 
     tools.register_cli(subparsers)
+    scan.register_cli(subparsers)
     dbcli.register_cli(subparsers)
     return parser
 

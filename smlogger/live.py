@@ -26,6 +26,10 @@ class _Source:
     last_frame: Optional[float] = None  # monotonic seconds
     stats: dict[str, Any] = field(default_factory=dict)
     meter_ids: list[str] = field(default_factory=list)
+    # {code, sentence, hint} from smlogger.diagnose; None for sources that are not diagnosed
+    diagnosis: Optional[dict[str, str]] = None
+    # a valid frame is due within this many seconds (None: the source is not watched)
+    watchdog_s: Optional[float] = None
 
 
 class LiveState:
@@ -93,6 +97,18 @@ class LiveState:
             if stats is not None:
                 src.stats = dict(stats)
 
+    def watch_source(self, meter_key: str, watchdog_s: float) -> None:
+        """The source promises a valid frame every `watchdog_s` seconds (for /healthz)."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.watchdog_s = watchdog_s
+
+    def set_diagnosis(self, meter_key: str, diagnosis: dict[str, str] | None) -> None:
+        """What `smlogger.diagnose` found about the source ({code, sentence, hint})."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.diagnosis = None if diagnosis is None else dict(diagnosis)
+
     def frame_received(self, meter_key: str, stats: dict[str, Any] | None = None) -> None:
         """A good frame arrived on this source: feeds last_frame_age_s."""
         with self._lock:
@@ -135,6 +151,8 @@ class LiveState:
                     ),
                     "stats": dict(src.stats),
                     "meters": list(src.meter_ids),
+                    "diagnosis": None if src.diagnosis is None else dict(src.diagnosis),
+                    "watchdog_s": src.watchdog_s,
                 }
                 for key, src in self._sources.items()
             }

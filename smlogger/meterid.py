@@ -15,9 +15,12 @@ from typing import Optional
 # FLAG codes (flagassociation.com) of makers whose meters speak SML on the optical port. Codes
 # not listed are shown as they are: the code itself is still more useful than nothing.
 MANUFACTURERS: Mapping[str, str] = {
+    "APA": "Apator",
     "DNT": "Dr. Neuhaus",
     "DZG": "DZG Metering",
     "EBZ": "eBZ",
+    "EFR": "EFR",
+    "ELS": "Elster",
     "EMH": "EMH metering",
     "ESY": "EasyMeter",
     "HAG": "Hager",
@@ -25,7 +28,10 @@ MANUFACTURERS: Mapping[str, str] = {
     "ISK": "Iskraemeco",
     "ITR": "Itron",
     "KAM": "Kamstrup",
+    "KFM": "Kaifa",
     "LGZ": "Landis+Gyr",
+    "LOG": "Logarex",
+    "SAG": "Sagemcom",
 }
 
 # OBIS registers in which meters also name their maker as text

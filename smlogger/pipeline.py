@@ -20,6 +20,8 @@ from typing import Any, Optional, Protocol, cast
 
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
+from smlogger.diagnose import Diagnosis, Observation, classify, open_failure
+from smlogger.linkwatch import LinkWatch
 from smlogger.live import LiveState
 from smlogger.logutil import StateLog, describe, distinct
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
 STATUS_INTERVAL_S = 1.0
+# decoder stats and the diagnosis of a source reach the live state this often, frames or not
+PUBLISH_INTERVAL_S = 2.0
+# findings about a port that does not open: the source's own log line already said why
+_OPEN_FAILURES = ("missing", "permission", "busy", "error")
 
 
 class Sink(Protocol):
@@ -315,6 +321,9 @@ class SinkWorker:
             status["handed_over"] = self.written
             status["pipeline_dropped"] = self.dropped
             status["write_errors"] = self.errors
+            # for /healthz: writes failing right now, or the worker thread gone
+            status["failing"] = self._write_log.failing
+            status["alive"] = self._thread.is_alive() or self._thread.ident is None
             if status.get("last_error") is None:
                 status["last_error"] = self.last_error
         return status
@@ -356,13 +365,20 @@ class MeterRunner:
         self.finished = threading.Event()
         self.error: Optional[BaseException] = None
         self._state: LinkState = "waiting"
+        self._detail = "starting"
         self._silent = False  # watchdog fired and no frame came since
         self._last_good = time.monotonic()
+        # live links (serial, tcp) are diagnosed; replays and the simulator are not
+        self.watch = LinkWatch() if spec.source.watchdog else None
+        self.diagnosis: Optional[Diagnosis] = None
+        self._last_publish = 0.0
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
         spec.source.on_state = self._source_state
 
     def start(self) -> None:
         self.live.set_source(self.spec.key, "waiting", detail="starting", stats=self.stats())
+        if self.spec.source.watchdog and self.spec.watchdog_s > 0:
+            self.live.watch_source(self.spec.key, self.spec.watchdog_s)
         self._thread.start()
 
     def alive(self) -> bool:
@@ -383,14 +399,67 @@ class MeterRunner:
         if state != self._state:
             log.debug("%s: source state %s -> %s (%s)", self.spec.key, self._state, state, detail)
         self._state = state
+        self._detail = detail
         self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
 
     def _source_state(self, state: LinkState, detail: str) -> None:
+        source = self.spec.source
+        if self.watch is not None:
+            if state == "waiting" and source.open_error is not None:
+                self._set_diagnosis(open_failure(source.target, source.open_error))
+            elif state == "connected" and self._state == "waiting":
+                self.watch.opened()  # judge the port from the moment it opened
+                self._set_diagnosis(classify(self._observation()))
         if state == "connected" and self._silent:
             state, detail = "no data", f"reopened; no frame for {self.spec.watchdog_s:g} s"
         if state == "connected":
             self._last_good = time.monotonic()  # give a freshly opened port its full grace time
         self._set_state(state, detail)
+
+    # ---- diagnosis ---------------------------------------------------------------------------
+
+    def _observation(self) -> Observation:
+        assert self.watch is not None
+        settings = getattr(self.spec.source, "settings", None)
+        return self.watch.observation(
+            bytesize=int(getattr(settings, "bytesize", 8)),
+            parity=str(getattr(settings, "parity", "N")),
+            crc_mode=self.spec.crc,
+        )
+
+    def _set_diagnosis(self, diagnosis: Diagnosis) -> None:
+        """Publish the finding; log it once when its code changes (not on every retry)."""
+        previous = self.diagnosis
+        self.diagnosis = diagnosis
+        self.live.set_diagnosis(self.spec.key, diagnosis.as_dict())
+        if previous is not None and previous.code == diagnosis.code:
+            return
+        if diagnosis.code in _OPEN_FAILURES:
+            # the source logged the OS error itself; what to do is news
+            log.info("%s: %s. Hint: %s", self.spec.key, diagnosis.sentence, diagnosis.hint)
+        elif diagnosis.problem:
+            log.warning("%s: %s. Hint: %s", self.spec.key, diagnosis.sentence, diagnosis.hint)
+        elif previous is not None and previous.problem and diagnosis.code == "ok":
+            log.info("%s: %s again", self.spec.key, diagnosis.sentence)
+
+    def _publish(self, decoder: Any) -> None:
+        """Decoder stats and the diagnosis to the live state, every PUBLISH_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._last_publish < PUBLISH_INTERVAL_S:
+            return
+        self._last_publish = now
+        self.decoder_stats = dict(decoder.stats)
+        if self.watch is not None and self._state != "waiting":
+            observation = self._observation()
+            diagnosis = classify(observation)
+            self._set_diagnosis(diagnosis)
+            frames_arrive = diagnosis.code == "crc_errors" and observation.frames_ok > 0
+            if diagnosis.problem and not frames_arrive:
+                # bytes without frames, or none at all: the page must not say "Connected", and
+                # the detail follows the finding (7-bit bytes may turn into noise)
+                self._state = "no data"
+                self._detail = diagnosis.sentence
+        self.live.set_source(self.spec.key, self._state, detail=self._detail, stats=self.stats())
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -421,9 +490,16 @@ class MeterRunner:
                     except OSError as exc:
                         log.error("%s: capture failed, stopped capturing: %s", self.spec.key, exc)
                         self.spec.capture = None
-                self._frames(decoder.feed(chunk.data), chunk, decoder)
+                frames = decoder.feed(chunk.data)
+                if self.watch is not None:
+                    self.watch.data(chunk.data)
+                    self.watch.frames(frames)
+                self._frames(frames, chunk, decoder)
+            elif self.watch is not None:
+                self.watch.data(b"")
             if source.watchdog and self.spec.watchdog_s > 0:
                 self._watchdog(chunk)
+            self._publish(decoder)
             if self.stop.is_set():
                 break
         self._frames(decoder.finish(), Chunk(b"", datetime.now().astimezone()), decoder)

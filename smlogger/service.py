@@ -291,7 +291,9 @@ def status_line(live: LiveState) -> str:
     parts = []
     for name, source in live.source_status().items():
         readings = source.get("stats", {}).get("readings", 0)
-        parts.append(f"{name}: {source['state']}, {readings} readings")
+        code = (source.get("diagnosis") or {}).get("code")
+        why = f" ({code})" if code not in (None, "ok", "listening") else ""
+        parts.append(f"{name}: {source['state']}{why}, {readings} readings")
     return "; ".join(parts) or "starting"
 
 

@@ -8,11 +8,13 @@ with exponential backoff until stopped.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import io
 import itertools
 import logging
 import socket
+import termios
 import threading
 import time
 import zlib
@@ -74,8 +76,12 @@ class Source(ABC):
     #: whether a silent source should be reopened by the no-data watchdog
     watchdog = True
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, target: str | None = None) -> None:
         self.name = name
+        #: what the source opens, for people: "/dev/ttyUSB0", "192.168.1.5:8899"
+        self.target = target or name
+        #: why the last open failed or the link was lost (None while open): for the diagnosis
+        self.open_error: Optional[BaseException] = None
         self.on_state: StateCallback = lambda state, detail: None
         self._reset = threading.Event()
 
@@ -94,9 +100,15 @@ class _StreamSource(Source):
     """Reconnect loop shared by serial and TCP."""
 
     def __init__(
-        self, name: str, *, reconnect_initial: float, reconnect_max: float, clock: Clock = utc_now
+        self,
+        name: str,
+        *,
+        reconnect_initial: float,
+        reconnect_max: float,
+        clock: Clock = utc_now,
+        target: str | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, target)
         self._backoff = Backoff(reconnect_initial, reconnect_max)
         self._clock = clock
 
@@ -120,6 +132,7 @@ class _StreamSource(Source):
             try:
                 handle = self._open()
             except (OSError, ValueError) as exc:
+                self.open_error = exc
                 delay = self._backoff.next()
                 error = _describe_error(exc)
                 trouble.failed(f"cannot open: {error} (retrying with backoff)")
@@ -133,6 +146,7 @@ class _StreamSource(Source):
                 (log.debug if opened_before else log.info)("%s: open", self.name)
             opened_before = True
             last_error = ""
+            self.open_error = None
             self._reset.clear()
             self.on_state("connected", "open")
             try:
@@ -142,6 +156,7 @@ class _StreamSource(Source):
                         self._backoff.reset()
                     yield Chunk(data, self._clock())
             except (OSError, ValueError) as exc:
+                self.open_error = exc
                 error = _describe_error(exc)
                 trouble.failed(f"connection lost: {error}")
                 last_error = error
@@ -189,6 +204,7 @@ class SerialSource(_StreamSource):
             reconnect_initial=reconnect_initial,
             reconnect_max=reconnect_max,
             clock=clock,
+            target=settings.port,
         )
         self.settings = settings
 
@@ -209,7 +225,14 @@ class SerialSource(_StreamSource):
                 exclusive=True,
             )
         except serial.SerialException as exc:
-            raise OSError(_serial_error(exc)) from exc
+            error = OSError(_serial_error(exc))
+            error.errno = exc.errno  # the diagnosis tells a missing port from a busy one by it
+            raise error from exc
+        try:
+            # TIOCEXCL: other programs (not root) now get EBUSY instead of stealing bytes
+            fcntl.ioctl(port.fileno(), termios.TIOCEXCL)
+        except (OSError, AttributeError) as exc:
+            log.debug("%s: TIOCEXCL not set: %s", self.name, exc)
         return port
 
     def _read(self, handle: object) -> bytes:
@@ -264,6 +287,7 @@ class TcpSource(_StreamSource):
             reconnect_initial=reconnect_initial,
             reconnect_max=reconnect_max,
             clock=clock,
+            target=f"{host}:{port}",
         )
         self.host = host
         self.port = port

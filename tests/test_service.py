@@ -149,6 +149,9 @@ def test_status_line_names_each_source() -> None:
     assert service.status_line(live) == "starting"
     live.set_source("meter", "waiting", detail="no device")
     assert service.status_line(live) == "meter: waiting, 0 readings"
+    missing = {"code": "missing", "sentence": "/dev/x does not exist", "hint": ""}
+    live.set_diagnosis("meter", missing)
+    assert service.status_line(live) == "meter: waiting (missing), 0 readings"
 
 
 def test_signals_set_the_stop_event() -> None:

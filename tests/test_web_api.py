@@ -168,6 +168,41 @@ def test_healthz(server: WebServer) -> None:
     assert (head.status, head.body) == (200, b"")
 
 
+def test_healthz_503_until_a_frame_and_while_a_sink_fails() -> None:
+    live = LiveState()
+    live.set_source("house", "waiting", detail="no such file")
+    live.watch_source("house", 30.0)
+    live.set_diagnosis(
+        "house", {"code": "missing", "sentence": "/dev/ttyUSB0 does not exist", "hint": "plug"}
+    )
+    srv = serve(live)
+    try:
+        resp = get(srv, "/healthz")
+        assert resp.status == 503
+        body = resp.json()
+        assert body["status"] == "unhealthy"
+        assert body["reasons"] == ["house: no valid frame yet: /dev/ttyUSB0 does not exist"]
+        assert body["diagnoses"]["house"]["code"] == "missing"
+        assert request(srv, "/healthz", "HEAD").status == 503
+        status = get(srv, "/api/status").json()["sources"]["house"]
+        assert (status["diagnosis"]["code"], status["watchdog_s"]) == ("missing", 30.0)
+
+        live.set_source("house", "connected", detail="receiving frames")
+        live.set_diagnosis("house", {"code": "ok", "sentence": "SML frames arrive", "hint": ""})
+        live.frame_received("house", {"frames_ok": 1, "crc_errors": 0})
+        live.set_sink_status("sql", {"db": "ok", "last_error": None, "failing": False})
+        resp = get(srv, "/healthz")
+        assert (resp.status, resp.json()["reasons"]) == (200, [])
+        assert get(srv, "/api/live").json()["problems"] == []
+
+        live.set_sink_status("sql", {"db": "down", "last_error": "OperationalError: refused"})
+        resp = get(srv, "/healthz")
+        assert resp.status == 503
+        assert resp.json()["reasons"] == ["sink sql: database down (OperationalError: refused)"]
+    finally:
+        srv.stop()
+
+
 def test_api_index(server: WebServer) -> None:
     assert "/api/history" in get(server, "/api").json()["endpoints"]
 

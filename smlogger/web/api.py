@@ -20,6 +20,7 @@ from urllib.parse import quote
 import bottle  # type: ignore[import-untyped]
 
 from smlogger import __version__
+from smlogger.health import unhealthy_reasons
 from smlogger.live import LiveState
 from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
@@ -36,6 +37,7 @@ from smlogger.web.payload import (
     named_label,
     normalise_points,
     reading_json,
+    source_problems,
     sse_event,
     with_ts,
 )
@@ -352,7 +354,9 @@ class WebApp:
         now = self.now()
         body = self.reading_json(self.live.latest(meter) if meter else None, meter, now)
         body["server_time"] = iso(now)
-        body["link"] = link_for_meter(self.live.source_status(), meter)
+        sources = self.live.source_status()
+        body["link"] = link_for_meter(sources, meter)
+        body["problems"] = source_problems(sources)
         return body
 
     def history(self) -> Json:
@@ -456,20 +460,27 @@ class WebApp:
         return body
 
     def healthz(self) -> Json:
+        """200 when every watched source delivered a valid frame within its watchdog period
+        and no sink is failing; otherwise 503 with the reasons (systemd, Docker, monitors)."""
         now = self.now()
-        states = {k: s.get("state") for k, s in self.live.source_status().items()}
+        sources = self.live.source_status()
+        reasons = unhealthy_reasons(sources, self.live.sink_status())
+        if reasons:
+            bottle.response.status = 503
         # a sink that reports itself degraded (MQTT broker away) is named, but the meters are
-        # still read and stored: "degraded", not a failure
+        # still read and stored: "degraded" and 200, not a failure
         degraded = {
             name: f"{sink.get('state')}: {sink.get('detail', '')}"
             for name, sink in self.live.sink_status().items()
             if sink.get("degraded") is True
         }
         body: dict[str, Json] = {
-            "status": "degraded" if degraded else "ok",
+            "status": "unhealthy" if reasons else "degraded" if degraded else "ok",
+            "reasons": reasons,
             "version": __version__,
             "uptime_s": round((now - self.started).total_seconds(), 3),
-            "sources": states,
+            "sources": {k: s.get("state") for k, s in sources.items()},
+            "diagnoses": {k: s["diagnosis"] for k, s in sources.items() if s.get("diagnosis")},
         }
         if degraded:
             body["degraded"] = degraded
@@ -500,7 +511,10 @@ class WebApp:
         return {
             "server_time": iso(self.now()),
             "links": {m: link_for_meter(sources, m) for m in self.live.meters()},
+            # the link before any meter is known (a port that does not open, a silent head)
+            "pending": link_for_meter(sources, None),
             "sources": {k: s.get("state") for k, s in sources.items()},
+            "problems": source_problems(sources),
         }
 
     # -- page & static ---------------------------------------------------------------------
@@ -520,7 +534,9 @@ class WebApp:
         reading = self.live.latest(meter) if meter else None
         live = self.reading_json(reading, meter, now)
         live["server_time"] = iso(now)
-        live["link"] = link_for_meter(self.live.source_status(), meter)
+        sources = self.live.source_status()
+        live["link"] = link_for_meter(sources, meter)
+        live["problems"] = source_problems(sources)
         link_states = page_link_states()
         initial = {
             "meter": meter,
@@ -544,6 +560,7 @@ class WebApp:
                 reading=reading,
                 live=live,
                 link=live["link"],
+                problems=live["problems"],
                 initial_json=initial_json,
                 asset=self.asset,
                 token=token,

@@ -143,6 +143,14 @@ def _source_metrics(out: MetricsWriter, name: str, source: Mapping[str, Any]) ->
         "smlogger_last_frame_age_seconds", "gauge", "Seconds since the source's last good frame.",
         source.get("last_frame_age_s"), source=name,
     )  # fmt: skip
+    code = (source.get("diagnosis") or {}).get("code")
+    if code:
+        # one sample, the current finding: alert on smlogger_source_diagnosis{code!="ok"}
+        out.add(
+            "smlogger_source_diagnosis", "gauge",
+            "What smlogger.diagnose found about the source (ok, silent, seven_bit, missing, ...).",
+            1, source=name, code=str(code),
+        )  # fmt: skip
     for key, value in sorted((source.get("stats") or {}).items()):
         known = _DECODER_METRICS.get(key)
         if known:

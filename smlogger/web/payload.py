@@ -87,8 +87,9 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
         state: LinkState = "waiting" if not sources else "no data"
         return {"state": state, "detail": "", "sources": [],
                 "crc_error_rate": None, "frames_ok": None, "crc_errors": None,
-                "last_frame_age_s": None}  # fmt: skip
+                "last_frame_age_s": None, "diagnosis": None}  # fmt: skip
     worst = max(chosen.values(), key=lambda s: state_rank(s.get("state")))
+    problems = source_problems({k: s for k, s in chosen.items()})
     frames_ok = sum(as_number(s.get("stats", {}).get("frames_ok")) or 0 for s in chosen.values())
     crc_errors = sum(as_number(s.get("stats", {}).get("crc_errors")) or 0 for s in chosen.values())
     ages = [
@@ -102,7 +103,30 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
         "frames_ok": int(frames_ok),
         "crc_errors": int(crc_errors),
         "last_frame_age_s": min(ages) if ages else None,
+        "diagnosis": problems[0] if problems else None,
     }
+
+
+def source_problems(sources: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Json]]:
+    """Every source's diagnosis that asks the user to act ({source, code, sentence, hint}),
+    worst link state first: the page's banner."""
+    found = []
+    for name, source in sources.items():
+        diagnosis = source.get("diagnosis") or {}
+        if diagnosis.get("code") in (None, "ok", "listening"):
+            continue
+        found.append(
+            (
+                -state_rank(source.get("state")),
+                {
+                    "source": name,
+                    "code": diagnosis.get("code"),
+                    "sentence": diagnosis.get("sentence", ""),
+                    "hint": diagnosis.get("hint", ""),
+                },
+            )
+        )
+    return [problem for _, problem in sorted(found, key=lambda item: item[0])]
 
 
 # ---- first paint formatting (app.js uses the same rules) ---------------------------------------

@@ -256,7 +256,7 @@ class WebServer:
         self._per_client: Counter[str] = Counter()
         self._open = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class WebServer:
         )
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._accept, sock=sock, limit=READ_CHUNK)
+                loop.create_server(lambda: self._protocol(loop), sock=sock)
             )
             ready.set()
             loop.run_forever()
@@ -317,8 +317,8 @@ class WebServer:
                 loop.run_until_complete(asyncio.wait(list(self._tasks), timeout=2))
             # writer.close() only schedules the close: abort what is left and let the loop
             # run the transports' connection_lost, or they are collected open after loop.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
+            for transport in list(self._transports):
+                transport.abort()  # type: ignore[attr-defined]
             loop.run_until_complete(asyncio.sleep(0.05))
             loop.run_until_complete(server.wait_closed())
         except Exception:
@@ -353,14 +353,28 @@ class WebServer:
 
     # -- connections -----------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            await self._admit(reader, writer)
-        finally:
-            self._writers.discard(writer)
+    def _protocol(self, loop: asyncio.AbstractEventLoop) -> asyncio.StreamReaderProtocol:
+        # what asyncio.start_server builds, plus a register of every transport from the moment
+        # it exists: a connection accepted just before stop() has no task running yet, and an
+        # unclosed transport would outlive the loop
+        transports = self._transports
 
-    async def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        class Tracked(asyncio.StreamReaderProtocol):
+            tracked: Optional[asyncio.BaseTransport] = None
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.tracked = transport
+                transports.add(transport)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Optional[Exception]) -> None:
+                transports.discard(self.tracked)
+                super().connection_lost(exc)
+
+        reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
+        return Tracked(reader, self._accept, loop=loop)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = (str(peername[0]), int(peername[1])) if peername else ("", 0)
         address = peer[0]

@@ -266,6 +266,36 @@
       ? "–" : fmt(link.crc_error_rate * 100, 2) + " %");
   }
 
+  /* the banner: every source's diagnosis that asks the user to act (smlogger/diagnose.py) */
+  function applyProblems(problems) {
+    if (!Array.isArray(problems)) return;
+    const box = $("#diag");
+    const key = JSON.stringify(problems);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.textContent = "";
+    problems.forEach((p) => {
+      const item = document.createElement("div");
+      item.className = "diag-item";
+      item.dataset.code = p.code;
+      item.dataset.source = p.source;
+      const sentence = document.createElement("p");
+      sentence.className = "diag-sentence";
+      const source = document.createElement("b");
+      source.className = "diag-source";
+      source.textContent = p.source + ":";
+      sentence.appendChild(source);
+      sentence.appendChild(document.createTextNode(" " + p.sentence));
+      const hint = document.createElement("p");
+      hint.className = "diag-hint";
+      hint.textContent = p.hint;
+      item.appendChild(sentence);
+      item.appendChild(hint);
+      box.appendChild(item);
+    });
+    box.hidden = problems.length === 0;
+  }
+
   function applyOffline() {
     $("#link").dataset.state = LINK_STATES.offline;
     $("#link-text").textContent = STATE_TEXT[LINK_STATES.offline];
@@ -348,7 +378,7 @@
     state.todayLoadedAt = 0;
     keepInUrl("meter", state.meter);
     getJson("/api/live", { meter: state.meter })
-      .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); })
+      .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); applyProblems(r.problems); })
       .catch(() => {});
     loadHistory();
     loadConsumption();
@@ -388,6 +418,8 @@
       Object.keys(s.links || {}).forEach((id) => noteMeter(id));
       if (state.meter === null && Object.keys(s.links || {}).length) adoptMeter(Object.keys(s.links)[0]);
       if (s.links && s.links[state.meter]) applyLink(s.links[state.meter]);
+      else if (state.meter === null && s.pending) applyLink(s.pending);
+      applyProblems(s.problems);
     });
     es.addEventListener("error", () => {
       // CLOSED: the server refused the stream (401, 503) - EventSource gives up, so we poll.
@@ -414,6 +446,7 @@
         syncClock(r.server_time);
         applyReading(r);
         applyLink(r.link);
+        applyProblems(r.problems);
       })
       .catch(applyOffline);
   }
@@ -762,6 +795,7 @@
 
   applyReading(initial.live);
   applyLink(initial.live.link);
+  $("#diag").dataset.key = JSON.stringify(initial.live.problems || []);
   loadHistory();
   loadConsumption();
   loadToday();
