@@ -190,6 +190,9 @@ def run(config: Config) -> int:
     notifier = Notifier()
     started = time.monotonic()
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
     live = LiveState()
     try:
         meters = [build_meter(m, live) for m in config.meters]
@@ -216,6 +219,8 @@ def run(config: Config) -> int:
             "meters_configured": [
                 {"name": m.name, "source": m.describe_source()} for m in config.meters
             ],
+            # set-up problems an operator should fix (secrets others can read, ...)
+            "warnings": list(config.warnings),
         }
 
     pipeline.start()
