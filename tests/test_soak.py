@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -167,13 +168,17 @@ def test_soak_dirty_recordings_at_full_speed(tmp_path: Path, recordings_dir: Pat
     rss_late = max(s.rss_kb for s in late)
     print(  # the figures, for the record (pytest -s)
         f"\nsoak {SECONDS:.0f} s: RSS {rss_early / 1024:.1f} -> {rss_late / 1024:.1f} MB, "
-        f"fds {max(s.fds for s in early)} -> {max(s.fds for s in late)}, "
+        f"fds {min(s.fds for s in early)}..{max(s.fds for s in early)} -> "
+        f"{min(s.fds for s in late)}..{max(s.fds for s in late)}, "
         f"threads {max(s.threads for s in early)} -> {max(s.threads for s in late)}"
     )
     assert rss_late <= rss_early * 1.25 + 16 * 1024, (rss_early, rss_late)
-    most_early = max(early, key=lambda s: s.fds)
-    most_late = max(late, key=lambda s: s.fds)
-    assert most_late.fds <= most_early.fds + 4, (most_early.fd_targets, most_late.fd_targets)
+    # descriptors come and go (each replay pass reopens its recording, CSV rotation gzips a
+    # day's file): a leak raises the floor and the middle, not just a momentary peak
+    least_early = min(early, key=lambda s: s.fds)
+    least_late = min(late, key=lambda s: s.fds)
+    assert least_late.fds <= least_early.fds + 4, (least_early.fd_targets, least_late.fd_targets)
+    assert statistics.median(s.fds for s in late) <= statistics.median(s.fds for s in early) + 6
     assert max(s.threads for s in late) <= max(s.threads for s in early) + 2
 
     # while running: each good frame was one reading, accepted or rejected, in every snapshot
