@@ -264,6 +264,9 @@ def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> Non
             return all(s.get("written", 0) >= 5 for s in sinks.values()) and len(sinks) == 2
 
         wait_for(stored, 60, "readings written by both sinks")
+        # the recommended way (config file) keeps the token out of what `ps` shows everyone
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert "smlogger.toml" in cmdline and TOKEN not in cmdline
         status = _get_json(url, TOKEN)
         [warning] = status["warnings"]
         assert str(conf) in warning and "every user" in warning and TOKEN not in warning
