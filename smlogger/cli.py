@@ -169,6 +169,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     config = cfgmod.load(args, require_meter=False)
     sys.stdout.write(cfgmod.dump(config))
+    for warning in config.warnings:
+        logging.getLogger("smlogger").warning("%s", warning)
     return 0
 
 
@@ -176,7 +178,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Load the configuration and run the logger (see `smlogger.service`)."""
     # imported here: the web and database stacks are only needed by `run`
     from smlogger import service
+    from smlogger.secretfiles import apply_umask
 
+    # before anything is created: the database, CSV files, disk queue and captures are private
+    # (set here, for the process, rather than per file, so no sink can forget it)
+    apply_umask()
     config = cfgmod.load(args)
     setup_logging(config.log_level, _verbosity(args), config.secrets())
     return service.run(config)

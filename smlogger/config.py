@@ -25,10 +25,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from smlogger.masking import MASK, mask_url
 from smlogger.names import check_name, format_name_table, parse_name_table
+from smlogger.secretfiles import (
+    SecretFile,
+    SecretFileError,
+    exposure_warnings,
+    read_secret_file,
+    url_password,
+    url_with_password,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -244,6 +252,15 @@ class Option:
     boolean: bool = False
     metavar: Optional[str] = None
     example: Optional[str] = None  # value shown in `config --example` instead of the default
+    file_for: Optional[str] = None  # a *_file option: the key whose secret the file holds
+
+    def holds_secret(self, value: Any) -> bool:
+        """Whether `value` of this option is (or contains) a secret worth protecting."""
+        if not self.secret or not value:
+            return False
+        if self.key == "database.url":
+            return bool(url_password(str(value)))
+        return True
 
     @property
     def env(self) -> str:
@@ -305,6 +322,16 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         secret=True,
         metavar="URL",
         example="mysql://smlogger:secret@localhost/smart_meter",
+    ),
+    _opt(
+        "database.password_file",
+        "--db-password-file",
+        parse_opt_path,
+        "",
+        "read the database password from this file (one line) instead of database.url; "
+        "the URL then names only the user: mysql://smlogger@localhost/smart_meter",
+        metavar="FILE",
+        file_for="database.url",
     ),
     _opt(
         "database.enabled",
@@ -414,6 +441,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "require this token on every HTTP request (header or ?token=)",
         secret=True,
         metavar="TOKEN",
+    ),
+    _opt(
+        "http.token_file",
+        "--http-token-file",
+        parse_opt_path,
+        "",
+        "read http.token from this file (one line)",
+        metavar="FILE",
+        file_for="http.token",
     ),
 )
 
@@ -878,6 +914,7 @@ class Config:
     store_interval: float
     meter_names: str
     database_url: str
+    database_password_file: str
     database_enabled: bool
     database_legacy_table: bool
     database_legacy_local_time: bool
@@ -893,6 +930,7 @@ class Config:
     http_max_connections_per_client: int
     http_listen: str
     http_token: str
+    http_token_file: str
     mqtt_url: str
     mqtt_password: str
     mqtt_password_file: str
@@ -913,6 +951,10 @@ class Config:
     mqtt_remove_after: float
     meters: tuple[MeterConfig, ...]
     config_file: Optional[str]
+    # files holding a secret (config file, *_file options) and the warnings found at load time:
+    # files others may read, secrets given as flags (which `ps` shows to every user)
+    secret_files: tuple[SecretFile, ...]
+    warnings: tuple[str, ...]
 
     @property
     def data_path(self) -> Path:
@@ -938,13 +980,10 @@ class Config:
         """Secret strings that must never be printed or logged."""
         found = [self.http_token] if self.http_token else []
         for url in (self.database_url, self.mqtt_url):
-            try:
-                password = urlsplit(url).password if url else None
-            except ValueError:
-                password = None
+            password = urlsplit_password(url)
             if password:
-                found.append(password)
-                found.append(unquote(password))
+                # as written in the URL and decoded (a driver's message may show either)
+                found += [password, url_password(url)]
         if self.mqtt_password:
             found.append(self.mqtt_password)
         if self.mqtt_password_file:
@@ -1130,12 +1169,23 @@ def load(
         for index, table in enumerate(raw_meters):
             file_meters.append(_meter_from_table(table, f"{path}: meter[{index + 1}]"))
     overrides = _env_values(env)
-    if args is not None:
-        overrides.update(_flag_values(args))
+    flag_values = _flag_values(args) if args is not None else {}
+    overrides.update(flag_values)
 
     global_values = {o.key: o.default for o in GLOBAL_OPTIONS}
     global_values.update(file_globals)
     global_values.update({k: v for k, v in overrides.items() if ":" not in k})
+    secret_files = _read_secret_files(global_values)
+    if path_text and any(_GLOBAL_BY_KEY[k].holds_secret(v) for k, v in file_globals.items()):
+        held = [
+            _GLOBAL_BY_KEY[k] for k, v in file_globals.items() if _GLOBAL_BY_KEY[k].holds_secret(v)
+        ]
+        secret_files.insert(0, SecretFile(str(path), _what_holds(held)))
+    warnings = exposure_warnings(tuple(secret_files))
+    for key, value in flag_values.items():
+        option = _GLOBAL_BY_KEY.get(key)
+        if option is not None and option.holds_secret(value):
+            warnings.append(_flag_warning(option))
 
     meter_overrides = {
         k.split(":", 1)[1]: v for k, v in overrides.items() if k.startswith("meter:")
@@ -1177,6 +1227,61 @@ def load(
         **{_GLOBAL_BY_KEY[key].attr: value for key, value in global_values.items()},
         meters=tuple(built),
         config_file=str(path_text) if path_text else None,
+        secret_files=tuple(secret_files),
+        warnings=tuple(warnings),
+    )
+
+
+def _what_holds(options: list[Option]) -> str:
+    names = ["the password in database.url" if o.key == "database.url" else o.key for o in options]
+    return " and ".join(names)
+
+
+def _read_secret_files(values: dict[str, Any]) -> list[SecretFile]:
+    """Fill the keys of the *_file options in `values` from their files; the files read.
+
+    Each secret has one source: a *_file option next to its key's own value is an error, as
+    is a file that cannot be read (the message names the key, flag and variable).
+    """
+    files = []
+    for option in GLOBAL_OPTIONS:
+        if option.file_for is None or not values[option.key]:
+            continue
+        where = f"{option.key} (flag {option.flag}, environment {option.env})"
+        path = Path(os.path.expanduser(values[option.key]))
+        try:
+            secret = read_secret_file(path)
+        except SecretFileError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        target = _GLOBAL_BY_KEY[option.file_for]
+        if target.key == "database.url":
+            try:
+                values[target.key] = url_with_password(values[target.key], secret)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        elif values[target.key]:
+            raise ConfigError(
+                f"{where}: {target.key} is set as well; give the secret in one place only "
+                f"({target.key}, {target.flag}, {target.env} or {option.key})"
+            )
+        else:
+            values[target.key] = secret
+        files.append(
+            SecretFile(
+                str(path), target.key if target.key != "database.url" else "the database password"
+            )
+        )
+    return files
+
+
+def _flag_warning(option: Option) -> str:
+    file_option = next((o for o in GLOBAL_OPTIONS if o.file_for == option.key), None)
+    instead = f"{option.env}, the config file"
+    if file_option is not None:
+        instead += f" or {file_option.key} ({file_option.flag})"
+    return (
+        f"{option.flag} was given a secret on the command line, where `ps` shows it to every "
+        f"user of this machine; use {instead} instead"
     )
 
 
@@ -1334,3 +1439,13 @@ def _example_lines(option: Option, key: str, commented: bool = False) -> list[st
         f"#   flag {option.flag}, environment {option.env}",
         f"{prefix}{key} = {toml_value(value)}",
     ]
+
+
+def urlsplit_password(url: str) -> str:
+    """The password of a URL as written (still %-encoded), "" when it has none or no URL."""
+    if not url:
+        return ""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""

@@ -109,6 +109,12 @@ class LiveState:
             src = self._sources.setdefault(meter_key, _Source(since=self._now()))
             src.diagnosis = None if diagnosis is None else dict(diagnosis)
 
+    def update_stats(self, meter_key: str, stats: dict[str, Any]) -> None:
+        """New counters for a source that sent only damaged frames (state and age unchanged)."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.stats = dict(stats)
+
     def frame_received(self, meter_key: str, stats: dict[str, Any] | None = None) -> None:
         """A good frame arrived on this source: feeds last_frame_age_s."""
         with self._lock:

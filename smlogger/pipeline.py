@@ -372,6 +372,7 @@ class MeterRunner:
         self.watch = LinkWatch() if spec.source.watchdog else None
         self.diagnosis: Optional[Diagnosis] = None
         self._last_publish = 0.0
+        self._last_stats = 0.0  # when the counters of a damaged-only stream were last published
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
         spec.source.on_state = self._source_state
 
@@ -526,8 +527,10 @@ class MeterRunner:
 
     def _frames(self, frames: Iterable[Any], chunk: Chunk, decoder: Any) -> None:
         got_frame = False
+        damaged = False
         for frame in frames:
             if not frame.get("ok"):
+                damaged = True
                 continue
             got_frame = True
             for message in frame.get("messages") or ():
@@ -565,6 +568,10 @@ class MeterRunner:
                 self._silent = False
                 self._set_state("connected", "receiving frames")
             self.live.frame_received(self.spec.key, self.stats())
+        elif damaged and time.monotonic() - self._last_stats >= 1.0:
+            # a stream of only damaged frames still shows its counts in the status
+            self._last_stats = time.monotonic()
+            self.live.update_stats(self.spec.key, self.stats())
 
 
 # ---- the pipeline ----------------------------------------------------------------------------

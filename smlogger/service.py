@@ -311,6 +311,29 @@ def _replays_had_frames(config: Config, pipeline: Pipeline) -> bool:
     return found
 
 
+# the decoder's counters of frames it could not use, by reason
+ERROR_FRAME_STATS = ("crc_errors", "truncated", "escape_errors", "too_long", "parse_errors")
+
+
+def meter_summary(name: str, stats: dict[str, Any]) -> str:
+    """One line accounting for every frame of a meter: what came in and where it went.
+
+    frames in = readings accepted + rejected as implausible + damaged frames + good frames that
+    carried no meter data (e.g. only an attention message); the soak test reconciles it.
+    """
+    good = int(stats.get("frames_ok", 0) or 0)
+    damaged = {k: int(stats.get(k, 0) or 0) for k in ERROR_FRAME_STATS}
+    readings = int(stats.get("readings", 0) or 0)
+    rejected = int(stats.get("rejected", 0) or 0)
+    no_data = good - readings - rejected
+    reasons = ", ".join(f"{k} {v}" for k, v in damaged.items() if v) or "none"
+    return (
+        f"{name}: {good + sum(damaged.values())} frames in = {readings} readings accepted"
+        f" + {rejected} rejected + {sum(damaged.values())} damaged ({reasons})"
+        f" + {no_data} without meter data"
+    )
+
+
 class Signals:
     """SIGTERM/SIGINT set the stop event; a second one exits at once."""
 
@@ -343,6 +366,9 @@ def run(config: Config) -> int:
     notifier = Notifier()
     started = time.monotonic()
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
     live = LiveState(names=meter_names(config))
     if config.database_enabled or config.csv_enabled:
         names_path = config.data_path / NAMES_FILE
@@ -373,6 +399,8 @@ def run(config: Config) -> int:
             "meters_configured": [
                 {"name": m.name, "source": m.describe_source()} for m in config.meters
             ],
+            # set-up problems an operator should fix (secrets others can read, ...)
+            "warnings": list(config.warnings),
         }
 
     pipeline.start()
@@ -413,6 +441,8 @@ def run(config: Config) -> int:
         web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
         web_stopper.start()
     clean = pipeline.stop(SHUTDOWN_BUDGET_S - 0.5)
+    for runner in pipeline.runners:
+        log.info("%s", meter_summary(runner.spec.key, runner.stats()))
     if web_stopper is not None:
         web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
     notifier.close()

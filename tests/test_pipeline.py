@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import T0, Collect, reading
+from helpers import T0, Collect, reading, wait_for
 
 from smlogger import sml
 from smlogger.aggregate import Aggregator
@@ -274,3 +274,31 @@ def test_replay_of_missing_file_is_an_error(tmp_path: Path) -> None:
     pipeline.stop(2.0)
     assert pipeline.errors() and "not found" in str(pipeline.errors()[0])
     assert live.source_status()["r"]["state"] == "no data"
+
+
+def test_a_source_of_only_damaged_frames_shows_its_counts(recordings_dir: Path) -> None:
+    # every frame of this recording is cut short: no reading ever, but while it runs (looping)
+    # the status must count them, not only when the source ends
+    live = LiveState()
+    replay = ReplaySource(
+        recordings_dir / "DZG_DVS-7420.2V.G2_mtr1_error.bin", speed=None, interval=1.0, loop=True
+    )
+    pipeline = Pipeline([MeterSpec("broken", replay)], [Collect()], live)
+    stop = threading.Event()
+    pipeline.start()
+    runner = threading.Thread(target=pipeline.run, args=(stop,))
+    runner.start()
+    try:
+
+        def counted() -> bool:
+            stats = live.source_status()["broken"]["stats"]
+            return int(stats.get("truncated", 0)) > 100
+
+        wait_for(counted, 30, "damaged frames counted in the status")
+        status = live.source_status()["broken"]
+        assert status["stats"]["frames_ok"] == 0 and status["stats"]["readings"] == 0
+        assert status["last_frame_age_s"] is None  # no good frame came
+    finally:
+        stop.set()
+        runner.join(10)
+        pipeline.stop(4.0)

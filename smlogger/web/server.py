@@ -315,11 +315,20 @@ class WebServer:
                 task.cancel()
             if self._tasks:
                 loop.run_until_complete(asyncio.wait(list(self._tasks), timeout=2))
-            # writer.close() only schedules the close: abort what is left and let the loop
-            # run the transports' connection_lost, or they are collected open after loop.close()
-            for transport in list(self._transports):
-                transport.abort()  # type: ignore[attr-defined]
-            loop.run_until_complete(asyncio.sleep(0.05))
+            # writer.close() only schedules the close, and a connection accepted just before
+            # the stop may still be on its way to connection_made: cancel what runs, abort what
+            # is open and let the loop run their connection_lost, until nothing is left (else
+            # a transport outlives loop.close() and is collected open)
+            for _ in range(50):
+                # only our own tasks: asyncio's accept task, cancelled before it made the
+                # transport, would leave the accepted socket open
+                for task in list(self._tasks):
+                    task.cancel()
+                for transport in list(self._transports):
+                    transport.abort()  # type: ignore[attr-defined]
+                loop.run_until_complete(asyncio.sleep(0.01))
+                if not self._transports and not asyncio.all_tasks(loop):
+                    break
             loop.run_until_complete(server.wait_closed())
         except Exception:
             log.exception("web server stopped with an error")
