@@ -6,11 +6,21 @@ UTC times; energies in kWh, power in W, voltage V, current A, frequency Hz.
 
 Every row is written with a single write() on an unbuffered file, so a crash leaves at most the
 last line partial; opening a file again (the next start) cuts such a line off. Finished files are
-optionally gzip'd (atomically, via a temporary file) and pruned after `keep_days`.
+optionally gzip'd (atomically, via a temporary file) and pruned after `keep_days`. Open files are
+fsync'ed every `sync_interval` seconds (the power-cut window; the kernel writes them back within
+about 30 s anyway, so a shorter interval costs SD-card writes, a longer one saves nothing).
+
+A full disk (or an I/O error) is a state, not a loss: the partial row is truncated away, the row
+and every later one wait in memory (up to `max_pending_bytes`, about 30,000 rows with the
+default), `status()` says "disk full on <path>", the log says it once, and each later write or
+flush retries. Beyond the bound `write` raises `CsvDiskFullError` without taking the reading, so
+the caller keeps it and retries (back-pressure) instead of anything being dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import logging
 import os
@@ -30,7 +40,9 @@ log = logging.getLogger(__name__)
 
 ROTATIONS = ("hourly", "daily", "size")
 TIMEZONES = ("utc", "local")
-FSYNC_INTERVAL_S = 30.0
+DEFAULT_SYNC_INTERVAL_S = 30.0
+DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
 
 _NAME = re.compile(
@@ -107,6 +119,10 @@ def repair(path: Path) -> int:
     return size - keep
 
 
+class CsvDiskFullError(OSError):
+    """The disk refuses rows and the in-memory reserve is full: the reading was not taken."""
+
+
 @dataclass
 class _Open:
     path: Path
@@ -132,6 +148,8 @@ class CsvLog:
         tz: str = "utc",
         aggregated: bool = False,
         clock: Callable[[], datetime] | None = None,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         if rotate not in ROTATIONS:
             raise ValueError(f"rotate must be one of {', '.join(ROTATIONS)}, not {rotate!r}")
@@ -151,6 +169,13 @@ class CsvLog:
         self.written = 0
         self.repaired = 0
         self.last_error: Optional[str] = None
+        self.sync_interval = sync_interval
+        self.max_pending_bytes = max_pending_bytes
+        # rows the disk refused, in order, waiting for space: (reading, encoded row)
+        self._pending: list[tuple[Reading, bytes]] = []
+        self._pending_bytes = 0
+        self._state: Optional[str] = None
+        self._state_since = 0.0
         self.directory.mkdir(parents=True, exist_ok=True)
         self.housekeeping()
 
@@ -210,7 +235,16 @@ class CsvLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         size = os.fstat(fd).st_size
         if size == 0:
-            os.write(fd, self._header.encode())
+            try:
+                header = self._header.encode()
+                if os.write(fd, header) != len(header):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                # no half header either: the next attempt starts the file afresh
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                os.close(fd)
+                raise
             size = len(self._header)
         log.info("csv: writing %s", path)
         if self.rotate == "size":
@@ -301,9 +335,41 @@ class CsvLog:
 
     # ---- Sink protocol -------------------------------------------------------------------
     def write(self, reading: Reading) -> None:
+        """Append the reading's row (or hold it in memory while the disk is full)."""
         row = format_row(reading, self.aggregated).encode()
         with self._lock:
-            handle = self._files.get(reading.meter_id)
+            if self._pending:
+                self._retry_pending()
+            if self._pending:
+                if self._pending_bytes + len(row) > self.max_pending_bytes:
+                    raise CsvDiskFullError(
+                        errno.ENOSPC,
+                        f"{self._state}; {len(self._pending)} rows already wait in memory",
+                    )
+                self._hold(reading, row)
+                return
+            if not self._append(reading, row):
+                self._hold(reading, row)
+
+    def _hold(self, reading: Reading, row: bytes) -> None:
+        self._pending.append((reading, row))
+        self._pending_bytes += len(row)
+
+    def _retry_pending(self) -> None:
+        done = 0
+        for reading, row in self._pending:
+            if not self._append(reading, row):
+                break
+            done += 1
+            self._pending_bytes -= len(row)
+        del self._pending[:done]
+        if done and not self._pending:
+            log.info("csv: %d rows held in memory are written now", done)
+
+    def _append(self, reading: Reading, row: bytes) -> bool:
+        """Write one row; False (state set, nothing half-written left) if the disk refused."""
+        handle = self._files.get(reading.meter_id)
+        try:
             if handle is not None and self._rotate_needed(handle, reading):
                 del self._files[reading.meter_id]
                 self._close_file(handle, finished=True)
@@ -312,34 +378,86 @@ class CsvLog:
             if handle is None:
                 handle = self._files[reading.meter_id] = self._open(reading.meter_id, reading.time)
             try:
-                os.write(handle.fd, row)
-            except OSError as exc:
-                self.last_error = f"{handle.path}: {exc}"
-                # the file may now end in a partial row; reopen (and repair) on the next write
-                del self._files[reading.meter_id]
-                os.close(handle.fd)
+                written = 0
+                while written < len(row):
+                    written += os.write(handle.fd, row[written:])
+            except OSError:
+                self._roll_back(reading.meter_id, handle)
                 raise
-            handle.size += len(row)
-            self.written += 1
-            self.last_error = None
+        except OSError as exc:
+            self._failed(exc, handle.path if handle is not None else self.directory)
+            return False
+        handle.size += len(row)
+        self.written += 1
+        if self._state is not None:
+            log.info(
+                "csv: writing again after %.0f s (%s)",
+                time.monotonic() - self._state_since,
+                self._state,
+            )
+            self._state = None
+        self.last_error = None
+        return True
+
+    def _roll_back(self, meter_id: str, handle: _Open) -> None:
+        """Cut a partial row: the file ends with the last complete line again."""
+        try:
+            os.ftruncate(handle.fd, handle.size)
+        except OSError:
+            # reopening repairs the file (cuts the partial line) before the next row
+            del self._files[meter_id]
+            os.close(handle.fd)
+
+    def _failed(self, exc: OSError, path: Path) -> None:
+        if exc.errno in _DISK_FULL:
+            state = f"disk full on {path.parent if path.suffix else path}"
+        else:
+            state = f"cannot write {path}: {exc.strerror or exc}"
+        self.last_error = f"{path}: {exc}"
+        if state != self._state:
+            log.error(
+                "csv: %s; rows wait in memory (up to %d KiB) and are written when it clears",
+                state,
+                self.max_pending_bytes // 1024,
+            )
+            self._state = state
+            self._state_since = time.monotonic()
 
     def flush(self) -> None:
+        """Retry rows held in memory; fsync files written `sync_interval` s ago or earlier."""
         with self._lock:
+            if self._pending:
+                self._retry_pending()
             now = time.monotonic()
             for handle in self._files.values():
-                if now - handle.synced >= FSYNC_INTERVAL_S:
-                    os.fsync(handle.fd)
+                if now - handle.synced >= self.sync_interval:
+                    try:
+                        os.fsync(handle.fd)
+                    except OSError as exc:
+                        self._failed(exc, handle.path)
+                        continue
                     handle.synced = now
 
     def close(self) -> None:
+        """Write what memory holds if the disk takes it, fsync and close the files."""
         with self._lock:
+            if self._pending:
+                self._retry_pending()
+            if self._pending:
+                log.error(
+                    "csv: %s; %d rows held in memory could not be written",
+                    self._state,
+                    len(self._pending),
+                )
             for handle in self._files.values():
                 self._close_file(handle, finished=False)
             self._files.clear()
 
     def status(self) -> dict[str, Any]:
         return {
-            "queue_depth": 0,
+            "state": self._state or "ok",
+            "queue_depth": len(self._pending),
+            "pending_bytes": self._pending_bytes,
             "written": self.written,
             "repaired": self.repaired,
             "last_error": self.last_error,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from smlogger.csvlog import CsvLog, columns, repair
+from smlogger.csvlog import CsvDiskFullError, CsvLog, columns, repair
 from smlogger.reading import Reading, Value
+from tests.smallfs import fill, small_filesystem
 
 METER = "0a0149534b0001d53531"
 
@@ -180,3 +182,55 @@ def test_several_meters_get_their_own_files(tmp_path: Path) -> None:
 def test_bad_options_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rotate must be one of hourly, daily, size"):
         CsvLog(tmp_path, rotate="weekly")
+
+
+def test_disk_full_rolls_back_holds_and_writes_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    with small_filesystem(tmp_path / "fs", 128) as mount:
+        caplog.set_level(logging.INFO, logger="smlogger.csvlog")
+        log = CsvLog(mount / "csv", clock=lambda: start, max_pending_bytes=20_000)
+        log.write(reading(start, p_sum=0))
+        filler = fill(mount)
+        path = mount / "csv" / METER / f"{METER}_2024-03-09.csv"
+        # the file's last page takes some rows; then the disk refuses (a row may be cut
+        # in the middle by a short write)
+        for i in range(1, 200):
+            log.write(reading(start + timedelta(seconds=i), p_sum=i))
+            assert path.read_bytes().endswith(b"\n")  # never a partial row on disk
+        status = log.status()
+        assert status["state"] == f"disk full on {path.parent}"
+        held = int(str(status["queue_depth"]))
+        assert 100 < held < 200
+        assert len([r for r in caplog.records if "disk full on" in r.getMessage()]) == 1
+        # beyond the memory bound the reading is not taken: the caller keeps it and retries
+        taken = 200
+        with pytest.raises(CsvDiskFullError):
+            while True:
+                log.write(reading(start + timedelta(seconds=taken), p_sum=taken))
+                taken += 1
+        assert int(str(log.status()["queue_depth"])) == held + taken - 200
+        filler.unlink()
+        log.write(reading(start + timedelta(seconds=taken), p_sum=taken))  # the retried one
+        assert log.status()["state"] == "ok" and log.status()["queue_depth"] == 0
+        log.close()
+        got = [int(r["p_sum"]) for r in rows(path)]
+        assert got == list(range(taken + 1))
+        assert any("rows held in memory are written now" in r.getMessage() for r in caplog.records)
+
+
+def test_flush_retries_without_new_readings(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    with small_filesystem(tmp_path / "fs", 64) as mount:
+        log = CsvLog(mount / "csv", clock=lambda: start)
+        filler = fill(mount)
+        for i in range(60):
+            log.write(reading(start + timedelta(seconds=i), p_sum=i))
+        assert log.status()["queue_depth"] != 0
+        filler.unlink()
+        log.flush()  # the pipeline calls this every second, readings or not
+        assert log.status()["queue_depth"] == 0
+        log.close()
+        path = mount / "csv" / METER / f"{METER}_2024-03-09.csv"
+        assert [int(r["p_sum"]) for r in rows(path)] == list(range(60))
