@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from conftest import recording_files
+
 from smlogger import sml
 from smlogger.reading import Reading, Value, json_value, readings_from_frame
 from smlogger.simulate import make_meter
 from smlogger.store.compact import base_key, base_of, join, needs_new_base, split
-from tests.conftest import recording_files
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from smallfs import fill, small_filesystem
 
 from smlogger.csvlog import CsvDiskFullError, CsvLog, columns, repair
 from smlogger.reading import Reading, Value
-from tests.smallfs import fill, small_filesystem
 
 METER = "0a0149534b0001d53531"
 

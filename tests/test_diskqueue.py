@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from smallfs import fill, small_filesystem
 
 from smlogger.diskqueue import (
     HEADER_SIZE,
@@ -22,7 +23,6 @@ from smlogger.diskqueue import (
     QueueLockedError,
     encode_record,
 )
-from tests.smallfs import fill, small_filesystem
 
 
 def payloads(queue: DiskQueue, n: int = 10_000) -> list[bytes]:
