@@ -2,7 +2,8 @@
 
 Bulk-loads one year of synthetic meter data into a fresh SQLite database (and, with --mysql,
 into MariaDB/MySQL), building the minute/hour/day rollups on the way exactly as the logger does,
-then times `Store.history()` for the hour/day/week/month/year views and `Store.consumption()`.
+then times `StoreReader.history()` for the hour/day/week/month/year views and
+`StoreReader.consumption()`.
 
     python benches/bench_history.py                  # a year at one reading per 10 s (3.15M rows)
     python benches/bench_history.py --full           # a year at 1 Hz (31.5M rows; ~15 min, ~10 GB)
@@ -32,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from smlogger.reading import Reading
 from smlogger.store import (
     SqlWriter,
-    Store,
     StoredRow,
+    StoreReader,
     ensure_schema,
     open_database,
     redact_url,
@@ -124,7 +125,7 @@ def time_call(fn: object, repeat: int) -> tuple[float, float, object]:
     return samples[0], statistics.median(samples[1:]), result
 
 
-def bench_queries(store: Store, count: int, repeat: int) -> list[dict[str, object]]:
+def bench_queries(store: StoreReader, count: int, repeat: int) -> list[dict[str, object]]:
     end = START + timedelta(seconds=YEAR_S)
     results = []
     print(f"  {'view':<10}{'source':<8}{'step':>7}{'points':>8}{'first ms':>10}{'median ms':>11}")
@@ -180,11 +181,9 @@ def run_backend(
         seconds = load(db, count, args.batch)
         print(f"  loaded in {seconds:.1f} s ({count / seconds:,.0f} rows/s, rollups included)")
     db.close()
-    store = Store(db, spool_dir=data_dir / f"spool-{label}")
     try:
-        queries = bench_queries(store, count, args.repeat)
+        queries = bench_queries(StoreReader(db), count, args.repeat)
     finally:
-        store.close()
         db.close()
     return {"backend": label, "rows": count, "load_s": round(seconds, 1), "queries": queries}
 

@@ -1,27 +1,21 @@
-"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`."""
+"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`.
+
+Only argument parsing and logging set-up live here; `smlogger.service` runs the logger.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
 from typing import Any, ClassVar, Optional
 
-from smlogger import __version__
+from smlogger import __version__, dbcli, tools
 from smlogger import config as cfgmod
-from smlogger.config import Config, ConfigError, MeterConfig
+from smlogger.config import ConfigError
 
-log = logging.getLogger("smlogger")
-
-SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit; systemd and the tests allow 5 s
 LEVELS = ["debug", "info", "warning", "error"]
 
 
@@ -46,6 +40,7 @@ class _JournalFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, verbosity: int, secrets: Sequence[str] = ()) -> None:
+    """Log to stderr (journald priorities under systemd) with secrets redacted."""
     index = min(len(LEVELS) - 1, max(0, LEVELS.index(level) - verbosity))
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
@@ -85,7 +80,11 @@ def _common() -> argparse.ArgumentParser:
 class _Subparsers:
     """Hands out sub-parsers that all know -v/-q, also to commands registered elsewhere."""
 
-    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+    def __init__(
+        self,
+        action: argparse._SubParsersAction[argparse.ArgumentParser],
+        common: argparse.ArgumentParser,
+    ) -> None:
         self._action = action
         self._common = common
 
@@ -94,24 +93,11 @@ class _Subparsers:
         if self._common not in parents:
             parents.append(self._common)
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        parser: argparse.ArgumentParser = self._action.add_parser(name, parents=parents, **kwargs)
-        return parser
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._action, name)
-
-
-def _register_external(subparsers: _Subparsers, module: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        # modules still being written / not installed must not break the other commands
-        logging.getLogger(__name__).debug("%s not available: %s", module, exc)
-        return
-    mod.register_cli(subparsers)
+        return self._action.add_parser(name, parents=parents, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `smlogger` parser with every subcommand."""
     common = _common()
     parser = argparse.ArgumentParser(
         prog="smlogger",
@@ -144,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     cfgmod.add_arguments(conf)
     conf.set_defaults(func=cmd_config)
 
-    _register_external(subparsers, "smlogger.tools")
-    _register_external(subparsers, "smlogger.dbcli")
+    tools.register_cli(subparsers)
+    dbcli.register_cli(subparsers)
     return parser
 
 
@@ -153,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective configuration (secrets masked) or the example file."""
     if args.example:
         sys.stdout.write(cfgmod.example())
         return 0
@@ -161,229 +148,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_meter(meter: MeterConfig, live: Any) -> Any:
-    """MeterSpec for one configured meter."""
-    from smlogger.capture import CaptureWriter
-    from smlogger.pipeline import MeterSpec
-    from smlogger.sources import (
-        ReplaySource,
-        SerialSettings,
-        SerialSource,
-        SimulatedSource,
-        Source,
-        TcpSource,
-        parse_speed,
-    )
-
-    source: Source
-    kind = meter.source_kind
-    if kind == "port":
-        settings = SerialSettings(
-            port=meter.port,
-            baudrate=meter.baudrate,
-            bytesize=meter.bytesize,
-            parity=meter.parity,
-            stopbits=meter.stopbits,
-            xonxoff=meter.xonxoff,
-            rtscts=meter.rtscts,
-        )
-        source = SerialSource(settings, reconnect_max=meter.reconnect_max)
-    elif kind == "tcp":
-        host, port = cfgmod.split_host_port(meter.tcp)
-        source = TcpSource(host, port, reconnect_max=meter.reconnect_max)
-    elif kind == "replay":
-        path = Path(os.path.expanduser(meter.replay))
-        if not path.is_file():
-            raise ConfigError(f"{meter.name}: replay file {path} not found")
-        source = ReplaySource(
-            path, speed=parse_speed(meter.speed), interval=meter.replay_interval, loop=meter.loop
-        )
-    else:
-        from smlogger.simulate import make_meter
-
-        simulated = make_meter(meter.profile, seed=meter.seed)
-        live.add_meter(meter.id or simulated.meter_id)
-        source = SimulatedSource(simulated, interval=meter.interval)
-    capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
-    return MeterSpec(
-        key=meter.name,
-        source=source,
-        crc=meter.crc,
-        direction_from_status=meter.direction_from_status,
-        accept_bad_msg_crc=meter.accept_bad_msg_crc,
-        meter_id=meter.id or None,
-        watchdog_s=meter.watchdog,
-        max_power_w=meter.max_power_kw * 1000.0,
-        capture=capture,
-    )
-
-
-def build_sinks(config: Config) -> tuple[list[Any], Any]:
-    """(sinks, store or None)."""
-    sinks: list[Any] = []
-    store = None
-    if config.database_enabled:
-        from smlogger.store import Store, open_database
-
-        db = open_database(config.database_url or None, config.data_path)
-        store = Store(
-            db,
-            spool_dir=config.data_path / "spool",
-            max_spool_age_days=config.database_spool_max_age_days,
-            # the pipeline aggregates for all sinks already (see Pipeline(store_interval=))
-            store_interval=0,
-            legacy_table=config.database_legacy_table,
-            batch_size=config.database_batch_size,
-        )
-        sinks.append(store)
-    if config.csv_enabled:
-        from smlogger.csvlog import CsvLog
-
-        sinks.append(
-            CsvLog(
-                config.csv_path,
-                rotate=config.csv_rotate,
-                max_size=int(config.csv_max_size_mb * 1024 * 1024),
-                compress=config.csv_compress,
-                keep_days=config.csv_keep_days,
-                tz=config.csv_timezone,
-                aggregated=config.store_interval > 0,
-            )
-        )
-    return sinks, store
-
-
-def start_web(config: Config, live: Any, store: Any, extra: Any) -> Any:
-    address = config.http_address
-    if address is None:
-        log.info("web page disabled (http.listen = off)")
-        return None
-    try:
-        web = importlib.import_module("smlogger.web")
-    except ImportError as exc:
-        log.warning("web page not available (smlogger.web cannot be imported: %s)", exc)
-        return None
-    app = web.build_app(live, store, token=config.http_token or None, status_extra=extra)
-    server = web.WebServer(app, address[0], address[1])
-    server.start()
-    log.debug("web server started on %s", server.url)
-    return server
-
-
-def status_line(live: Any) -> str:
-    """One line for `systemctl status`: state and reading count per source."""
-    parts = []
-    for name, source in live.source_status().items():
-        readings = source.get("stats", {}).get("readings", 0)
-        parts.append(f"{name}: {source['state']}, {readings} readings")
-    return "; ".join(parts) or "starting"
-
-
-class _Signals:
-    """SIGTERM/SIGINT set the stop event; a second one exits at once."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self.received: Optional[int] = None
-
-    def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
-        if self.stop.is_set():
-            log.error("second signal: exiting without flushing")
-            os._exit(1)
-        self.received = signum
-        self.stop.set()
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from smlogger.live import LiveState
-    from smlogger.pipeline import Pipeline
-    from smlogger.sdnotify import Notifier
+    """Load the configuration and run the logger (see `smlogger.service`)."""
+    # imported here: the web and database stacks are only needed by `run`
+    from smlogger import service
 
     config = cfgmod.load(args)
     setup_logging(config.log_level, _verbosity(args), config.secrets())
-    stop = threading.Event()
-    signals = _Signals(stop)
-    signals.install()
-    notifier = Notifier()
-    started = time.monotonic()
-
-    live = LiveState()
-    try:
-        meters = [build_meter(m, live) for m in config.meters]
-    except OSError as exc:
-        log.error("cannot set up the meters: %s", exc)
-        return 1
-    try:
-        if config.database_enabled or config.csv_enabled:
-            config.data_path.mkdir(parents=True, exist_ok=True)
-        sinks, store = build_sinks(config)
-    except Exception as exc:
-        # a data dir we may not write, a database driver that is missing, ...
-        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
-        return 1
-    pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
-
-    def status_extra() -> dict[str, Any]:
-        # uptime, versions and sinks come from the web app itself
-        return {
-            "store_interval_s": config.store_interval,
-            "meters_configured": [
-                {"name": m.name, "source": m.describe_source()} for m in config.meters
-            ],
-        }
-
-    pipeline.start()
-    web = None
-    try:
-        web = start_web(config, live, store, status_extra)
-    except OSError as exc:
-        log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
-        pipeline.stop(SHUTDOWN_BUDGET_S)
-        return 1
-    described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
-    log.info(
-        "smlogger %s running: %s; sinks: %s",
-        __version__,
-        described,
-        ", ".join(s.name for s in sinks) or "none",
-    )
-    notifier.ready(f"reading {described}")
-
-    last_status = [0.0]
-
-    def on_tick() -> None:
-        notifier.watchdog(pipeline.healthy())
-        if notifier.enabled and time.monotonic() - last_status[0] >= 10.0:
-            last_status[0] = time.monotonic()
-            notifier.status(status_line(live))
-
-    pipeline.run(stop, on_tick)
-    if signals.received is not None:
-        log.info("%s received: flushing and exiting", signal.Signals(signals.received).name)
-    else:
-        log.info("all sources finished: flushing and exiting")
-    notifier.stopping()
-    web_stopper = None
-    if web is not None:
-        web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
-        web_stopper.start()
-    clean = pipeline.stop(SHUTDOWN_BUDGET_S - 0.5)
-    if web_stopper is not None:
-        web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
-    notifier.close()
-    if pipeline.errors():
-        return 1
-    if not clean:
-        # whatever a sink still held is on durable storage (disk queue) or was logged as lost
-        log.warning("shutdown finished with sinks still busy")
-    return 0
+    return service.run(config)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -5,6 +5,10 @@ Global options live at the top level or in [database], [csv], [http]; meters are
 Meter options given as flags/environment describe one meter: with a source (--port, --tcp,
 --replay, --simulate) they replace the configured meters (or update the single configured one);
 without a source they apply to every configured meter.
+
+The option table (GLOBAL_OPTIONS, METER_OPTIONS) is the only place that knows a setting's flag,
+variable, parser and default. `load` builds the frozen `Config` and its `MeterConfig`s once from
+it; nothing changes them afterwards, and the rest of the program receives values, not defaults.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from smlogger.masking import MASK, mask_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +38,6 @@ ENV_PREFIX = "SMLOGGER_"
 DEFAULT_DATA_DIR = "~/.local/share/smlogger"
 DEFAULT_HTTP = "127.0.0.1:8080"
 SOURCE_KEYS = ("port", "tcp", "replay", "simulate")
-MASK = "***"
 
 
 class ConfigError(ValueError):
@@ -48,6 +53,7 @@ def _type_name(value: Any) -> str:
 
 
 def parse_bool(value: Any) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case); "" is false."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -60,6 +66,8 @@ def parse_bool(value: Any) -> bool:
 
 
 def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
+    """A parser of whole numbers (also "12" and 12.0) within lo..hi."""
+
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
@@ -79,6 +87,8 @@ def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
 
 
 def parse_float(lo: float | None = None, hi: float | None = None) -> Parser:
+    """A parser of finite numbers (also "1.5") within lo..hi."""
+
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError("expected a number, not a boolean")
@@ -103,12 +113,15 @@ def _check_range(value: float, lo: float | None, hi: float | None) -> None:
 
 
 def parse_str(value: Any) -> str:
+    """A string as given (TOML numbers are not strings)."""
     if not isinstance(value, str):
         raise ValueError(f"expected a string, not {_type_name(value)}")
     return value
 
 
 def parse_choice(*choices: str, case: bool = False) -> Parser:
+    """A parser accepting one of `choices` (any case unless `case`), returning its spelling."""
+
     def parse(value: Any) -> str:
         text = str(value).strip() if isinstance(value, (str, int, float)) else None
         if text is not None and not case:
@@ -122,6 +135,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
 
 
 def parse_stopbits(value: Any) -> float:
+    """Serial stop bits: 1, 1.5 or 2."""
     number = float(parse_float()(value))
     if number not in (1.0, 1.5, 2.0):
         raise ValueError(f"{value!r} is not allowed; use one of: 1, 1.5, 2")
@@ -143,6 +157,7 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_listen(value: Any) -> str:
+    """HOST:PORT of the web page, or "off" (also "", none, no, false)."""
     text = parse_str(value).strip()
     if text.lower() in ("", "off", "none", "no", "false"):
         return "off"
@@ -151,6 +166,7 @@ def parse_listen(value: Any) -> str:
 
 
 def parse_tcp(value: Any) -> str:
+    """HOST:PORT of a network IR head with a port above 0, or "" for none."""
     text = parse_str(value).strip()
     if not text:
         return ""
@@ -161,6 +177,10 @@ def parse_tcp(value: Any) -> str:
 
 
 def parse_speed(value: Any) -> str:
+    """Replay speed as normalised text: a factor > 0 ("1", "10", "2.5") or "max".
+
+    The one speed parser; `MeterConfig.speed_factor` reads the result as a number.
+    """
     text = str(value).strip().lower() if not isinstance(value, bool) else ""
     if text == "max":
         return text
@@ -174,6 +194,7 @@ def parse_speed(value: Any) -> str:
 
 
 def parse_db_url(value: Any) -> str:
+    """A sqlite/mysql/mariadb/postgresql URL, or "" for the SQLite file in the data dir."""
     text = parse_str(value).strip()
     if text == "":
         return ""
@@ -189,6 +210,7 @@ def parse_db_url(value: Any) -> str:
 
 
 def parse_opt_path(value: Any) -> str:
+    """A path or device name, "" for none; `~` is expanded where it is used."""
     return parse_str(value).strip()
 
 
@@ -197,6 +219,8 @@ def parse_opt_path(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Option:
+    """One setting: its TOML key, flag, parser and its default (the only one in the program)."""
+
     key: str  # TOML key: "section.name" for globals, "name" inside [[meter]]
     flag: str
     parse: Parser
@@ -553,76 +577,90 @@ _GLOBAL_BY_KEY = {o.key: o for o in GLOBAL_OPTIONS}
 _METER_BY_KEY = {o.key: o for o in METER_OPTIONS}
 
 
-@dataclass
+@dataclass(frozen=True)
 class MeterConfig:
-    name: str = ""
-    port: str = ""
-    tcp: str = ""
-    replay: str = ""
-    simulate: bool = False
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1.0
-    xonxoff: bool = False
-    rtscts: bool = False
-    watchdog: float = 30.0
-    reconnect_max: float = 30.0
-    speed: str = "1"
-    replay_interval: float = 1.0
-    loop: bool = False
-    profile: str = "household"
-    interval: float = 1.0
-    seed: str = "smlogger"
-    capture: str = ""
-    crc: str = "auto"
-    accept_bad_msg_crc: bool = False
-    direction_from_status: bool = False
-    id: str = ""
-    max_power_kw: float = 100.0
+    """One meter's settings, as loaded. Defaults live in METER_OPTIONS only (built by `load`)."""
+
+    name: str
+    port: str
+    tcp: str
+    replay: str
+    simulate: bool
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: float
+    xonxoff: bool
+    rtscts: bool
+    watchdog: float
+    reconnect_max: float
+    speed: str
+    replay_interval: float
+    loop: bool
+    profile: str
+    interval: float
+    seed: str
+    capture: str
+    crc: str
+    accept_bad_msg_crc: bool
+    direction_from_status: bool
+    id: str
+    max_power_kw: float
 
     @property
     def source_kind(self) -> str:
+        """Which source key is set: port, tcp, replay, simulate (or "" for none)."""
         kinds = [k for k in SOURCE_KEYS if getattr(self, k)]
         return kinds[0] if kinds else ""
 
     def describe_source(self) -> str:
+        """The source for logs and status pages, e.g. "port /dev/ttyUSB0"."""
         kind = self.source_kind
         return "simulate" if kind == "simulate" else f"{kind} {getattr(self, kind)}"
 
+    @property
+    def speed_factor(self) -> Optional[float]:
+        """Replay speed as a factor; None replays as fast as possible ("max")."""
+        return None if self.speed == "max" else float(self.speed)
 
-@dataclass
+
+@dataclass(frozen=True)
 class Config:
-    data_dir: str = DEFAULT_DATA_DIR
-    log_level: str = "info"
-    store_interval: float = 0.0
-    database_url: str = ""
-    database_enabled: bool = True
-    database_legacy_table: bool = False
-    database_spool_max_age_days: float = 7.0
-    database_batch_size: int = 200
-    csv_enabled: bool = True
-    csv_dir: str = ""
-    csv_rotate: str = "daily"
-    csv_max_size_mb: float = 50.0
-    csv_compress: bool = True
-    csv_keep_days: float = 0.0
-    csv_timezone: str = "utc"
-    http_listen: str = DEFAULT_HTTP
-    http_token: str = ""
-    meters: list[MeterConfig] = field(default_factory=list)
-    config_file: Optional[str] = None
+    """The effective configuration, as loaded. Defaults live in GLOBAL_OPTIONS only."""
+
+    data_dir: str
+    log_level: str
+    store_interval: float
+    database_url: str
+    database_enabled: bool
+    database_legacy_table: bool
+    database_spool_max_age_days: float
+    database_batch_size: int
+    csv_enabled: bool
+    csv_dir: str
+    csv_rotate: str
+    csv_max_size_mb: float
+    csv_compress: bool
+    csv_keep_days: float
+    csv_timezone: str
+    http_listen: str
+    http_token: str
+    meters: tuple[MeterConfig, ...]
+    config_file: Optional[str]
 
     @property
     def data_path(self) -> Path:
+        """The data directory, `~` expanded."""
         return Path(os.path.expanduser(self.data_dir))
 
     @property
     def csv_path(self) -> Path:
+        """The CSV directory: csv_dir, else csv/ in the data directory."""
         return Path(os.path.expanduser(self.csv_dir)) if self.csv_dir else self.data_path / "csv"
 
     @property
     def http_address(self) -> Optional[tuple[str, int]]:
+        """(host, port) of the web page, or None when it is off."""
         return None if self.http_listen == "off" else split_host_port(self.http_listen)
 
     def secrets(self) -> list[str]:
@@ -637,23 +675,8 @@ class Config:
 # ---- masking -----------------------------------------------------------------------------
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def masked(option: Option, value: Any) -> Any:
+    """`value` safe to show: a secret option's value masked (URLs keep all but the password)."""
     if not option.secret or not value:
         return value
     if option.key == "database.url":
@@ -733,6 +756,7 @@ def _flatten_globals(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any]
 
 
 def read_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; ConfigError naming the file when it is missing or invalid."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -785,15 +809,8 @@ def _dest(option: Option) -> str:
     return "opt_" + option.flag.lstrip("-").replace("-", "_")
 
 
-def _meter_config(values: Mapping[str, Any]) -> MeterConfig:
-    meter = MeterConfig()
-    for key, value in values.items():
-        setattr(meter, key, value)
-    return meter
-
-
-def _check_meter(meter: MeterConfig, where: str) -> None:
-    sources = [k for k in SOURCE_KEYS if getattr(meter, k)]
+def _check_meter(meter: Mapping[str, Any], where: str) -> None:
+    sources = [k for k in SOURCE_KEYS if meter.get(k)]
     if not sources:
         raise ConfigError(
             f"{where}: no source; set one of port, tcp, replay or simulate "
@@ -829,12 +846,9 @@ def load(
     if args is not None:
         overrides.update(_flag_values(args))
 
-    config = Config(config_file=str(path_text) if path_text else None)
-    for key, value in {
-        **file_globals,
-        **{k: v for k, v in overrides.items() if ":" not in k},
-    }.items():
-        setattr(config, _GLOBAL_BY_KEY[key].attr, value)
+    global_values = {o.key: o.default for o in GLOBAL_OPTIONS}
+    global_values.update(file_globals)
+    global_values.update({k: v for k, v in overrides.items() if ":" not in k})
 
     meter_overrides = {
         k.split(":", 1)[1]: v for k, v in overrides.items() if k.startswith("meter:")
@@ -849,27 +863,34 @@ def load(
         meters = [{**m, **meter_overrides} for m in file_meters]
         if not meters and require_meter and meter_overrides:
             meters = [dict(meter_overrides)]
-    config.meters = [_meter_config(m) for m in meters]
 
+    built: list[MeterConfig] = []
     names: set[str] = set()
-    for index, meter in enumerate(config.meters):
+    for index, given in enumerate(meters):
         if file_meters and not new_source:
             where = f"{path_text}: meter[{index + 1}]"
         else:
             where = "meter (command line/environment)"
         if require_meter:
-            _check_meter(meter, where)
-        if not meter.name:
-            meter.name = "meter" if index == 0 else f"meter{index + 1}"
-        if meter.name in names:
-            raise ConfigError(f"{where}.name: {meter.name!r} is used by two meters")
-        names.add(meter.name)
-    if require_meter and not config.meters:
+            _check_meter(given, where)
+        values = {o.key: o.default for o in METER_OPTIONS}
+        values.update(given)
+        if not values["name"]:
+            values["name"] = "meter" if index == 0 else f"meter{index + 1}"
+        if values["name"] in names:
+            raise ConfigError(f"{where}.name: {values['name']!r} is used by two meters")
+        names.add(values["name"])
+        built.append(MeterConfig(**values))
+    if require_meter and not built:
         raise ConfigError(
             "no meter: give a source (--port DEVICE, --tcp HOST:PORT, --replay FILE or "
             "--simulate) or [[meter]] tables in the config file (--config FILE)"
         )
-    return config
+    return Config(
+        **{_GLOBAL_BY_KEY[key].attr: value for key, value in global_values.items()},
+        meters=tuple(built),
+        config_file=str(path_text) if path_text else None,
+    )
 
 
 # ---- argparse integration ----------------------------------------------------------------
@@ -916,6 +937,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def toml_value(value: Any) -> str:
+    """`value` written as a TOML value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smlogger.reading import ENERGY_FIELDS, Reading
+from smlogger.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,6 @@ def columns(aggregated: bool) -> list[str]:
     return cols
 
 
-def format_time(stamp: datetime) -> str:
-    utc = stamp.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 def format_number(value: Optional[float], decimals: int) -> str:
     if value is None:
         return ""
@@ -80,7 +76,7 @@ def _escape(text: str) -> str:
 
 
 def format_row(reading: Reading, aggregated: bool) -> str:
-    cells = [format_time(reading.time), _escape(reading.meter_id)]
+    cells = [iso(reading.time), _escape(reading.meter_id)]
     for name in Reading.FIELDS:
         cells.append(format_number(getattr(reading, name), 7 if name in ENERGY_FIELDS else 3))
     if aggregated:

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -34,23 +34,19 @@ from smlogger.store import (
 FORMATS = ("csv", "json", "ndjson")
 
 
-def parse_time(text: str) -> datetime:
-    """ISO-8601 date or date-time (`Z` or an offset; without one: UTC) or epoch seconds."""
-    value = text.strip()
-    try:
-        return datetime.fromtimestamp(float(value), timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        pass
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use ISO-8601 (2024-05-01, 2024-05-01T12:00:00Z) "
-            "or epoch seconds"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+def time_argument(name: str) -> Callable[[str], datetime]:
+    """An argparse `type` for --from/--to: the web API's time syntax (smlogger.web.params)."""
+
+    def parse(text: str) -> datetime:
+        # imported here: `smlogger export` should not load the web package on every CLI start
+        from smlogger.web.params import ApiError, parse_time
+
+        try:
+            return parse_time(name, text, datetime.now(timezone.utc))
+        except ApiError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a time: {exc.message}") from None
+
+    return parse
 
 
 def _add_db_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,19 +87,19 @@ def register_cli(subparsers: Any) -> None:
     export = subparsers.add_parser(
         "export",
         help="export stored readings as CSV or JSON",
-        description="Stream stored readings from the database, in time order. Times are "
-        "ISO-8601 or epoch seconds; without an offset they are UTC.",
+        description="Stream stored readings from the database, in time order. Times are\n"
+        "ISO-8601, epoch seconds, 'now' or relative (--from=-7d); without an offset they are UTC.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  smlogger export --from 2024-05-01 --to 2024-06-01 > may.csv\n"
         "  smlogger export --from 2024-05-01T00:00:00+02:00 --format json -o may.json\n"
-        "  smlogger export --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
+        "  smlogger export --from=-7d --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
     )
     _add_db_arguments(export)
     export.add_argument(
         "--from",
         dest="start",
-        type=parse_time,
+        type=time_argument("from"),
         default=None,
         metavar="TIME",
         help="first reading time (default: the oldest)",
@@ -111,7 +107,7 @@ def register_cli(subparsers: Any) -> None:
     export.add_argument(
         "--to",
         dest="end",
-        type=parse_time,
+        type=time_argument("to"),
         default=None,
         metavar="TIME",
         help="end of the range, exclusive (default: now)",

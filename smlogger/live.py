@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from smlogger.reading import Reading
+from smlogger.states import INITIAL_LINK_STATE, LINK_STATES, LinkState
 
-SOURCE_STATES = ("connected", "waiting", "no data")
 SUBSCRIBER_QUEUE_SIZE = 256
 
 
 @dataclass
 class _Source:
-    state: str = "waiting"
+    state: LinkState = INITIAL_LINK_STATE
     detail: str = ""
     since: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     last_frame: Optional[float] = None  # monotonic seconds
@@ -67,10 +67,15 @@ class LiveState:
             _offer(q, reading)
 
     def set_source(
-        self, meter_key: str, state: str, *, detail: str = "", stats: dict[str, Any] | None = None
+        self,
+        meter_key: str,
+        state: LinkState,
+        *,
+        detail: str = "",
+        stats: dict[str, Any] | None = None,
     ) -> None:
-        if state not in SOURCE_STATES:
-            raise ValueError(f"source state must be one of {SOURCE_STATES}, not {state!r}")
+        if state not in LINK_STATES:  # callers outside mypy's view may pass any string
+            raise ValueError(f"source state must be one of {LINK_STATES}, not {state!r}")
         with self._lock:
             src = self._sources.get(meter_key)
             if src is None:

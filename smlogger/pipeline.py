@@ -3,7 +3,7 @@
 One thread per meter reads its source, feeds the decoder and turns frames into readings; each
 sink runs in its own thread behind its own queue, so a slow or dead sink never blocks decoding or
 the other sinks. The live state sees every reading; sinks see every reading or, with
-`store_interval`, one aggregate (mean/min/max) per interval.
+`store_interval`, one aggregate (mean/min/max) per interval from `smlogger.aggregate`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional, Protocol, cast
 
+from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
 from smlogger.live import LiveState
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
 from smlogger.sources import Chunk, Source
+from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
 
-INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
 DEFAULT_SINK_QUEUE = 100_000
 STATUS_INTERVAL_S = 1.0
 
@@ -147,87 +148,6 @@ class PlausibilityCheck:
         self.rejected += 1
         self.last_reason = f"{reading.time.isoformat()}: {reason}"
         return reason
-
-
-# ---- aggregation -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Bucket:
-    index: int
-    readings: list[Reading] = field(default_factory=list)
-    touched: float = 0.0  # monotonic time of the last reading
-
-
-def aggregate(readings: list[Reading]) -> Reading:
-    """Mean of instantaneous fields, last value of energies, extremes in `minmax`."""
-    last = readings[-1]
-    changes: dict[str, Any] = {}
-    minmax: dict[str, tuple[float, float]] = {}
-    for name in INSTANT_FIELDS:
-        samples = [v for v in (getattr(r, name) for r in readings) if v is not None]
-        if samples:
-            changes[name] = sum(samples) / len(samples)
-            minmax[name] = (min(samples), max(samples))
-        else:
-            changes[name] = None
-    for name in ENERGY_FIELDS:
-        changes[name] = next(
-            (getattr(r, name) for r in reversed(readings) if getattr(r, name) is not None), None
-        )
-    return replace(last, samples=len(readings), minmax=minmax, **changes)
-
-
-class Aggregator:
-    """Collects readings per meter into `interval`-second buckets aligned to the epoch."""
-
-    def __init__(
-        self,
-        interval: float,
-        emit: Callable[[Reading], None],
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.interval = interval
-        self._emit = emit
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._buckets: dict[str, _Bucket] = {}
-
-    def add(self, reading: Reading) -> None:
-        if self.interval <= 0:
-            self._emit(reading)
-            return
-        index = int(reading.time.timestamp() // self.interval)
-        done = None
-        with self._lock:
-            bucket = self._buckets.get(reading.meter_id)
-            if bucket is not None and bucket.index != index:
-                done = bucket.readings
-                bucket = None
-            if bucket is None:
-                bucket = self._buckets[reading.meter_id] = _Bucket(index)
-            bucket.readings.append(reading)
-            bucket.touched = self._monotonic()
-        if done:
-            self._emit(aggregate(done))
-
-    def flush_idle(self) -> None:
-        """Emit buckets of meters that went silent (no reading for a whole interval)."""
-        limit = max(self.interval, 5.0)
-        now = self._monotonic()
-        with self._lock:
-            idle = [k for k, b in self._buckets.items() if now - b.touched > limit]
-            done = [self._buckets.pop(k).readings for k in idle]
-        for readings in done:
-            self._emit(aggregate(readings))
-
-    def flush(self) -> None:
-        with self._lock:
-            done = [b.readings for b in self._buckets.values()]
-            self._buckets.clear()
-        for readings in done:
-            if readings:
-                self._emit(aggregate(readings))
 
 
 # ---- sink workers ----------------------------------------------------------------------------
@@ -425,7 +345,7 @@ class MeterRunner:
         self.decoder_stats: dict[str, Any] = {}
         self.finished = threading.Event()
         self.error: Optional[BaseException] = None
-        self._state = "waiting"
+        self._state: LinkState = "waiting"
         self._silent = False  # watchdog fired and no frame came since
         self._last_good = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
@@ -449,13 +369,13 @@ class MeterRunner:
             "last_rejection": self.check.last_reason,
         }
 
-    def _set_state(self, state: str, detail: str) -> None:
+    def _set_state(self, state: LinkState, detail: str) -> None:
         if state != self._state:
             log.debug("%s: source state %s -> %s (%s)", self.spec.key, self._state, state, detail)
         self._state = state
         self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
 
-    def _source_state(self, state: str, detail: str) -> None:
+    def _source_state(self, state: LinkState, detail: str) -> None:
         if state == "connected" and self._silent:
             state, detail = "no data", f"reopened; no frame for {self.spec.watchdog_s:g} s"
         if state == "connected":

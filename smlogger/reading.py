@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, ClassVar, Optional, Union
 
+from smlogger import sml
+
 ValueType = Union[int, float, str, bool, bytes, None]
-Frame = Mapping[str, Any]
 
 # Status bit that EDL21-style meters (EMH ED300L/eHZ) set in the 1.8.0 status word while energy
 # flows towards the grid; their 15.7.0 is an unsigned magnitude, so this bit is the only sign.
@@ -191,8 +192,9 @@ def total_power(
 
 
 def values_from_entries(
-    entries: list[Mapping[str, Any]],
+    entries: Iterable[sml.Entry],
 ) -> tuple[dict[str, Value], dict[str, int]]:
+    """Values by OBIS code, and the status words of the entries that carry one."""
     values: dict[str, Value] = {}
     statuses: dict[str, int] = {}
     for entry in entries:
@@ -267,7 +269,7 @@ def reading_from_values(
 
 
 def readings_from_frame(
-    frame: Frame,
+    frame: sml.Frame,
     received: datetime,
     *,
     direction_from_status: bool = False,
@@ -279,20 +281,16 @@ def readings_from_frame(
     `meter_id` overrides the server id (meters with zeroed or duplicate ids); messages whose own
     CRC failed are skipped unless `accept_bad_msg_crc` (transport CRC was good).
     """
-    if not frame.get("ok"):
+    if not frame["ok"]:
         return []
     readings = []
-    for message in frame.get("messages") or ():
-        if message.get("type") != "GetListResponse":
-            continue
-        if not message.get("crc_ok", False) and not accept_bad_msg_crc:
-            continue
-        body = message.get("body") or {}
+    for body in sml.get_list_responses(frame, require_crc=not accept_bad_msg_crc):
         server_id = body.get("server_id")
         ident = meter_id
         if ident is None:
             ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
-        values, statuses = values_from_entries(list(body.get("values") or ()))
+        entries = body.get("values")
+        values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
             reading_from_values(
                 ident, received, values, statuses, direction_from_status=direction_from_status

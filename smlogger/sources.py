@@ -21,18 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
 from smlogger.simulate import SimulatedMeter
+from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
 
 START_SEQUENCE = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"
 READ_TIMEOUT_S = 0.5
 READ_SIZE = 4096
+RECONNECT_INITIAL_S = 1.0  # first reconnect delay; the cap is the meter's reconnect_max
 
-StateCallback = Callable[[str, str], None]
+StateCallback = Callable[[LinkState, str], None]
 Clock = Callable[[], datetime]
 
 
@@ -47,9 +49,9 @@ class Chunk:
 
 
 class Backoff:
-    """Reconnect delays 1, 2, 4, ... capped at `maximum` seconds."""
+    """Reconnect delays initial, 2x, 4x, ... capped at `maximum` seconds."""
 
-    def __init__(self, initial: float = 1.0, maximum: float = 30.0) -> None:
+    def __init__(self, initial: float, maximum: float) -> None:
         self.initial = max(0.01, initial)
         self.maximum = max(self.initial, maximum)
         self._next = self.initial
@@ -160,13 +162,15 @@ def _describe_error(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class SerialSettings:
+    """How to open the serial port; every value comes from the meter's configuration."""
+
     port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-    xonxoff: bool = False
-    rtscts: bool = False
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: float
+    xonxoff: bool
+    rtscts: bool
 
 
 class SerialSource(_StreamSource):
@@ -174,8 +178,8 @@ class SerialSource(_StreamSource):
         self,
         settings: SerialSettings,
         *,
-        reconnect_initial: float = 1.0,
-        reconnect_max: float = 30.0,
+        reconnect_max: float,
+        reconnect_initial: float = RECONNECT_INITIAL_S,
         clock: Clock = utc_now,
     ) -> None:
         super().__init__(
@@ -248,9 +252,9 @@ class TcpSource(_StreamSource):
         host: str,
         port: int,
         *,
+        reconnect_max: float,
         connect_timeout: float = 5.0,
-        reconnect_initial: float = 1.0,
-        reconnect_max: float = 30.0,
+        reconnect_initial: float = RECONNECT_INITIAL_S,
         clock: Clock = utc_now,
     ) -> None:
         super().__init__(
@@ -282,23 +286,6 @@ class TcpSource(_StreamSource):
     def _close(self, handle: object) -> None:
         assert isinstance(handle, socket.socket)
         handle.close()
-
-
-SPEEDS = ("1", "10", "max")
-
-
-def parse_speed(text: Union[str, float]) -> Optional[float]:
-    """Replay speed factor; None means as fast as possible."""
-    value = str(text).strip().lower()
-    if value == "max":
-        return None
-    try:
-        factor = float(value)
-    except ValueError:
-        raise ValueError(f"speed must be a positive number or 'max', not {text!r}") from None
-    if not factor > 0:
-        raise ValueError(f"speed must be a positive number or 'max', not {text!r}")
-    return factor
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
@@ -371,9 +358,9 @@ class ReplaySource(Source):
         self,
         path: Path,
         *,
-        speed: Optional[float] = 1.0,
-        interval: float = 1.0,
-        loop: bool = False,
+        speed: Optional[float],
+        interval: float,
+        loop: bool,
         clock: Clock = utc_now,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -446,7 +433,7 @@ class SimulatedSource(Source):
         self,
         meter: SimulatedMeter,
         *,
-        interval: float = 1.0,
+        interval: float,
         clock: Clock = utc_now,
         frames: Optional[int] = None,
     ) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import typing
 from pathlib import Path
 
 import pytest
 
 from smlogger import config
 from smlogger.config import ConfigError
+from smlogger.masking import mask_url
+from smlogger.store.url import redact_url
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -193,9 +197,41 @@ def test_every_option_has_env_and_flag() -> None:
         assert option.env.startswith("SMLOGGER_") and option.flag.startswith("--")
         assert option.env not in seen_env
         seen_env.add(option.env)
-        target = config.MeterConfig() if option.meter else config.Config()
-        assert hasattr(target, option.attr if not option.meter else option.key), option.key
     assert config.GLOBAL_OPTIONS[3].env == "SMLOGGER_DB_URL"
+
+
+def test_dataclasses_hold_exactly_the_options_with_typed_defaults() -> None:
+    # the option table is the only place with defaults: every field is an option (and back),
+    # and every default is a valid value of the field's type
+    for cls, options, extra in (
+        (config.Config, config.GLOBAL_OPTIONS, {"meters", "config_file"}),
+        (config.MeterConfig, config.METER_OPTIONS, set()),
+    ):
+        hints = typing.get_type_hints(cls)
+        assert set(hints) == {o.attr for o in options} | extra
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls))
+        for option in options:
+            assert option.parse(option.default) == option.default, option.key
+            assert isinstance(option.default, hints[option.attr]), option.key
+
+
+def test_loaded_configuration_is_frozen() -> None:
+    cfg = load(["--simulate"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.csv_rotate = "hourly"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.meters[0].name = "other"  # type: ignore[misc]
+    assert isinstance(cfg.meters, tuple)
+
+
+def test_speed_is_validated_once_and_read_as_a_factor(tmp_path: Path) -> None:
+    assert config.parse_speed("MAX") == "max" and config.parse_speed(10) == "10"
+    with pytest.raises(ValueError, match="use 1, 10, another factor > 0, or max"):
+        config.parse_speed("0")
+    replay = str(tmp_path / "x.bin")
+    assert load(["--replay", replay, "--speed", "max"]).meters[0].speed_factor is None
+    assert load(["--replay", replay, "--speed", "10"]).meters[0].speed_factor == 10.0
+    assert load(["--replay", replay]).meters[0].speed_factor == 1.0
 
 
 def test_env_booleans_and_numbers() -> None:
@@ -238,9 +274,16 @@ def test_passwords_masked_in_dump_and_logs(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_mask_url_variants() -> None:
-    assert config.mask_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
-    assert config.mask_url("mysql://u@h/db") == "mysql://u@h/db"
-    assert config.mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+    assert mask_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    assert mask_url("mysql://u@h/db") == "mysql://u@h/db"
+    assert mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+    assert mask_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
+    assert mask_url("mysql://u:pw@[fe80::1%25eth0]/db") == "mysql://u:***@[fe80::1%25eth0]/db"
+    assert mask_url("mysql://u:p@ss@h:3306/db?ssl=1") == "mysql://u:***@h:3306/db?ssl=1"
+    assert mask_url("mysql://u:pw@h:notaport/db") == "mysql://u:***@h:notaport/db"
+    # the store's database description uses the same function
+    assert redact_url("mysql://u:pw@[::1]:3306/db") == "mysql://u:***@[::1]:3306/db"
+    assert redact_url(None) == "sqlite (default)"
 
 
 def test_example_is_valid_and_complete(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from test_store_support import (
 )
 from waiting import wait_for
 
-from smlogger.store import Store, ensure_schema, open_database, schema_version
+from smlogger.store import Store, StoreReader, ensure_schema, open_database, schema_version
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_a_reading_the_database_refuses_is_rejected_without_blocking_the_rest(
         assert status["rejected"] == 1
         assert "Data too long" in str(status["last_error"])
         assert status["written"] == 5
-        assert store.meters() == [METER]
+        assert StoreReader(db).meters() == [METER]
     finally:
         store.close()
         db.close()

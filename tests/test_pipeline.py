@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from smlogger import sml
+from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
-from smlogger.pipeline import Aggregator, MeterSpec, Pipeline, PlausibilityCheck, SinkWorker
+from smlogger.pipeline import MeterSpec, Pipeline, PlausibilityCheck, SinkWorker
 from smlogger.reading import Reading, Value
 from smlogger.simulate import make_meter
 from smlogger.sources import ReplaySource
@@ -157,6 +158,22 @@ def test_aggregator_flushes_silent_meters() -> None:
     assert len(out) == 1
 
 
+def test_aggregator_weighs_readings_that_are_aggregates_already() -> None:
+    out: list[Reading] = []
+    agg = Aggregator(60, out.append)
+    agg.add(reading(5, 1.0, 100.0, samples=3, minmax={"p_sum": (50.0, 200.0)}))
+    agg.add(reading(20, 1.1, 300.0))
+    assert out == [] and agg.pending == 4
+    agg.add(reading(61, 1.2, 0.0))
+    [done] = out
+    assert done.samples == 4
+    assert done.p_sum == pytest.approx((100 * 3 + 300) / 4)
+    assert done.minmax["p_sum"] == (50.0, 300.0)
+    assert done.e_sum == 1.1 and done.time == T0 + timedelta(seconds=20)
+    agg.flush()
+    assert [r.e_sum for r in out] == [1.1, 1.2] and agg.pending == 0
+
+
 # ---- sink workers ----------------------------------------------------------------------------
 
 
@@ -191,7 +208,9 @@ def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: P
     fast = Collect()
     fast.name = "fast"
     live = LiveState()
-    replay = ReplaySource(recordings_dir / "ISKRA_MT175_eHZ.bin", speed=20)
+    replay = ReplaySource(
+        recordings_dir / "ISKRA_MT175_eHZ.bin", speed=20, interval=1.0, loop=False
+    )
     pipeline = Pipeline([MeterSpec("m", replay)], [slow, fast], live)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -226,7 +245,9 @@ def test_corrupted_frame_is_rejected_logged_and_counted(
 ) -> None:
     live = LiveState()
     sink = Collect()
-    replay = ReplaySource(_capture_with_corrupt_frame(tmp_path), speed=None)
+    replay = ReplaySource(
+        _capture_with_corrupt_frame(tmp_path), speed=None, interval=1.0, loop=False
+    )
     pipeline = Pipeline([MeterSpec("sim", replay)], [sink], live)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -252,7 +273,7 @@ def test_store_interval_aggregates_for_sinks_but_not_live(tmp_path: Path) -> Non
     updates = live.subscribe()
     sink = Collect()
     csv = CsvLog(tmp_path / "csv", aggregated=True)
-    replay = ReplaySource(tmp_path / "sim.txt", speed=None)
+    replay = ReplaySource(tmp_path / "sim.txt", speed=None, interval=1.0, loop=False)
     pipeline = Pipeline([MeterSpec("sim", replay)], [sink, csv], live, store_interval=15)
     pipeline.start()
     pipeline.run(threading.Event())
@@ -269,7 +290,9 @@ def test_store_interval_aggregates_for_sinks_but_not_live(tmp_path: Path) -> Non
 def test_live_state_and_sink_status_are_published(recordings_dir: Path) -> None:
     live = LiveState()
     sink = Collect()
-    replay = ReplaySource(recordings_dir / "EMH-ED300L_delivery.bin", speed=None)
+    replay = ReplaySource(
+        recordings_dir / "EMH-ED300L_delivery.bin", speed=None, interval=1.0, loop=False
+    )
     spec = MeterSpec("ed300l", replay, direction_from_status=True, meter_id="garage")
     pipeline = Pipeline([spec], [sink], live)
     pipeline.start()
@@ -286,7 +309,8 @@ def test_live_state_and_sink_status_are_published(recordings_dir: Path) -> None:
 
 def test_replay_of_missing_file_is_an_error(tmp_path: Path) -> None:
     live = LiveState()
-    pipeline = Pipeline([MeterSpec("r", ReplaySource(tmp_path / "nope.bin"))], [], live)
+    missing = ReplaySource(tmp_path / "nope.bin", speed=1.0, interval=1.0, loop=False)
+    pipeline = Pipeline([MeterSpec("r", missing)], [], live)
     pipeline.start()
     pipeline.run(threading.Event())
     pipeline.stop(2.0)

@@ -80,14 +80,14 @@ def csv_rows(folder: Path) -> list[dict[str, str]]:
     return out
 
 
-def db_times(data_dir: Path, tmp_path: Path) -> list[str]:
-    from smlogger.store import Store, open_database
+def db_times(data_dir: Path) -> list[str]:
+    from smlogger.store import StoreReader, open_database
 
-    store = Store(open_database(None, data_dir), spool_dir=tmp_path / "check-spool")
+    db = open_database(None, data_dir)
     try:
-        readings = list(store.export(None, *EVER))
+        readings = list(StoreReader(db).export(None, *EVER))
     finally:
-        store.close()
+        db.close()
     return [
         r.time.strftime("%Y-%m-%dT%H:%M:%S.") + f"{r.time.microsecond // 1000:03d}Z"
         for r in readings
@@ -127,7 +127,7 @@ def test_fresh_install_simulate_fills_sqlite_csv_and_serves_the_page(tmp_path: P
     assert (data_dir / "smlogger.db").is_file()
     rows = csv_rows(data_dir / "csv")
     assert len(rows) >= 5
-    assert sorted(r["time"] for r in rows) == sorted(db_times(data_dir, tmp_path))
+    assert sorted(r["time"] for r in rows) == sorted(db_times(data_dir))
 
 
 def _capture(tmp_path: Path, frames: int) -> Path:
@@ -163,7 +163,7 @@ def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -
     assert len(list((data_dir / "csv").rglob("*.csv*"))) == 2
     times = [r["time"] for r in rows]
     assert times == sorted(times) and len(set(times)) == len(times)
-    assert sorted(db_times(data_dir, tmp_path)) == times  # every reading in both, no more
+    assert sorted(db_times(data_dir)) == times  # every reading in both, no more
 
 
 def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(next((data_dir / "csv").rglob("*.csv")).read_text())))
     # 30 frames from 23:59:00: buckets of 10 s
     assert [r["samples"] for r in rows] == ["10", "10", "10"]
-    assert len(db_times(data_dir, tmp_path)) == 3
+    assert len(db_times(data_dir)) == 3
 
 
 def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
     times = [r["time"] for r in rows]
     assert "2099-01-01T00:00:00.000Z" not in times
     assert times == sorted(times) and len(set(times)) == len(times)
-    stored = db_times(data_dir, tmp_path)
+    stored = db_times(data_dir)
     assert len(set(stored)) == len(stored), "duplicates in the database"
     # both sinks agree, except at most the readings in flight when the process was killed
     differ = set(times) ^ set(stored)
@@ -308,7 +308,7 @@ def test_several_meters_in_one_process(tmp_path: Path, recordings_dir: Path) -> 
         by_meter.setdefault(row["meter_id"], []).append(row)
     assert {k: len(v) for k, v in by_meter.items()} == {"090149534b000403df63": 10, "garage": 2}
     assert all(float(r["p_sum"]) < 0 for r in by_meter["garage"])
-    assert len(db_times(data_dir, tmp_path)) == 12
+    assert len(db_times(data_dir)) == 12
 
 
 def test_http_token_protects_the_page(tmp_path: Path) -> None:

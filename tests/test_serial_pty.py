@@ -118,9 +118,9 @@ def test_unplug_replug_and_watchdog_in_process(
     live = LiveState()
     sink = Collect()
     csv = CsvLog(tmp_path / "csv")
-    source = SerialSource(
-        SerialSettings(port=str(pty_pair.logger_end)), reconnect_initial=0.2, reconnect_max=0.5
-    )
+    # 9600 8N1 without flow control, as the head sends
+    settings = SerialSettings(str(pty_pair.logger_end), 9600, 8, "N", 1.0, False, False)
+    source = SerialSource(settings, reconnect_initial=0.2, reconnect_max=0.5)
     spec = MeterSpec("house", source, watchdog_s=2.5)
     pipeline = Pipeline([spec], [sink, csv], live)
 
@@ -210,12 +210,12 @@ def test_smlogger_run_port_survives_replug(
 
     from datetime import datetime, timezone
 
-    from smlogger.store import Store, open_database
+    from smlogger.store import StoreReader, open_database
 
-    store = Store(open_database(None, data_dir), spool_dir=tmp_path / "spool-check")
+    db = open_database(None, data_dir)
     try:
         far = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-        stored = list(store.export(None, *far))
+        stored = list(StoreReader(db).export(None, *far))
     finally:
-        store.close()
+        db.close()
     assert len(stored) == first + second

@@ -25,7 +25,6 @@ from smlogger.sources import (
     SerialSettings,
     SerialSource,
     TcpSource,
-    parse_speed,
     split_frames,
 )
 
@@ -152,7 +151,8 @@ def test_tcp_source_waits_for_a_server_that_is_not_there_yet(recordings_dir: Pat
 
 def test_serial_source_on_missing_port_keeps_waiting() -> None:
     states: list[tuple[str, str]] = []
-    settings = SerialSettings(port="/dev/serial/by-id/usb-no-such-head-if00-port0")
+    port = "/dev/serial/by-id/usb-no-such-head-if00-port0"
+    settings = SerialSettings(port, 9600, 8, "N", 1.0, False, False)
     source = SerialSource(settings, reconnect_initial=0.05, reconnect_max=0.1)
     source.on_state = lambda state, detail: states.append((state, detail))
     stop = threading.Event()
@@ -170,10 +170,9 @@ def test_backoff_doubles_up_to_the_limit() -> None:
     assert backoff.next() == 1
 
 
-def test_parse_speed() -> None:
-    assert parse_speed("max") is None and parse_speed("10") == 10.0 and parse_speed(1) == 1.0
-    with pytest.raises(ValueError, match="speed must be a positive number or 'max'"):
-        parse_speed("0")
+def fast_replay(path: Path) -> ReplaySource:
+    """A one-pass replay as fast as possible, raw dumps one frame a second apart."""
+    return ReplaySource(path, speed=None, interval=1.0, loop=False)
 
 
 def replay_all(source: ReplaySource) -> list[Chunk]:
@@ -182,7 +181,9 @@ def replay_all(source: ReplaySource) -> list[Chunk]:
 
 def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:
     data = (recordings_dir / MT175).read_bytes()
-    source = ReplaySource(recordings_dir / MT175, speed=None, interval=2.0, clock=lambda: T0)
+    source = ReplaySource(
+        recordings_dir / MT175, speed=None, interval=2.0, loop=False, clock=lambda: T0
+    )
     chunks = replay_all(source)
     assert b"".join(c.data for c in chunks) == data
     assert [c.time for c in chunks] == [T0 + timedelta(seconds=2 * i) for i in range(len(chunks))]
@@ -192,7 +193,9 @@ def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:
 
 def test_replay_paces_at_speed(recordings_dir: Path) -> None:
     sleeps: list[float] = []
-    source = ReplaySource(recordings_dir / MT175, speed=10, interval=1.0, sleep=sleeps.append)
+    source = ReplaySource(
+        recordings_dir / MT175, speed=10, interval=1.0, loop=False, sleep=sleeps.append
+    )
     chunks = replay_all(source)
     # frame i is due i * 0.1 s after the start at speed 10 (the injected sleep returns at once)
     assert len(sleeps) == len(chunks) - 1
@@ -200,7 +203,9 @@ def test_replay_paces_at_speed(recordings_dir: Path) -> None:
 
 
 def test_replay_loop_keeps_time_running(recordings_dir: Path) -> None:
-    source = ReplaySource(recordings_dir / MT175, speed=None, loop=True, clock=lambda: T0)
+    source = ReplaySource(
+        recordings_dir / MT175, speed=None, interval=1.0, loop=True, clock=lambda: T0
+    )
     stop = threading.Event()
     got = []
     for chunk in source.chunks(stop):
@@ -223,7 +228,7 @@ def test_capture_round_trip_through_replay(tmp_path: Path, recordings_dir: Path)
         writer.close()
         raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
         assert raw.startswith(CAPTURE_MAGIC)
-        chunks = replay_all(ReplaySource(path, speed=None))
+        chunks = replay_all(fast_replay(path))
         assert [c.data for c in chunks] == pieces
         assert [c.time for c in chunks] == [T0 + timedelta(seconds=i * 0.25) for i in range(13)]
 
@@ -235,18 +240,18 @@ def test_capture_survives_a_crash_mid_line(tmp_path: Path, recordings_dir: Path)
     writer.close()
     with open(path, "ab") as fh:
         fh.write(b"2024-05-01T12:00:01+00:00 0304")  # killed before the newline
-    assert [c.data for c in replay_all(ReplaySource(path, speed=None))] == [b"\x01\x02"]
+    assert [c.data for c in replay_all(fast_replay(path))] == [b"\x01\x02"]
     writer = CaptureWriter(path)  # next start: the partial line is dropped, capture continues
     writer.write(T0 + timedelta(seconds=2), b"\x05")
     writer.close()
-    assert [c.data for c in replay_all(ReplaySource(path, speed=None))] == [b"\x01\x02", b"\x05"]
+    assert [c.data for c in replay_all(fast_replay(path))] == [b"\x01\x02", b"\x05"]
 
 
 def test_capture_of_a_live_source_replays_identically(tmp_path: Path, recordings_dir: Path) -> None:
     server = MeterServer((recordings_dir / MT175).read_bytes(), pause=0.02)
     capture = CaptureWriter(tmp_path / "capture.txt")
     first = Collect()
-    source = TcpSource("127.0.0.1", server.port)
+    source = TcpSource("127.0.0.1", server.port, reconnect_max=30.0)
     pipeline = Pipeline([MeterSpec("tcp", source, capture=capture)], [first], LiveState())
     pipeline.start()
     try:
@@ -255,7 +260,7 @@ def test_capture_of_a_live_source_replays_identically(tmp_path: Path, recordings
         pipeline.stop(4)
         server.close()
     second = Collect()
-    replay = ReplaySource(tmp_path / "capture.txt", speed=None)
+    replay = fast_replay(tmp_path / "capture.txt")
     again = Pipeline([MeterSpec("replay", replay)], [second], LiveState())
     again.start()
     again.run(threading.Event())
@@ -281,5 +286,5 @@ def test_replay_of_every_recording_decodes_like_the_file(
 ) -> None:
     for name, info in expected.items():
         assert isinstance(info, dict)
-        chunks = ReplaySource(recordings_dir / name, speed=None).chunks(threading.Event())
+        chunks = fast_replay(recordings_dir / name).chunks(threading.Event())
         assert iter_decoded(chunks) == info["crc_ok_frames"], name

@@ -29,11 +29,13 @@ from test_store_support import (
     reading,
 )
 
+from smlogger.aggregate import Aggregator
 from smlogger.reading import Reading
 from smlogger.store import (
     SqlWriter,
     Store,
     StoredRow,
+    StoreReader,
     ensure_schema,
     nice_step,
     open_database,
@@ -57,6 +59,11 @@ def store(db: peewee.Database, tmp_path: Path) -> Iterator[Store]:
     st = Store(db, spool_dir=tmp_path / "spool")
     yield st
     st.close()
+
+
+@pytest.fixture
+def reader(db: peewee.Database) -> StoreReader:
+    return StoreReader(db)
 
 
 def wait_drained(store: Store, timeout: float = 30.0) -> None:
@@ -201,7 +208,7 @@ def test_rollups_merge_out_of_order_batches(db: peewee.Database) -> None:
 # ---- the sink -----------------------------------------------------------------------------------
 
 
-def test_written_readings_come_back_unchanged(store: Store) -> None:
+def test_written_readings_come_back_unchanged(store: Store, reader: StoreReader) -> None:
     readings = list(household(T0, 500, seed=5))
     for r in readings:
         store.write(r)
@@ -209,7 +216,7 @@ def test_written_readings_come_back_unchanged(store: Store) -> None:
     status = store.status()
     assert status["written"] == 500 and status["queue_depth"] == 0
     assert status["db"] == "ok" and status["backend"] == "sqlite" and status["last_error"] is None
-    back = list(store.export(METER, T0, T0 + timedelta(days=1)))
+    back = list(reader.export(METER, T0, T0 + timedelta(days=1)))
     assert len(back) == 500
     for original, stored in zip(readings, back):
         assert stored.time == original.time
@@ -217,7 +224,7 @@ def test_written_readings_come_back_unchanged(store: Store) -> None:
         assert stored.values["1-0:1.8.0*255"].value == original.values["1-0:1.8.0*255"].value
         assert stored.values["1-0:1.8.0*255"].unit == "Wh"
         assert stored.values["1-0:96.50.1*1"].value == "49534b"  # octet strings as hex
-    assert store.meters() == [METER]
+    assert reader.meters() == [METER]
 
 
 def test_same_reading_twice_is_stored_once(store: Store, db: peewee.Database) -> None:
@@ -302,26 +309,26 @@ def test_queue_survives_a_restart_while_the_database_is_down(tmp_path: Path) -> 
     ],
 )
 def test_history_picks_the_step_and_table_for_the_range(
-    store: Store, span: timedelta, source: str, step: Any
+    store: Store, reader: StoreReader, span: timedelta, source: str, step: Any
 ) -> None:
     for r in household(T0, 4000, interval=1.0):
         store.write(r)
     wait_drained(store)
-    result = store.history(METER, T0, T0 + span)
+    result = reader.history(METER, T0, T0 + span)
     assert (result["source"], result["step"]) == (source, step)
     assert 0 < len(result["points"]) <= 2000
     assert result["meter"] == METER
     assert result["from"] == "2024-03-30T22:00:00.000Z"
 
 
-def test_history_returns_raw_readings_while_they_fit(store: Store) -> None:
+def test_history_returns_raw_readings_while_they_fit(store: Store, reader: StoreReader) -> None:
     # a meter sending every 2 s: an hour is 1800 readings, below the 2000 points
     for r in household(T0, 1800, interval=2.0):
         store.write(r)
     wait_drained(store)
-    result = store.history(METER, T0, T0 + timedelta(hours=1, seconds=1))
+    result = reader.history(METER, T0, T0 + timedelta(hours=1, seconds=1))
     assert (result["source"], result["step"], len(result["points"])) == ("raw", None, 1800)
-    result = store.history(METER, T0, T0 + timedelta(hours=1), max_points=1000)
+    result = reader.history(METER, T0, T0 + timedelta(hours=1), max_points=1000)
     assert (result["source"], result["step"]) == ("raw", 5)
     assert len(result["points"]) == 720
 
@@ -337,14 +344,14 @@ def test_step_choice_helpers() -> None:
     assert rollup_for_step(610) == "rollup_minute"
 
 
-def test_history_points_match_the_raw_readings(store: Store) -> None:
+def test_history_points_match_the_raw_readings(store: Store, reader: StoreReader) -> None:
     readings = list(household(T0, 3 * 3600, interval=1.0, seed=4, holes=True))
     for r in readings:
         store.write(r)
     wait_drained(store)
     end = T0 + timedelta(hours=3, seconds=1)
     for step in (30, 60, 300, 3600):  # 30: readings grouped by the database
-        result = store.history(METER, T0, end, step=step)
+        result = reader.history(METER, T0, end, step=step)
         assert result["step"] == step
         points = {p["t"]: p for p in result["points"]}
         buckets: dict[int, list[Reading]] = {}
@@ -362,27 +369,29 @@ def test_history_points_match_the_raw_readings(store: Store) -> None:
             assert point["e_sum"] == max(r.e_sum for r in group if r.e_sum is not None)
             assert point["e_export"] == group[-1].e_export
     # a short range: the readings themselves
-    raw = store.history(METER, T0, T0 + timedelta(minutes=10))
+    raw = reader.history(METER, T0, T0 + timedelta(minutes=10))
     assert raw["step"] is None and raw["source"] == "raw"
     inside = [r for r in readings if r.time < T0 + timedelta(minutes=10)]
     assert [p["t"] for p in raw["points"]] == [r.time.timestamp() for r in inside]
     assert [p["p_avg"] for p in raw["points"]] == [r.p_sum for r in inside]
 
 
-def test_history_rejects_bad_arguments_and_knows_no_unknown_meter(store: Store) -> None:
+def test_history_rejects_bad_arguments_and_knows_no_unknown_meter(
+    store: Store, reader: StoreReader
+) -> None:
     store.write(reading(T0, e_sum=1.0, p_sum=1.0))
     wait_drained(store)
     with pytest.raises(ValueError, match="before"):
-        store.history(METER, T0, T0)
+        reader.history(METER, T0, T0)
     with pytest.raises(ValueError, match="step"):
-        store.history(METER, T0, T0 + timedelta(days=30), step=1)
+        reader.history(METER, T0, T0 + timedelta(days=30), step=1)
     with pytest.raises(ValueError, match="step"):
-        store.history(METER, T0, T0 + timedelta(days=1), step=0)
-    empty = store.history("no-such-meter", T0, T0 + timedelta(days=1))
+        reader.history(METER, T0, T0 + timedelta(days=1), step=0)
+    empty = reader.history("no-such-meter", T0, T0 + timedelta(days=1))
     assert empty["points"] == []
-    assert store.consumption("no-such-meter", "day", T0, T0 + timedelta(days=1)) == []
+    assert reader.consumption("no-such-meter", "day", T0, T0 + timedelta(days=1)) == []
     with pytest.raises(ValueError, match="period"):
-        store.consumption(METER, "week", T0, T0 + timedelta(days=1))
+        reader.consumption(METER, "week", T0, T0 + timedelta(days=1))
 
 
 # ---- consumption --------------------------------------------------------------------------
@@ -400,11 +409,13 @@ def _hourly_counter(store: Store, start: datetime, hours: int, kwh_per_hour: flo
         store.write(reading(moment, e_sum=round(energy, 6), e_export=0.5, p_sum=kwh_per_hour))
 
 
-def test_consumption_per_utc_day_adds_up_to_the_counter_difference(store: Store) -> None:
+def test_consumption_per_utc_day_adds_up_to_the_counter_difference(
+    store: Store, reader: StoreReader
+) -> None:
     start = datetime(2024, 1, 10, 0, 0, tzinfo=timezone.utc)
     _hourly_counter(store, start, 72, 1.0)
     wait_drained(store)
-    bars = store.consumption(METER, "day", start, start + timedelta(days=3))
+    bars = reader.consumption(METER, "day", start, start + timedelta(days=3))
     assert [b["label"] for b in bars] == ["2024-01-10", "2024-01-11", "2024-01-12"]
     assert bars[0]["t"] == int(start.timestamp())
     # first day: from its first reading (00:00) to its last (23:50)
@@ -414,16 +425,18 @@ def test_consumption_per_utc_day_adds_up_to_the_counter_difference(store: Store)
     assert sum(b["import_kwh"] for b in bars) == pytest.approx(72 - 1 / 6)
     assert all(b["export_kwh"] == 0 for b in bars)
     # a range starting later uses the counter from before it as the base
-    later = store.consumption(
+    later = reader.consumption(
         METER, "day", start + timedelta(days=1, hours=5), start + timedelta(days=3)
     )
     assert [b["import_kwh"] for b in later] == pytest.approx([24, 24])
-    months = store.consumption(METER, "month", start, start + timedelta(days=3))
+    months = reader.consumption(METER, "month", start, start + timedelta(days=3))
     assert len(months) == 1 and months[0]["label"] == "2024-01"
     assert months[0]["import_kwh"] == pytest.approx(72 - 1 / 6)
 
 
-def test_consumption_per_local_day_follows_the_time_zone_and_dst(store: Store) -> None:
+def test_consumption_per_local_day_follows_the_time_zone_and_dst(
+    store: Store, reader: StoreReader
+) -> None:
     # 2024-03-31 is 23 hours long in Berlin
     start = datetime(2024, 3, 29, 23, 0, tzinfo=timezone.utc)  # 00:00 CET
     energy = 500.0
@@ -432,7 +445,7 @@ def test_consumption_per_local_day_follows_the_time_zone_and_dst(store: Store) -
         energy += 1 / 6
         store.write(reading(moment, e_sum=round(energy, 6), p_sum=1000.0))
     wait_drained(store)
-    bars = store.consumption(METER, "day", start, start + timedelta(days=4), tz="Europe/Berlin")
+    bars = reader.consumption(METER, "day", start, start + timedelta(days=4), tz="Europe/Berlin")
     labels = [b["label"] for b in bars]
     assert labels[:3] == ["2024-03-30", "2024-03-31", "2024-04-01"]
     by_label = {b["label"]: b["import_kwh"] for b in bars}
@@ -441,7 +454,7 @@ def test_consumption_per_local_day_follows_the_time_zone_and_dst(store: Store) -
     assert by_label["2024-03-30"] == pytest.approx(24 - 1 / 6)
     assert by_label["2024-04-01"] == pytest.approx(24)
     assert bars[1]["t"] == int(datetime(2024, 3, 30, 23, 0, tzinfo=timezone.utc).timestamp())
-    utc = store.consumption(METER, "day", start, start + timedelta(days=4))
+    utc = reader.consumption(METER, "day", start, start + timedelta(days=4))
     assert [b["label"] for b in utc][:2] == ["2024-03-29", "2024-03-30"]
     total_local = sum(b["import_kwh"] for b in bars)
     total_utc = sum(b["import_kwh"] for b in utc)
@@ -480,7 +493,9 @@ def test_legacy_values_table(tmp_path: Path) -> None:
 
 def test_store_interval_aggregates_mean_min_max_and_last_energy(tmp_path: Path) -> None:
     db = open_database(None, tmp_path)
-    store = Store(db, spool_dir=tmp_path / "spool", store_interval=10)
+    store = Store(db, spool_dir=tmp_path / "spool")
+    # the pipeline's aggregator in front of the sink, as `smlogger run --store-interval 10`
+    aggregator = Aggregator(10, store.write)
     start = datetime(2024, 6, 1, 0, 0, 0, tzinfo=timezone.utc)
     readings = [
         reading(
@@ -492,32 +507,19 @@ def test_store_interval_aggregates_mean_min_max_and_last_energy(tmp_path: Path) 
         )
         for i in range(35)
     ]
-    future = datetime(2100, 1, 1, tzinfo=timezone.utc)
     try:
         for r in readings:
-            store.write(r)
-        # three windows are complete; the fourth (30..34 s) is collecting
-        assert store.status()["pending_aggregate"] == 5
-        # ... until the clock says it is over: flush stores it
-        store.flush(timeout=10)
-        assert store.status()["pending_aggregate"] == 0
+            aggregator.add(r)
+        # three windows are complete; the fourth (30..34 s) is collecting until the flush
+        assert aggregator.pending == 5
+        wait_drained(store)
+        assert fetch(db, "SELECT COUNT(*) FROM readings") == [(3,)]
+        aggregator.flush()
+        assert aggregator.pending == 0
+        wait_drained(store)
         assert fetch(db, "SELECT COUNT(*) FROM readings") == [(4,)]
-        # a window that is not over yet is kept by flush and stored by close
-        for i in range(12):
-            store.write(reading(future + timedelta(seconds=i), e_sum=200.0 + i, p_sum=1.0))
-        store.flush(timeout=10)
-        assert store.status()["pending_aggregate"] == 2
-        assert fetch(db, "SELECT COUNT(*) FROM readings") == [(5,)]
     finally:
         store.close()
-    assert fetch(db, "SELECT samples, e_sum FROM readings WHERE time >= '2100'") == [
-        (10, 209.0),
-        (2, 211.0),
-    ]
-    db.execute_sql("DELETE FROM readings WHERE time >= '2100'")
-    db.execute_sql("DELETE FROM rollup_minute WHERE bucket >= 4000000000")
-    db.execute_sql("DELETE FROM rollup_hour WHERE bucket >= 4000000000")
-    db.execute_sql("DELETE FROM rollup_day WHERE bucket >= 4000000000")
     rows = raw_rows(db)
     assert len(rows) == 4
     assert [r["samples"] for r in rows] == [10, 10, 10, 5]
@@ -703,6 +705,23 @@ def test_export_errors(
     assert "db-init" in capsys.readouterr().err
 
 
+def test_export_takes_the_web_api_time_syntax(
+    filled: tuple[Path, list[Reading]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, readings = filled
+    # relative and `now`, like /api/history?from=-7d (smlogger.web.params is the one parser)
+    # (argparse takes a bare "-3650d" for a flag: a relative time needs the `=` form)
+    assert _cli(["export", "--data-dir", str(data), "--from=-3650d", "--to", "now"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + len(readings)
+    assert _cli(["export", "--data-dir", str(data), "--from=-1h"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []  # the data is from 2024
+    with pytest.raises(SystemExit) as info:
+        _cli(["export", "--data-dir", str(data), "--to", "1714557600000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--to" in err and "not a time" in err and "milliseconds?" in err
+
+
 # ---- rows and aggregation units ---------------------------------------------------------------
 
 
@@ -724,28 +743,6 @@ def test_queue_payload_round_trip_keeps_everything_the_database_needs() -> None:
     assert again.fields() == {**original.fields(), "p_L3": None}
     assert again.values["1-0:96.50.1*1"].value == "49534b"
     assert again.values["1-0:1.8.0*255"].unit == "Wh"
-
-
-def test_interval_aggregator_combines_already_aggregated_readings() -> None:
-    from smlogger.store import IntervalAggregator
-
-    agg = IntervalAggregator(60)
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    first = reading(start + timedelta(seconds=5), e_sum=1.0, p_sum=100.0)
-    first = Reading(**{**first.__dict__, "samples": 3, "minmax": {"p_sum": (50.0, 200.0)}})
-    assert agg.add(first) == []
-    assert agg.add(reading(start + timedelta(seconds=20), e_sum=1.1, p_sum=300.0)) == []
-    assert agg.pending == 4
-    done = agg.add(reading(start + timedelta(seconds=61), e_sum=1.2, p_sum=0.0))
-    assert len(done) == 1
-    out = done[0]
-    assert out.samples == 4
-    assert out.p_sum == pytest.approx((100 * 3 + 300) / 4)
-    assert out.minmax["p_sum"] == (50.0, 300.0)
-    assert out.e_sum == 1.1 and out.time == start + timedelta(seconds=20)
-    assert agg.due(start + timedelta(seconds=119)) == []
-    assert [r.e_sum for r in agg.due(start + timedelta(seconds=120))] == [1.2]
-    assert agg.drain() == []
 
 
 def test_write_after_close_is_refused_and_status_has_the_documented_keys(

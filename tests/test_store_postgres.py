@@ -20,7 +20,7 @@ from test_store_support import (
     same_results_as_sqlite,
 )
 
-from smlogger.store import Store, ensure_schema, open_database, schema_version
+from smlogger.store import Store, StoreReader, ensure_schema, open_database, schema_version
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_rollups_and_queries_match_sqlite(server: PostgresServer, tmp_path: Path
 def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Path) -> None:
     db = open_database(server.url("restart"), tmp_path)
     store = Store(db, spool_dir=tmp_path / "spool", legacy_table=True)
+    reader = StoreReader(db)
     try:
         readings = list(household(T0, 40, seed=8))
         for r in readings[:20]:
@@ -68,7 +69,7 @@ def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Pat
         store.flush(timeout=10)
         assert store.status()["written"] == 20
         # this thread now holds a connection, which dies with the server
-        assert len(store.history(METER, T0, T0 + timedelta(minutes=5))["points"]) == 20
+        assert len(reader.history(METER, T0, T0 + timedelta(minutes=5))["points"]) == 20
         server.stop()
         for r in readings[20:]:
             store.write(r)
@@ -83,7 +84,7 @@ def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Pat
             store.flush(timeout=1.0)
         assert store.status()["queue_depth"] == 0
         # the read side drops the dead connection and reconnects
-        history = store.history(METER, T0, T0 + timedelta(minutes=5))
+        history = reader.history(METER, T0, T0 + timedelta(minutes=5))
         assert len(history["points"]) == 40
         # a batch the server committed while shutting down, without telling the client, is
         # replayed and skipped: the rows are all there once, whatever the counter says

@@ -188,7 +188,7 @@ def assert_rollups_consistent(db: peewee.Database) -> None:
 def same_results_as_sqlite(db: peewee.Database, tmp_path: Path) -> None:
     """Write the same data to `db` and to SQLite; rollups, history, consumption and export
     must agree."""
-    from smlogger.store import SqlWriter, Store, StoredRow, ensure_schema, open_database
+    from smlogger.store import SqlWriter, StoredRow, StoreReader, ensure_schema, open_database
 
     readings = list(household(T0, 6000, interval=3.0, gaps=True, holes=True, seed=21))
     lite = open_database(None, tmp_path)
@@ -202,40 +202,34 @@ def same_results_as_sqlite(db: peewee.Database, tmp_path: Path) -> None:
             assert writer.write(rows[1000:3000]) == 0  # replay
         assert_rollups_consistent(db)
         assert len(raw_rows(db)) == len(readings)
-        other = Store(db, spool_dir=tmp_path / "spool-other")
-        sqlite = Store(lite, spool_dir=tmp_path / "spool-sqlite")
-        try:
-            spans = (
-                timedelta(minutes=20),
-                timedelta(hours=2),
-                timedelta(days=1),
-                timedelta(days=7),
-            )
-            for span in spans:
-                a = other.history(METER, T0, T0 + span)
-                b = sqlite.history(METER, T0, T0 + span)
-                assert (a["step"], a["source"]) == (b["step"], b["source"])
-                assert len(a["points"]) == len(b["points"]) > 0
-                for pa, pb in zip(a["points"], b["points"]):
-                    assert pa.keys() == pb.keys()
-                    for key in pa:
-                        if isinstance(pa[key], float):
-                            assert math.isclose(pa[key], pb[key], rel_tol=1e-9), key
-                        else:
-                            assert pa[key] == pb[key], key
-            for tz in (None, "Europe/Berlin"):
-                for period in ("day", "month"):
-                    ca = other.consumption(METER, period, T0, T0 + timedelta(days=10), tz=tz)
-                    cb = sqlite.consumption(METER, period, T0, T0 + timedelta(days=10), tz=tz)
-                    assert [c["label"] for c in ca] == [c["label"] for c in cb]
-                    assert [c["import_kwh"] for c in ca] == pytest.approx(
-                        [c["import_kwh"] for c in cb]
-                    )
-            exported = list(other.export(None, T0, T0 + timedelta(days=30)))
-            assert [r.time for r in exported] == [r.time for r in readings]
-            assert [r.fields() for r in exported] == [r.fields() for r in readings]
-        finally:
-            other.close()
-            sqlite.close()
+        other = StoreReader(db)
+        sqlite = StoreReader(lite)
+        spans = (
+            timedelta(minutes=20),
+            timedelta(hours=2),
+            timedelta(days=1),
+            timedelta(days=7),
+        )
+        for span in spans:
+            a = other.history(METER, T0, T0 + span)
+            b = sqlite.history(METER, T0, T0 + span)
+            assert (a["step"], a["source"]) == (b["step"], b["source"])
+            assert len(a["points"]) == len(b["points"]) > 0
+            for pa, pb in zip(a["points"], b["points"]):
+                assert pa.keys() == pb.keys()
+                for key in pa:
+                    if isinstance(pa[key], float):
+                        assert math.isclose(pa[key], pb[key], rel_tol=1e-9), key
+                    else:
+                        assert pa[key] == pb[key], key
+        for tz in (None, "Europe/Berlin"):
+            for period in ("day", "month"):
+                ca = other.consumption(METER, period, T0, T0 + timedelta(days=10), tz=tz)
+                cb = sqlite.consumption(METER, period, T0, T0 + timedelta(days=10), tz=tz)
+                assert [c["label"] for c in ca] == [c["label"] for c in cb]
+                assert [c["import_kwh"] for c in ca] == pytest.approx([c["import_kwh"] for c in cb])
+        exported = list(other.export(None, T0, T0 + timedelta(days=30)))
+        assert [r.time for r in exported] == [r.time for r in readings]
+        assert [r.fields() for r in exported] == [r.fields() for r in readings]
     finally:
         lite.close()

@@ -19,7 +19,8 @@ import pytest
 
 from smlogger.live import LiveState
 from smlogger.reading import Reading, Value
-from smlogger.store import Store, open_database
+from smlogger.states import page_link_states
+from smlogger.store import Store, StoreReader, open_database
 from smlogger.web import WebServer, build_app
 
 METER_A = "0a01445a47000282225e"  # live and stored
@@ -81,12 +82,13 @@ def now() -> datetime:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[Store]:
+def store(tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[StoreReader]:
     data = tmp_path_factory.mktemp("db")
-    store = Store(open_database(None, data), spool_dir=data / "spool")
-    assert store.bulk_load(history_readings(now - timedelta(minutes=5), days=3)) == 3 * 1440
-    yield store
-    store.close()
+    db = open_database(None, data)
+    sink = Store(db, spool_dir=data / "spool")
+    assert sink.bulk_load(history_readings(now - timedelta(minutes=5), days=3)) == 3 * 1440
+    yield StoreReader(db)
+    sink.close()
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +126,13 @@ def live(now: datetime) -> LiveState:
 
 
 @pytest.fixture(scope="module")
-def server(live: LiveState, store: Store) -> Iterator[WebServer]:
+def server(live: LiveState, store: StoreReader) -> Iterator[WebServer]:
     app = build_app(live, store, status_extra=lambda: {"store_interval_s": 0, "web": {"x": 1}})
     with WebServer(app, "127.0.0.1", 0) as srv:
         yield srv
 
 
-def serve(live: LiveState, store: Store | None = None, **kwargs: Any) -> WebServer:
+def serve(live: LiveState, store: StoreReader | None = None, **kwargs: Any) -> WebServer:
     srv = WebServer(build_app(live, store, **kwargs), "127.0.0.1", 0)
     srv.start()
     return srv
@@ -382,7 +384,8 @@ def test_history_without_database() -> None:
 
 
 def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: datetime) -> None:
-    store = Store(open_database(None, tmp_path), spool_dir=tmp_path / "spool")
+    db = open_database(None, tmp_path)
+    store = Store(db, spool_dir=tmp_path / "spool")
     try:
         store.bulk_load([make_reading(METER_A, now - timedelta(minutes=1), 1.0, 1.0)])
         with sqlite3.connect(tmp_path / "smlogger.db") as con:  # someone damages the database
@@ -390,7 +393,7 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
             for (table,) in tables:
                 if table != "meters":
                     con.execute(f'DROP TABLE "{table}"')
-        srv = serve(live, store)
+        srv = serve(live, StoreReader(db))
         try:
             resp = get(srv, "/api/history", meter=METER_A)
             assert_error(resp, 503)
@@ -616,6 +619,8 @@ def test_page_first_paint(server: WebServer) -> None:
     island = html.split('<script id="sm-initial" type="application/json">', 1)[1]
     initial = json.loads(island.split("</script>", 1)[0])
     assert initial["meter"] == METER_A and initial["live"]["fields"]["p_sum"] == 665.0
+    # app.js takes the link states and labels from here (smlogger.states), not its own copy
+    assert initial["link_states"] == page_link_states()
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -671,7 +676,7 @@ def test_static_files(server: WebServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def locked(live: LiveState, store: Store) -> Iterator[WebServer]:
+def locked(live: LiveState, store: StoreReader) -> Iterator[WebServer]:
     with WebServer(build_app(live, store, token="s3cr\u00e9t"), "127.0.0.1", 0) as srv:
         yield srv
 

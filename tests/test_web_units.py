@@ -1,4 +1,4 @@
-"""The web module's pure helpers: query parsing, JSON cleaning, Prometheus text, link state."""
+"""The web package's pure helpers: query parsing, JSON cleaning, Prometheus text, link state."""
 
 from __future__ import annotations
 
@@ -6,9 +6,23 @@ import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+import smlogger.web
+from smlogger import csvlog
+from smlogger.states import (
+    INITIAL_LINK_STATE,
+    LINK_STATE_LABELS,
+    LINK_STATES,
+    PAGE_OFFLINE_LABEL,
+    PAGE_OFFLINE_STATE,
+    page_link_states,
+    state_rank,
+)
+from smlogger.store import queries as store_queries
+from smlogger.store import sink as store_sink
 from smlogger.web import (
     ApiError,
     MetricsWriter,
@@ -116,6 +130,34 @@ def test_clean_json_makes_strict_json() -> None:
 def test_iso_is_utc_with_z() -> None:
     plus2 = timezone(timedelta(hours=2))
     assert iso(datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=plus2)) == "2024-05-01T12:00:00.123Z"
+    # a naive time is UTC (what the databases hand back), whatever the machine's zone
+    assert iso(datetime(2024, 5, 1, 14, 0, 0, 999999)) == "2024-05-01T14:00:00.999Z"
+
+
+def test_one_iso_for_the_project() -> None:
+    # the store, the CSV files and the web API write times through the same function
+    assert store_queries.iso is iso and store_sink.iso is iso and csvlog.iso is iso
+
+
+def test_link_states_are_one_list() -> None:
+    assert LINK_STATES == ("connected", "waiting", "no data")
+    assert set(LINK_STATE_LABELS) == set(LINK_STATES)
+    assert [state_rank(s) for s in LINK_STATES] == [0, 1, 2]
+    assert state_rank("bogus") == state_rank(None) == len(LINK_STATES)
+    served = page_link_states()
+    assert served["labels"] == {**LINK_STATE_LABELS, PAGE_OFFLINE_STATE: PAGE_OFFLINE_LABEL}
+    assert served["initial"] == INITIAL_LINK_STATE and served["offline"] == PAGE_OFFLINE_STATE
+
+
+def test_page_code_does_not_retype_link_states() -> None:
+    web_dir = Path(smlogger.web.__file__).parent
+    script = (web_dir / "static" / "app.js").read_text(encoding="utf-8")
+    template = (web_dir / "index.tpl").read_text(encoding="utf-8")
+    for text in (script, template):
+        for label in page_link_states()["labels"].values():  # type: ignore[attr-defined]
+            assert label not in text
+        for state in (*LINK_STATES, PAGE_OFFLINE_STATE):
+            assert f'"{state}"' not in text and f"'{state}'" not in text
 
 
 def test_sse_event_is_one_data_line() -> None:

@@ -15,12 +15,16 @@ What is kept:
   p_L2, p_L3) for existing dashboards.
 * ``schema_version`` -- applied migrations.
 
-`Store` is the SQL sink. Every reading first goes to a durable disk queue
+`Store` is the SQL sink (the write side). Every reading first goes to a durable disk queue
 (`smlogger.diskqueue`), a background thread writes the queue to the database in batches and
 acknowledges what was committed. A dead or slow database therefore never blocks `write`, and
 after an outage the backlog is written in order. A crash between the database commit and the
 queue acknowledgement replays a batch; rows whose (meter, time) already exist are skipped
 before anything (rollups included) is touched, so nothing is counted twice.
+
+`StoreReader` is the read side (history, consumption, meters, export) for the web app: built
+from the same database, it owns no thread and no queue. Aggregation over ``--store-interval``
+happens before the sinks, in `smlogger.aggregate`.
 
 The package, one job per module (everything public is re-exported here):
 
@@ -28,26 +32,25 @@ The package, one job per module (everything public is re-exported here):
 * `smlogger.store.dialect` -- `Dialect`, `dialect_of` and running statements.
 * `smlogger.store.schema` -- columns, DDL, migrations, `ensure_schema`, `schema_version`.
 * `smlogger.store.rows` -- `StoredRow` and the ``obis_values`` JSON.
-* `smlogger.store.aggregate` -- `IntervalAggregator` (``--store-interval``).
 * `smlogger.store.rollup` -- rollup buckets and their upsert.
 * `smlogger.store.writer` -- `SqlWriter`, `is_connection_error`.
-* `smlogger.store.queries` -- `Queries`: history, consumption, export.
+* `smlogger.store.queries` -- `Queries`: the SQL of history, consumption, export.
+* `smlogger.store.reader` -- `StoreReader`, the read side over `Queries`.
 * `smlogger.store.sink` -- `Store`, the SQL sink.
 """
 
 from __future__ import annotations
 
-from smlogger.store.aggregate import IntervalAggregator
 from smlogger.store.dialect import Dialect, dialect_of
 from smlogger.store.queries import (
     NICE_STEPS,
     RAW_SECONDS_PER_READING,
     Number,
     Queries,
-    iso_utc,
     nice_step,
     rollup_for_step,
 )
+from smlogger.store.reader import StoreReader, StoreUnavailableError
 from smlogger.store.rollup import rollup_buckets
 from smlogger.store.rows import StoredRow, decode_values, encode_values
 from smlogger.store.schema import (
@@ -65,7 +68,7 @@ from smlogger.store.schema import (
     rollup_columns,
     schema_version,
 )
-from smlogger.store.sink import Store, StoreUnavailableError
+from smlogger.store.sink import Store
 from smlogger.store.url import DEFAULT_SQLITE_NAME, open_database, redact_url
 from smlogger.store.writer import SqlWriter, is_connection_error
 
@@ -82,12 +85,12 @@ __all__ = [
     "ROLLUP_SECONDS",
     "SCHEMA_VERSION_TABLE",
     "Dialect",
-    "IntervalAggregator",
     "Migration",
     "Number",
     "Queries",
     "SqlWriter",
     "Store",
+    "StoreReader",
     "StoreUnavailableError",
     "StoredRow",
     "decode_values",
@@ -95,7 +98,6 @@ __all__ = [
     "encode_values",
     "ensure_schema",
     "is_connection_error",
-    "iso_utc",
     "nice_step",
     "open_database",
     "reading_columns",

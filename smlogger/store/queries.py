@@ -22,6 +22,7 @@ from smlogger.store.schema import (
     ROLLUPS,
     reading_columns,
 )
+from smlogger.timefmt import iso
 
 NICE_STEPS: tuple[int, ...] = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
@@ -36,11 +37,6 @@ Number = Union[int, float]
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
-def iso_utc(moment: datetime) -> str:
-    text = _utc(moment).astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def nice_step(seconds: float) -> int:
@@ -143,8 +139,8 @@ class Queries:
                 )
         result: dict[str, Any] = {
             "meter": meter_id,
-            "from": iso_utc(start),
-            "to": iso_utc(end),
+            "from": iso(start),
+            "to": iso(end),
             "step": step,
             "source": "raw",
             "points": [],

@@ -1,39 +1,34 @@
-"""The sink: `Store` queues readings on disk and writes them to the database."""
+"""The write side: `Store` queues readings on disk and writes them to the database."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time as _time
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone, tzinfo
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Optional
 
 import peewee
 
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
 from smlogger.reading import Reading
-from smlogger.store.aggregate import IntervalAggregator
 from smlogger.store.dialect import dialect_of
-from smlogger.store.queries import Queries, iso_utc
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
+from smlogger.timefmt import iso
 
 # the name of the module before it became a package: log lines keep saying "smlogger.store"
 log = logging.getLogger("smlogger.store")
 
 
-class StoreUnavailableError(RuntimeError):
-    """The database could not be reached for a query."""
-
-
 class Store:
     """The SQL sink: `write` queues on disk, a background thread writes to the database.
 
-    Readers (`history`, `consumption`, `meters`, `export`) may be called from any thread;
-    each thread gets its own connection from peewee.
+    It owns the disk queue and the writer thread and only writes; queries go through a
+    `smlogger.store.StoreReader` built from the same database.
     """
 
     name = "sql"
@@ -44,7 +39,6 @@ class Store:
         *,
         spool_dir: Path,
         max_spool_age_days: float = 7,
-        store_interval: float = 0,
         legacy_table: bool = False,
         batch_size: int = 200,
         fsync_interval: float = 1.0,
@@ -56,16 +50,13 @@ class Store:
         self.dialect = dialect_of(db)
         self.batch_size = batch_size
         self.legacy_table = legacy_table
-        self.queries = Queries(db)
         self._writer = SqlWriter(db, legacy_table=legacy_table)
-        self._aggregator = IntervalAggregator(store_interval) if store_interval > 0 else None
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
             max_bytes=max_spool_bytes,
             fsync_interval=fsync_interval,
         )
-        self._write_lock = threading.Lock()  # write() vs flush()/close() on the aggregator
         self._state_lock = threading.Lock()
         self._progress = threading.Condition(self._state_lock)
         self._state = "connecting"
@@ -92,25 +83,16 @@ class Store:
     def write(self, reading: Reading) -> None:
         if self._closed:
             raise RuntimeError("the SQL store is closed")
-        with self._write_lock:
-            ready = self._aggregator.add(reading) if self._aggregator else [reading]
-            self._enqueue(ready)
-
-    def _enqueue(self, readings: Sequence[Reading]) -> None:
-        if readings:
-            # the age bound counts from queueing, not from the reading's own time: it limits
-            # how long an outage is bridged, and replays may carry old timestamps
-            self.queue.put_many([StoredRow.from_reading(r).to_payload() for r in readings])
+        # the age bound counts from queueing, not from the reading's own time: it limits how
+        # long an outage is bridged, and replays may carry old timestamps
+        self.queue.put_many([StoredRow.from_reading(reading).to_payload()])
 
     def flush(self, timeout: float = 0.0) -> None:
-        """Queue finished aggregation windows and fsync readings that have waited for the
-        database longer than `fsync_interval` (the others are in the database already or will
-        be in a moment; close() fsyncs everything). With `timeout` > 0, also wait up to that
-        long for the writer to bring the database up to date (never for a database that is
-        down). The pipeline calls this every second, so the default does not wait."""
-        if self._aggregator is not None and not self._closed:
-            with self._write_lock:
-                self._enqueue(self._aggregator.due(datetime.now(timezone.utc)))
+        """Fsync readings that have waited for the database longer than `fsync_interval` (the
+        others are in the database already or will be in a moment; close() fsyncs everything).
+        With `timeout` > 0, also wait up to that long for the writer to bring the database up
+        to date (never for a database that is down). The pipeline calls this every second, so
+        the default does not wait."""
         self.queue.sync_due()
         if timeout <= 0:
             return
@@ -124,14 +106,11 @@ class Store:
                 self._progress.wait(min(remaining, 0.5))
 
     def close(self, timeout: float = 2.0) -> None:
-        """Store pending aggregates, give the writer up to `timeout` s to catch up, stop it.
-        Whatever is not in the database by then stays queued for the next start."""
+        """Give the writer up to `timeout` s to catch up, then stop it. Whatever is not in
+        the database by then stays queued for the next start."""
         if self._closed:
             return
         began = _time.monotonic()
-        if self._aggregator is not None:
-            with self._write_lock:
-                self._enqueue(self._aggregator.drain())
         self._closed = True
         try:
             self.flush(timeout=timeout * 0.75)
@@ -159,10 +138,7 @@ class Store:
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
-                "last_error_at": None
-                if self._last_error_at is None
-                else iso_utc(self._last_error_at),
-                "pending_aggregate": 0 if self._aggregator is None else self._aggregator.pending,
+                "last_error_at": None if self._last_error_at is None else iso(self._last_error_at),
             }
 
     # ---- the writer thread ---------------------------------------------------------------
@@ -267,17 +243,13 @@ class Store:
                 log.error(
                     "rejecting the reading of meter %s at %s: %s",
                     row.meter_id,
-                    iso_utc(row.time),
+                    iso(row.time),
                     exc,
                 )
                 rejected += 1
         return written, rejected
 
     def _housekeeping(self) -> None:
-        if self._aggregator is not None:
-            with self._write_lock:
-                if not self._closed:
-                    self._enqueue(self._aggregator.due(datetime.now(timezone.utc)))
         self.queue.prune()
         with self._progress:
             self._progress.notify_all()
@@ -353,73 +325,3 @@ class Store:
         if batch:
             total += writer.write(batch)
         return total
-
-    # ---- read side -----------------------------------------------------------------------
-
-    def _read(self, query: Callable[[], Any]) -> Any:
-        for attempt in (1, 2):
-            try:
-                return query()
-            except ValueError:
-                raise
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                # a connection kept by this thread may have died with a server restart
-                self._close_connection()
-                if attempt == 2:
-                    raise StoreUnavailableError(f"database unavailable: {exc}") from exc
-        raise AssertionError("unreachable")
-
-    def meters(self) -> list[str]:
-        result: list[str] = self._read(self.queries.meters)
-        return result
-
-    def history(
-        self,
-        meter_id: str,
-        start: datetime,
-        end: datetime,
-        step: Optional[int] = None,
-        max_points: int = 2000,
-    ) -> dict[str, Any]:
-        """Chart data for one meter: ``{"meter", "from", "to", "step", "source", "points"}``.
-
-        Without `step`, a range holding at most `max_points` readings returns the readings
-        themselves (``step`` None, ``source`` "raw"); otherwise the smallest round step (2 s,
-        5 s, ... 1 min, ... 6 h, 1 d, n days) giving at most `max_points` points is used,
-        read from the coarsest rollup that tiles it (minute, hour or day; below a minute the
-        readings are grouped by the database).
-        Points: ``t`` (epoch seconds, bucket start), ``p_avg``/``p_min``/``p_max`` (W, total
-        power), ``p_L1``..``p_L3`` (W, mean), ``e_sum``/``e_export`` (kWh, last counter),
-        ``n`` (readings in the point). Buckets are UTC-aligned; an unknown meter has no points.
-        """
-        result: dict[str, Any] = self._read(
-            lambda: self.queries.history(meter_id, start, end, step, max_points)
-        )
-        return result
-
-    def consumption(
-        self,
-        meter_id: str,
-        period: str,
-        start: datetime,
-        end: datetime,
-        tz: Union[tzinfo, str, None] = None,
-    ) -> list[dict[str, Any]]:
-        """Energy per local day or month: ``[{"t", "label", "import_kwh", "export_kwh"}]``.
-
-        Each bar is the counter at its end minus the counter at the end of the previous bar
-        with data (the first bar with no earlier data: minus its first counter), so the bars
-        add up to the meter's own difference even across gaps in logging. `tz` (a tzinfo or
-        IANA name, default UTC) sets where days and months start; `start` is widened to the
-        start of its day/month. Only buckets with data are listed.
-        """
-        result: list[dict[str, Any]] = self._read(
-            lambda: self.queries.consumption(meter_id, period, start, end, tz)
-        )
-        return result
-
-    def export(self, meter_id: Optional[str], start: datetime, end: datetime) -> Iterator[Reading]:
-        """Stored readings in [start, end), in time order; all meters when `meter_id` is None."""
-        return self.queries.export(meter_id, start, end)

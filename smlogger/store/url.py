@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import peewee
+
+from smlogger.masking import mask_url
 
 DEFAULT_SQLITE_NAME = "smlogger.db"
 
 
 def redact_url(url: Optional[str]) -> str:
-    """The URL with its password replaced, safe for logs and error messages."""
-    if not url:
-        return "sqlite (default)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+    """The database for logs and error messages: the URL masked, or the default SQLite file."""
+    return mask_url(url) if url else "sqlite (default)"
 
 
 def _sqlite_path(url: str, data_dir: Path) -> Path:

@@ -9,8 +9,8 @@ p = f.get("p_sum")
 flow = "export" if p is not None and p < 0 else "import"
 phases = [("L1", "p_L1"), ("L2", "p_L2"), ("L3", "p_L3")]
 scale = max([abs(f.get(k) or 0) for _, k in phases] + [500.0])
-state = link["state"] or "waiting"
-state_text = {"connected": "Connected", "waiting": "Waiting for data", "no data": "No data"}.get(state, state)
+state = link["state"] or link_states["initial"]
+state_text = link_states["labels"].get(state, state)
 rate = link["crc_error_rate"]
 age = live["age_s"]
 %>

@@ -12,7 +12,9 @@
 
   const SPANS = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3, month: 30 * 86400e3, year: 365 * 86400e3 };
   const REFRESH = { hour: 15e3, day: 60e3, week: 300e3, month: 900e3, year: 3600e3 };
-  const STATE_TEXT = { connected: "Connected", waiting: "Waiting for data", "no data": "No data", offline: "Server unreachable" };
+  // link states and their labels come from the server (smlogger/states.py), never retyped here
+  const LINK_STATES = initial.link_states;
+  const STATE_TEXT = LINK_STATES.labels;
   const SSE_SILENCE_MS = 20e3;   // the server sends a status event every 5 s
   const SSE_RETRY_MS = 60e3;     // how long polling runs before trying the stream again
   const POLL_MS = 2000;
@@ -241,7 +243,7 @@
   function applyLink(link) {
     if (!link) return;
     const box = $("#link");
-    const s = link.state || "waiting";
+    const s = link.state || LINK_STATES.initial;
     box.dataset.state = s;
     $("#link-text").textContent = STATE_TEXT[s] || s;
     $("#link-text").title = link.detail || "";
@@ -250,8 +252,8 @@
   }
 
   function applyOffline() {
-    $("#link").dataset.state = "offline";
-    $("#link-text").textContent = STATE_TEXT.offline;
+    $("#link").dataset.state = LINK_STATES.offline;
+    $("#link-text").textContent = STATE_TEXT[LINK_STATES.offline];
   }
 
   function updateAge() {

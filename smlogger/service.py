@@ -1,0 +1,267 @@
+"""The running logger: meters, sinks and the web page built from a `Config`, and the run loop.
+
+`smlogger.cli` parses arguments and loads the configuration; everything that turns that
+configuration into running parts lives here, one function per part, so a new sink or a new
+supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
+
+* `build_meter` -- a `MeterSpec` (source, decoder options, capture) for one configured meter
+* `open_store` -- the SQL sink (the web page reads the same database through a `StoreReader`)
+* `build_sinks` -- every sink the pipeline feeds, one block per sink
+* `start_web` -- the web page and API
+* `run` -- start it all, wait for a signal or the end of every source, shut down in budget
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+from smlogger import __version__
+from smlogger.capture import CaptureWriter
+from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
+from smlogger.csvlog import CsvLog
+from smlogger.live import LiveState
+from smlogger.pipeline import MeterSpec, Pipeline, Sink
+from smlogger.sdnotify import Notifier
+from smlogger.simulate import make_meter
+from smlogger.sources import (
+    ReplaySource,
+    SerialSettings,
+    SerialSource,
+    SimulatedSource,
+    Source,
+    TcpSource,
+)
+from smlogger.store import Store, StoreReader, open_database
+from smlogger.web import WebServer, build_app
+
+log = logging.getLogger("smlogger")
+
+SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit; systemd and the tests allow 5 s
+STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
+
+StatusExtra = Callable[[], dict[str, Any]]
+
+
+# ---- meters ----------------------------------------------------------------------------------
+
+
+def _source(meter: MeterConfig, live: LiveState) -> Source:
+    kind = meter.source_kind
+    if kind == "port":
+        # every serial setting is the meter option of the same name (tests/test_service.py)
+        serial = {f.name: getattr(meter, f.name) for f in fields(SerialSettings)}
+        return SerialSource(SerialSettings(**serial), reconnect_max=meter.reconnect_max)
+    if kind == "tcp":
+        host, port = split_host_port(meter.tcp)
+        return TcpSource(host, port, reconnect_max=meter.reconnect_max)
+    if kind == "replay":
+        path = Path(os.path.expanduser(meter.replay))
+        if not path.is_file():
+            raise ConfigError(f"{meter.name}: replay file {path} not found")
+        return ReplaySource(
+            path, speed=meter.speed_factor, interval=meter.replay_interval, loop=meter.loop
+        )
+    simulated = make_meter(meter.profile, seed=meter.seed)
+    # the page lists the simulated meter before its first frame, like a configured meter id
+    live.add_meter(meter.id or simulated.meter_id)
+    return SimulatedSource(simulated, interval=meter.interval)
+
+
+def build_meter(meter: MeterConfig, live: LiveState) -> MeterSpec:
+    """The pipeline's description of one configured meter (opens its capture file, if any)."""
+    source = _source(meter, live)
+    capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
+    return MeterSpec(
+        key=meter.name,
+        source=source,
+        crc=meter.crc,
+        direction_from_status=meter.direction_from_status,
+        accept_bad_msg_crc=meter.accept_bad_msg_crc,
+        meter_id=meter.id or None,
+        watchdog_s=meter.watchdog,
+        max_power_w=meter.max_power_kw * 1000.0,
+        capture=capture,
+    )
+
+
+# ---- sinks -----------------------------------------------------------------------------------
+
+
+def open_store(config: Config) -> Optional[Store]:
+    """The SQL sink, or None when the database is off."""
+    if not config.database_enabled:
+        return None
+    db = open_database(config.database_url or None, config.data_path)
+    return Store(
+        db,
+        spool_dir=config.data_path / "spool",
+        max_spool_age_days=config.database_spool_max_age_days,
+        legacy_table=config.database_legacy_table,
+        batch_size=config.database_batch_size,
+    )
+
+
+def _csv_sink(config: Config) -> CsvLog:
+    return CsvLog(
+        config.csv_path,
+        rotate=config.csv_rotate,
+        max_size=int(config.csv_max_size_mb * 1024 * 1024),
+        compress=config.csv_compress,
+        keep_days=config.csv_keep_days,
+        tz=config.csv_timezone,
+        aggregated=config.store_interval > 0,
+    )
+
+
+def build_sinks(config: Config, store: Optional[Store]) -> list[Sink]:
+    """Every sink the pipeline feeds, in this order: SQL (`store`), CSV."""
+    sinks: list[Sink] = []
+    if store is not None:
+        sinks.append(store)
+    if config.csv_enabled:
+        sinks.append(_csv_sink(config))
+    return sinks
+
+
+# ---- web page --------------------------------------------------------------------------------
+
+
+def start_web(
+    config: Config, live: LiveState, reader: Optional[StoreReader], extra: StatusExtra
+) -> Optional[WebServer]:
+    """The web page and API, serving; None when http.listen is off. OSError when it cannot bind."""
+    address = config.http_address
+    if address is None:
+        log.info("web page disabled (http.listen = off)")
+        return None
+    app = build_app(live, reader, token=config.http_token or None, status_extra=extra)
+    server = WebServer(app, address[0], address[1])
+    server.start()
+    log.debug("web server started on %s", server.url)
+    return server
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def status_line(live: LiveState) -> str:
+    """One line for `systemctl status`: state and reading count per source."""
+    parts = []
+    for name, source in live.source_status().items():
+        readings = source.get("stats", {}).get("readings", 0)
+        parts.append(f"{name}: {source['state']}, {readings} readings")
+    return "; ".join(parts) or "starting"
+
+
+class Signals:
+    """SIGTERM/SIGINT set the stop event; a second one exits at once."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received: Optional[int] = None
+
+    def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.stop.is_set():
+            log.error("second signal: exiting without flushing")
+            os._exit(1)
+        self.received = signum
+        self.stop.set()
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT in this (the main) thread."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self)
+
+
+def run(config: Config) -> int:
+    """Run the logger until a signal or the end of every source; the process exit code."""
+    stop = threading.Event()
+    signals = Signals(stop)
+    signals.install()
+    notifier = Notifier()
+    started = time.monotonic()
+
+    live = LiveState()
+    try:
+        meters = [build_meter(m, live) for m in config.meters]
+    except OSError as exc:
+        log.error("cannot set up the meters: %s", exc)
+        return 1
+    try:
+        if config.database_enabled or config.csv_enabled:
+            config.data_path.mkdir(parents=True, exist_ok=True)
+        store = open_store(config)
+        sinks = build_sinks(config, store)
+    except ImportError:
+        raise  # a broken installation is a bug to see in full, not a storage problem
+    except Exception as exc:
+        # a data dir we may not write, a database URL naming no database, ...
+        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
+        return 1
+    pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
+
+    def status_extra() -> dict[str, Any]:
+        # uptime, versions and sinks come from the web app itself
+        return {
+            "store_interval_s": config.store_interval,
+            "meters_configured": [
+                {"name": m.name, "source": m.describe_source()} for m in config.meters
+            ],
+        }
+
+    pipeline.start()
+    web = None
+    try:
+        web = start_web(
+            config, live, None if store is None else StoreReader(store.db), status_extra
+        )
+    except OSError as exc:
+        log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
+        pipeline.stop(SHUTDOWN_BUDGET_S)
+        return 1
+    described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
+    log.info(
+        "smlogger %s running: %s; sinks: %s",
+        __version__,
+        described,
+        ", ".join(s.name for s in sinks) or "none",
+    )
+    notifier.ready(f"reading {described}")
+
+    last_status = [0.0]
+
+    def on_tick() -> None:
+        notifier.watchdog(pipeline.healthy())
+        if notifier.enabled and time.monotonic() - last_status[0] >= STATUS_EVERY_S:
+            last_status[0] = time.monotonic()
+            notifier.status(status_line(live))
+
+    pipeline.run(stop, on_tick)
+    if signals.received is not None:
+        log.info("%s received: flushing and exiting", signal.Signals(signals.received).name)
+    else:
+        log.info("all sources finished: flushing and exiting")
+    notifier.stopping()
+    web_stopper = None
+    if web is not None:
+        web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
+        web_stopper.start()
+    clean = pipeline.stop(SHUTDOWN_BUDGET_S - 0.5)
+    if web_stopper is not None:
+        web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
+    notifier.close()
+    if pipeline.errors():
+        return 1
+    if not clean:
+        # whatever a sink still held is on durable storage (disk queue) or was logged as lost
+        log.warning("shutdown finished with sinks still busy")
+    return 0

@@ -1,0 +1,56 @@
+"""HTTP side of smlogger: the live page, the JSON API, Server-Sent Events and /metrics.
+
+Everything the page needs is served from this package (index.tpl and static/ beside the code):
+no CDN, no build step, so the page works offline on a LAN. The app is a plain `bottle.Bottle`
+(`app.build_app`); `server.WebServer` runs it on cheroot's threaded server in a background thread.
+
+Modules: `params` (time/step parameters, ApiError), `payload` (JSON shapes), `metrics`
+(Prometheus), `api` (route handlers), `app` (Bottle wiring), `server` (cheroot).
+"""
+
+from __future__ import annotations
+
+from smlogger.timefmt import iso
+from smlogger.web.api import HistoryStore, WebApp
+from smlogger.web.app import build_app
+from smlogger.web.metrics import (
+    MetricsWriter,
+    escape_help,
+    escape_label,
+    format_sample_value,
+)
+from smlogger.web.params import ApiError, parse_step, parse_time
+from smlogger.web.payload import (
+    clean_json,
+    dumps,
+    fmt_number,
+    fmt_power,
+    link_for_meter,
+    meter_label,
+    reading_json,
+    sse_event,
+)
+from smlogger.web.server import WebServer
+
+__all__ = [
+    "ApiError",
+    "HistoryStore",
+    "MetricsWriter",
+    "WebApp",
+    "WebServer",
+    "build_app",
+    "clean_json",
+    "dumps",
+    "escape_help",
+    "escape_label",
+    "fmt_number",
+    "fmt_power",
+    "format_sample_value",
+    "iso",
+    "link_for_meter",
+    "meter_label",
+    "parse_step",
+    "parse_time",
+    "reading_json",
+    "sse_event",
+]

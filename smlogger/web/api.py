@@ -1,0 +1,525 @@
+"""Route handlers of the web app: the page, static files, the JSON API, SSE and /metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import platform
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import bottle  # type: ignore[import-untyped]
+
+from smlogger import __version__
+from smlogger.live import LiveState
+from smlogger.reading import Reading
+from smlogger.states import page_link_states
+from smlogger.timefmt import iso
+from smlogger.web.metrics import crc_error_rate, render_metrics
+from smlogger.web.params import ApiError, parse_step, parse_time
+from smlogger.web.payload import (
+    Json,
+    dumps,
+    fmt_number,
+    fmt_power,
+    link_for_meter,
+    meter_label,
+    normalise_points,
+    reading_json,
+    sse_event,
+    with_ts,
+)
+
+log = logging.getLogger(__name__)
+
+# the page's assets live beside the code, inside the package, so the wheel ships them
+WEB_DIR = Path(__file__).parent
+STATIC_DIR = WEB_DIR / "static"
+PAGE_TEMPLATE = WEB_DIR / "index.tpl"
+
+MAX_HISTORY_POINTS = 20_000  # an explicit step may ask for more than the auto 2000, within reason
+AUTO_HISTORY_POINTS = 2000
+MAX_CONSUMPTION_BARS = 5000
+DEFAULT_HISTORY_SPAN = timedelta(hours=24)
+SSE_RETRY_MS = 3000
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # a ?token= must not leak through Referer
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+class HistoryStore(Protocol):
+    """What the web app reads from the database (smlogger.store.StoreReader satisfies it)."""
+
+    def meters(self) -> list[str]: ...
+
+    def history(
+        self,
+        meter_id: str,
+        start: datetime,
+        end: datetime,
+        step: int | None = None,
+        max_points: int = 2000,
+    ) -> dict[str, Any]: ...
+
+    def consumption(
+        self, meter_id: str, period: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]: ...
+
+
+# ---- the app ----------------------------------------------------------------------------------
+
+
+class _StreamHub:
+    """Counts open SSE streams (each holds a server thread) and ends them on shutdown."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._open = 0
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._open >= self.limit:
+                return False
+            self._open += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return self._open
+
+
+def _versions() -> dict[str, str]:
+    versions = {
+        "smlogger": __version__,
+        "python": platform.python_version(),
+        "bottle": str(bottle.__version__),
+    }
+    for name in ("cheroot", "peewee"):
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None)
+        if version:
+            versions[name] = str(version)
+    return versions
+
+
+class WebApp:
+    """Route handlers over a LiveState and (optionally) a Store."""
+
+    def __init__(
+        self,
+        live: LiveState,
+        store: HistoryStore | None,
+        *,
+        token: str | None,
+        status_extra: Callable[[], dict[str, Any]] | None,
+        max_streams: int,
+        keepalive_s: float,
+        status_interval_s: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.live = live
+        self.store = store
+        self.token = token or None
+        self.status_extra = status_extra
+        self.keepalive_s = keepalive_s
+        self.status_interval_s = status_interval_s
+        self.now = clock
+        self.started = clock()
+        self.hub = _StreamHub(max_streams)
+        self.fingerprints = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+            for p in STATIC_DIR.iterdir()
+            if p.is_file()
+        }
+        self.template = bottle.SimpleTemplate(
+            source=PAGE_TEMPLATE.read_text(encoding="utf-8"), noescape=False
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def query(self, name: str) -> str | None:
+        values = bottle.request.query.getall(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise ApiError(400, f"parameter '{name}' given more than once", name)
+        try:
+            return str(values[0].encode("latin-1").decode("utf-8"))  # see wsgi_text()
+        except UnicodeError:
+            raise ApiError(400, f"parameter '{name}' is not valid UTF-8", name) from None
+
+    def known_meters(self) -> list[str]:
+        meters = self.live.meters()
+        for meter in self.stored_meters():
+            if meter not in meters:
+                meters.append(meter)
+        return meters
+
+    def stored_meters(self) -> list[str]:
+        if self.store is None:
+            return []
+        try:
+            return list(self.store.meters())
+        except Exception:  # a dead database must not take the live page down
+            log.warning("could not list meters from the database", exc_info=True)
+            return []
+
+    def meter_param(self) -> str | None:
+        """The `meter` parameter (404 when unknown) or the first meter (None when none yet)."""
+        meter = self.chosen_meter()
+        if meter is None:
+            meters = self.known_meters()
+            return meters[0] if meters else None
+        return meter
+
+    def chosen_meter(self) -> str | None:
+        """The `meter` parameter when given: 400 when empty, 404 when no such meter."""
+        meter = self.query("meter")
+        if meter is None:
+            return None
+        if not meter.strip():
+            raise ApiError(400, "parameter 'meter' is empty", "meter")
+        if meter not in self.known_meters():
+            raise ApiError(404, f"unknown meter '{meter}'", "meter")
+        return meter
+
+    def require_store(self) -> HistoryStore:
+        if self.store is None:
+            raise ApiError(503, "no database configured: history is not available")
+        return self.store
+
+    def time_range(self, default_span: timedelta) -> tuple[datetime, datetime]:
+        now = self.now()
+        to_text = self.query("to")
+        from_text = self.query("from")
+        end = now if to_text is None else parse_time("to", to_text, now)
+        start = end - default_span if from_text is None else parse_time("from", from_text, now)
+        if start >= end:
+            raise ApiError(400, "parameter 'from' must be before 'to'", "from")
+        return start, end
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def meters(self) -> Json:
+        live_meters = self.live.meters()
+        stored = self.stored_meters()
+        out = []
+        for meter in self.known_meters():
+            reading = self.live.latest(meter)
+            out.append(
+                {
+                    "id": meter,
+                    "label": meter_label(meter),
+                    "live": reading is not None,
+                    "stored": meter in stored,
+                    "configured": meter in live_meters,
+                    "last_seen": iso(reading.time) if reading else None,
+                }
+            )
+        return {"meters": out, "default": out[0]["id"] if out else None}
+
+    def live_reading(self) -> Json:
+        meter = self.meter_param()
+        now = self.now()
+        body = reading_json(self.live.latest(meter) if meter else None, meter, now)
+        body["server_time"] = iso(now)
+        body["link"] = link_for_meter(self.live.source_status(), meter)
+        return body
+
+    def history(self) -> Json:
+        store = self.require_store()
+        meter = self.meter_param()
+        start, end = self.time_range(DEFAULT_HISTORY_SPAN)
+        step_text = self.query("step")
+        step = None if step_text is None else parse_step(step_text)
+        max_points = AUTO_HISTORY_POINTS
+        if step is not None:
+            points = math.ceil((end - start).total_seconds() / step)
+            if points > MAX_HISTORY_POINTS:
+                raise ApiError(
+                    400,
+                    f"parameter 'step' is too small for the range: {points} points, "
+                    f"at most {MAX_HISTORY_POINTS}",
+                    "step",
+                )
+            max_points = max(points, AUTO_HISTORY_POINTS)
+        if meter is None:
+            return {"meter": None, "from": iso(start), "to": iso(end), "step": step, "points": []}
+        try:
+            result = store.history(meter, start, end, step=step, max_points=max_points)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception:
+            log.warning("history query failed", exc_info=True)
+            raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+        return normalise_points(dict(result))
+
+    def consumption(self) -> Json:
+        store = self.require_store()
+        meter = self.meter_param()
+        period = self.query("period") or "day"
+        if period not in ("day", "month"):
+            raise ApiError(400, "parameter 'period' must be 'day' or 'month'", "period")
+        span = timedelta(days=31) if period == "day" else timedelta(days=366)
+        start, end = self.time_range(span)
+        bars_max = (end - start).total_seconds() / (86400 if period == "day" else 28 * 86400)
+        if bars_max > MAX_CONSUMPTION_BARS:
+            raise ApiError(
+                400,
+                f"parameter 'from' is too early: at most {MAX_CONSUMPTION_BARS} bars "
+                f"of period '{period}'",
+                "from",
+            )
+        bars: list[dict[str, Any]] = []
+        if meter is not None:
+            try:
+                bars = list(store.consumption(meter, period, start, end))
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+            except Exception:
+                log.warning("consumption query failed", exc_info=True)
+                raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+        return {
+            "meter": meter,
+            "period": period,
+            "from": iso(start),
+            "to": iso(end),
+            "bars": [with_ts(b) for b in bars],
+        }
+
+    def status(self) -> Json:
+        now = self.now()
+        sources = self.live.source_status()
+        for source in sources.values():
+            source["crc_error_rate"] = crc_error_rate(source.get("stats") or {})
+        body: dict[str, Json] = {
+            "version": __version__,
+            "versions": _versions(),
+            "server_time": iso(now),
+            "started": iso(self.started),
+            "uptime_s": round((now - self.started).total_seconds(), 3),
+            "meters": self.known_meters(),
+            "sources": sources,
+            "sinks": self.live.sink_status(),
+            "web": {
+                "streams": self.hub.open,
+                "max_streams": self.hub.limit,
+                "token_required": self.token is not None,
+                "history": self.store is not None,
+            },
+        }
+        if self.status_extra is not None:
+            try:
+                extra = self.status_extra()
+            except Exception as exc:
+                log.warning("status_extra failed", exc_info=True)
+                extra = {"status_extra_error": f"{type(exc).__name__}: {exc}"}
+            # the extra adds keys; it never replaces what the web app itself reports
+            for key, value in extra.items():
+                current = body.get(key)
+                if isinstance(current, dict) and isinstance(value, Mapping):
+                    for inner, inner_value in value.items():
+                        current.setdefault(inner, inner_value)
+                elif key not in body:
+                    body[key] = value
+        return body
+
+    def healthz(self) -> Json:
+        now = self.now()
+        states = {k: s.get("state") for k, s in self.live.source_status().items()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round((now - self.started).total_seconds(), 3),
+            "sources": states,
+        }
+
+    def metrics(self) -> str:
+        text = render_metrics(self.live, self.started, self.now(), self.hub.open)
+        bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        return text
+
+    # -- SSE -------------------------------------------------------------------------------
+
+    def stream(self) -> Iterable[bytes]:
+        meter = self.chosen_meter()  # None: readings of every meter
+        if not self.hub.acquire():
+            raise ApiError(503, "too many open event streams", headers={"Retry-After": "30"})
+        subscription = self.live.subscribe()
+        response = bottle.response
+        response.content_type = "text/event-stream; charset=utf-8"
+        response.set_header("Cache-Control", "no-cache, no-transform")
+        response.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        return self._events(subscription, meter)
+
+    def _events(self, subscription: queue.Queue[Reading], meter: str | None) -> Iterator[bytes]:
+        try:
+            now = self.now()
+            first = [f"retry: {SSE_RETRY_MS}\n\n".encode()]
+            for m in [meter] if meter else self.live.meters():
+                reading = self.live.latest(m)
+                if reading is not None:
+                    first.append(sse_event("reading", reading_json(reading, m, now)))
+            first.append(sse_event("status", self.link_status()))
+            yield b"".join(first)
+            last_write = last_status = time.monotonic()
+            while not self.hub.stopping.is_set():
+                try:
+                    reading = subscription.get(timeout=0.5)
+                except queue.Empty:
+                    reading = None
+                chunks = []
+                if reading is not None and (meter is None or reading.meter_id == meter):
+                    chunks.append(
+                        sse_event("reading", reading_json(reading, reading.meter_id, self.now()))
+                    )
+                mono = time.monotonic()
+                if mono - last_status >= self.status_interval_s:
+                    chunks.append(sse_event("status", self.link_status()))
+                    last_status = mono
+                elif not chunks and mono - last_write >= self.keepalive_s:
+                    chunks.append(b": keep-alive\n\n")
+                if chunks:
+                    yield b"".join(chunks)
+                    last_write = mono
+        finally:
+            self.live.unsubscribe(subscription)
+            self.hub.release()
+
+    def link_status(self) -> dict[str, Json]:
+        sources = self.live.source_status()
+        return {
+            "server_time": iso(self.now()),
+            "links": {m: link_for_meter(sources, m) for m in self.live.meters()},
+            "sources": {k: s.get("state") for k, s in sources.items()},
+        }
+
+    # -- page & static ---------------------------------------------------------------------
+
+    def asset(self, name: str) -> str:
+        url = f"/static/{name}?v={self.fingerprints.get(name, '0')}"
+        token = self.query("token")
+        return url + (f"&token={quote(token, safe='')}" if token else "")
+
+    def page(self) -> str:
+        meters = self.known_meters()
+        # the no-script form sends an empty meter while none is known yet: show the default
+        meter = (self.chosen_meter() if self.query("meter") else None) or (
+            meters[0] if meters else None
+        )
+        now = self.now()
+        reading = self.live.latest(meter) if meter else None
+        live = reading_json(reading, meter, now)
+        live["server_time"] = iso(now)
+        live["link"] = link_for_meter(self.live.source_status(), meter)
+        link_states = page_link_states()
+        initial = {
+            "meter": meter,
+            "meters": meters,
+            "live": live,
+            "history": self.store is not None,
+            "version": __version__,
+            # the page's state labels come from smlogger.states, never retyped in app.js
+            "link_states": link_states,
+        }
+        # "<" escaped so no "</script>" inside the data can end the JSON script block
+        initial_json = dumps(initial).decode("utf-8").replace("<", "\\u003c")
+        token = self.query("token")
+        bottle.response.content_type = "text/html; charset=utf-8"
+        bottle.response.set_header("Cache-Control", "no-store")
+        return str(
+            self.template.render(
+                meter=meter,
+                meters=meters,
+                reading=reading,
+                live=live,
+                link=live["link"],
+                initial_json=initial_json,
+                asset=self.asset,
+                token=token,
+                token_query=f"?token={quote(token, safe='')}" if token else "",
+                link_states=link_states,
+                fmt_power=fmt_power,
+                meter_label=meter_label,
+                fmt_number=fmt_number,
+                version=__version__,
+                has_history=self.store is not None,
+            )
+        )
+
+    def static(self, path: str) -> Any:
+        resp = bottle.static_file(path, root=str(STATIC_DIR))
+        name = Path(path).name
+        versioned = bottle.request.query.get("v") == self.fingerprints.get(name)
+        if resp.status_code == 200 or resp.status_code == 304:
+            resp.set_header(
+                "Cache-Control", "public, max-age=31536000, immutable" if versioned else "no-cache"
+            )
+        elif resp.status_code in (403, 404):  # 403: a path outside the static folder
+            raise ApiError(404, "not found")
+        elif resp.status_code >= 400:
+            raise ApiError(resp.status_code, str(resp.body or resp.status_line))
+        for key, value in SECURITY_HEADERS.items():
+            resp.set_header(key, value)
+        return resp
+
+    def favicon(self) -> Any:
+        return self.static("icon.svg")
+
+    def api_index(self) -> Json:
+        return {
+            "endpoints": [
+                "/api/meters", "/api/live", "/api/history", "/api/consumption",
+                "/api/status", "/api/stream", "/metrics", "/healthz",
+            ]
+        }  # fmt: skip
+
+    # -- auth ------------------------------------------------------------------------------
+
+    def check_token(self) -> None:
+        if self.token is None:
+            return
+        # raw environ values: Bottle's header accessors raise on bytes that are not UTF-8
+        environ = bottle.request.environ
+        given = ""
+        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        given = given or str(environ.get("HTTP_X_TOKEN", ""))
+        given = given or bottle.request.query.get("token", "")
+        # compare_digest keeps the time independent of where the first difference is
+        if not given or not hmac.compare_digest(
+            wsgi_text(given).encode("utf-8"), self.token.encode("utf-8")
+        ):
+            raise ApiError(401, "missing or wrong token")
+
+
+def wsgi_text(text: str) -> str:
+    """WSGI hands headers and query strings over as latin-1; clients send UTF-8."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
