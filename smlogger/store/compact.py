@@ -50,8 +50,22 @@ FIELD_SOURCES: dict[str, tuple[str, Mapping[str, float]]] = {
 
 
 def base_of(values: Mapping[str, Value]) -> Base:
-    """A reading's full OBIS list in the stored form."""
-    return {obis: [json_value(v.value), v.unit] for obis, v in values.items()}
+    """A reading's full OBIS list in the stored form.
+
+    Registers behind a typed column keep only their type (0 or 0.0): their values come from
+    the columns, so a base stays the same from one start to the next.
+    """
+    base: Base = {}
+    for obis, v in values.items():
+        value = json_value(v.value)
+        if (
+            obis in FIELD_SOURCES
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ):
+            value = type(value)(0)
+        base[obis] = [value, v.unit]
+    return base
 
 
 def base_key(base: Base) -> str:
