@@ -23,6 +23,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -193,6 +194,20 @@ def parse_speed(value: Any) -> str:
     return f"{number:g}"
 
 
+def parse_replay_start(value: Any) -> str:
+    """An ISO 8601 time ("2024-05-01T12:00:00+02:00"; no zone = UTC), or "" for "now"."""
+    text = parse_str(value).strip()
+    if not text:
+        return ""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO 8601 time like 2024-05-01T12:00:00Z or empty, not {text!r}"
+        ) from None
+    return text
+
+
 def parse_db_url(value: Any) -> str:
     """A sqlite/mysql/mariadb/postgresql URL, or "" for the SQLite file in the data dir."""
     text = parse_str(value).strip()
@@ -274,6 +289,25 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "shutdown_timeout",
+        "--shutdown-timeout",
+        parse_float(0),
+        120.0,
+        "on exit, wait this long at most for the sinks to write what they hold (as long as "
+        "they make progress); what is left stays queued on disk",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "storage.sync_interval",
+        "--sync-interval",
+        parse_float(0, 3600),
+        60.0,
+        "seconds readings may wait in memory and the page cache before they are fsync'ed and "
+        "committed to the database (the power-cut window; 0 = fsync every reading, costs the "
+        "SD card far more writes, see README 'SD card')",
+        metavar="SECONDS",
+    ),
+    _opt(
         "database.url",
         "--db-url",
         parse_db_url,
@@ -312,8 +346,9 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "database.batch_size",
         "--db-batch-size",
         parse_int(1, 100_000),
-        200,
-        "readings per database transaction",
+        5000,
+        "most readings per database transaction (a batch is committed every sync_interval "
+        "seconds or when this many wait, whichever comes first)",
         metavar="N",
     ),
     _opt("csv.enabled", "--csv", parse_bool, True, "write rolling CSV files", boolean=True),
@@ -484,6 +519,16 @@ METER_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "replay_start",
+        "--replay-start",
+        parse_replay_start,
+        "",
+        "time of the first frame of a raw dump replayed at --speed max (default: the last "
+        "frame is stamped 'now'); captures keep their recorded times",
+        meter=True,
+        metavar="TIME",
+    ),
+    _opt(
         "loop",
         "--loop",
         parse_bool,
@@ -596,6 +641,7 @@ class MeterConfig:
     reconnect_max: float
     speed: str
     replay_interval: float
+    replay_start: str
     loop: bool
     profile: str
     interval: float
@@ -631,6 +677,8 @@ class Config:
     data_dir: str
     log_level: str
     store_interval: float
+    storage_sync_interval: float
+    shutdown_timeout: float
     database_url: str
     database_enabled: bool
     database_legacy_table: bool
@@ -903,6 +951,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     groups = {
         "": parser.add_argument_group("general"),
+        "storage": parser.add_argument_group("storage (SD-card write budget)"),
         "database": parser.add_argument_group("database"),
         "csv": parser.add_argument_group("CSV files"),
         "http": parser.add_argument_group("web page and API"),

@@ -551,6 +551,35 @@ class Pipeline:
             if self.finished:
                 break
 
+    def summary(self) -> str:
+        """One line for the end of a replay: frames ok/bad, readings kept per sink,
+        readings rejected, and what stays queued."""
+        ok = bad = readings = rejected = 0
+        for runner in self.runners:
+            stats = runner.stats()
+            ok += int(stats.get("frames_ok", 0))
+            bad += sum(
+                int(stats.get(k, 0))
+                for k in ("crc_errors", "truncated", "escape_errors", "parse_errors", "too_long")
+            )
+            readings += int(stats.get("readings", 0))
+            rejected += int(stats.get("rejected", 0))
+        sinks = []
+        for worker in self.workers:
+            status = worker.status()
+            stored = int(status.get("written", 0) or 0) + int(
+                status.get("skipped_existing", 0) or 0
+            )
+            text = f"{worker.name} {stored}"
+            queued = int(status.get("queue_depth", 0) or 0)
+            if queued:
+                text += f" ({queued} still queued)"
+            sinks.append(text)
+        return (
+            f"frames: {ok} ok, {bad} bad; readings: {readings}, stored: {', '.join(sinks) or '-'}; "
+            f"rejected as implausible: {rejected}"
+        )
+
     def stop(self, timeout: float = 4.0) -> bool:
         """Stop sources, flush aggregates, drain and close sinks; True if all closed in time."""
         if self._stopped:

@@ -14,7 +14,8 @@ import peewee
 
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
 from smlogger.reading import Reading
-from smlogger.store.dialect import dialect_of
+from smlogger.store.bases import BaseBook
+from smlogger.store.dialect import _sql, dialect_of
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
@@ -24,10 +25,26 @@ from smlogger.timefmt import iso
 log = logging.getLogger("smlogger.store")
 
 
-class Store:
-    """The SQL sink: `write` queues on disk, a background thread writes to the database.
+DEFAULT_SYNC_INTERVAL_S = 60.0
+DEFAULT_BATCH_SIZE = 5000
+PERSIST_EVERY_S = 300.0
+# how long shutdown waits for a database that makes no progress at all
+STALL_S = 10.0
 
-    It owns the disk queue and the writer thread and only writes; queries go through a
+
+class Store:
+    """The SQL sink: `write` appends to the local journal, a background thread commits the
+    journal to the database in batches.
+
+    The write budget of an SD card decides the rhythm: a reading costs one small ``write()``
+    to the journal (safe against kill -9); the database gets one transaction per
+    `sync_interval` seconds or per `batch_size` readings, whichever comes first (at once when
+    a backlog or a replay is waiting, and on shutdown), so its pages, rollups and indexes are
+    rewritten once per batch instead of once per reading. `sync_interval` is also the power
+    cut window: journal records not yet in the database are fsync'ed after that long; 0
+    fsyncs every reading and commits it at once.
+
+    It owns the journal and the writer thread and only writes; queries go through a
     `smlogger.store.StoreReader` built from the same database.
     """
 
@@ -40,23 +57,31 @@ class Store:
         spool_dir: Path,
         max_spool_age_days: float = 7,
         legacy_table: bool = False,
-        batch_size: int = 200,
-        fsync_interval: float = 1.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_spool_bytes: Optional[int] = None,
+        shutdown_timeout: float = 120.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if sync_interval < 0:
+            raise ValueError("sync_interval must be >= 0 seconds")
         self.db = db
         self.dialect = dialect_of(db)
         self.batch_size = batch_size
+        self.sync_interval = sync_interval
+        self.shutdown_timeout = shutdown_timeout
         self.legacy_table = legacy_table
-        self._writer = SqlWriter(db, legacy_table=legacy_table)
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
             max_bytes=max_spool_bytes,
-            fsync_interval=fsync_interval,
+            sync_interval=sync_interval,
+            # acknowledged positions are persisted by the writer after durable commits
+            persist_interval=None,
         )
+        self.book = BaseBook(Path(spool_dir))
+        self._writer = SqlWriter(db, legacy_table=legacy_table, book=self.book)
         self._state_lock = threading.Lock()
         self._progress = threading.Condition(self._state_lock)
         self._state = "connecting"
@@ -66,8 +91,11 @@ class Store:
         self._written = 0
         self._rejected = 0
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
+        self._batches = 0
         self._closed = False
         self._stop = threading.Event()
+        self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
+        self._last_persist = _time.monotonic()
         self._schema_ready = False
         self.schema_actions: list[str] = []
         # a first attempt right away, so that a usable database is ready for readers when the
@@ -81,51 +109,78 @@ class Store:
     # ---- Sink protocol -------------------------------------------------------------------
 
     def write(self, reading: Reading) -> None:
+        """Append the reading to the journal (compact: the meter's dictionary + changes)."""
         if self._closed:
             raise RuntimeError("the SQL store is closed")
         # the age bound counts from queueing, not from the reading's own time: it limits how
         # long an outage is bridged, and replays may carry old timestamps
-        self.queue.put_many([StoredRow.from_reading(reading).to_payload()])
+        self.queue.put(StoredRow.from_reading(reading, self.book).to_payload())
 
     def flush(self, timeout: float = 0.0) -> None:
-        """Fsync readings that have waited for the database longer than `fsync_interval` (the
-        others are in the database already or will be in a moment; close() fsyncs everything).
-        With `timeout` > 0, also wait up to that long for the writer to bring the database up
-        to date (never for a database that is down). The pipeline calls this every second, so
-        the default does not wait."""
+        """Retry the journal's disk and fsync what is due (the pipeline calls this every
+        second; it does not wait). With `timeout` > 0, commit now and wait up to that long for
+        the database to hold everything queued (never for a database that is down)."""
         self.queue.sync_due()
         if timeout <= 0:
             return
+        self._commit_now.set()
         self.queue.wake()
         deadline = _time.monotonic() + timeout
         with self._progress:
-            while self.queue.depth > 0 and self._state != "down" and self._thread.is_alive():
+            while (
+                self.queue.depth > 0
+                and self._state not in ("down", "disk full")
+                and self._thread.is_alive()
+            ):
                 remaining = deadline - _time.monotonic()
                 if remaining <= 0:
                     break
                 self._progress.wait(min(remaining, 0.5))
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Give the writer up to `timeout` s to catch up, then stop it. Whatever is not in
-        the database by then stays queued for the next start."""
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Commit everything queued, waiting as long as the database makes progress (up to
+        `timeout`, default `shutdown_timeout`), then stop. Whatever is not in the database by
+        then stays in the journal for the next start, and the log says how much."""
         if self._closed:
             return
-        began = _time.monotonic()
         self._closed = True
+        limit = self.shutdown_timeout if timeout is None else timeout
+        self._commit_now.set()
+        self.queue.wake()
+        deadline = _time.monotonic() + limit
+        last_depth = self.queue.depth
+        last_change = _time.monotonic()
         try:
-            self.flush(timeout=timeout * 0.75)
+            with self._progress:
+                while self.queue.depth > 0 and self._thread.is_alive():
+                    now = _time.monotonic()
+                    depth = self.queue.depth
+                    if depth != last_depth:
+                        last_depth, last_change = depth, now
+                    if now >= deadline or now - last_change >= STALL_S:
+                        break
+                    self._commit_now.set()
+                    self._progress.wait(min(0.5, deadline - now))
         finally:
             self._stop.set()
             self.queue.wake()
-            self._thread.join(max(0.1, timeout - (_time.monotonic() - began)))
+            self._thread.join(max(1.0, deadline - _time.monotonic()))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
-            elif self.queue.depth:
-                log.info("%d readings stay queued for the next start", self.queue.depth)
+            left = self.queue.depth
+            if left:
+                log.warning(
+                    "%d readings stay queued in %s for the next start (database %s)",
+                    left,
+                    self.queue.directory,
+                    self._state,
+                )
             self.queue.close()
 
     def status(self) -> dict[str, object]:
+        """Figures for /api/status: database state, journal depth and state, counts."""
         oldest = self.queue.oldest_timestamp()
+        journal = self.queue.status()
         with self._state_lock:
             return {
                 "db": self._state,
@@ -133,6 +188,11 @@ class Store:
                 "queue_depth": self.queue.depth,
                 "queue_bytes": self.queue.pending_bytes,
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
+                "journal": journal["state"],
+                "journal_in_memory": journal["in_memory"],
+                "journal_corrupt": journal["corrupt"],
+                "sync_interval_s": self.sync_interval,
+                "batches": self._batches,
                 "written": self._written,
                 "rejected": self._rejected,
                 "skipped_existing": self._skipped,
@@ -190,15 +250,20 @@ class Store:
         if not self._schema_ready and not self._prepare():
             return "retry"
         self.queue.sync_due()
-        entries = self.queue.peek(self.batch_size)
-        if not entries:
+        if not self._batch_due():
             self._housekeeping()
             self.queue.wait(timeout=0.5)
+            if not self._batch_due():
+                self._stop.wait(0.5)
+            return "idle"
+        self._commit_now.clear()
+        entries = self.queue.peek(self.batch_size)
+        if not entries:
             return "idle"
         rows = self._decode(entries)
         rejected = 0
         try:
-            written = self._writer.write(rows) if rows else 0
+            written = self._write(rows) if rows else 0
         except Exception as exc:
             self._failed(exc)
             if is_connection_error(exc):
@@ -216,8 +281,34 @@ class Store:
                 self._close_connection()
                 return "retry"
         self.queue.ack(entries[-1])
+        self._batches += 1
+        # the commit was durable (see _write): the journal may forget it, but persisting its
+        # position costs a page of the card, so that happens every few minutes (a crash
+        # before it only replays rows the database skips as already stored)
+        if self._stop.is_set() or _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
+            self.queue.persist()
+            self._last_persist = _time.monotonic()
         self._succeeded(written, skipped=len(rows) - written - rejected, rejected=rejected)
         return "ok"
+
+    def _batch_due(self) -> bool:
+        """A batch is due when `batch_size` readings wait, the oldest has waited
+        `sync_interval` s, or a flush/close asks for it."""
+        depth = self.queue.depth
+        if depth == 0:
+            return False
+        if self._commit_now.is_set() or self._stop.is_set() or depth >= self.batch_size:
+            return True
+        oldest = self.queue.oldest_timestamp()
+        return oldest is None or _time.time() - oldest >= self.sync_interval
+
+    def _write(self, rows: Sequence[StoredRow]) -> int:
+        if self.dialect.name == "sqlite":
+            # readers and the web use synchronous=NORMAL; this batch must be durable when it
+            # commits (one fsync of the WAL per batch, i.e. per minute), because the journal
+            # forgets what the database acknowledged
+            _sql(self.db, "PRAGMA synchronous = FULL")
+        return self._writer.write(rows)
 
     def _decode(self, entries: Sequence[Entry]) -> list[StoredRow]:
         rows = []
@@ -236,7 +327,7 @@ class Store:
         rejected = 0
         for row in rows:
             try:
-                written += self._writer.write([row])
+                written += self._write([row])
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
@@ -251,6 +342,9 @@ class Store:
 
     def _housekeeping(self) -> None:
         self.queue.prune()
+        if self.queue.depth == 0 and _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
+            self.queue.persist()
+            self._last_persist = _time.monotonic()
         with self._progress:
             self._progress.notify_all()
 
@@ -276,9 +370,15 @@ class Store:
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
         state = "down" if is_connection_error(exc) else "error"
+        if "disk is full" in str(exc) or "disk I/O error" in str(exc):
+            # SQLITE_FULL / SQLITE_IOERR: the database file's disk, not the database
+            state = "disk full"
+            message = f"disk full on {Path(str(self.db.database)).parent} ({message})"
         with self._state_lock:
             if self._state != state:
-                if state == "down":
+                if state == "disk full":
+                    log.error("%s; readings wait in %s", message, self.queue.directory)
+                elif state == "down":
                     log.warning(
                         "database unavailable (%s); readings wait in %s",
                         message,
@@ -295,7 +395,7 @@ class Store:
 
     def _succeeded(self, written: int, skipped: int = 0, rejected: int = 0) -> None:
         with self._state_lock:
-            if self._state in ("down", "error") and self._down_since is not None:
+            if self._state in ("down", "error", "disk full") and self._down_since is not None:
                 log.info(
                     "database back after %.0f s; %d readings still queued",
                     _time.monotonic() - self._down_since,
@@ -314,11 +414,11 @@ class Store:
         """Write readings straight to the database (no queue), `batch_size` per transaction,
         rollups included; for imports and benchmarks. Returns the number of new rows."""
         ensure_schema(self.db, legacy_table=self.legacy_table)
-        writer = SqlWriter(self.db, legacy_table=self.legacy_table)
+        writer = SqlWriter(self.db, legacy_table=self.legacy_table, book=self.book)
         total = 0
         batch: list[StoredRow] = []
         for reading in readings:
-            batch.append(StoredRow.from_reading(reading))
+            batch.append(StoredRow.from_reading(reading, self.book))
             if len(batch) >= batch_size:
                 total += writer.write(batch)
                 batch = []
