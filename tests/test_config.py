@@ -197,7 +197,7 @@ def test_every_option_has_env_and_flag() -> None:
         assert option.env.startswith("SMLOGGER_") and option.flag.startswith("--")
         assert option.env not in seen_env
         seen_env.add(option.env)
-    assert config.GLOBAL_OPTIONS[3].env == "SMLOGGER_DB_URL"
+    assert config._GLOBAL_BY_KEY["database.url"].env == "SMLOGGER_DB_URL"
 
 
 def test_dataclasses_hold_exactly_the_options_with_typed_defaults() -> None:
