@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from smallfs import fill, small_filesystem
@@ -61,12 +61,12 @@ def _db_times(path: Path) -> list[str]:
         con.close()
 
 
-def _csv_times(folder: Path) -> list[str]:
-    out = []
+def _csv_rows(folder: Path) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     for path in sorted(folder.rglob("*.csv")):
         text = path.read_text()
         assert text.endswith("\n"), f"{path} ends in a partial row"
-        out += [row["time"] for row in csv.DictReader(io.StringIO(text))]
+        out += list(csv.DictReader(io.StringIO(text)))
     return out
 
 
@@ -74,7 +74,8 @@ def _ms(text: str) -> int:
     stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
-    return round(stamp.timestamp() * 1000)
+    # CSV rows carry milliseconds (cut, not rounded): compare at that resolution
+    return (stamp - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
@@ -105,10 +106,14 @@ def test_filesystem_filling_during_a_run_loses_nothing(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
         log_text = log_path.read_text()
-        db = [_ms(t) for t in _db_times(data_dir / "smlogger.db")]
-        csv_rows = [_ms(t) for t in _csv_times(data_dir / "csv")]
-    assert len(db) == len(set(db)), "a reading stored twice"
-    assert len(csv_rows) == len(set(csv_rows)), "a CSV row written twice"
+        db_raw = _db_times(data_dir / "smlogger.db")
+        csv_raw = _csv_rows(data_dir / "csv")
+    # (meter, time) is the key: a reading stored twice would show as a repeated time
+    assert len(db_raw) == len(set(db_raw)), "a reading stored twice"
+    rows = [tuple(row.values()) for row in csv_raw]
+    assert len(rows) == len(set(rows)), "a CSV row written twice"
+    db = [_ms(t) for t in db_raw]
+    csv_rows = [_ms(row["time"]) for row in csv_raw]
     missing = sorted(set(csv_rows) - set(db))
     assert not missing, f"{len(missing)} CSV readings not in the database: {missing[:5]}"
     # 20 readings/s: apart from the restart, no two stored readings are a second apart
