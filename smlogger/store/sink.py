@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time as _time
 from collections.abc import Iterable, Sequence
@@ -367,10 +368,23 @@ class Store:
         except Exception:
             log.debug("closing a broken database connection failed", exc_info=True)
 
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether a database error is the SQLite file's disk being full (SQLite sometimes
+        reports only the failed rollback that follows)."""
+        if self.dialect.name != "sqlite":
+            return False
+        if "disk is full" in str(exc) or "disk I/O error" in str(exc):
+            return True
+        try:
+            stats = os.statvfs(Path(str(self.db.database)).parent)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < 64 * 1024
+
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
         state = "down" if is_connection_error(exc) else "error"
-        if "disk is full" in str(exc) or "disk I/O error" in str(exc):
+        if self._disk_full(exc):
             # SQLITE_FULL / SQLITE_IOERR: the database file's disk, not the database
             state = "disk full"
             message = f"disk full on {Path(str(self.db.database)).parent} ({message})"
