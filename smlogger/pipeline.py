@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
 STATUS_INTERVAL_S = 1.0
+CLOSE_GRACE_S = 5.0
 
 
 class Sink(Protocol):
@@ -594,7 +595,9 @@ class Pipeline:
             log.debug("%s: %s", runner.spec.key, runner.stats())
         for worker in self.workers:
             worker.close(deadline - 0.3)
-        clean = all([w.join(deadline) for w in self.workers])
+        # a sink's close() waits up to the same budget for its own backend (the SQL sink for
+        # the database) and then reports what stays queued: give it the time to say so
+        clean = all([w.join(deadline + CLOSE_GRACE_S) for w in self.workers])
         self.publish_status()
         for spec in (r.spec for r in self.runners):
             if spec.capture is not None:

@@ -97,6 +97,8 @@ class Store:
         self._stop = threading.Event()
         self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
         self._last_persist = _time.monotonic()
+        if self.queue.depth:
+            self._commit_now.set()  # left from the previous run: no reason to wait
         self._schema_ready = False
         self.schema_actions: list[str] = []
         # a first attempt right away, so that a usable database is ready for readers when the
