@@ -298,6 +298,16 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "storage.ram_dir",
+        "--ram-dir",
+        parse_str,
+        "auto",
+        "tmpfs directory where readings wait (safe against kill -9) until they are written "
+        "every sync_interval: auto = systemd's RuntimeDirectory or /dev/shm; off = write "
+        "every reading to the data dir at once",
+        metavar="DIR",
+    ),
+    _opt(
         "storage.sync_interval",
         "--sync-interval",
         parse_float(0, 3600),
@@ -677,8 +687,9 @@ class Config:
     data_dir: str
     log_level: str
     store_interval: float
-    storage_sync_interval: float
     shutdown_timeout: float
+    storage_ram_dir: str
+    storage_sync_interval: float
     database_url: str
     database_enabled: bool
     database_legacy_table: bool

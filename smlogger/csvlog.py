@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from smlogger.diskqueue import DiskQueue
 from smlogger.reading import ENERGY_FIELDS, Reading
 from smlogger.timefmt import iso
 
@@ -43,6 +45,7 @@ ROTATIONS = ("hourly", "daily", "size")
 TIMEZONES = ("utc", "local")
 DEFAULT_SYNC_INTERVAL_S = 30.0
 DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
+_RAM_BATCH_BYTES = 256 * 1024  # a replay writes in chunks of this size, not once a minute
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
 
@@ -119,6 +122,15 @@ class CsvDiskFullError(OSError):
     """The disk refuses rows and the in-memory reserve is full: the reading was not taken."""
 
 
+def _last_time(path: Path, size: int) -> bytes:
+    """The time cell of a file's last row (b"" for a file with only its header)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 4096))
+        lines = fh.read().splitlines()
+    last = lines[-1] if lines else b""
+    return last[:24] if last[:1].isdigit() else b""
+
+
 @dataclass
 class _Open:
     path: Path
@@ -126,6 +138,7 @@ class _Open:
     fd: int
     size: int
     synced: float
+    last_time: bytes = b""  # time cell of the file's last row when it was opened
 
 
 class CsvLog:
@@ -146,6 +159,7 @@ class CsvLog:
         clock: Callable[[], datetime] | None = None,
         sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        ram_dir: Optional[Path] = None,
     ) -> None:
         if rotate not in ROTATIONS:
             raise ValueError(f"rotate must be one of {', '.join(ROTATIONS)}, not {rotate!r}")
@@ -167,8 +181,18 @@ class CsvLog:
         self.last_error: Optional[str] = None
         self.sync_interval = sync_interval
         self.max_pending_bytes = max_pending_bytes
-        # rows the disk refused, in order, waiting for space: (reading, encoded row)
-        self._pending: list[tuple[Reading, bytes]] = []
+        # rows the disk refused, in order, waiting for space: (meter, time, encoded row)
+        self._pending: list[tuple[str, datetime, bytes]] = []
+        # The RAM journal (a tmpfs): rows wait there, safe against kill -9, and reach the file
+        # every sync_interval seconds, so the SD card sees a few pages a minute instead of a
+        # page per row. Rows a killed process left there are written at the next start
+        # (those it had written already are recognised by their time and skipped).
+        self._ram: Optional[DiskQueue] = None
+        if ram_dir is not None and sync_interval > 0:
+            self._ram = DiskQueue(
+                Path(ram_dir), max_age_s=None, sync_interval=3600.0, persist_interval=0.0
+            )
+        self._recovering = self._ram is not None and self._ram.depth > 0
         self._pending_bytes = 0
         self._state: Optional[str] = None
         self._state_since = 0.0
@@ -245,7 +269,7 @@ class CsvLog:
         log.info("csv: writing %s", path)
         if self.rotate == "size":
             key = self.period_key(stamp)  # rotation by size only; key kept for display
-        return _Open(path, key, fd, size, time.monotonic())
+        return _Open(path, key, fd, size, time.monotonic(), _last_time(path, size))
 
     def _close_file(self, handle: _Open, *, finished: bool) -> None:
         try:
@@ -274,10 +298,10 @@ class CsvLog:
             log.error("csv: cannot compress %s: %s", path, exc)
             tmp.unlink(missing_ok=True)
 
-    def _rotate_needed(self, handle: _Open, reading: Reading) -> bool:
+    def _rotate_needed(self, handle: _Open, stamp: datetime) -> bool:
         if self.rotate == "size":
             return handle.size >= self.max_size
-        return handle.key != self.period_key(reading.time)
+        return handle.key != self.period_key(stamp)
 
     # ---- housekeeping --------------------------------------------------------------------
     def _files_on_disk(self) -> Iterable[tuple[Path, re.Match[str]]]:
@@ -331,9 +355,17 @@ class CsvLog:
 
     # ---- Sink protocol -------------------------------------------------------------------
     def write(self, reading: Reading) -> None:
-        """Append the reading's row (or hold it in memory while the disk is full)."""
+        """Append the reading's row: through the RAM journal when there is one (written to
+        the file every `sync_interval` s), else at once (held in memory while the disk is
+        full)."""
         row = format_row(reading, self.aggregated).encode()
         with self._lock:
+            if self._ram is not None:
+                head = struct.pack("<dH", reading.time.timestamp(), len(reading.meter_id.encode()))
+                self._ram.put(head + reading.meter_id.encode() + row)
+                if self._ram_due():
+                    self._drain_ram()
+                return
             if self._pending:
                 self._retry_pending()
             if self._pending:
@@ -342,19 +374,52 @@ class CsvLog:
                         errno.ENOSPC,
                         f"{self._state}; {len(self._pending)} rows already wait in memory",
                     )
-                self._hold(reading, row)
+                self._hold(reading.meter_id, reading.time, row)
                 return
-            if not self._append(reading, row):
-                self._hold(reading, row)
+            if not self._append(reading.meter_id, reading.time, row):
+                self._hold(reading.meter_id, reading.time, row)
 
-    def _hold(self, reading: Reading, row: bytes) -> None:
-        self._pending.append((reading, row))
+    def _ram_due(self) -> bool:
+        ram = self._ram
+        if ram is None or not ram.depth:
+            return False
+        if self._state is not None or ram.pending_bytes >= _RAM_BATCH_BYTES:
+            return True
+        oldest = ram.oldest_timestamp()
+        return oldest is None or time.time() - oldest >= self.sync_interval
+
+    def _drain_ram(self) -> None:
+        """Append what waits in the RAM journal to the files, oldest first; stops (and keeps
+        the rest) when the disk refuses."""
+        ram = self._ram
+        assert ram is not None
+        while ram.depth:
+            entries = ram.peek(4096)
+            last = None
+            for entry in entries:
+                payload = entry.payload
+                stamp, size = struct.unpack_from("<dH", payload)
+                meter_id = payload[10 : 10 + size].decode()
+                row = payload[10 + size :]
+                moment = datetime.fromtimestamp(stamp, timezone.utc)
+                if not self._append(meter_id, moment, row):
+                    break
+                last = entry
+            if last is not None:
+                ram.ack(last)
+                ram.persist()
+            if last is not entries[-1]:
+                return
+        self._recovering = False
+
+    def _hold(self, meter_id: str, stamp: datetime, row: bytes) -> None:
+        self._pending.append((meter_id, stamp, row))
         self._pending_bytes += len(row)
 
     def _retry_pending(self) -> None:
         done = 0
-        for reading, row in self._pending:
-            if not self._append(reading, row):
+        for meter_id, stamp, row in self._pending:
+            if not self._append(meter_id, stamp, row):
                 break
             done += 1
             self._pending_bytes -= len(row)
@@ -362,23 +427,26 @@ class CsvLog:
         if done and not self._pending:
             log.info("csv: %d rows held in memory are written now", done)
 
-    def _append(self, reading: Reading, row: bytes) -> bool:
+    def _append(self, meter_id: str, stamp: datetime, row: bytes) -> bool:
         """Write one row; False (state set, nothing half-written left) if the disk refused."""
-        handle = self._files.get(reading.meter_id)
+        handle = self._files.get(meter_id)
         try:
-            if handle is not None and self._rotate_needed(handle, reading):
-                del self._files[reading.meter_id]
+            if handle is not None and self._rotate_needed(handle, stamp):
+                del self._files[meter_id]
                 self._close_file(handle, finished=True)
                 handle = None
                 self.housekeeping()
             if handle is None:
-                handle = self._files[reading.meter_id] = self._open(reading.meter_id, reading.time)
+                handle = self._files[meter_id] = self._open(meter_id, stamp)
+            if self._recovering and handle.last_time and row[:24] <= handle.last_time:
+                # left in the RAM journal by a killed process after it reached the file
+                return True
             try:
                 written = 0
                 while written < len(row):
                     written += os.write(handle.fd, row[written:])
             except OSError:
-                self._roll_back(reading.meter_id, handle)
+                self._roll_back(meter_id, handle)
                 raise
         except OSError as exc:
             self._failed(exc, handle.path if handle is not None else self.directory)
@@ -420,10 +488,13 @@ class CsvLog:
             self._state_since = time.monotonic()
 
     def flush(self) -> None:
-        """Retry rows held in memory; fsync files written `sync_interval` s ago or earlier."""
+        """Write rows whose time has come (or retry the disk); fsync files written
+        `sync_interval` s ago or earlier."""
         with self._lock:
             if self._pending:
                 self._retry_pending()
+            if self._ram_due():
+                self._drain_ram()
             now = time.monotonic()
             for handle in self._files.values():
                 if now - handle.synced >= self.sync_interval:
@@ -445,6 +516,16 @@ class CsvLog:
                     self._state,
                     len(self._pending),
                 )
+            if self._ram is not None:
+                self._drain_ram()
+                if self._ram.depth:
+                    log.error(
+                        "csv: %s; %d rows stay in %s for the next start",
+                        self._state,
+                        self._ram.depth,
+                        self._ram.directory,
+                    )
+                self._ram.close()
             for handle in self._files.values():
                 self._close_file(handle, finished=False)
             self._files.clear()
@@ -452,7 +533,7 @@ class CsvLog:
     def status(self) -> dict[str, Any]:
         return {
             "state": self._state or "ok",
-            "queue_depth": len(self._pending),
+            "queue_depth": len(self._pending) + (self._ram.depth if self._ram else 0),
             "pending_bytes": self._pending_bytes,
             "written": self.written,
             "repaired": self.repaired,

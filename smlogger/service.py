@@ -13,6 +13,7 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -107,6 +108,27 @@ def build_meter(meter: MeterConfig, live: LiveState) -> MeterSpec:
 # ---- sinks -----------------------------------------------------------------------------------
 
 
+def ram_base(config: Config) -> Optional[Path]:
+    """Where the RAM tier lives (see `storage.ram_dir`), one directory per data dir; None
+    when it is off or no tmpfs is at hand."""
+    setting = config.storage_ram_dir.strip()
+    if setting in ("", "off") or config.storage_sync_interval <= 0:
+        return None
+    if setting == "auto":
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if runtime:
+            root = Path(runtime)
+        elif os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            root = Path("/dev/shm")
+        else:
+            log.warning("no tmpfs for storage.ram_dir: every reading is written to disk at once")
+            return None
+    else:
+        root = Path(os.path.expanduser(setting))
+    tag = hashlib.sha1(str(config.data_path.resolve()).encode()).hexdigest()[:10]
+    return root / f"smlogger-{os.getuid()}-{tag}"
+
+
 def open_store(config: Config) -> Optional[Store]:
     """The SQL sink, or None when the database is off."""
     if not config.database_enabled:
@@ -120,6 +142,7 @@ def open_store(config: Config) -> Optional[Store]:
         batch_size=config.database_batch_size,
         sync_interval=config.storage_sync_interval,
         shutdown_timeout=config.shutdown_timeout,
+        ram_dir=None if (base := ram_base(config)) is None else base / "sql",
     )
 
 
@@ -133,6 +156,7 @@ def _csv_sink(config: Config) -> CsvLog:
         tz=config.csv_timezone,
         aggregated=config.store_interval > 0,
         sync_interval=config.storage_sync_interval,
+        ram_dir=None if (base := ram_base(config)) is None else base / "csv",
     )
 
 

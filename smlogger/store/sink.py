@@ -31,6 +31,8 @@ DEFAULT_BATCH_SIZE = 5000
 PERSIST_EVERY_S = 300.0
 # how long shutdown waits for a database that makes no progress at all
 STALL_S = 10.0
+# readings older than sync_interval + this in the RAM tier go to the journal on disk
+SPILL_SLACK_S = 5.0
 
 
 class Store:
@@ -62,6 +64,7 @@ class Store:
         sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_spool_bytes: Optional[int] = None,
         shutdown_timeout: float = 120.0,
+        ram_dir: Optional[Path] = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -81,6 +84,19 @@ class Store:
             # acknowledged positions are persisted by the writer after durable commits
             persist_interval=None,
         )
+        # The RAM tier (a tmpfs such as /dev/shm or systemd's RuntimeDirectory): readings
+        # wait there, safe against kill -9, until the batch commit, so the SD card sees one
+        # write per sync_interval instead of one per reading. What waits longer (database down
+        # or slow) is moved to the journal on disk above. With sync_interval 0 every reading
+        # goes to disk at once, so there is no RAM tier.
+        self.ram: Optional[DiskQueue] = None
+        if ram_dir is not None and sync_interval > 0:
+            self.ram = DiskQueue(
+                Path(ram_dir),
+                max_age_s=None,
+                sync_interval=3600.0,  # a tmpfs has nothing to fsync
+                persist_interval=0.0,  # rewriting the position costs nothing in RAM
+            )
         self.book = BaseBook(Path(spool_dir))
         self._writer = SqlWriter(db, legacy_table=legacy_table, book=self.book)
         self._state_lock = threading.Lock()
@@ -97,7 +113,7 @@ class Store:
         self._stop = threading.Event()
         self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
         self._last_persist = _time.monotonic()
-        if self.queue.depth:
+        if self.queue.depth or (self.ram is not None and self.ram.depth):
             self._commit_now.set()  # left from the previous run: no reason to wait
         self._schema_ready = False
         self.schema_actions: list[str] = []
@@ -117,7 +133,13 @@ class Store:
             raise RuntimeError("the SQL store is closed")
         # the age bound counts from queueing, not from the reading's own time: it limits how
         # long an outage is bridged, and replays may carry old timestamps
-        self.queue.put(StoredRow.from_reading(reading, self.book).to_payload())
+        target = self.ram if self.ram is not None else self.queue
+        target.put(StoredRow.from_reading(reading, self.book).to_payload())
+
+    @property
+    def depth(self) -> int:
+        """Readings not yet in the database (journal on disk and RAM tier)."""
+        return self.queue.depth + (self.ram.depth if self.ram is not None else 0)
 
     def flush(self, timeout: float = 0.0) -> None:
         """Retry the journal's disk and fsync what is due (the pipeline calls this every
@@ -131,7 +153,7 @@ class Store:
         deadline = _time.monotonic() + timeout
         with self._progress:
             while (
-                self.queue.depth > 0
+                self.depth > 0
                 and self._state not in ("down", "disk full")
                 and self._thread.is_alive()
             ):
@@ -151,13 +173,13 @@ class Store:
         self._commit_now.set()
         self.queue.wake()
         deadline = _time.monotonic() + limit
-        last_depth = self.queue.depth
+        last_depth = self.depth
         last_change = _time.monotonic()
         try:
             with self._progress:
-                while self.queue.depth > 0 and self._thread.is_alive():
+                while self.depth > 0 and self._thread.is_alive():
                     now = _time.monotonic()
-                    depth = self.queue.depth
+                    depth = self.depth
                     if depth != last_depth:
                         last_depth, last_change = depth, now
                     if now >= deadline or now - last_change >= STALL_S:
@@ -170,7 +192,9 @@ class Store:
             self._thread.join(max(1.0, deadline - _time.monotonic()))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
-            left = self.queue.depth
+            else:
+                self._spill(everything=True)  # a reboot must not lose what waits in RAM
+            left = self.depth
             if left:
                 log.warning(
                     "%d readings stay queued in %s for the next start (database %s)",
@@ -179,17 +203,21 @@ class Store:
                     self._state,
                 )
             self.queue.close()
+            if self.ram is not None:
+                self.ram.close()
 
     def status(self) -> dict[str, object]:
         """Figures for /api/status: database state, journal depth and state, counts."""
-        oldest = self.queue.oldest_timestamp()
+        stamps = [q.oldest_timestamp() for q in self._queues()]
+        oldest = min((t for t in stamps if t is not None), default=None)
         journal = self.queue.status()
         with self._state_lock:
             return {
                 "db": self._state,
                 "backend": self.dialect.name,
-                "queue_depth": self.queue.depth,
-                "queue_bytes": self.queue.pending_bytes,
+                "queue_depth": self.depth,
+                "queue_in_ram": 0 if self.ram is None else self.ram.depth,
+                "queue_bytes": sum(q.pending_bytes for q in self._queues()),
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
                 "journal": journal["state"],
                 "journal_in_memory": journal["in_memory"],
@@ -253,14 +281,16 @@ class Store:
         if not self._schema_ready and not self._prepare():
             return "retry"
         self.queue.sync_due()
-        if not self._batch_due():
+        self._spill()
+        source = self._source()
+        if source is None:
             self._housekeeping()
-            self.queue.wait(timeout=0.5)
-            if not self._batch_due():
+            (self.ram or self.queue).wait(timeout=0.5)
+            if self._source() is None:
                 self._stop.wait(0.5)
             return "idle"
         self._commit_now.clear()
-        entries = self.queue.peek(self.batch_size)
+        entries = source.peek(self.batch_size)
         if not entries:
             return "idle"
         rows = self._decode(entries)
@@ -283,8 +313,10 @@ class Store:
                 self._failed(exc2)
                 self._close_connection()
                 return "retry"
-        self.queue.ack(entries[-1])
+        source.ack(entries[-1])
         self._batches += 1
+        if source is self.ram:
+            self.ram.persist()  # tmpfs: free
         # the commit was durable (see _write): the journal may forget it, but persisting its
         # position costs a page of the card, so that happens every few minutes (a crash
         # before it only replays rows the database skips as already stored)
@@ -294,15 +326,52 @@ class Store:
         self._succeeded(written, skipped=len(rows) - written - rejected, rejected=rejected)
         return "ok"
 
-    def _batch_due(self) -> bool:
+    def _queues(self) -> list[DiskQueue]:
+        return [self.queue] if self.ram is None else [self.queue, self.ram]
+
+    def _source(self) -> Optional[DiskQueue]:
+        """Where the next batch comes from: the disk journal first (its readings are older),
+        then the RAM tier once a batch is due there; None when nothing is due."""
+        if self.ram is None:
+            return self.queue if self._batch_due(self.queue) else None
+        if self.queue.depth:
+            return self.queue  # spilled or left from a previous run: at once
+        return self.ram if self._batch_due(self.ram) else None
+
+    def _spill(self, everything: bool = False) -> None:
+        """Move readings that waited in RAM longer than a batch should (the database is down
+        or slow) to the journal on disk, oldest first, so a power cut costs at most
+        `sync_interval`. Only the writer thread (or close, after it) calls this."""
+        ram = self.ram
+        if ram is None or not ram.depth:
+            return
+        limit = None if everything else _time.time() - self.sync_interval - SPILL_SLACK_S
+        while ram.depth:
+            oldest = ram.oldest_timestamp()
+            if limit is not None and (oldest is None or oldest > limit):
+                return
+            entries = ram.peek(self.batch_size)
+            if limit is not None:
+                entries = [e for e in entries if e.timestamp <= limit]
+            if not entries:
+                return
+            try:
+                self.queue.put_many([e.payload for e in entries], [e.timestamp for e in entries])
+            except OSError as exc:
+                log.error("cannot move readings from RAM to %s: %s", self.queue.directory, exc)
+                return
+            ram.ack(entries[-1])
+            ram.persist()
+
+    def _batch_due(self, queue: DiskQueue) -> bool:
         """A batch is due when `batch_size` readings wait, the oldest has waited
         `sync_interval` s, or a flush/close asks for it."""
-        depth = self.queue.depth
+        depth = queue.depth
         if depth == 0:
             return False
         if self._commit_now.is_set() or self._stop.is_set() or depth >= self.batch_size:
             return True
-        oldest = self.queue.oldest_timestamp()
+        oldest = queue.oldest_timestamp()
         return oldest is None or _time.time() - oldest >= self.sync_interval
 
     def _write(self, rows: Sequence[StoredRow]) -> int:
@@ -345,7 +414,7 @@ class Store:
 
     def _housekeeping(self) -> None:
         self.queue.prune()
-        if self.queue.depth == 0 and _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
+        if self.depth == 0 and _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
             self.queue.persist()
             self._last_persist = _time.monotonic()
         with self._progress:
@@ -359,6 +428,7 @@ class Store:
         until = _time.monotonic() + delay
         while not self._stop.is_set():
             self.queue.sync_due()
+            self._spill()
             remaining = until - _time.monotonic()
             if remaining <= 0 or self._stop.wait(min(remaining, 0.5)):
                 break
@@ -415,7 +485,7 @@ class Store:
                 log.info(
                     "database back after %.0f s; %d readings still queued",
                     _time.monotonic() - self._down_since,
-                    self.queue.depth,
+                    self.depth,
                 )
             self._state = "ok"
             self._down_since = None
