@@ -468,12 +468,17 @@ class DiskQueue:
         self.put_many([payload], [timestamp])
 
     def put_many(
-        self, payloads: list[bytes], timestamps: Optional[list[Optional[float]]] = None
+        self,
+        payloads: list[bytes],
+        timestamps: Optional[list[Optional[float]]] = None,
+        *,
+        hold: bool = True,
     ) -> None:
         """Append records; safe against a process kill when this returns.
 
         If the disk refuses them they are held in memory (and retried); `JournalFullError`
-        when that reserve is exhausted too: nothing was taken, the caller retries later.
+        when that reserve is exhausted too, or at once with `hold` False (for a caller that
+        has them somewhere safer): nothing was taken, the caller retries later.
         """
         if not payloads:
             return
@@ -509,6 +514,10 @@ class DiskQueue:
                     )
                 )
                 self._next_seq += 1
+            if not hold and (self._backlog or not self._append(entries)):
+                self._next_seq -= len(entries)
+                self._next_stream -= sum(e.size for e in entries)
+                raise JournalFullError(errno.ENOSPC, f"{self._state}; nothing taken")
             if self._backlog or not self._append(entries):
                 self._backlog.extend(entries)
                 self._backlog_bytes += sum(e.size for e in entries)

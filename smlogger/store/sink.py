@@ -356,10 +356,12 @@ class Store:
             if not entries:
                 return
             try:
-                self.queue.put_many([e.payload for e in entries], [e.timestamp for e in entries])
-            except OSError as exc:
-                log.error("cannot move readings from RAM to %s: %s", self.queue.directory, exc)
-                return
+                # hold=False: while the disk refuses, they are safer in RAM than in memory
+                self.queue.put_many(
+                    [e.payload for e in entries], [e.timestamp for e in entries], hold=False
+                )
+            except OSError:
+                return  # the journal logged the state once; retried on the next round
             ram.ack(entries[-1])
             ram.persist()
 
