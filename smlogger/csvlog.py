@@ -198,6 +198,8 @@ class CsvLog:
         self._state_since = 0.0
         self.directory.mkdir(parents=True, exist_ok=True)
         self.housekeeping()
+        if self._recovering:
+            self._drain_ram()  # what a killed process left: no reason to wait
 
     # ---- naming --------------------------------------------------------------------------
     def _local(self, stamp: datetime) -> datetime:

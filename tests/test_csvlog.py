@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import logging
+import os
+import struct
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -234,3 +236,50 @@ def test_flush_retries_without_new_readings(tmp_path: Path) -> None:
         log.close()
         path = mount / "csv" / METER / f"{METER}_2024-03-09.csv"
         assert [int(r["p_sum"]) for r in rows(path)] == list(range(60))
+
+
+def _kill(log: CsvLog) -> None:
+    """Leave like a process killed with -9: nothing flushed, the RAM journal released."""
+    assert log._ram is not None
+    os.close(log._ram._lock_fd)
+    for handle in log._files.values():
+        os.close(handle.fd)
+
+
+def test_ram_journal_batches_rows_and_survives_a_kill(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    ram = tmp_path / "ram"
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    for i in range(5):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
+    assert not path.exists()  # waiting in RAM: the card is not touched for every row
+    assert log.status()["queue_depth"] == 5
+    _kill(log)
+    # the next start writes what the killed process left
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(5))
+    for i in range(5, 8):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    log.close()
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(8))
+
+
+def test_rows_written_before_a_kill_are_not_written_twice(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    ram = tmp_path / "ram"
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    for i in range(4):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    with log._lock:  # a drain that reached the file, killed before it acknowledged
+        assert log._ram is not None
+        for entry in log._ram.peek(10):
+            stamp, size = struct.unpack_from("<dH", entry.payload)
+            meter = entry.payload[10 : 10 + size].decode()
+            moment = datetime.fromtimestamp(stamp, timezone.utc)
+            assert log._append(meter, moment, entry.payload[10 + size :])
+    _kill(log)
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    log.close()
+    path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(4))
