@@ -253,6 +253,12 @@ class Store:
         delay = 0.0
         strikes = 0
         try:
+            # open this thread's connection now: SQLite sets up the WAL index (-shm, a few
+            # pages) at the first access, better at start than in the middle of a run
+            _sql(self.db, "SELECT 1 FROM meters LIMIT 1")
+        except Exception:
+            self._close_connection()  # not there yet: the first batch retries
+        try:
             while not self._stop.is_set():
                 try:
                     outcome = self._drain_once(strikes)

@@ -63,6 +63,7 @@ class SqlWriter:
         self.book = book if book is not None else BaseBook()
         self._meter_keys: dict[str, int] = {}
         self._base_index: dict[tuple[int, str], int] = {}
+        self._last_seen: dict[int, float] = {}  # meter -> last_seen written (epoch s)
         self._legacy_meter: Optional[str] = None
         self._unknown_bases: set[str] = set()
         d = self.dialect
@@ -210,6 +211,12 @@ class SqlWriter:
             _execute_many(self.db, d, head, tail, rollup_params)
         if self.legacy_table:
             self._write_legacy(meter_id, fresh)
+        # meters.last_seen to the hour: rewriting it with every batch cost the SD card a page
+        # a minute; the exact last reading is MAX(time) of readings
+        newest = fresh[-1].ts
+        if newest - self._last_seen.get(meter, float("-inf")) < 3600:
+            return len(fresh)
+        self._last_seen[meter] = newest
         last_seen = d.time_param(fresh[-1].time)
         _sql(
             self.db,
