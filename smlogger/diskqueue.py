@@ -233,11 +233,7 @@ class DiskQueue:
         persist_interval: Optional[float] = 300.0,
         max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
         clock: Callable[[], float] = time.time,
-        fsync_interval: Optional[float] = None,
     ) -> None:
-        if fsync_interval is not None:
-            # the name used before the sync policy had its own setting (SQL sink callers)
-            sync_interval = fsync_interval
         if sync_interval < 0:
             raise ValueError("sync_interval must be >= 0 seconds")
         self.directory = Path(directory)
