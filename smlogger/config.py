@@ -23,6 +23,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -203,6 +204,20 @@ def parse_speed(value: Any) -> str:
     return f"{number:g}"
 
 
+def parse_replay_start(value: Any) -> str:
+    """An ISO 8601 time ("2024-05-01T12:00:00+02:00"; no zone = UTC), or "" for "now"."""
+    text = parse_str(value).strip()
+    if not text:
+        return ""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO 8601 time like 2024-05-01T12:00:00Z or empty, not {text!r}"
+        ) from None
+    return text
+
+
 def parse_db_url(value: Any) -> str:
     """A sqlite/mysql/mariadb/postgresql URL, or "" for the SQLite file in the data dir."""
     text = parse_str(value).strip()
@@ -313,6 +328,35 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         metavar="ID=NAME,...",
     ),
     _opt(
+        "shutdown_timeout",
+        "--shutdown-timeout",
+        parse_float(0),
+        120.0,
+        "on exit, wait this long at most for the sinks to write what they hold (as long as "
+        "they make progress); what is left stays queued on disk",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "storage.ram_dir",
+        "--ram-dir",
+        parse_str,
+        "auto",
+        "tmpfs directory where readings wait (safe against kill -9) until they are written "
+        "every sync_interval: auto = systemd's RuntimeDirectory or /dev/shm; off = write "
+        "every reading to the data dir at once",
+        metavar="DIR",
+    ),
+    _opt(
+        "storage.sync_interval",
+        "--sync-interval",
+        parse_float(0, 3600),
+        60.0,
+        "seconds readings may wait in memory and the page cache before they are fsync'ed and "
+        "committed to the database (the power-cut window; 0 = fsync every reading, costs the "
+        "SD card far more writes, see README 'SD card')",
+        metavar="SECONDS",
+    ),
+    _opt(
         "database.url",
         "--db-url",
         parse_db_url,
@@ -370,8 +414,9 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "database.batch_size",
         "--db-batch-size",
         parse_int(1, 100_000),
-        200,
-        "readings per database transaction",
+        5000,
+        "most readings per database transaction (a batch is committed every sync_interval "
+        "seconds or when this many wait, whichever comes first)",
         metavar="N",
     ),
     _opt("csv.enabled", "--csv", parse_bool, True, "write rolling CSV files", boolean=True),
@@ -755,6 +800,16 @@ METER_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "replay_start",
+        "--replay-start",
+        parse_replay_start,
+        "",
+        "time of the first frame of a raw dump replayed at --speed max (default: the last "
+        "frame is stamped 'now'); captures keep their recorded times",
+        meter=True,
+        metavar="TIME",
+    ),
+    _opt(
         "loop",
         "--loop",
         parse_bool,
@@ -876,6 +931,7 @@ class MeterConfig:
     reconnect_max: float
     speed: str
     replay_interval: float
+    replay_start: str
     loop: bool
     profile: str
     interval: float
@@ -913,6 +969,9 @@ class Config:
     log_level: str
     store_interval: float
     meter_names: str
+    shutdown_timeout: float
+    storage_ram_dir: str
+    storage_sync_interval: float
     database_url: str
     database_password_file: str
     database_enabled: bool
@@ -1295,6 +1354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     groups = {
         "": parser.add_argument_group("general"),
+        "storage": parser.add_argument_group("storage (SD-card write budget)"),
         "database": parser.add_argument_group("database"),
         "csv": parser.add_argument_group("CSV files"),
         "http": parser.add_argument_group("web page and API"),

@@ -8,16 +8,27 @@ UTC times; energies in kWh, power in W, voltage V, current A, frequency Hz.
 
 Every row is written with a single write() on an unbuffered file, so a crash leaves at most the
 last line partial; opening a file again (the next start) cuts such a line off. Finished files are
-optionally gzip'd (atomically, via a temporary file) and pruned after `keep_days`.
+optionally gzip'd (atomically, via a temporary file) and pruned after `keep_days`. Open files are
+fsync'ed every `sync_interval` seconds (the power-cut window; the kernel writes them back within
+about 30 s anyway, so a shorter interval costs SD-card writes, a longer one saves nothing).
+
+A full disk (or an I/O error) is a state, not a loss: the partial row is truncated away, the row
+and every later one wait in memory (up to `max_pending_bytes`, about 30,000 rows with the
+default), `status()` says "disk full on <path>", the log says it once, and each later write or
+flush retries. Beyond the bound `write` raises `CsvDiskFullError` without taking the reading, so
+the caller keeps it and retries (back-pressure) instead of anything being dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import logging
 import os
 import re
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from smlogger.diskqueue import DiskQueue
 from smlogger.reading import ENERGY_FIELDS, Reading
 from smlogger.timefmt import iso
 
@@ -33,7 +45,10 @@ log = logging.getLogger(__name__)
 
 ROTATIONS = ("hourly", "daily", "size")
 TIMEZONES = ("utc", "local")
-FSYNC_INTERVAL_S = 30.0
+DEFAULT_SYNC_INTERVAL_S = 30.0
+DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
+_RAM_BATCH_BYTES = 256 * 1024  # a replay writes in chunks of this size, not once a minute
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 INSTANT_FIELDS: tuple[str, ...] = tuple(f for f in Reading.FIELDS if f not in ENERGY_FIELDS)
 
 _NAME = re.compile(
@@ -105,6 +120,19 @@ def repair(path: Path) -> int:
     return size - keep
 
 
+class CsvDiskFullError(OSError):
+    """The disk refuses rows and the in-memory reserve is full: the reading was not taken."""
+
+
+def _last_time(path: Path, size: int) -> bytes:
+    """The time cell of a file's last row (b"" for a file with only its header)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 4096))
+        lines = fh.read().splitlines()
+    last = lines[-1] if lines else b""
+    return last[:24] if last[:1].isdigit() else b""
+
+
 @dataclass
 class _Open:
     path: Path
@@ -112,6 +140,7 @@ class _Open:
     fd: int
     size: int
     synced: float
+    last_time: bytes = b""  # time cell of the file's last row when it was opened
 
 
 class CsvLog:
@@ -131,6 +160,9 @@ class CsvLog:
         aggregated: bool = False,
         clock: Callable[[], datetime] | None = None,
         names: Callable[[str], Optional[str]] | None = None,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        ram_dir: Optional[Path] = None,
     ) -> None:
         if rotate not in ROTATIONS:
             raise ValueError(f"rotate must be one of {', '.join(ROTATIONS)}, not {rotate!r}")
@@ -151,11 +183,27 @@ class CsvLog:
         self.written = 0
         self.repaired = 0
         self.last_error: Optional[str] = None
-        # meters whose file is reopened after a failed write: the retries (every 0.5-10 s on
-        # a full disk) must not log "writing"/"repaired" each time; the sink worker logs once
-        self._retrying: set[str] = set()
+        self.sync_interval = sync_interval
+        self.max_pending_bytes = max_pending_bytes
+        # rows the disk refused, in order, waiting for space: (meter, time, encoded row)
+        self._pending: list[tuple[str, datetime, bytes]] = []
+        # The RAM journal (a tmpfs): rows wait there, safe against kill -9, and reach the file
+        # every sync_interval seconds, so the SD card sees a few pages a minute instead of a
+        # page per row. Rows a killed process left there are written at the next start
+        # (those it had written already are recognised by their time and skipped).
+        self._ram: Optional[DiskQueue] = None
+        if ram_dir is not None and sync_interval > 0:
+            self._ram = DiskQueue(
+                Path(ram_dir), max_age_s=None, sync_interval=3600.0, persist_interval=0.0
+            )
+        self._recovering = self._ram is not None and self._ram.depth > 0
+        self._pending_bytes = 0
+        self._state: Optional[str] = None
+        self._state_since = 0.0
         self.directory.mkdir(parents=True, exist_ok=True)
         self.housekeeping()
+        if self._recovering:
+            self._drain_ram()  # what a killed process left: no reason to wait
 
     # ---- naming --------------------------------------------------------------------------
     def _local(self, stamp: datetime) -> datetime:
@@ -203,14 +251,15 @@ class CsvLog:
 
     # ---- files ---------------------------------------------------------------------------
     def _open(self, meter_id: str, stamp: datetime) -> _Open:
-        report = log.debug if meter_id in self._retrying else log.info
+        # while the disk refuses writes, reopening is part of each retry: not news for the log
+        report = log.debug if self._state is not None else log.info
         key, path = self._candidate(meter_id, stamp)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             removed = repair(path)
             if removed:
                 self.repaired += 1
-                repaired = log.debug if meter_id in self._retrying else log.warning
+                repaired = log.debug if self._state is not None else log.warning
                 repaired("csv: %s: removed a partial last line (%d bytes)", path, removed)
             with open(path, "rb") as fh:
                 first = fh.readline()
@@ -221,12 +270,21 @@ class CsvLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         size = os.fstat(fd).st_size
         if size == 0:
-            os.write(fd, self._header.encode())
+            try:
+                header = self._header.encode()
+                if os.write(fd, header) != len(header):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                # no half header either: the next attempt starts the file afresh
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                os.close(fd)
+                raise
             size = len(self._header)
         report("csv: writing %s", path)
         if self.rotate == "size":
             key = self.period_key(stamp)  # rotation by size only; key kept for display
-        return _Open(path, key, fd, size, time.monotonic())
+        return _Open(path, key, fd, size, time.monotonic(), _last_time(path, size))
 
     def _close_file(self, handle: _Open, *, finished: bool) -> None:
         try:
@@ -255,10 +313,10 @@ class CsvLog:
             log.error("csv: cannot compress %s: %s", path, exc)
             tmp.unlink(missing_ok=True)
 
-    def _rotate_needed(self, handle: _Open, reading: Reading) -> bool:
+    def _rotate_needed(self, handle: _Open, stamp: datetime) -> bool:
         if self.rotate == "size":
             return handle.size >= self.max_size
-        return handle.key != self.period_key(reading.time)
+        return handle.key != self.period_key(stamp)
 
     # ---- housekeeping --------------------------------------------------------------------
     def _files_on_disk(self) -> Iterable[tuple[Path, re.Match[str]]]:
@@ -312,47 +370,186 @@ class CsvLog:
 
     # ---- Sink protocol -------------------------------------------------------------------
     def write(self, reading: Reading) -> None:
+        """Append the reading's row: through the RAM journal when there is one (written to
+        the file every `sync_interval` s), else at once (held in memory while the disk is
+        full)."""
         row = format_row(reading, self.aggregated).encode()
         with self._lock:
-            handle = self._files.get(reading.meter_id)
-            if handle is not None and self._rotate_needed(handle, reading):
-                del self._files[reading.meter_id]
+            if self._ram is not None:
+                head = struct.pack("<dH", reading.time.timestamp(), len(reading.meter_id.encode()))
+                self._ram.put(head + reading.meter_id.encode() + row)
+                if self._ram_due():
+                    self._drain_ram()
+                return
+            if self._pending:
+                self._retry_pending()
+            if self._pending:
+                if self._pending_bytes + len(row) > self.max_pending_bytes:
+                    raise CsvDiskFullError(
+                        errno.ENOSPC,
+                        f"{self._state}; {len(self._pending)} rows already wait in memory",
+                    )
+                self._hold(reading.meter_id, reading.time, row)
+                return
+            if not self._append(reading.meter_id, reading.time, row):
+                self._hold(reading.meter_id, reading.time, row)
+
+    def _ram_due(self) -> bool:
+        ram = self._ram
+        if ram is None or not ram.depth:
+            return False
+        if self._state is not None or ram.pending_bytes >= _RAM_BATCH_BYTES:
+            return True
+        oldest = ram.oldest_timestamp()
+        return oldest is None or time.time() - oldest >= self.sync_interval
+
+    def _drain_ram(self) -> None:
+        """Append what waits in the RAM journal to the files, oldest first; stops (and keeps
+        the rest) when the disk refuses."""
+        ram = self._ram
+        assert ram is not None
+        while ram.depth:
+            entries = ram.peek(4096)
+            last = None
+            for entry in entries:
+                payload = entry.payload
+                stamp, size = struct.unpack_from("<dH", payload)
+                meter_id = payload[10 : 10 + size].decode()
+                row = payload[10 + size :]
+                moment = datetime.fromtimestamp(stamp, timezone.utc)
+                if not self._append(meter_id, moment, row):
+                    break
+                last = entry
+            if last is not None:
+                ram.ack(last)
+                ram.persist()
+            if last is not entries[-1]:
+                return
+        self._recovering = False
+
+    def _hold(self, meter_id: str, stamp: datetime, row: bytes) -> None:
+        self._pending.append((meter_id, stamp, row))
+        self._pending_bytes += len(row)
+
+    def _retry_pending(self) -> None:
+        done = 0
+        for meter_id, stamp, row in self._pending:
+            if not self._append(meter_id, stamp, row):
+                break
+            done += 1
+            self._pending_bytes -= len(row)
+        del self._pending[:done]
+        if done and not self._pending:
+            log.info("csv: %d rows held in memory are written now", done)
+
+    def _append(self, meter_id: str, stamp: datetime, row: bytes) -> bool:
+        """Write one row; False (state set, nothing half-written left) if the disk refused."""
+        handle = self._files.get(meter_id)
+        try:
+            if handle is not None and self._rotate_needed(handle, stamp):
+                del self._files[meter_id]
                 self._close_file(handle, finished=True)
                 handle = None
                 self.housekeeping()
             if handle is None:
-                handle = self._files[reading.meter_id] = self._open(reading.meter_id, reading.time)
+                handle = self._files[meter_id] = self._open(meter_id, stamp)
+            if self._recovering and handle.last_time and row[:24] <= handle.last_time:
+                # left in the RAM journal by a killed process after it reached the file
+                return True
             try:
-                os.write(handle.fd, row)
-            except OSError as exc:
-                self.last_error = f"{handle.path}: {exc}"
-                self._retrying.add(reading.meter_id)
-                # the file may now end in a partial row; reopen (and repair) on the next write
-                del self._files[reading.meter_id]
-                os.close(handle.fd)
+                written = 0
+                while written < len(row):
+                    written += os.write(handle.fd, row[written:])
+            except OSError:
+                self._roll_back(meter_id, handle)
                 raise
-            handle.size += len(row)
-            self.written += 1
-            self.last_error = None
-            self._retrying.discard(reading.meter_id)
+        except OSError as exc:
+            self._failed(exc, handle.path if handle is not None else self.directory)
+            return False
+        handle.size += len(row)
+        self.written += 1
+        if self._state is not None:
+            log.info(
+                "csv: writing again after %.0f s (%s)",
+                time.monotonic() - self._state_since,
+                self._state,
+            )
+            self._state = None
+        self.last_error = None
+        return True
+
+    def _roll_back(self, meter_id: str, handle: _Open) -> None:
+        """Cut a partial row: the file ends with the last complete line again."""
+        try:
+            os.ftruncate(handle.fd, handle.size)
+        except OSError:
+            # reopening repairs the file (cuts the partial line) before the next row
+            del self._files[meter_id]
+            os.close(handle.fd)
+
+    def _failed(self, exc: OSError, path: Path) -> None:
+        if exc.errno in _DISK_FULL:
+            state = f"disk full on {path.parent if path.suffix else path}"
+        else:
+            state = f"cannot write {path}: {exc.strerror or exc}"
+        self.last_error = f"{path}: {exc}"
+        if state != self._state:
+            log.error(
+                "csv: %s; rows wait in memory (up to %d KiB) and are written when it clears",
+                state,
+                self.max_pending_bytes // 1024,
+            )
+            self._state = state
+            self._state_since = time.monotonic()
 
     def flush(self) -> None:
+        """Write rows whose time has come (or retry the disk); fsync files written
+        `sync_interval` s ago or earlier."""
         with self._lock:
+            if self._pending:
+                self._retry_pending()
+            if self._ram_due():
+                self._drain_ram()
             now = time.monotonic()
             for handle in self._files.values():
-                if now - handle.synced >= FSYNC_INTERVAL_S:
-                    os.fsync(handle.fd)
+                if now - handle.synced >= self.sync_interval:
+                    try:
+                        os.fsync(handle.fd)
+                    except OSError as exc:
+                        self._failed(exc, handle.path)
+                        continue
                     handle.synced = now
 
     def close(self) -> None:
+        """Write what memory holds if the disk takes it, fsync and close the files."""
         with self._lock:
+            if self._pending:
+                self._retry_pending()
+            if self._pending:
+                log.error(
+                    "csv: %s; %d rows held in memory could not be written",
+                    self._state,
+                    len(self._pending),
+                )
+            if self._ram is not None:
+                self._drain_ram()
+                if self._ram.depth:
+                    log.error(
+                        "csv: %s; %d rows stay in %s for the next start",
+                        self._state,
+                        self._ram.depth,
+                        self._ram.directory,
+                    )
+                self._ram.close()
             for handle in self._files.values():
                 self._close_file(handle, finished=False)
             self._files.clear()
 
     def status(self) -> dict[str, Any]:
         return {
-            "queue_depth": 0,
+            "state": self._state or "ok",
+            "queue_depth": len(self._pending) + (self._ram.depth if self._ram else 0),
+            "pending_bytes": self._pending_bytes,
             "written": self.written,
             "repaired": self.repaired,
             "last_error": self.last_error,

@@ -1,25 +1,46 @@
-"""A durable FIFO of byte records on local disk (the spool behind the SQL sink).
+"""The local journal: an append-only, checksummed FIFO of byte records (behind the SQL sink).
 
-Layout of the queue directory:
+Layout of the journal directory (created 0700, files 0600):
 
-* ``seg-<number>.q`` -- append-only segment files. A record is a 16-byte header
-  (payload length, CRC-32 over timestamp and payload, timestamp as a float) and the payload.
-* ``committed`` -- "<segment> <offset>": everything before that position was acknowledged.
-  It is replaced atomically (write + rename), so a kill -9 leaves either the old or the new
-  position, never a mix.
-* ``lock`` -- flock'ed while a process has the queue open; two writers would interleave records.
+* ``seg-<number>.j`` -- append-only segment files. A record is an 18-byte header (2-byte magic,
+  payload length, CRC-32 over length, timestamp and payload, timestamp as a float) and the
+  payload. The magic lets a reader find the next record after damaged bytes.
+* ``acked`` -- the acknowledged position (segment, offset, CRC), rewritten in place with one
+  small ``pwrite``. It is persisted rarely (see `persist_interval`), because every rewrite
+  dirties a page of the SD card; a position that lags behind only means a few records are
+  delivered again after a crash, and the consumer's writes are idempotent.
+* ``lock`` -- flock'ed while a process has the journal open.
 
-Guarantees: an entry is on disk (in the page cache, which a killed process cannot lose) when
-`put` returns. With `fsync_interval` 0 it is also fsync'ed before `put` returns; otherwise the
-consumer calls `sync_due()` regularly, which fsyncs entries still unacknowledged after
-`fsync_interval` seconds, so only a power cut inside that window can lose them.
-Acknowledged entries are never delivered again. Entries delivered but not yet acknowledged
-when the process died are delivered again (at least once); the consumer makes its writes
-idempotent. A torn record at the tail (power cut during a write) is detected by length/CRC
-and cut off at the next open.
+Durability. `put`/`put_many` append with a plain ``write()``: when they return, the records
+are in the kernel's page cache, which a killed process (kill -9) cannot lose. Against a power
+cut, `sync_interval` is the window: 0 fsyncs every append; otherwise records are fsync'ed once
+they have waited `sync_interval` seconds (the consumer calls `sync_due()` regularly) unless the
+persisted acknowledged position already covers them.
 
-The queue is bounded by age (and optionally size): the oldest entries beyond the bound are
+Acknowledgement is two-step so that the consumer decides what is durable: `ack(entry)` marks
+`entry` and everything before it as consumed (in memory; never re-read); `persist()` writes
+the acknowledged position to disk and deletes finished segments. With `persist_interval` set,
+`ack` persists by itself at most that often (for consumers whose writes are durable when they
+ack); `close()` always persists.
+
+Disk full (ENOSPC, EDQUOT) or an I/O error while appending is a state, not a loss: the partial
+write is truncated away (no half record stays behind), the records are kept in memory (up to
+`max_memory_bytes`; beyond that `put` raises `JournalFullError`, which pushes back on the
+producer instead of dropping anything), the consumer still gets them from memory, `state` says
+"disk full on <path>", the log says so once per change of state, and every later `put` or
+`sync_due()` retries the disk. Records that the consumer acknowledged while they were only in
+memory are never written.
+
+Reading never gives up on good data: a damaged record is skipped up to the next record whose
+magic, length and checksum are valid, and the skip is counted and logged. At open, damage at
+the very end of the newest segment with no valid record after it is a torn write (power cut
+during an append) and is cut off.
+
+The journal is bounded by age (and optionally size): the oldest records beyond the bound are
 dropped with a logged count.
+
+Segments of the previous format (``seg-*.q`` and a ``committed`` file) are read once at open,
+their unacknowledged records moved into the journal, and removed.
 """
 
 from __future__ import annotations
@@ -33,75 +54,173 @@ import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<IId")  # payload length, crc32(timestamp bytes + payload), timestamp
+MAGIC = b"\xa7\x4a"
+_HEADER = struct.Struct("<2sIId")  # magic, payload length, crc32, timestamp
+HEADER_SIZE = _HEADER.size
 _SEGMENT_PREFIX = "seg-"
-_SEGMENT_SUFFIX = ".q"
-_COMMIT_FILE = "committed"
+_SEGMENT_SUFFIX = ".j"
+_ACK_FILE = "acked"
+_ACK = struct.Struct("<QQI")  # segment, offset, crc32 of the first 16 bytes
 _LOCK_FILE = "lock"
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MEMORY_BYTES = 32 * 1024 * 1024
 _PRUNE_EVERY_S = 60.0
+_CHUNK = 1 << 16
+# errors that mean "the disk cannot take it now", as opposed to a bug or a vanished directory
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+# the previous format (kept only to migrate queues left by older versions)
+_OLD_HEADER = struct.Struct("<IId")  # payload length, crc32(timestamp bytes + payload), timestamp
+_OLD_SUFFIX = ".q"
+_OLD_COMMIT = "committed"
 
 
 class QueueLockedError(RuntimeError):
-    """Another process (or another DiskQueue in this one) has the queue directory open."""
+    """Another process (or another DiskQueue in this one) has the journal directory open."""
 
 
 class QueueClosedError(RuntimeError):
-    """The queue was closed."""
+    """The journal was closed."""
+
+
+class JournalFullError(OSError):
+    """The disk refuses appends and the in-memory reserve is exhausted: retry later."""
 
 
 @dataclass(frozen=True, order=True)
 class Position:
+    """A byte position in the journal: segment number and offset in it."""
+
     segment: int
     offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """One queued record; `end` is the position right after it (what `ack` commits)."""
+    """One journal record as handed to the consumer.
 
-    end: Position
+    `seq` orders records; `end` is the position right after the record on disk (None while it
+    is only held in memory because the disk refused it); `stream_end` counts record bytes.
+    """
+
+    seq: int
     timestamp: float
     payload: bytes
+    end: Optional[Position] = None
+    stream_end: int = 0
+    size: int = field(default=0, repr=False)
 
 
-def _segment_name(number: int) -> str:
-    return f"{_SEGMENT_PREFIX}{number:012d}{_SEGMENT_SUFFIX}"
+def _segment_name(number: int, suffix: str = _SEGMENT_SUFFIX) -> str:
+    return f"{_SEGMENT_PREFIX}{number:012d}{suffix}"
 
 
-def _segment_number(name: str) -> Optional[int]:
-    if not (name.startswith(_SEGMENT_PREFIX) and name.endswith(_SEGMENT_SUFFIX)):
+def _segment_number(name: str, suffix: str = _SEGMENT_SUFFIX) -> Optional[int]:
+    if not (name.startswith(_SEGMENT_PREFIX) and name.endswith(suffix)):
         return None
-    digits = name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)]
+    digits = name[len(_SEGMENT_PREFIX) : -len(suffix)]
     return int(digits) if digits.isdigit() else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _crc(timestamp_bytes: bytes, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(timestamp_bytes)) & 0xFFFFFFFF
+def _record_crc(length_and_time: bytes, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(length_and_time)) & 0xFFFFFFFF
 
 
 def encode_record(payload: bytes, timestamp: float) -> bytes:
-    ts_bytes = struct.pack("<d", timestamp)
-    return _HEADER.pack(len(payload), _crc(ts_bytes, payload), timestamp) + payload
+    """The bytes of one journal record (header + payload)."""
+    head = struct.pack("<Id", len(payload), timestamp)
+    return _HEADER.pack(MAGIC, len(payload), _record_crc(head, payload), timestamp) + payload
+
+
+@dataclass
+class SegmentScan:
+    """What `read_segment` found: records (offset, end, timestamp, payload) and bad stretches."""
+
+    records: list[tuple[int, int, float, bytes]]
+    holes: list[tuple[int, int]]
+    position: int  # where reading stopped (after the last record or hole)
+
+
+def read_segment(fd: int, start: int, end: int, limit: int) -> SegmentScan:
+    """Up to `limit` valid records in bytes [start, end) of a segment file.
+
+    A record is valid when its magic, length and CRC agree and it ends by `end`. Anything else
+    is skipped up to the next valid record and reported as a hole (start, end); a bad stretch
+    reaching `end` is reported too, and the caller decides whether it is a torn tail.
+    """
+    records: list[tuple[int, int, float, bytes]] = []
+    holes: list[tuple[int, int]] = []
+    buf = b""
+    base = start
+    pos = start
+    bad_from: Optional[int] = None
+
+    def window(at: int, size: int) -> tuple[bytes, int]:
+        """A buffer holding [at, at+size) as far as the file goes, and `at`'s index in it."""
+        nonlocal buf, base
+        if at < base or at + size > base + len(buf):
+            buf = os.pread(fd, min(end - at, max(size, _CHUNK)), at)
+            base = at
+        return buf, at - base
+
+    def valid_at(at: int) -> Optional[tuple[int, float, bytes]]:
+        data, rel = window(at, HEADER_SIZE)
+        if rel + HEADER_SIZE > len(data):
+            return None
+        magic, length, crc, stamp = _HEADER.unpack_from(data, rel)
+        if magic != MAGIC or length > MAX_RECORD_BYTES or at + HEADER_SIZE + length > end:
+            return None
+        data, rel = window(at, HEADER_SIZE + length)
+        if rel + HEADER_SIZE + length > len(data):
+            return None
+        view = memoryview(data)
+        payload = view[rel + HEADER_SIZE : rel + HEADER_SIZE + length]
+        head = bytes(view[rel + 2 : rel + 6]) + bytes(view[rel + 10 : rel + 18])
+        if _record_crc(head, payload) != crc:
+            return None
+        return at + HEADER_SIZE + length, stamp, bytes(payload)
+
+    while pos < end and len(records) < limit:
+        found = valid_at(pos)
+        if found is not None:
+            if bad_from is not None:
+                holes.append((bad_from, pos))
+                bad_from = None
+            records.append((pos, found[0], found[1], found[2]))
+            pos = found[0]
+            continue
+        if bad_from is None:
+            bad_from = pos
+        # resynchronise: the next place the magic appears
+        nxt = -1
+        probe = pos + 1
+        while probe < end:
+            data, rel = window(probe, _CHUNK)
+            index = data.find(MAGIC, rel)
+            if index >= 0:
+                nxt = base + index
+                break
+            # keep one byte of overlap: the magic may straddle two windows
+            probe = base + len(data) - (len(MAGIC) - 1)
+            if base + len(data) >= end:
+                break
+        pos = nxt if nxt >= 0 else end
+    if bad_from is not None and len(records) < limit:
+        holes.append((bad_from, end))
+        pos = end
+    return SegmentScan(records, holes, pos)
 
 
 class DiskQueue:
-    """Thread-safe, single-process durable queue: producers `put`, one consumer `peek`s/`ack`s."""
+    """Thread-safe, single-process journal: producers `put`, one consumer `peek`s/`ack`s."""
 
     def __init__(
         self,
@@ -110,26 +229,43 @@ class DiskQueue:
         max_age_s: Optional[float] = 7 * 86400.0,
         max_bytes: Optional[int] = None,
         segment_bytes: int = 8 * 1024 * 1024,
-        fsync_interval: float = 0.0,
+        sync_interval: float = 30.0,
+        persist_interval: Optional[float] = 300.0,
+        max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if sync_interval < 0:
+            raise ValueError("sync_interval must be >= 0 seconds")
         self.directory = Path(directory)
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        self.fsync_interval = fsync_interval
+        self.sync_interval = sync_interval
+        self.persist_interval = persist_interval
+        self.max_memory_bytes = max_memory_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
         self._closed = False
-        self.dropped = 0  # entries dropped by the age/size bound since open
-        self.corrupt = 0  # records lost to corruption found at open
-        self._last_fsync = 0.0
+        self.dropped = 0  # records dropped by the age/size bound since open
+        self.corrupt = 0  # damaged stretches skipped (at open or while reading)
+        self.skipped_bytes = 0  # their size
+        self.torn_bytes = 0  # torn tail cut at open
+        self.migrated = 0  # records taken over from the previous format
+        self.fsyncs = 0
         self._dirty = False
         self._dirty_since = 0.0
         self._last_prune = float("-inf")
+        self._last_persist = clock()
+        self._state: Optional[str] = None  # None = writable; else what is wrong
+        self._state_since: Optional[float] = None
+        self._needs_truncate = False
+        self._backlog: deque[Entry] = deque()  # refused by the disk, held in memory
+        self._backlog_bytes = 0
+        self._known_holes: set[tuple[int, int]] = set()
+        self._oldest_cache: Optional[tuple[int, Optional[float]]] = None
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         self._lock_fd = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,7 +273,7 @@ class DiskQueue:
             os.close(self._lock_fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise QueueLockedError(
-                    f"queue directory {self.directory} is in use by another process"
+                    f"journal directory {self.directory} is in use by another process"
                 ) from None
             raise
         try:
@@ -149,237 +285,417 @@ class DiskQueue:
 
     # ---- opening / recovery ------------------------------------------------------------------
 
-    def _list_segments(self) -> list[int]:
-        numbers = []
-        for name in os.listdir(self.directory):
-            number = _segment_number(name)
-            if number is not None:
-                numbers.append(number)
-        return sorted(numbers)
+    def _make_directory(self) -> None:
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, mode=0o700)
+            # mkdir's mode is filtered by the umask; readings are private either way
+            os.chmod(self.directory, 0o700)
 
     def _path(self, segment: int) -> Path:
         return self.directory / _segment_name(segment)
 
-    def _read_commit(self) -> Optional[Position]:
+    def _list_segments(self, suffix: str = _SEGMENT_SUFFIX) -> list[int]:
+        numbers = []
+        for name in os.listdir(self.directory):
+            number = _segment_number(name, suffix)
+            if number is not None:
+                numbers.append(number)
+        return sorted(numbers)
+
+    def _read_ack_file(self) -> Optional[Position]:
         try:
-            text = (self.directory / _COMMIT_FILE).read_text(encoding="ascii").split()
-        except FileNotFoundError:
+            data = os.pread(self._ack_fd, _ACK.size, 0)
+        except OSError:
             return None
-        try:
-            return Position(int(text[0]), int(text[1]))
-        except (IndexError, ValueError):
-            log.error(
-                "queue %s: unreadable commit file, starting at the oldest entry", self.directory
+        if len(data) < _ACK.size:
+            return None
+        segment, offset, crc = _ACK.unpack(data)
+        if zlib.crc32(data[:16]) & 0xFFFFFFFF != crc:
+            # a torn position only costs a redelivery from the oldest segment
+            log.warning(
+                "journal %s: acknowledged position unreadable; redelivering", self.directory
             )
             return None
+        return Position(segment, offset)
+
+    def _create_segment(self, number: int) -> int:
+        return os.open(
+            self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600
+        )
 
     def _open(self) -> None:
+        self._ack_fd = os.open(self.directory / _ACK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        old_records = self._read_old_format()
         segments = self._list_segments()
-        committed = self._read_commit()
+        persisted = self._read_ack_file()
         if not segments:
-            first = committed.segment if committed is not None else 1
+            first = persisted.segment if persisted is not None else 1
+            os.close(self._create_segment(first))
             segments = [first]
-            self._path(first).touch()
-            _fsync_dir(self.directory)
-        if committed is None or committed.segment < segments[0]:
-            committed = Position(segments[0], 0)
-        # segments entirely before the committed one were acknowledged; a crash between the
-        # commit and their deletion leaves them behind
-        for number in segments:
-            if number < committed.segment:
+        if persisted is None or persisted.segment not in segments:
+            if persisted is not None and persisted.segment > segments[-1]:
+                log.warning("journal %s: acknowledged position beyond the data", self.directory)
+            start = Position(segments[0], 0)
+            if persisted is not None and persisted.segment > segments[0]:
+                start = Position(min(n for n in segments if n > persisted.segment), 0)
+            persisted = start
+        # segments before the acknowledged one were finished; a crash may have left them
+        for number in [n for n in segments if n < persisted.segment]:
+            with contextlib.suppress(FileNotFoundError):
                 self._path(number).unlink()
-        segments = [n for n in segments if n >= committed.segment]
-        if not segments or segments[0] != committed.segment:
-            committed = Position(segments[0] if segments else committed.segment, 0)
-            if not segments:
-                segments = [committed.segment]
-                self._path(committed.segment).touch()
-        self._segments = segments
+        self._segments = [n for n in segments if n >= persisted.segment]
         self._sizes: dict[int, int] = {}
-        depth = 0
-        pending_bytes = 0
-        for index, number in enumerate(segments):
-            start = committed.offset if number == committed.segment else 0
-            is_last = index == len(segments) - 1
-            count, valid_end = self._scan(number, start, truncate=is_last)
-            depth += count
+        count = 0
+        stream = 0
+        first_timestamp: Optional[float] = None
+        for index, number in enumerate(self._segments):
+            start_at = persisted.offset if number == persisted.segment else 0
+            is_last = index == len(self._segments) - 1
+            with open(self._path(number), "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start_at = min(start_at, size)
+                scan = read_segment(fh.fileno(), start_at, size, 1 << 62)
+            holes = scan.holes
+            valid_end = size
+            if is_last and holes and holes[-1][1] == size:
+                # damage at the very end with nothing valid after it: a torn append
+                valid_end = holes[-1][0]
+                holes = holes[:-1]
+                self.torn_bytes += size - valid_end
+                log.warning(
+                    "journal %s: cutting %d bytes of a torn record at the end of %s",
+                    self.directory,
+                    size - valid_end,
+                    self._path(number).name,
+                )
+                with open(self._path(number), "r+b") as fh:
+                    fh.truncate(valid_end)
+                    os.fsync(fh.fileno())
+            for hole in holes:
+                self._report_hole(number, hole)
+            count += len(scan.records)
+            stream += sum(r[1] - r[0] for r in scan.records)
+            if first_timestamp is None and scan.records:
+                first_timestamp = scan.records[0][2]
             self._sizes[number] = valid_end
-            pending_bytes += valid_end - start
-        size_committed = self._sizes[committed.segment]
-        if committed.offset > size_committed:
-            committed = Position(committed.segment, size_committed)
-        self._committed = committed
-        self._depth = depth
-        self._pending_bytes = pending_bytes
-        self._write_segment = segments[-1]
+        self._persisted = Position(
+            persisted.segment, min(persisted.offset, self._sizes[persisted.segment])
+        )
+        self._committed = self._persisted
+        # sequence numbers and byte counts are relative to this open
+        self._acked_seq = 0
+        self._acked_stream = 0
+        self._disk_end_seq = count
+        self._disk_end_stream = stream
+        self._next_seq = count
+        self._next_stream = stream
+        self._oldest_cache = (0, first_timestamp)
+        self._write_segment = self._segments[-1]
         self._write_fd = os.open(self._path(self._write_segment), os.O_WRONLY | os.O_APPEND)
         self._read_fds: dict[int, int] = {}
-        self._oldest: Optional[float] = None
-        self._refresh_oldest()
-        if depth:
-            log.info("queue %s: %d entries waiting from a previous run", self.directory, depth)
+        if old_records:
+            self._take_over(old_records)
+        if count:
+            log.info("journal %s: %d records waiting from a previous run", self.directory, count)
 
-    def _scan(self, segment: int, start: int, *, truncate: bool) -> tuple[int, int]:
-        """Count valid records from `start`; returns (count, end of the valid data).
+    def _report_hole(self, segment: int, hole: tuple[int, int]) -> None:
+        if (segment, hole[0]) in self._known_holes:
+            return
+        self._known_holes.add((segment, hole[0]))
+        self.corrupt += 1
+        self.skipped_bytes += hole[1] - hole[0]
+        log.error(
+            "journal %s: %s: %d damaged bytes at offset %d skipped; reading goes on after them",
+            self.directory,
+            self._path(segment).name,
+            hole[1] - hole[0],
+            hole[0],
+        )
 
-        A bad record in the last segment is a torn write: the file is cut there. In an older
-        segment it is corruption: the rest of that segment is unreadable and is skipped.
-        """
-        path = self._path(segment)
-        count = 0
-        offset = start
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(start)
-            while offset < size:
-                record = self._read_record(fh)
-                if record is None:
+    def _read_old_format(self) -> list[tuple[float, bytes]]:
+        """Records of the previous queue format still unacknowledged (removed from disk once
+        they are in the journal, see `_take_over`)."""
+        numbers = self._list_segments(_OLD_SUFFIX)
+        if not numbers:
+            return []
+        start = (numbers[0], 0)
+        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+            text = (self.directory / _OLD_COMMIT).read_text(encoding="ascii").split()
+            start = (int(text[0]), int(text[1]))
+        records: list[tuple[float, bytes]] = []
+        for number in numbers:
+            if number < start[0]:
+                continue
+            data = (self.directory / _segment_name(number, _OLD_SUFFIX)).read_bytes()
+            pos = start[1] if number == start[0] else 0
+            while pos + _OLD_HEADER.size <= len(data):
+                length, crc, stamp = _OLD_HEADER.unpack_from(data, pos)
+                end = pos + _OLD_HEADER.size + length
+                payload = data[pos + _OLD_HEADER.size : end]
+                if (
+                    end > len(data)
+                    or zlib.crc32(payload, zlib.crc32(data[pos + 8 : pos + 16])) & 0xFFFFFFFF != crc
+                ):
                     break
-                count += 1
-                offset += _HEADER.size + len(record[1])
-        if offset < size:
-            if truncate:
-                log.warning(
-                    "queue %s: cutting %d bytes of a torn record at the end of %s",
-                    self.directory,
-                    size - offset,
-                    path.name,
-                )
-                with open(path, "r+b") as fh:
-                    fh.truncate(offset)
-                    os.fsync(fh.fileno())
-            else:
-                self.corrupt += 1
-                log.error(
-                    "queue %s: %s is corrupt after byte %d; %d bytes skipped",
-                    self.directory,
-                    path.name,
-                    offset,
-                    size - offset,
-                )
-        return count, offset
+                records.append((stamp, payload))
+                pos = end
+        return records
 
-    @staticmethod
-    def _read_record(fh: BinaryIO) -> Optional[tuple[float, bytes]]:
-        header = fh.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return None
-        length, crc, timestamp = _HEADER.unpack(header)
-        if length > MAX_RECORD_BYTES:
-            return None
-        payload = fh.read(length)
-        if len(payload) < length or _crc(header[8:16], payload) != crc:
-            return None
-        return timestamp, payload
+    def _take_over(self, records: list[tuple[float, bytes]]) -> None:
+        for index in range(0, len(records), 4096):
+            part = records[index : index + 4096]
+            self.put_many([p for _, p in part], [t for t, _ in part])
+        self.sync()
+        if self._backlog:
+            raise OSError(errno.ENOSPC, f"no room to migrate the queue in {self.directory}")
+        for number in self._list_segments(_OLD_SUFFIX):
+            (self.directory / _segment_name(number, _OLD_SUFFIX)).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / _OLD_COMMIT).unlink()
+        self.migrated = len(records)
+        log.info(
+            "journal %s: took over %d records of the old queue format", self.directory, len(records)
+        )
 
     # ---- producer ----------------------------------------------------------------------------
 
     def put(self, payload: bytes, timestamp: Optional[float] = None) -> None:
+        """Append one record (see `put_many`)."""
         self.put_many([payload], [timestamp])
 
     def put_many(
-        self, payloads: list[bytes], timestamps: Optional[list[Optional[float]]] = None
+        self,
+        payloads: list[bytes],
+        timestamps: Optional[list[Optional[float]]] = None,
+        *,
+        hold: bool = True,
     ) -> None:
-        """Append records; durable against a process kill when this returns."""
+        """Append records; safe against a process kill when this returns.
+
+        If the disk refuses them they are held in memory (and retried); `JournalFullError`
+        when that reserve is exhausted too, or at once with `hold` False (for a caller that
+        has them somewhere safer): nothing was taken, the caller retries later.
+        """
         if not payloads:
             return
         if any(len(p) > MAX_RECORD_BYTES for p in payloads):
-            raise ValueError(f"queue record larger than {MAX_RECORD_BYTES} bytes")
+            raise ValueError(f"journal record larger than {MAX_RECORD_BYTES} bytes")
         now = self._clock()
         stamps = timestamps or [None] * len(payloads)
-        blob = b"".join(
-            encode_record(p, now if ts is None else ts) for p, ts in zip(payloads, stamps)
-        )
         with self._lock:
             if self._closed:
-                raise QueueClosedError("queue is closed")
-            if self._sizes[self._write_segment] >= self.segment_bytes:
-                self._rotate()
-            written = 0
-            while written < len(blob):
-                written += os.write(self._write_fd, blob[written:])
-            self._sizes[self._write_segment] += len(blob)
-            self._pending_bytes += len(blob)
-            was_empty = self._depth == 0
-            self._depth += len(payloads)
-            if was_empty:
-                self._refresh_oldest()
-            if not self._dirty:
-                self._dirty = True
-                self._dirty_since = now
-            if self.fsync_interval <= 0:
+                raise QueueClosedError("journal is closed")
+            if self._backlog:
+                self._flush_backlog()
+                size = sum(len(p) + HEADER_SIZE for p in payloads)
+                if self._backlog and self._backlog_bytes + size > self.max_memory_bytes:
+                    raise JournalFullError(
+                        errno.ENOSPC,
+                        f"{self._state}; {self._backlog_bytes} bytes already held in memory",
+                    )
+            if self._next_seq == self._acked_seq:
+                self._oldest_cache = None  # was empty: the oldest is among these
+            entries = []
+            for payload, stamp in zip(payloads, stamps):
+                size = HEADER_SIZE + len(payload)
+                self._next_stream += size
+                entries.append(
+                    Entry(
+                        self._next_seq,
+                        now if stamp is None else stamp,
+                        payload,
+                        None,
+                        self._next_stream,
+                        size,
+                    )
+                )
+                self._next_seq += 1
+            if not hold and (self._backlog or not self._append(entries)):
+                self._next_seq -= len(entries)
+                self._next_stream -= sum(e.size for e in entries)
+                raise JournalFullError(errno.ENOSPC, f"{self._state}; nothing taken")
+            if self._backlog or not self._append(entries):
+                self._backlog.extend(entries)
+                self._backlog_bytes += sum(e.size for e in entries)
+            if self.sync_interval <= 0 and self._dirty:
                 self._fsync_locked(now)
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._prune_locked(now)
             self._nonempty.notify_all()
 
+    def _append(self, entries: list[Entry]) -> bool:
+        """Write entries at the end of the journal; False (state set) if the disk refused."""
+        blob = b"".join(encode_record(e.payload, e.timestamp) for e in entries)
+        try:
+            if self._needs_truncate:
+                os.ftruncate(self._write_fd, self._sizes[self._write_segment])
+                self._needs_truncate = False
+            if self._sizes[self._write_segment] >= self.segment_bytes:
+                self._rotate()
+            start = self._sizes[self._write_segment]
+            try:
+                written = 0
+                while written < len(blob):
+                    written += os.write(self._write_fd, blob[written:])
+            except OSError:
+                # no half record may stay behind: the next append goes right after the last
+                # good one (O_APPEND writes at the real end of the file)
+                try:
+                    os.ftruncate(self._write_fd, start)
+                except OSError:
+                    self._needs_truncate = True
+                raise
+        except OSError as exc:
+            self._set_failed(exc)
+            return False
+        offset = start
+        for entry in entries:
+            offset += entry.size
+            entry.end = Position(self._write_segment, offset)
+        self._sizes[self._write_segment] = offset
+        self._disk_end_seq = entries[-1].seq + 1
+        self._disk_end_stream = entries[-1].stream_end
+        if not self._dirty:
+            self._dirty = True
+            self._dirty_since = self._clock()
+        self._set_ok()
+        return True
+
+    def _flush_backlog(self) -> None:
+        """Try to write what the disk refused before (in order, in one append)."""
+        if not self._backlog:
+            return
+        entries = list(self._backlog)
+        if self._append(entries):
+            count = len(entries)
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            log.info("journal %s: %d records held in memory are written now", self.directory, count)
+
+    def _set_failed(self, exc: OSError) -> None:
+        if exc.errno in _DISK_FULL:
+            state = f"disk full on {self.directory}"
+        else:
+            state = f"cannot write {self.directory}: {exc.strerror or exc}"
+        if state != self._state:
+            log.error(
+                "journal: %s (%s); readings are kept in memory (up to %d KiB) and written when "
+                "the disk takes them again",
+                state,
+                exc,
+                self.max_memory_bytes // 1024,
+            )
+            self._state = state
+            self._state_since = self._clock()
+
+    def _set_ok(self) -> None:
+        if self._state is not None:
+            log.info(
+                "journal %s: writable again after %.0f s",
+                self.directory,
+                self._clock() - (self._state_since or self._clock()),
+            )
+            self._state = None
+            self._state_since = None
+
     def _rotate(self) -> None:
-        os.fsync(self._write_fd)
-        os.close(self._write_fd)
         number = self._write_segment + 1
-        self._write_fd = os.open(
-            self._path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600
-        )
-        _fsync_dir(self.directory)
+        fd = self._create_segment(number)  # may fail on a full disk: nothing changed yet
+        if self._dirty:
+            with contextlib.suppress(OSError):
+                os.fsync(self._write_fd)
+        os.close(self._write_fd)
+        self._write_fd = fd
         self._segments.append(number)
         self._sizes[number] = 0
         self._write_segment = number
         self._dirty = False
 
-    def _fsync_locked(self, now: float) -> None:
-        os.fsync(self._write_fd)
+    def _fsync_locked(self, now: float) -> bool:
+        try:
+            os.fsync(self._write_fd)
+        except OSError as exc:
+            self._set_failed(exc)
+            return False
+        self.fsyncs += 1
         self._dirty = False
-        self._last_fsync = now
+        return True
 
     def sync(self) -> None:
         """fsync whatever was appended (for a clean shutdown or a flush)."""
         with self._lock:
-            if not self._closed and self._dirty:
-                self._fsync_locked(self._clock())
+            if not self._closed:
+                self._flush_backlog()
+                if self._dirty:
+                    self._fsync_locked(self._clock())
 
     def sync_due(self) -> bool:
-        """With `fsync_interval` > 0: fsync if entries appended `fsync_interval` s ago or
-        earlier are still unacknowledged; True if it did. Called by the consumer, so that a
-        producer never waits for the disk and entries consumed quickly (a healthy database)
-        cost no fsync at all."""
+        """Retry records held in memory, and fsync appended records that have waited
+        `sync_interval` seconds unless the persisted acknowledged position covers them.
+        True if it fsync'ed. Called by the consumer, so that a producer never waits for the
+        disk."""
         with self._lock:
-            if self._closed or not self._dirty:
+            if self._closed:
                 return False
-            if self._depth == 0:
-                # all acknowledged: nothing left whose durability matters
-                self._dirty = False
+            self._flush_backlog()
+            if not self._dirty:
+                return False
+            if self._persisted >= Position(self._write_segment, self._sizes[self._write_segment]):
+                self._dirty = False  # all of it is done with: nothing to make durable
                 return False
             now = self._clock()
-            if now - self._dirty_since < self.fsync_interval:
+            if now - self._dirty_since < self.sync_interval:
                 return False
-            self._fsync_locked(now)
-            return True
+            return self._fsync_locked(now)
 
     # ---- consumer ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         with self._lock:
-            return self._depth
+            return self._next_seq - self._acked_seq
 
     @property
     def depth(self) -> int:
+        """Records not yet acknowledged."""
         return len(self)
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes of the records not yet acknowledged."""
         with self._lock:
-            return self._pending_bytes
+            return self._next_stream - self._acked_stream
+
+    @property
+    def state(self) -> Optional[str]:
+        """None while the disk takes appends, else what is wrong ("disk full on <path>")."""
+        with self._lock:
+            return self._state
+
+    @property
+    def in_memory(self) -> int:
+        """Records held in memory because the disk refused them."""
+        with self._lock:
+            return len(self._backlog)
 
     def oldest_timestamp(self) -> Optional[float]:
+        """The timestamp of the oldest unacknowledged record."""
         with self._lock:
-            return self._oldest
+            return self._oldest_locked()
+
+    def _oldest_locked(self) -> Optional[float]:
+        if self._oldest_cache is not None and self._oldest_cache[0] == self._acked_seq:
+            return self._oldest_cache[1]
+        first = self._peek_locked(1)
+        stamp = first[0].timestamp if first else None
+        self._oldest_cache = (self._acked_seq, stamp)
+        return stamp
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until something is queued (True) or the timeout/close (False)."""
         with self._nonempty:
-            if self._depth == 0 and not self._closed:
+            if self._next_seq == self._acked_seq and not self._closed:
                 self._nonempty.wait(timeout)
-            return self._depth > 0 and not self._closed
+            return self._next_seq > self._acked_seq and not self._closed
 
     def wake(self) -> None:
         """Wake a consumer blocked in `wait` (e.g. to let it notice a shutdown)."""
@@ -390,8 +706,8 @@ class DiskQueue:
         """Up to `max_items` unacknowledged entries, oldest first; repeated until `ack`ed."""
         with self._lock:
             if self._closed:
-                raise QueueClosedError("queue is closed")
-            return self._read_from(self._committed, max_items)
+                raise QueueClosedError("journal is closed")
+            return self._peek_locked(max_items)
 
     def _read_fd(self, segment: int) -> int:
         fd = self._read_fds.get(segment)
@@ -400,11 +716,12 @@ class DiskQueue:
             self._read_fds[segment] = fd
         return fd
 
-    def _read_from(self, position: Position, max_items: int) -> list[Entry]:
+    def _peek_locked(self, max_items: int) -> list[Entry]:
         entries: list[Entry] = []
-        segment, offset = position.segment, position.offset
+        seq, stream = self._acked_seq, self._acked_stream
+        segment, offset = self._committed.segment, self._committed.offset
         index = self._segments.index(segment)
-        while len(entries) < max_items:
+        while len(entries) < max_items and seq < self._disk_end_seq:
             size = self._sizes[segment]
             if offset >= size:
                 if index + 1 >= len(self._segments):
@@ -412,68 +729,89 @@ class DiskQueue:
                 index += 1
                 segment, offset = self._segments[index], 0
                 continue
-            fd = self._read_fd(segment)
-            # read a chunk and parse as many whole records as it holds
-            chunk = os.pread(fd, min(size - offset, max(65536, _HEADER.size)), offset)
-            pos = 0
-            while len(entries) < max_items and pos + _HEADER.size <= len(chunk):
-                length, crc, timestamp = _HEADER.unpack_from(chunk, pos)
-                end = pos + _HEADER.size + length
-                if end > len(chunk):
-                    if pos == 0:  # a single record larger than the chunk
-                        chunk = os.pread(fd, _HEADER.size + length, offset)
-                        end = _HEADER.size + length
-                        if len(chunk) < end:
-                            raise OSError(f"queue segment {segment} shrank under us")
-                    else:
-                        break
-                payload = bytes(chunk[pos + _HEADER.size : end])
-                if _crc(chunk[pos + 8 : pos + 16], payload) != crc:
-                    raise OSError(f"queue segment {segment}: bad record at {offset + pos}")
-                entries.append(Entry(Position(segment, offset + end), timestamp, payload))
-                pos = end
-            offset += pos
+            scan = read_segment(self._read_fd(segment), offset, size, max_items - len(entries))
+            for hole in scan.holes:
+                self._report_hole(segment, hole)
+            for start, end, stamp, payload in scan.records:
+                stream += end - start
+                entries.append(
+                    Entry(seq, stamp, payload, Position(segment, end), stream, end - start)
+                )
+                seq += 1
+            offset = scan.position
+        if len(entries) < max_items:
+            entries.extend(e for e in self._backlog if e.seq >= self._acked_seq)
+            del entries[max_items:]
         return entries
 
     def ack(self, entry: Entry) -> None:
-        """Acknowledge `entry` and everything before it."""
+        """Acknowledge `entry` and everything before it (in memory; see `persist`)."""
         with self._lock:
             if self._closed:
-                raise QueueClosedError("queue is closed")
-            if entry.end <= self._committed:
-                return
-            skipped = self._count_between(self._committed, entry.end)
-            self._advance(entry.end, skipped)
+                raise QueueClosedError("journal is closed")
+            self._ack_locked(entry)
+            if (
+                self.persist_interval is not None
+                and self._clock() - self._last_persist >= self.persist_interval
+            ):
+                self._persist_locked(self._committed)
 
-    def _count_between(self, start: Position, end: Position) -> tuple[int, int]:
-        """Entries and bytes from `start` up to `end` (an entry boundary)."""
-        count = 0
-        nbytes = 0
-        position = start
-        while position < end:
-            batch = self._read_from(position, 4096)
-            if not batch:
-                break
-            for item in batch:
-                if item.end > end:
-                    return count, nbytes
-                count += 1
-                nbytes += _HEADER.size + len(item.payload)
-                position = item.end
-        return count, nbytes
-
-    def _advance(self, end: Position, skipped: tuple[int, int]) -> None:
-        # an exhausted segment that is not the write segment is skipped right away, so the
-        # commit never points at a file about to be deleted
+    def _ack_locked(self, entry: Entry) -> None:
+        if entry.seq < self._acked_seq:
+            return
+        if entry.end is not None:
+            end = entry.end
+        else:
+            # only in memory: everything on disk comes before it
+            end = Position(self._write_segment, self._sizes[self._write_segment])
+            while self._backlog and self._backlog[0].seq <= entry.seq:
+                self._backlog_bytes -= self._backlog.popleft().size
+        # an exhausted segment that is not the last is left at once, so the position never
+        # points at a file about to be deleted
         index = self._segments.index(end.segment)
         while end.offset >= self._sizes[end.segment] and index + 1 < len(self._segments):
             index += 1
             end = Position(self._segments[index], 0)
-        self._write_commit(end)
         self._committed = end
-        self._depth -= skipped[0]
-        self._pending_bytes -= skipped[1]
-        for number in [n for n in self._segments if n < end.segment]:
+        self._acked_seq = entry.seq + 1
+        self._acked_stream = entry.stream_end
+        if end == Position(self._write_segment, self._sizes[self._write_segment]) and (
+            self._acked_seq < self._disk_end_seq
+        ):
+            # damage found while reading hid some records: the disk part is done anyway
+            self._acked_seq = self._disk_end_seq
+            self._acked_stream = self._disk_end_stream
+
+    def acked_position(self) -> Position:
+        """The acknowledged position (to hand to `persist` once the consumer made its
+        writes up to here durable)."""
+        with self._lock:
+            return self._committed
+
+    def persist(self, position: Optional[Position] = None) -> None:
+        """Write the acknowledged position (or an earlier `position` taken with
+        `acked_position`) to disk and delete the segments before it."""
+        with self._lock:
+            if self._closed:
+                return
+            target = self._committed if position is None else min(position, self._committed)
+            self._persist_locked(target)
+
+    def _persist_locked(self, position: Position) -> None:
+        self._last_persist = self._clock()
+        if position <= self._persisted:
+            return
+        data = struct.pack("<QQ", position.segment, position.offset)
+        try:
+            os.pwrite(self._ack_fd, data + struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF), 0)
+        except OSError as exc:
+            # the old position stays: a redelivery, never a loss
+            log.warning(
+                "journal %s: cannot persist the acknowledged position: %s", self.directory, exc
+            )
+            return
+        self._persisted = position
+        for number in [n for n in self._segments if n < position.segment]:
             fd = self._read_fds.pop(number, None)
             if fd is not None:
                 os.close(fd)
@@ -481,27 +819,6 @@ class DiskQueue:
                 self._path(number).unlink()
             self._segments.remove(number)
             del self._sizes[number]
-        self._refresh_oldest()
-
-    def _write_commit(self, position: Position) -> None:
-        tmp = self.directory / (_COMMIT_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{position.segment} {position.offset}\n".encode("ascii"))
-            if self.fsync_interval <= 0:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / _COMMIT_FILE)
-        if self.fsync_interval <= 0:
-            _fsync_dir(self.directory)
-
-    def _refresh_oldest(self) -> None:
-        if self._depth <= 0:
-            self._oldest = None
-            return
-        first = self._read_from(self._committed, 1)
-        self._oldest = first[0].timestamp if first else None
 
     # ---- bounds ------------------------------------------------------------------------------
 
@@ -514,39 +831,38 @@ class DiskQueue:
 
     def _prune_locked(self, now: float) -> int:
         self._last_prune = now
-        if self._depth == 0:
+        if self._next_seq == self._acked_seq:
             return 0
         cutoff = None if self.max_age_s is None else now - self.max_age_s
-        too_old = cutoff is not None and self._oldest is not None and self._oldest < cutoff
-        too_big = self.max_bytes is not None and self._pending_bytes > self.max_bytes
+        oldest = self._oldest_locked()
+        too_old = cutoff is not None and oldest is not None and oldest < cutoff
+        pending = self._next_stream - self._acked_stream
+        too_big = self.max_bytes is not None and pending > self.max_bytes
         if not (too_old or too_big):
             return 0
+        excess_until = self._acked_stream + (pending - (self.max_bytes or pending))
         dropped = 0
-        dropped_bytes = 0
-        last: Optional[Entry] = None
-        position = self._committed
-        excess = self._pending_bytes - self.max_bytes if self.max_bytes is not None else 0
-        done = False
-        while not done:
-            batch = self._read_from(position, 4096)
-            if not batch:
-                break
+        while True:
+            batch = self._peek_locked(4096)
+            last: Optional[Entry] = None
             for item in batch:
                 old = cutoff is not None and item.timestamp < cutoff
-                big = dropped_bytes < excess
+                big = too_big and item.stream_end - item.size < excess_until
                 if not (old or big):
-                    done = True
                     break
-                dropped += 1
-                dropped_bytes += _HEADER.size + len(item.payload)
                 last = item
-                position = item.end
-        if last is None:
+                dropped += 1
+            if last is None:
+                break
+            self._ack_locked(last)
+            if last is not batch[-1]:
+                break
+        if not dropped:
             return 0
-        self._advance(last.end, (dropped, dropped_bytes))
+        self._persist_locked(self._committed)
         self.dropped += dropped
         log.warning(
-            "queue %s: dropped %d oldest entries beyond the bound (max age %s s, max bytes %s)",
+            "journal %s: dropped %d oldest entries beyond the bound (max age %s s, max bytes %s)",
             self.directory,
             dropped,
             self.max_age_s,
@@ -554,18 +870,45 @@ class DiskQueue:
         )
         return dropped
 
-    # ---- shutdown ----------------------------------------------------------------------------
+    # ---- status / shutdown -------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """Figures for /api/status: depth, bytes, memory reserve, state, damage found."""
+        with self._lock:
+            return {
+                "path": str(self.directory),
+                "state": self._state or "ok",
+                "depth": self._next_seq - self._acked_seq,
+                "bytes": self._next_stream - self._acked_stream,
+                "in_memory": len(self._backlog),
+                "memory_bytes": self._backlog_bytes,
+                "corrupt": self.corrupt,
+                "skipped_bytes": self.skipped_bytes,
+                "dropped": self.dropped,
+                "sync_interval": self.sync_interval,
+            }
 
     def close(self) -> None:
+        """Write what memory holds if the disk takes it, fsync, persist the acknowledged
+        position, release the directory."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                if self._dirty and self._depth > 0:
-                    os.fsync(self._write_fd)
+                self._flush_backlog()
+                if self._backlog:
+                    log.error(
+                        "journal: %s; %d unacknowledged records held in memory are lost",
+                        self._state,
+                        len(self._backlog),
+                    )
+                if self._dirty:
+                    self._fsync_locked(self._clock())
+                self._persist_locked(self._committed)
             finally:
                 os.close(self._write_fd)
+                os.close(self._ack_fd)
                 for fd in self._read_fds.values():
                     os.close(fd)
                 self._read_fds.clear()

@@ -36,6 +36,7 @@ STATUS_INTERVAL_S = 1.0
 PUBLISH_INTERVAL_S = 2.0
 # findings about a port that does not open: the source's own log line already said why
 _OPEN_FAILURES = ("missing", "permission", "busy", "error")
+CLOSE_GRACE_S = 5.0
 
 
 class Sink(Protocol):
@@ -651,6 +652,35 @@ class Pipeline:
             if self.finished:
                 break
 
+    def summary(self) -> str:
+        """One line for the end of a replay: frames ok/bad, readings kept per sink,
+        readings rejected, and what stays queued."""
+        ok = bad = readings = rejected = 0
+        for runner in self.runners:
+            stats = runner.stats()
+            ok += int(stats.get("frames_ok", 0))
+            bad += sum(
+                int(stats.get(k, 0))
+                for k in ("crc_errors", "truncated", "escape_errors", "parse_errors", "too_long")
+            )
+            readings += int(stats.get("readings", 0))
+            rejected += int(stats.get("rejected", 0))
+        sinks = []
+        for worker in self.workers:
+            status = worker.status()
+            stored = int(status.get("written", 0) or 0) + int(
+                status.get("skipped_existing", 0) or 0
+            )
+            text = f"{worker.name} {stored}"
+            queued = int(status.get("queue_depth", 0) or 0)
+            if queued:
+                text += f" ({queued} still queued)"
+            sinks.append(text)
+        return (
+            f"frames: {ok} ok, {bad} bad; readings: {readings}, stored: {', '.join(sinks) or '-'}; "
+            f"rejected as implausible: {rejected}"
+        )
+
     def stop(self, timeout: float = 4.0) -> bool:
         """Stop sources, flush aggregates, drain and close sinks; True if all closed in time."""
         if self._stopped:
@@ -665,7 +695,9 @@ class Pipeline:
             log.debug("%s: %s", runner.spec.key, runner.stats())
         for worker in self.workers:
             worker.close(deadline - 0.3)
-        clean = all([w.join(deadline) for w in self.workers])
+        # a sink's close() waits up to the same budget for its own backend (the SQL sink for
+        # the database) and then reports what stays queued: give it the time to say so
+        clean = all([w.join(deadline + CLOSE_GRACE_S) for w in self.workers])
         self.publish_status()
         for spec in (r.spec for r in self.runners):
             if spec.capture is not None:

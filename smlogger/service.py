@@ -14,11 +14,13 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 from urllib.parse import urlsplit
 
 from smlogger import __version__, preflight, sml
@@ -54,7 +56,7 @@ from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
-SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit; systemd and the tests allow 5 s
+SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
 
 StatusExtra = Callable[[], dict[str, Any]]
@@ -76,8 +78,17 @@ def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> So
         path = Path(os.path.expanduser(meter.replay))
         if not path.is_file():
             raise ConfigError(f"{meter.name}: replay file {path} not found")
+        start = None
+        if meter.replay_start:
+            start = datetime.fromisoformat(meter.replay_start.replace("Z", "+00:00"))
+            if start.tzinfo is None:
+                start = start.replace(tzinfo=timezone.utc)  # documented: no zone = UTC
         return ReplaySource(
-            path, speed=meter.speed_factor, interval=meter.replay_interval, loop=meter.loop
+            path,
+            speed=meter.speed_factor,
+            interval=meter.replay_interval,
+            loop=meter.loop,
+            start=start,
         )
     simulated = make_meter(meter.profile, seed=meter.seed)
     # the page lists the simulated meter before its first frame, like a configured meter id
@@ -113,6 +124,27 @@ def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = 
 # ---- sinks -----------------------------------------------------------------------------------
 
 
+def ram_base(config: Config) -> Optional[Path]:
+    """Where the RAM tier lives (see `storage.ram_dir`), one directory per data dir; None
+    when it is off or no tmpfs is at hand."""
+    setting = config.storage_ram_dir.strip()
+    if setting in ("", "off") or config.storage_sync_interval <= 0:
+        return None
+    if setting == "auto":
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if runtime:
+            root = Path(runtime)
+        elif os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            root = Path("/dev/shm")
+        else:
+            log.warning("no tmpfs for storage.ram_dir: every reading is written to disk at once")
+            return None
+    else:
+        root = Path(os.path.expanduser(setting))
+    tag = hashlib.sha1(str(config.data_path.resolve()).encode()).hexdigest()[:10]
+    return root / f"smlogger-{os.getuid()}-{tag}"
+
+
 def open_store(config: Config) -> Optional[Store]:
     """The SQL sink, or None when the database is off."""
     if not config.database_enabled:
@@ -125,6 +157,9 @@ def open_store(config: Config) -> Optional[Store]:
         legacy_table=config.database_legacy_table,
         legacy_local_time=config.database_legacy_local_time,
         batch_size=config.database_batch_size,
+        sync_interval=config.storage_sync_interval,
+        shutdown_timeout=config.shutdown_timeout,
+        ram_dir=None if (base := ram_base(config)) is None else base / "sql",
     )
 
 
@@ -143,6 +178,8 @@ def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
         tz=config.csv_timezone,
         aggregated=config.store_interval > 0,
         names=names.name,
+        sync_interval=config.storage_sync_interval,
+        ram_dir=None if (base := ram_base(config)) is None else base / "csv",
     )
 
 
@@ -354,6 +391,48 @@ class Signals:
             signal.signal(sig, self)
 
 
+def _show_progress(meters: list[MeterSpec]) -> bool:
+    return sys.stderr.isatty() and any(isinstance(m.source, ReplaySource) for m in meters)
+
+
+class ReplayProgress:
+    """A one-line progress bar on a terminal while a replay runs: frames read, readings
+    written per sink."""
+
+    WIDTH = 30
+
+    def __init__(self, pipeline: Pipeline, stream: TextIO) -> None:
+        self.pipeline = pipeline
+        self.stream = stream
+        self._last = 0.0
+
+    def line(self) -> str:
+        """The bar's text."""
+        done = total = 0
+        for runner in self.pipeline.runners:
+            source = runner.spec.source
+            if isinstance(source, ReplaySource):
+                done += source.done
+                total += source.total or 0
+        share = min(1.0, done / total) if total else 0.0
+        bar = "#" * int(share * self.WIDTH)
+        sinks = ", ".join(f"{w.name} {w.written}" for w in self.pipeline.workers)
+        return f"replay [{bar:<{self.WIDTH}}] {done}/{total or '?'} frames; {sinks}"
+
+    def show(self) -> None:
+        """Redraw (at most twice a second)."""
+        if time.monotonic() - self._last < 0.5:
+            return
+        self._last = time.monotonic()
+        self.stream.write("\r" + self.line())
+        self.stream.flush()
+
+    def finish_line(self) -> None:
+        """Draw the final state and end the line, so log lines start on their own."""
+        self.stream.write("\r" + self.line() + "\n")
+        self.stream.flush()
+
+
 def run(config: Config) -> int:
     """Run the logger until a signal or the end of every source; the process exit code.
 
@@ -364,7 +443,6 @@ def run(config: Config) -> int:
     signals = Signals(stop)
     signals.install()
     notifier = Notifier()
-    started = time.monotonic()
 
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -411,7 +489,7 @@ def run(config: Config) -> int:
         )
     except OSError as exc:
         log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
-        pipeline.stop(SHUTDOWN_BUDGET_S)
+        pipeline.stop(SETUP_FAILURE_BUDGET_S)
         return 1
     described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
     log.info(
@@ -430,7 +508,14 @@ def run(config: Config) -> int:
             last_status[0] = time.monotonic()
             notifier.status(status_line(live))
 
-    pipeline.run(stop, on_tick)
+    progress = ReplayProgress(pipeline, sys.stderr) if _show_progress(meters) else None
+
+    def tick() -> None:
+        on_tick()
+        if progress is not None:
+            progress.show()
+
+    pipeline.run(stop, tick)
     if signals.received is not None:
         log.info("%s received: flushing and exiting", signal.Signals(signals.received).name)
     else:
@@ -440,11 +525,19 @@ def run(config: Config) -> int:
     if web is not None:
         web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
         web_stopper.start()
-    clean = pipeline.stop(SHUTDOWN_BUDGET_S - 0.5)
+    if progress is not None:
+        progress.finish_line()
+    # sinks write what they hold as long as they make progress (replays must end complete;
+    # a slow database on SIGTERM gets its time), up to shutdown_timeout
+    clean = pipeline.stop(config.shutdown_timeout)
     for runner in pipeline.runners:
         log.info("%s", meter_summary(runner.spec.key, runner.stats()))
     if web_stopper is not None:
-        web_stopper.join(max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started)))
+        web_stopper.join(5.0)
+    if any(not m.source.endless for m in meters):
+        summary = pipeline.summary()
+        log.info("%s", summary)
+        print(summary, flush=True)
     notifier.close()
     if pipeline.errors():
         return 1

@@ -373,8 +373,10 @@ class ReplaySource(Source):
     """Replays a capture file (with its timing) or a raw dump (one frame per `interval`).
 
     Readings from a replay carry the recorded times (captures) or synthesised times spaced by
-    `interval` from the start (raw dumps), independent of `speed`, so fast replays still produce
-    plausible energy/time series.
+    `interval` (raw dumps), independent of `speed`, so fast replays still produce plausible
+    energy/time series. A raw dump starts at `start` when given; otherwise at `--speed max`
+    it ends "now" (a long dump must not write readings dated in the future), and at a paced
+    speed it starts now.
     """
 
     endless = False
@@ -389,14 +391,26 @@ class ReplaySource(Source):
         loop: bool,
         clock: Clock = utc_now,
         sleep: Callable[[float], None] | None = None,
+        start: Optional[datetime] = None,
     ) -> None:
         super().__init__(f"replay {path}")
         self.path = Path(path)
         self.speed = speed
         self.interval = interval
         self.loop = loop
+        self.start = start
         self._clock = clock
         self._sleep = sleep
+        self.done = 0  # pieces (frames or capture lines) handed out so far
+        self.total: Optional[int] = None  # pieces in one pass, when known
+
+    def _raw_pieces(self) -> Optional[int]:
+        """Frames in a raw dump (None for a capture file, which carries its own times)."""
+        with _open_binary(self.path) as fh:
+            head = fh.read(len(CAPTURE_MAGIC))
+            if head == CAPTURE_MAGIC:
+                return None
+            return sum(1 for _ in _frame_pieces(itertools.chain([head], _blocks(fh))))
 
     def _timed(self) -> Iterator[tuple[float, bytes, Optional[datetime]]]:
         """(offset seconds from start, data, recorded time or None) for one pass."""
@@ -422,6 +436,12 @@ class ReplaySource(Source):
             raise FileNotFoundError(f"replay file not found: {self.path}")
         self.on_state("connected", f"replaying {self.path.name}")
         base = self._clock()
+        pieces = self._raw_pieces()
+        self.total = pieces
+        if pieces is not None and self.start is not None:
+            base = self.start
+        elif pieces is not None and self.speed is None:
+            base = base - timedelta(seconds=max(0, pieces - 1) * self.interval)
         shift = 0.0
         while True:
             wall_start = time.monotonic()
@@ -431,6 +451,7 @@ class ReplaySource(Source):
                 if stop.is_set():
                     return
                 count += 1
+                self.done += 1
                 last_offset = offset
                 if self.speed is not None:
                     delay = offset / self.speed - (time.monotonic() - wall_start)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
+import os
+import struct
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from helpers import METER, reading
+from smallfs import fill, small_filesystem
 
-from smlogger.csvlog import CsvLog, columns, repair
+from smlogger.csvlog import CsvDiskFullError, CsvLog, columns, repair
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -168,3 +172,102 @@ def test_several_meters_get_their_own_files(tmp_path: Path) -> None:
 def test_bad_options_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rotate must be one of hourly, daily, size"):
         CsvLog(tmp_path, rotate="weekly")
+
+
+def test_disk_full_rolls_back_holds_and_writes_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    with small_filesystem(tmp_path / "fs", 128) as mount:
+        caplog.set_level(logging.INFO, logger="smlogger.csvlog")
+        log = CsvLog(mount / "csv", clock=lambda: start, max_pending_bytes=20_000)
+        log.write(reading(start, p_sum=0))
+        filler = fill(mount)
+        path = mount / "csv" / METER / f"{METER}_2024-03-09.csv"
+        # the file's last page takes some rows; then the disk refuses (a row may be cut
+        # in the middle by a short write)
+        for i in range(1, 200):
+            log.write(reading(start + timedelta(seconds=i), p_sum=i))
+            assert path.read_bytes().endswith(b"\n")  # never a partial row on disk
+        status = log.status()
+        assert status["state"] == f"disk full on {path.parent}"
+        held = int(str(status["queue_depth"]))
+        assert 100 < held < 200
+        assert len([r for r in caplog.records if "disk full on" in r.getMessage()]) == 1
+        # beyond the memory bound the reading is not taken: the caller keeps it and retries
+        taken = 200
+        with pytest.raises(CsvDiskFullError):
+            while True:
+                log.write(reading(start + timedelta(seconds=taken), p_sum=taken))
+                taken += 1
+        assert int(str(log.status()["queue_depth"])) == held + taken - 200
+        filler.unlink()
+        log.write(reading(start + timedelta(seconds=taken), p_sum=taken))  # the retried one
+        assert log.status()["state"] == "ok" and log.status()["queue_depth"] == 0
+        log.close()
+        got = [int(r["p_sum"]) for r in rows(path)]
+        assert got == list(range(taken + 1))
+        assert any("rows held in memory are written now" in r.getMessage() for r in caplog.records)
+
+
+def test_flush_retries_without_new_readings(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    with small_filesystem(tmp_path / "fs", 64) as mount:
+        log = CsvLog(mount / "csv", clock=lambda: start)
+        filler = fill(mount)
+        for i in range(60):
+            log.write(reading(start + timedelta(seconds=i), p_sum=i))
+        assert log.status()["queue_depth"] != 0
+        filler.unlink()
+        log.flush()  # the pipeline calls this every second, readings or not
+        assert log.status()["queue_depth"] == 0
+        log.close()
+        path = mount / "csv" / METER / f"{METER}_2024-03-09.csv"
+        assert [int(r["p_sum"]) for r in rows(path)] == list(range(60))
+
+
+def _kill(log: CsvLog) -> None:
+    """Leave like a process killed with -9: nothing flushed, the RAM journal released."""
+    assert log._ram is not None
+    os.close(log._ram._lock_fd)
+    for handle in log._files.values():
+        os.close(handle.fd)
+
+
+def test_ram_journal_batches_rows_and_survives_a_kill(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    ram = tmp_path / "ram"
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    for i in range(5):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
+    assert not path.exists()  # waiting in RAM: the card is not touched for every row
+    assert log.status()["queue_depth"] == 5
+    _kill(log)
+    # the next start writes what the killed process left
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(5))
+    for i in range(5, 8):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    log.close()
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(8))
+
+
+def test_rows_written_before_a_kill_are_not_written_twice(tmp_path: Path) -> None:
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    ram = tmp_path / "ram"
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    for i in range(4):
+        log.write(reading(start + timedelta(seconds=i), p_sum=i))
+    with log._lock:  # a drain that reached the file, killed before it acknowledged
+        assert log._ram is not None
+        for entry in log._ram.peek(10):
+            stamp, size = struct.unpack_from("<dH", entry.payload)
+            meter = entry.payload[10 : 10 + size].decode()
+            moment = datetime.fromtimestamp(stamp, timezone.utc)
+            assert log._append(meter, moment, entry.payload[10 + size :])
+    _kill(log)
+    log = CsvLog(tmp_path / "csv", clock=lambda: start, ram_dir=ram, sync_interval=3600)
+    log.close()
+    path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
+    assert [int(r["p_sum"]) for r in rows(path)] == list(range(4))

@@ -195,7 +195,7 @@ def test_sqlite_disk_full_is_named_and_cleared_after_recovery(
     # max_page_count makes SQLite fail exactly as on a full disk (SQLITE_FULL), without one
     caplog.set_level(logging.INFO, logger="smlogger.store")
     db = peewee.SqliteDatabase(str(tmp_path / "x.db"), pragmas={"max_page_count": 40})
-    store = Store(db, spool_dir=tmp_path / "spool", batch_size=50, fsync_interval=0.2)
+    store = Store(db, spool_dir=tmp_path / "spool", batch_size=50, sync_interval=0.2)
     try:
         for i in range(2000):
             store.write(energy_reading(i, 1000 + i / 3600))

@@ -54,7 +54,7 @@ def test_schema_is_created_in_a_new_database_and_is_idempotent(
         assert done[0] == "created database fresh_db"
         assert any(a.startswith("migration 1") for a in done)
         assert ensure_schema(db, legacy_table=True) == []
-        assert schema_version(db) == 1
+        assert schema_version(db) == 2
         tables = set(db.get_tables())
         assert {
             "meters",
@@ -126,7 +126,7 @@ def test_a_reading_the_database_refuses_is_rejected_without_blocking_the_rest(
     server: MariaDBServer, tmp_path: Path
 ) -> None:
     db = _open(server.url("poison"), tmp_path)
-    store = Store(db, spool_dir=tmp_path / "spool", batch_size=10)
+    store = Store(db, spool_dir=tmp_path / "spool", batch_size=10, sync_interval=1)
     try:
         store.write(reading(T0, e_sum=1.0, p_sum=1.0))
         store.write(reading(T0 + timedelta(seconds=1), meter="x" * 300, e_sum=1.0, p_sum=1.0))
@@ -149,7 +149,7 @@ def test_server_down_for_30_s_loses_nothing_duplicates_nothing_keeps_order(
 ) -> None:
     with MariaDBServer.running(tmp_path / "mariadb") as srv:
         db = _open(srv.url(), tmp_path)
-        store = Store(db, spool_dir=tmp_path / "spool", batch_size=50, fsync_interval=0.2)
+        store = Store(db, spool_dir=tmp_path / "spool", batch_size=50, sync_interval=0.2)
         # a trigger records the order in which rows reach the server
         srv.query("CREATE TABLE arrivals (seq INT AUTO_INCREMENT PRIMARY KEY, t DATETIME(6))")
         srv.query(
@@ -228,4 +228,4 @@ def test_cli_db_init_and_export(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 30
     assert main(["db-init", "--db-url", url]) == 0
-    assert "schema up to date (version 1)" in capsys.readouterr().out
+    assert "schema up to date (version 2)" in capsys.readouterr().out

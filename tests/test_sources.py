@@ -163,9 +163,20 @@ def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:
     )
     chunks = replay_all(source)
     assert b"".join(c.data for c in chunks) == data
-    assert [c.time for c in chunks] == [T0 + timedelta(seconds=2 * i) for i in range(len(chunks))]
+    # at --speed max the last frame is "now": a long dump writes no readings from the future
+    n = len(chunks)
+    assert [c.time for c in chunks] == [T0 - timedelta(seconds=2 * (n - 1 - i)) for i in range(n)]
     assert all(c.data.startswith(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01") for c in chunks)
     assert len(chunks) == 11  # 10 complete frames + the cut-off one at the end
+    assert (source.done, source.total) == (11, 11)
+    # --replay-start: the first frame gets that time, whatever the speed
+    start = T0 - timedelta(days=30)
+    source = ReplaySource(
+        recordings_dir / MT175, speed=None, interval=2.0, loop=False, clock=lambda: T0, start=start
+    )
+    assert [c.time for c in replay_all(source)] == [
+        start + timedelta(seconds=2 * i) for i in range(n)
+    ]
 
 
 def test_replay_paces_at_speed(recordings_dir: Path) -> None:

@@ -32,6 +32,7 @@ from test_store_support import (
 from smlogger.aggregate import Aggregator
 from smlogger.reading import Reading
 from smlogger.store import (
+    MIGRATIONS,
     SqlWriter,
     Store,
     StoredRow,
@@ -133,17 +134,17 @@ def test_bad_urls_name_the_problem_without_the_password(tmp_path: Path) -> None:
 
 def test_schema_is_created_once_and_migrations_are_idempotent(db: peewee.Database) -> None:
     first = ensure_schema(db)
-    assert first == ["migration 1: create meters, readings and the minute/hour/day rollup tables"]
+    assert first == [f"migration {v}: {text}" for v, text, _ in MIGRATIONS]
     assert ensure_schema(db) == []
-    assert schema_version(db) == 1
+    assert schema_version(db) == 2
     assert {"meters", "readings", "rollup_minute", "rollup_hour", "rollup_day"} <= set(
         db.get_tables()
     )
     assert "values" not in db.get_tables()
     columns = {c.name for c in db.get_columns("readings")}
     assert set(Reading.FIELDS) <= columns
-    assert {"p_sum_min", "p_sum_max", "p_L3_max", "samples", "obis_values"} <= columns
-    # the primary key is the per-meter time index
+    assert {"p_sum_min", "p_sum_max", "p_L3_max", "samples", "obis_values", "obis_base"} <= columns
+    # the primary key is the per-meter time index (and, clustered, the table itself)
     plan = " ".join(
         str(r)
         for r in fetch(
@@ -152,7 +153,7 @@ def test_schema_is_created_once_and_migrations_are_idempotent(db: peewee.Databas
             "AND time < 'b'",
         )
     )
-    assert "USING INDEX" in plan
+    assert "USING PRIMARY KEY" in plan
 
 
 def test_migration_adds_columns_missing_from_an_older_database(db: peewee.Database) -> None:
@@ -620,11 +621,11 @@ def test_db_init_reports_what_it_did(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _cli(["db-init", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"SQLite {tmp_path / 'smlogger.db'}" in out
-    assert "migration 1" in out and "schema version 1" in out
+    assert "migration 1" in out and "migration 2" in out and "schema version 2" in out
     assert _cli(["db-init", "--data-dir", str(tmp_path), "--legacy-table"]) == 0
     assert "created legacy table values" in capsys.readouterr().out
     assert _cli(["db-init", "--data-dir", str(tmp_path)]) == 0
-    assert "schema up to date (version 1)" in capsys.readouterr().out
+    assert "schema up to date (version 2)" in capsys.readouterr().out
 
 
 def test_db_init_takes_the_url_from_the_environment(

@@ -36,7 +36,7 @@ def test_schema_in_a_new_database(server: PostgresServer, tmp_path: Path) -> Non
         done = ensure_schema(db, legacy_table=True)
         assert done[0] == "created database fresh"
         assert ensure_schema(db, legacy_table=True) == []
-        assert schema_version(db) == 1
+        assert schema_version(db) == 2
         assert {"meters", "readings", "rollup_day", "values"} <= set(db.get_tables())
         types = dict(
             fetch(
@@ -61,7 +61,8 @@ def test_rollups_and_queries_match_sqlite(server: PostgresServer, tmp_path: Path
 
 def test_legacy_table_and_a_server_restart(server: PostgresServer, tmp_path: Path) -> None:
     db = open_database(server.url("restart"), tmp_path)
-    store = Store(db, spool_dir=tmp_path / "spool", legacy_table=True)
+    # batches every second: the writer notices the server going away within the test's wait
+    store = Store(db, spool_dir=tmp_path / "spool", legacy_table=True, sync_interval=1)
     reader = StoreReader(db)
     try:
         readings = list(household(T0, 40, seed=8))

@@ -84,6 +84,11 @@ def raw_rows(db: peewee.Database) -> list[dict[str, Any]]:
     for row in rows:
         item = dict(zip(cols, row))
         item["ts"] = d.time_value(item["time"]).timestamp()
+        for name in POWER_FIELDS:
+            # a single reading stores no min/max: they are its value
+            for end in ("min", "max"):
+                if item[f"{name}_{end}"] is None:
+                    item[f"{name}_{end}"] = item[name]
         out.append(item)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any, Optional, Union
 import peewee
 
 from smlogger.reading import Reading
+from smlogger.store.compact import Base, join
 from smlogger.store.dialect import _sql, dialect_of
 from smlogger.store.rows import decode_values
 from smlogger.store.schema import (
@@ -175,9 +177,14 @@ class Queries:
         d = self.dialect
         cols = ["time", "samples", "p_sum", "p_sum_min", "p_sum_max", "p_L1", "p_L2", "p_L3"]
         cols += ["e_sum", "e_export"]
+        # single readings store no min/max (they equal the value): fall back to it
+        exprs = [
+            f"COALESCE({d.q(c)}, {d.q('p_sum')})" if c in ("p_sum_min", "p_sum_max") else d.q(c)
+            for c in cols
+        ]
         cursor = _sql(
             self.db,
-            f"SELECT {', '.join(d.q(c) for c in cols)} FROM {d.q('readings')} "
+            f"SELECT {', '.join(exprs)} FROM {d.q('readings')} "
             f"WHERE {d.q('meter')} = {d.param} AND {d.q('time')} >= {d.param} "
             f"AND {d.q('time')} < {d.param} ORDER BY {d.q('time')} LIMIT {int(limit)}",
             (meter, d.time_param(start), d.time_param(end)),
@@ -203,8 +210,8 @@ class Queries:
                 f"SUM({column} * {weight})",
             ]
         select += [
-            f"MIN({d.q('p_sum_min')})",
-            f"MAX({d.q('p_sum_max')})",
+            f"MIN(COALESCE({d.q('p_sum_min')}, {d.q('p_sum')}))",
+            f"MAX(COALESCE({d.q('p_sum_max')}, {d.q('p_sum')}))",
             f"MAX({d.q('e_sum')})",
             f"MAX({d.q('e_export')})",
             f"SUM({weight})",
@@ -370,8 +377,9 @@ class Queries:
         self, meter: int, meter_id: str, start: datetime, end: datetime, page: int
     ) -> Iterator[Reading]:
         d = self.dialect
-        cols = ["time", "samples", *reading_columns(), "obis_values"]
+        cols = ["time", "samples", *reading_columns(), "obis_values", "obis_base"]
         select = f"SELECT {', '.join(d.q(c) for c in cols)} FROM {d.q('readings')} "
+        bases = self._bases(meter)
         lower_op = ">="
         lower: Any = d.time_param(start)
         while True:
@@ -383,13 +391,35 @@ class Queries:
             )
             rows = cursor.fetchall()
             for row in rows:
-                yield self._reading(meter_id, cols, row)
+                yield self._reading(meter_id, cols, row, bases)
             if len(rows) < page:
                 return
             lower_op, lower = ">", rows[-1][0]
 
-    def _reading(self, meter_id: str, cols: list[str], row: Sequence[Any]) -> Reading:
+    def _bases(self, meter: int) -> list[Base]:
+        """The meter's OBIS dictionaries, by the index rows keep in ``obis_base``."""
+        d = self.dialect
+        row = _sql(
+            self.db,
+            f"SELECT {d.q('obis_bases')} FROM {d.q('meters')} WHERE {d.q('id')} = {d.param}",
+            (meter,),
+        ).fetchone()
+        if row is None or not row[0]:
+            return []
+        return [dict(item[1]) for item in json.loads(row[0])]
+
+    def _reading(
+        self, meter_id: str, cols: list[str], row: Sequence[Any], bases: list[Base]
+    ) -> Reading:
         data = dict(zip(cols, row))
+        fields = {name: _float(data[name]) for name in Reading.FIELDS}
+        index = data["obis_base"]
+        if index is None:
+            values = decode_values(data["obis_values"])  # rows written before compact rows
+        else:
+            base = bases[int(index)] if 0 <= int(index) < len(bases) else {}
+            delta = json.loads(data["obis_values"]) if data["obis_values"] else {}
+            values = join(base, delta, fields)
         samples = int(data["samples"] or 1)
         minmax: dict[str, tuple[float, float]] = {}
         if samples > 1:
@@ -400,10 +430,10 @@ class Queries:
         return Reading(
             meter_id=meter_id,
             time=self.dialect.time_value(data["time"]),
-            values=MappingProxyType(decode_values(data["obis_values"])),
+            values=MappingProxyType(values),
             samples=samples,
             minmax=MappingProxyType(minmax),
-            **{name: _float(data[name]) for name in Reading.FIELDS},
+            **fields,
         )
 
 

@@ -97,9 +97,49 @@ def _migration_1(db: peewee.Database, d: Dialect) -> None:
         _sql(db, _ddl_rollup(d, table))
 
 
+def _ddl_compact_readings(d: Dialect, table: str) -> str:
+    """`readings` as SQLite keeps it since migration 2: clustered by its primary key (WITHOUT
+    ROWID), so the (meter, time) key is stored once instead of in the table and an index."""
+    cols = [
+        f"{d.q('meter')} INTEGER NOT NULL",
+        f"{d.q('time')} {d.timestamp} NOT NULL",
+        f"{d.q('samples')} INTEGER NOT NULL DEFAULT 1",
+    ]
+    cols += [f"{d.q(c)} {d.double}" for c in reading_columns()]
+    cols.append(f"{d.q('obis_values')} {d.text}")
+    cols.append(f"{d.q('obis_base')} INTEGER")
+    cols.append(f"PRIMARY KEY ({d.q('meter')}, {d.q('time')})")
+    return f"CREATE TABLE {d.q(table)} ({', '.join(cols)}) WITHOUT ROWID"
+
+
+def _migration_2(db: peewee.Database, d: Dialect) -> None:
+    # every step checks first: several loggers may migrate one database at the same time
+    _add_missing_columns(db, d, "meters", {"obis_bases": d.text})
+    _add_missing_columns(db, d, "readings", {"obis_base": "INTEGER"})
+    if d.name != "sqlite":
+        return  # InnoDB clusters by the primary key already; PostgreSQL keeps its heap
+    row = _sql(db, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'")
+    ddl = row.fetchone()
+    if ddl is None or "WITHOUT ROWID" in str(ddl[0]).upper():
+        return
+    present = [c.name for c in db.get_columns("readings")]
+    wanted = ["meter", "time", "samples", *reading_columns(), "obis_values", "obis_base"]
+    common = ", ".join(d.q(c) for c in wanted if c in present)
+    _sql(db, _ddl_compact_readings(d, "readings_compact"))
+    _sql(db, f"INSERT INTO readings_compact ({common}) SELECT {common} FROM readings")
+    _sql(db, "DROP TABLE readings")
+    _sql(db, "ALTER TABLE readings_compact RENAME TO readings")
+
+
 Migration = tuple[int, str, Callable[[peewee.Database, Dialect], None]]
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "create meters, readings and the minute/hour/day rollup tables", _migration_1),
+    (
+        2,
+        "compact rows: per-meter OBIS dictionaries (meters.obis_bases, readings.obis_base); "
+        "SQLite readings clustered by (meter, time)",
+        _migration_2,
+    ),
 )
 
 

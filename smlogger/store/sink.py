@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time as _time
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,8 @@ import peewee
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
 from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
-from smlogger.store.dialect import dialect_of
+from smlogger.store.bases import BaseBook
+from smlogger.store.dialect import _sql, dialect_of
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
@@ -25,10 +27,28 @@ from smlogger.timefmt import iso
 log = logging.getLogger("smlogger.store")
 
 
-class Store:
-    """The SQL sink: `write` queues on disk, a background thread writes to the database.
+DEFAULT_SYNC_INTERVAL_S = 60.0
+DEFAULT_BATCH_SIZE = 5000
+PERSIST_EVERY_S = 300.0
+# how long shutdown waits for a database that makes no progress at all
+STALL_S = 10.0
+# readings older than sync_interval + this in the RAM tier go to the journal on disk
+SPILL_SLACK_S = 5.0
 
-    It owns the disk queue and the writer thread and only writes; queries go through a
+
+class Store:
+    """The SQL sink: `write` appends to the local journal, a background thread commits the
+    journal to the database in batches.
+
+    The write budget of an SD card decides the rhythm: a reading costs one small ``write()``
+    to the journal (safe against kill -9); the database gets one transaction per
+    `sync_interval` seconds or per `batch_size` readings, whichever comes first (at once when
+    a backlog or a replay is waiting, and on shutdown), so its pages, rollups and indexes are
+    rewritten once per batch instead of once per reading. `sync_interval` is also the power
+    cut window: journal records not yet in the database are fsync'ed after that long; 0
+    fsyncs every reading and commits it at once.
+
+    It owns the journal and the writer thread and only writes; queries go through a
     `smlogger.store.StoreReader` built from the same database.
     """
 
@@ -42,23 +62,47 @@ class Store:
         max_spool_age_days: float = 7,
         legacy_table: bool = False,
         legacy_local_time: bool = False,
-        batch_size: int = 200,
-        fsync_interval: float = 1.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_spool_bytes: Optional[int] = None,
+        shutdown_timeout: float = 120.0,
+        ram_dir: Optional[Path] = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if sync_interval < 0:
+            raise ValueError("sync_interval must be >= 0 seconds")
         self.db = db
         self.dialect = dialect_of(db)
         self.batch_size = batch_size
+        self.sync_interval = sync_interval
+        self.shutdown_timeout = shutdown_timeout
         self.legacy_table = legacy_table
         self.legacy_local_time = legacy_local_time
-        self._writer = SqlWriter(db, legacy_table=legacy_table, legacy_local_time=legacy_local_time)
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
             max_bytes=max_spool_bytes,
-            fsync_interval=fsync_interval,
+            sync_interval=sync_interval,
+            # acknowledged positions are persisted by the writer after durable commits
+            persist_interval=None,
+        )
+        # The RAM tier (a tmpfs such as /dev/shm or systemd's RuntimeDirectory): readings
+        # wait there, safe against kill -9, until the batch commit, so the SD card sees one
+        # write per sync_interval instead of one per reading. What waits longer (database down
+        # or slow) is moved to the journal on disk above. With sync_interval 0 every reading
+        # goes to disk at once, so there is no RAM tier.
+        self.ram: Optional[DiskQueue] = None
+        if ram_dir is not None and sync_interval > 0:
+            self.ram = DiskQueue(
+                Path(ram_dir),
+                max_age_s=None,
+                sync_interval=3600.0,  # a tmpfs has nothing to fsync
+                persist_interval=0.0,  # rewriting the position costs nothing in RAM
+            )
+        self.book = BaseBook(Path(spool_dir))
+        self._writer = SqlWriter(
+            db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
         )
         self._state_lock = threading.Lock()
         self._progress = threading.Condition(self._state_lock)
@@ -72,9 +116,14 @@ class Store:
         # gone for good, so its reason stays visible here
         self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
+        self._batches = 0
         self._closed = False
         self._stop = threading.Event()
         self._unexpected = StateLog(log, "SQL writer", level=logging.ERROR)
+        self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
+        self._last_persist = _time.monotonic()
+        if self.queue.depth or (self.ram is not None and self.ram.depth):
+            self._commit_now.set()  # left from the previous run: no reason to wait
         self._schema_ready = False
         self.schema_actions: list[str] = []
         # a first attempt right away, so that a usable database is ready for readers when the
@@ -88,58 +137,102 @@ class Store:
     # ---- Sink protocol -------------------------------------------------------------------
 
     def write(self, reading: Reading) -> None:
+        """Append the reading to the journal (compact: the meter's dictionary + changes)."""
         if self._closed:
             raise RuntimeError("the SQL store is closed")
         # the age bound counts from queueing, not from the reading's own time: it limits how
         # long an outage is bridged, and replays may carry old timestamps
-        self.queue.put_many([StoredRow.from_reading(reading).to_payload()])
+        target = self.ram if self.ram is not None else self.queue
+        target.put(StoredRow.from_reading(reading, self.book).to_payload())
+
+    @property
+    def depth(self) -> int:
+        """Readings not yet in the database (journal on disk and RAM tier)."""
+        return self.queue.depth + (self.ram.depth if self.ram is not None else 0)
 
     def flush(self, timeout: float = 0.0) -> None:
-        """Fsync readings that have waited for the database longer than `fsync_interval` (the
-        others are in the database already or will be in a moment; close() fsyncs everything).
-        With `timeout` > 0, also wait up to that long for the writer to bring the database up
-        to date (never for a database that is down). The pipeline calls this every second, so
-        the default does not wait."""
+        """Retry the journal's disk and fsync what is due (the pipeline calls this every
+        second; it does not wait). With `timeout` > 0, commit now and wait up to that long for
+        the database to hold everything queued (never for a database that is down)."""
         self.queue.sync_due()
         if timeout <= 0:
             return
+        self._commit_now.set()
         self.queue.wake()
         deadline = _time.monotonic() + timeout
         with self._progress:
-            while self.queue.depth > 0 and self._state != "down" and self._thread.is_alive():
+            while (
+                self.depth > 0
+                and self._state not in ("down", "disk full")
+                and self._thread.is_alive()
+            ):
                 remaining = deadline - _time.monotonic()
                 if remaining <= 0:
                     break
                 self._progress.wait(min(remaining, 0.5))
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Give the writer up to `timeout` s to catch up, then stop it. Whatever is not in
-        the database by then stays queued for the next start."""
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Commit everything queued, waiting as long as the database makes progress (up to
+        `timeout`, default `shutdown_timeout`), then stop. Whatever is not in the database by
+        then stays in the journal for the next start, and the log says how much."""
         if self._closed:
             return
-        began = _time.monotonic()
         self._closed = True
+        limit = self.shutdown_timeout if timeout is None else timeout
+        self._commit_now.set()
+        self.queue.wake()
+        deadline = _time.monotonic() + limit
+        last_depth = self.depth
+        last_change = _time.monotonic()
         try:
-            self.flush(timeout=timeout * 0.75)
+            with self._progress:
+                while self.depth > 0 and self._thread.is_alive():
+                    now = _time.monotonic()
+                    depth = self.depth
+                    if depth != last_depth:
+                        last_depth, last_change = depth, now
+                    if now >= deadline or now - last_change >= STALL_S:
+                        break
+                    self._commit_now.set()
+                    self._progress.wait(min(0.5, deadline - now))
         finally:
             self._stop.set()
             self.queue.wake()
-            self._thread.join(max(0.1, timeout - (_time.monotonic() - began)))
+            self._thread.join(max(1.0, deadline - _time.monotonic()))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
-            elif self.queue.depth:
-                log.info("%d readings stay queued for the next start", self.queue.depth)
+            else:
+                self._spill(everything=True)  # a reboot must not lose what waits in RAM
+            left = self.depth
+            if left:
+                log.warning(
+                    "%d readings stay queued in %s for the next start (database %s)",
+                    left,
+                    self.queue.directory,
+                    self._state,
+                )
             self.queue.close()
+            if self.ram is not None:
+                self.ram.close()
 
     def status(self) -> dict[str, object]:
-        oldest = self.queue.oldest_timestamp()
+        """Figures for /api/status: database state, journal depth and state, counts."""
+        stamps = [q.oldest_timestamp() for q in self._queues()]
+        oldest = min((t for t in stamps if t is not None), default=None)
+        journal = self.queue.status()
         with self._state_lock:
             return {
                 "db": self._state,
                 "backend": self.dialect.name,
-                "queue_depth": self.queue.depth,
-                "queue_bytes": self.queue.pending_bytes,
+                "queue_depth": self.depth,
+                "queue_in_ram": 0 if self.ram is None else self.ram.depth,
+                "queue_bytes": sum(q.pending_bytes for q in self._queues()),
                 "queue_oldest_age_s": None if oldest is None else round(_time.time() - oldest, 3),
+                "journal": journal["state"],
+                "journal_in_memory": journal["in_memory"],
+                "journal_corrupt": journal["corrupt"],
+                "sync_interval_s": self.sync_interval,
+                "batches": self._batches,
                 "written": self._written,
                 "rejected": self._rejected,
                 "last_rejected": self._last_rejected,
@@ -170,6 +263,12 @@ class Store:
         delay = 0.0
         strikes = 0
         try:
+            # open this thread's connection now: SQLite sets up the WAL index (-shm, a few
+            # pages) at the first access, better at start than in the middle of a run
+            _sql(self.db, "SELECT 1 FROM meters LIMIT 1")
+        except Exception:
+            self._close_connection()  # not there yet: the first batch retries
+        try:
             while not self._stop.is_set():
                 try:
                     outcome = self._drain_once(strikes)
@@ -199,15 +298,22 @@ class Store:
         if not self._schema_ready and not self._prepare():
             return "retry"
         self.queue.sync_due()
-        entries = self.queue.peek(self.batch_size)
-        if not entries:
+        self._spill()
+        source = self._source()
+        if source is None:
             self._housekeeping()
-            self.queue.wait(timeout=0.5)
+            (self.ram or self.queue).wait(timeout=0.5)
+            if self._source() is None:
+                self._stop.wait(0.5)
+            return "idle"
+        self._commit_now.clear()
+        entries = source.peek(self.batch_size)
+        if not entries:
             return "idle"
         rows = self._decode(entries)
         rejected = 0
         try:
-            written = self._writer.write(rows) if rows else 0
+            written = self._write(rows) if rows else 0
         except Exception as exc:
             self._failed(exc)
             if is_connection_error(exc):
@@ -224,9 +330,76 @@ class Store:
                 self._failed(exc2)
                 self._close_connection()
                 return "retry"
-        self.queue.ack(entries[-1])
+        source.ack(entries[-1])
+        self._batches += 1
+        if source is self.ram:
+            self.ram.persist()  # tmpfs: free
+        # the commit was durable (see _write): the journal may forget it, but persisting its
+        # position costs a page of the card, so that happens every few minutes (a crash
+        # before it only replays rows the database skips as already stored)
+        if self._stop.is_set() or _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
+            self.queue.persist()
+            self._last_persist = _time.monotonic()
         self._succeeded(written, skipped=len(rows) - written - rejected, rejected=rejected)
         return "ok"
+
+    def _queues(self) -> list[DiskQueue]:
+        return [self.queue] if self.ram is None else [self.queue, self.ram]
+
+    def _source(self) -> Optional[DiskQueue]:
+        """Where the next batch comes from: the disk journal first (its readings are older),
+        then the RAM tier once a batch is due there; None when nothing is due."""
+        if self.ram is None:
+            return self.queue if self._batch_due(self.queue) else None
+        if self.queue.depth:
+            return self.queue  # spilled or left from a previous run: at once
+        return self.ram if self._batch_due(self.ram) else None
+
+    def _spill(self, everything: bool = False) -> None:
+        """Move readings that waited in RAM longer than a batch should (the database is down
+        or slow) to the journal on disk, oldest first, so a power cut costs at most
+        `sync_interval`. Only the writer thread (or close, after it) calls this."""
+        ram = self.ram
+        if ram is None or not ram.depth:
+            return
+        limit = None if everything else _time.time() - self.sync_interval - SPILL_SLACK_S
+        while ram.depth:
+            oldest = ram.oldest_timestamp()
+            if limit is not None and (oldest is None or oldest > limit):
+                return
+            entries = ram.peek(self.batch_size)
+            if limit is not None:
+                entries = [e for e in entries if e.timestamp <= limit]
+            if not entries:
+                return
+            try:
+                # hold=False: while the disk refuses, they are safer in RAM than in memory
+                self.queue.put_many(
+                    [e.payload for e in entries], [e.timestamp for e in entries], hold=False
+                )
+            except OSError:
+                return  # the journal logged the state once; retried on the next round
+            ram.ack(entries[-1])
+            ram.persist()
+
+    def _batch_due(self, queue: DiskQueue) -> bool:
+        """A batch is due when `batch_size` readings wait, the oldest has waited
+        `sync_interval` s, or a flush/close asks for it."""
+        depth = queue.depth
+        if depth == 0:
+            return False
+        if self._commit_now.is_set() or self._stop.is_set() or depth >= self.batch_size:
+            return True
+        oldest = queue.oldest_timestamp()
+        return oldest is None or _time.time() - oldest >= self.sync_interval
+
+    def _write(self, rows: Sequence[StoredRow]) -> int:
+        if self.dialect.name == "sqlite":
+            # readers and the web use synchronous=NORMAL; this batch must be durable when it
+            # commits (one fsync of the WAL per batch, i.e. per minute), because the journal
+            # forgets what the database acknowledged
+            _sql(self.db, "PRAGMA synchronous = FULL")
+        return self._writer.write(rows)
 
     def _decode(self, entries: Sequence[Entry]) -> list[StoredRow]:
         rows = []
@@ -245,7 +418,7 @@ class Store:
         rejected = 0
         for row in rows:
             try:
-                written += self._writer.write([row])
+                written += self._write([row])
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
@@ -258,6 +431,9 @@ class Store:
 
     def _housekeeping(self) -> None:
         self.queue.prune()
+        if self.depth == 0 and _time.monotonic() - self._last_persist >= PERSIST_EVERY_S:
+            self.queue.persist()
+            self._last_persist = _time.monotonic()
         with self._progress:
             self._progress.notify_all()
 
@@ -269,6 +445,7 @@ class Store:
         until = _time.monotonic() + delay
         while not self._stop.is_set():
             self.queue.sync_due()
+            self._spill()
             remaining = until - _time.monotonic()
             if remaining <= 0 or self._stop.wait(min(remaining, 0.5)):
                 break
@@ -280,14 +457,33 @@ class Store:
         except Exception:
             log.debug("closing a broken database connection failed", exc_info=True)
 
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether a database error is the SQLite file's disk being full (SQLite sometimes
+        reports only the failed rollback that follows)."""
+        if self.dialect.name != "sqlite":
+            return False
+        if "disk is full" in str(exc) or "disk I/O error" in str(exc):
+            return True
+        try:
+            stats = os.statvfs(Path(str(self.db.database)).parent)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < 64 * 1024
+
     def _failed(self, exc: BaseException) -> None:
         # the real cause first: SQLite's "database or disk is full" hides behind the
         # "cannot rollback - no transaction is active" that peewee's atomic() raises after it
         message = describe(exc)
         state = "down" if is_connection_error(exc) else "error"
+        if self._disk_full(exc):
+            # SQLITE_FULL / SQLITE_IOERR: the database file's disk, not the database
+            state = "disk full"
+            message = f"disk full on {Path(str(self.db.database)).parent} ({message})"
         with self._state_lock:
             if self._state != state:
-                if state == "down":
+                if state == "disk full":
+                    log.error("%s; readings wait in %s", message, self.queue.directory)
+                elif state == "down":
                     log.warning(
                         "database unavailable (%s); readings wait in %s",
                         message,
@@ -304,11 +500,11 @@ class Store:
 
     def _succeeded(self, written: int, skipped: int = 0, rejected: int = 0) -> None:
         with self._state_lock:
-            if self._state in ("down", "error") and self._down_since is not None:
+            if self._state in ("down", "error", "disk full") and self._down_since is not None:
                 log.info(
                     "database back after %.0f s; %d readings still queued",
                     _time.monotonic() - self._down_since,
-                    self.queue.depth,
+                    self.depth,
                 )
             self._state = "ok"
             self._down_since = None
@@ -326,12 +522,15 @@ class Store:
         rollups included; for imports and benchmarks. Returns the number of new rows."""
         ensure_schema(self.db, legacy_table=self.legacy_table)
         writer = SqlWriter(
-            self.db, legacy_table=self.legacy_table, legacy_local_time=self.legacy_local_time
+            self.db,
+            legacy_table=self.legacy_table,
+            legacy_local_time=self.legacy_local_time,
+            book=self.book,
         )
         total = 0
         batch: list[StoredRow] = []
         for reading in readings:
-            batch.append(StoredRow.from_reading(reading))
+            batch.append(StoredRow.from_reading(reading, self.book))
             if len(batch) >= batch_size:
                 total += writer.write(batch)
                 batch = []

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
 import peewee
 
 from smlogger.reading import Reading
+from smlogger.store.bases import BaseBook
+from smlogger.store.compact import dumps
 from smlogger.store.dialect import _execute_many, _sql, dialect_of
 from smlogger.store.rollup import _Bucket, _rollup_upsert_tail, rollup_buckets
-from smlogger.store.rows import StoredRow
+from smlogger.store.rows import StoredRow, decode_values
 from smlogger.store.schema import (
     LEGACY_FIELDS,
     LEGACY_TABLE,
@@ -20,6 +25,13 @@ from smlogger.store.schema import (
     reading_columns,
     rollup_columns,
 )
+
+log = logging.getLogger("smlogger.store")
+
+
+def dumps_list(items: list[list[Any]]) -> str:
+    """Compact JSON of the ``obis_bases`` list."""
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -39,16 +51,27 @@ class SqlWriter:
     """Writes batches of rows in one transaction each: readings, rollups, legacy table."""
 
     def __init__(
-        self, db: peewee.Database, *, legacy_table: bool = False, legacy_local_time: bool = False
+        self,
+        db: peewee.Database,
+        *,
+        legacy_table: bool = False,
+        book: Optional[BaseBook] = None,
+        legacy_local_time: bool = False,
     ) -> None:
         self.db = db
         self.dialect = dialect_of(db)
         self.legacy_table = legacy_table
         self.legacy_local_time = legacy_local_time
+        self.book = book if book is not None else BaseBook()
         self._meter_keys: dict[str, int] = {}
+        self._base_index: dict[tuple[int, str], int] = {}
+        self._last_seen: dict[int, float] = {}  # meter -> last_seen written (epoch s)
         self._legacy_meter: Optional[str] = None
+        self._unknown_bases: set[str] = set()
         d = self.dialect
-        self._reading_cols = ["meter", "time", "samples", *reading_columns(), "obis_values"]
+        self._reading_cols = [
+            "meter", "time", "samples", *reading_columns(), "obis_values", "obis_base",
+        ]  # fmt: skip
         self._reading_head = d.insert_head("readings", self._reading_cols)
         self._rollup_sql = {
             table: (d.insert_head(table, rollup_columns()), _rollup_upsert_tail(d, table))
@@ -85,6 +108,50 @@ class SqlWriter:
     def forget_meters(self) -> None:
         """Drop cached meter keys (after the schema may have been recreated)."""
         self._meter_keys.clear()
+        self._base_index.clear()
+
+    def base_index(self, meter: int, key: str) -> Optional[int]:
+        """Where base `key` sits in the meter's ``obis_bases`` list, added if new (inside the
+        batch's transaction). None if nobody knows the base any more."""
+        index = self._base_index.get((meter, key))
+        if index is not None:
+            return index
+        d = self.dialect
+        row = _sql(
+            self.db,
+            f"SELECT {d.q('obis_bases')} FROM {d.q('meters')} WHERE {d.q('id')} = {d.param}",
+            (meter,),
+        ).fetchone()
+        bases: list[list[Any]] = json.loads(row[0]) if row is not None and row[0] else []
+        for position, (known, base) in enumerate(bases):
+            self._base_index[(meter, str(known))] = position
+            self.book.add(str(known), dict(base))
+        index = self._base_index.get((meter, key))
+        if index is not None:
+            return index
+        content = self.book.get(key)
+        if content is None:
+            if key not in self._unknown_bases:
+                self._unknown_bases.add(key)
+                log.error("OBIS dictionary %s is lost: its rows keep only their own values", key)
+            return None
+        bases.append([key, content])
+        _sql(
+            self.db,
+            f"UPDATE {d.q('meters')} SET {d.q('obis_bases')} = {d.param} "
+            f"WHERE {d.q('id')} = {d.param}",
+            (dumps_list(bases), meter),
+        )
+        index = len(bases) - 1
+        self._base_index[(meter, key)] = index
+        return index
+
+    def compact(self, row: StoredRow) -> StoredRow:
+        """A row with a base (rows from `StoredRow.from_reading` without a book have none)."""
+        if row.base is not None:
+            return row
+        key, delta = self.book.split(row.meter_id, decode_values(row.values_json), row.fields)
+        return replace(row, base=key, values_json=dumps(delta) if delta else "")
 
     def write(self, rows: Sequence[StoredRow]) -> int:
         """Store `rows` in one transaction; returns how many were new.
@@ -119,19 +186,23 @@ class SqlWriter:
         fresh: list[StoredRow] = []
         params: list[list[Any]] = []
         names = Reading.FIELDS
+        no_range = (None, None)
         for row in group:
             stamp = d.time_param(row.time)
             if stamp in existing:
                 continue
             existing.add(stamp)
+            row = self.compact(row)
             fresh.append(row)
             fields = row.fields
             values = [meter, stamp, row.samples, *[fields.get(name) for name in names]]
             minmax = row.minmax
             for name in POWER_FIELDS:
-                value = fields.get(name)
-                values += minmax.get(name, (value, value)) if minmax else (value, value)
-            values.append(row.values_json)
+                # a single reading's min and max are its value: not stored twice
+                values += minmax.get(name, no_range) if minmax else no_range
+            index = self.base_index(meter, row.base) if row.base is not None else None
+            values.append(row.values_json or None)
+            values.append(index)
             params.append(values)
         if not fresh:
             return 0
@@ -142,6 +213,12 @@ class SqlWriter:
             _execute_many(self.db, d, head, tail, rollup_params)
         if self.legacy_table:
             self._write_legacy(meter_id, fresh)
+        # meters.last_seen to the hour: rewriting it with every batch cost the SD card a page
+        # a minute; the exact last reading is MAX(time) of readings
+        newest = fresh[-1].ts
+        if newest - self._last_seen.get(meter, float("-inf")) < 3600:
+            return len(fresh)
+        self._last_seen[meter] = newest
         last_seen = d.time_param(fresh[-1].time)
         _sql(
             self.db,

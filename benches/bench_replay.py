@@ -1,0 +1,181 @@
+"""Bulk ingest: `smlogger run --replay FILE --speed max` of 60,000 realistic frames.
+
+Writes 60,000 frames of the simulated household meter (the encoder's MT-style GetList with
+public key, firmware, tariff and phase registers) to a raw `.bin` file, times smllib 1.7 merely
+parsing that same file (stream reader + parse_frame per frame), then times the whole logger
+replaying it into SQLite + CSV (process start to exit) and counts what reached each sink.
+
+    python benches/bench_replay.py                  # 60,000 frames
+    python benches/bench_replay.py --frames 10000   # a quick look
+    python benches/bench_replay.py --write-results  # also update benches/RESULTS.md
+
+Target (issue 8): readings/s >= 3x smllib's frames/s, and every reading in both sinks at exit.
+No assertions: it prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_daemon import write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADING = "## Replay ingest (bench_replay.py)"
+
+
+@dataclass
+class ReplayFigures:
+    """What one replay run gave."""
+
+    frames: int
+    file_bytes: int
+    smllib_s: float
+    smllib_frames: int
+    replay_s: float
+    exit_code: int
+    db_rows: int
+    csv_rows: int
+    summary: str
+
+    @property
+    def smllib_fps(self) -> float:
+        return self.smllib_frames / self.smllib_s
+
+    @property
+    def readings_per_s(self) -> float:
+        return self.db_rows / self.replay_s
+
+    @property
+    def ratio(self) -> float:
+        return self.readings_per_s / self.smllib_fps
+
+
+def make_recording(path: Path, frames: int) -> int:
+    """`frames` simulated frames one second apart, concatenated as a raw capture."""
+    from smlogger.simulate import make_meter
+
+    meter = make_meter("household", seed="bench-replay", tz=timezone.utc)
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    with open(path, "wb") as fh:
+        for i in range(frames):
+            fh.write(meter.frame(start + timedelta(seconds=i)))
+    return path.stat().st_size
+
+
+def time_smllib(data: bytes) -> tuple[float, int]:
+    """Seconds and frames for smllib 1.7 to find and parse every frame of `data`."""
+    from bench_decode import run_smllib
+
+    began = time.perf_counter()
+    frames = run_smllib(data)
+    return time.perf_counter() - began, frames
+
+
+def replay(recording: Path, data_dir: Path) -> tuple[float, int, str]:
+    """Run the logger over the recording; (seconds start to exit, exit code, summary line)."""
+    command = [
+        sys.executable,
+        "-m",
+        "smlogger",
+        "run",
+        "--replay",
+        str(recording),
+        "--speed",
+        "max",
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        "off",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    began = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - began
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    summary = next(
+        (line for line in reversed(lines) if "frames" in line), lines[-1] if lines else ""
+    )
+    (data_dir / "replay.log").write_text(proc.stdout + proc.stderr)
+    return elapsed, proc.returncode, summary
+
+
+def count_rows(data_dir: Path) -> tuple[int, int]:
+    """Rows in the database and data rows in the CSV files."""
+    db_rows = 0
+    database = data_dir / "smlogger.db"
+    if database.exists():
+        con = sqlite3.connect(database)
+        try:
+            db_rows = int(con.execute("SELECT count(*) FROM readings").fetchone()[0])
+        finally:
+            con.close()
+    csv_rows = 0
+    for path in (data_dir / "csv").rglob("*.csv"):
+        with open(path, newline="") as fh:
+            csv_rows += sum(1 for _ in csv.DictReader(fh))
+    return db_rows, csv_rows
+
+
+def run_bench(frames: int, workdir: Path) -> ReplayFigures:
+    """Make the recording, time smllib on it, replay it; the figures."""
+    recording = workdir / "replay.bin"
+    size = make_recording(recording, frames)
+    smllib_s, smllib_frames = time_smllib(recording.read_bytes())
+    data_dir = workdir / "data"
+    replay_s, code, summary = replay(recording, data_dir)
+    db_rows, csv_rows = count_rows(data_dir)
+    return ReplayFigures(
+        frames, size, smllib_s, smllib_frames, replay_s, code, db_rows, csv_rows, summary
+    )
+
+
+def section(f: ReplayFigures) -> str:
+    """The RESULTS.md section for these figures."""
+    verdict = "meets" if f.ratio >= 3 else "misses"
+    return (
+        f"{HEADING}\n\n"
+        f"`python benches/bench_replay.py`: {f.frames:,} simulated household frames "
+        f"({f.file_bytes / 1e6:.1f} MB), `smlogger run --replay --speed max` into SQLite + CSV, "
+        "timed from process start to exit.\n\n"
+        "| | figure |\n|---|---:|\n"
+        f"| smllib 1.7 parse only | {f.smllib_fps:,.0f} frames/s |\n"
+        f"| smlogger replay, start to exit | {f.readings_per_s:,.0f} readings/s "
+        f"({f.replay_s:.1f} s) |\n"
+        f"| ratio (target >= 3x) | {f.ratio:.2f}x ({verdict} the target) |\n"
+        f"| rows in the database / CSV at exit | {f.db_rows:,} / {f.csv_rows:,} "
+        f"of {f.frames:,} |\n"
+        f"| exit code | {f.exit_code} |\n\n"
+        f"Summary line: `{f.summary}`\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run, print, optionally write RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=60_000)
+    parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
+    options = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as workdir:
+        figures = run_bench(options.frames, Path(workdir))
+    text = section(figures)
+    print(text)
+    if options.write_results:
+        write_results(text, heading=HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

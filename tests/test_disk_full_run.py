@@ -1,0 +1,129 @@
+"""A real logger on a really small filesystem that fills up while it runs (20 readings/s).
+
+Afterwards the database holds every reading the CSV files hold (DB ⊇ CSV), nothing twice, and
+the readings have no gap except at the restart in the middle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from helpers import wait_for
+from smallfs import fill, small_filesystem
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE_S = 0.05  # 20 readings per second
+
+
+def _start(data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(inherited, None)
+    err = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smlogger",
+            "run",
+            "--simulate",
+            "--interval",
+            str(RATE_S),
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            "off",
+            "--sync-interval",
+            "1",
+        ],
+        stderr=err,
+        env=env,
+        cwd=ROOT,
+    )
+    err.close()
+    return proc
+
+
+def _db_times(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [str(r[0]) for r in con.execute("SELECT time FROM readings ORDER BY time")]
+    finally:
+        con.close()
+
+
+def _csv_rows(folder: Path) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for path in sorted(folder.rglob("*.csv")):
+        text = path.read_text()
+        assert text.endswith("\n"), f"{path} ends in a partial row"
+        out += list(csv.DictReader(io.StringIO(text)))
+    return out
+
+
+def _ms(text: str) -> int:
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    # CSV rows carry milliseconds (cut, not rounded): compare at that resolution
+    return (stamp - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(60)
+
+
+def test_filesystem_filling_during_a_run_loses_nothing(tmp_path: Path) -> None:
+    log_path = tmp_path / "stderr.txt"
+    with small_filesystem(tmp_path / "fs", 6 * 1024) as mount:
+        data_dir = mount / "data"
+        proc = _start(data_dir, log_path)
+        try:
+            wait_for(lambda: (data_dir / "smlogger.db").exists(), 30, "the database")
+            time.sleep(3)
+            filler = fill(mount)
+            time.sleep(6)  # full for 6 s: 120 readings arrive meanwhile
+            text = log_path.read_text()
+            assert "disk full on" in text, text[-3000:]
+            filler.unlink()
+            time.sleep(4)
+            assert _stop(proc) == 0
+            restart_at = time.time()
+            proc = _start(data_dir, log_path)
+            time.sleep(4)
+            assert _stop(proc) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log_text = log_path.read_text()
+        db_raw = _db_times(data_dir / "smlogger.db")
+        csv_raw = _csv_rows(data_dir / "csv")
+    # (meter, time) is the key: a reading stored twice would show as a repeated time
+    assert len(db_raw) == len(set(db_raw)), "a reading stored twice"
+    rows = [tuple(row.values()) for row in csv_raw]
+    assert len(rows) == len(set(rows)), "a CSV row written twice"
+    db = [_ms(t) for t in db_raw]
+    csv_rows = [_ms(row["time"]) for row in csv_raw]
+    missing = sorted(set(csv_rows) - set(db))
+    assert not missing, f"{len(missing)} CSV readings not in the database: {missing[:5]}"
+    # 20 readings/s: apart from the restart, no two stored readings are a second apart
+    restart_ms = restart_at * 1000
+    gaps = [
+        (a, b)
+        for a, b in zip(db, db[1:])
+        if b - a > 1000 and not (a - 2000 <= restart_ms <= b + 2000)
+    ]
+    assert not gaps, f"gaps in the database: {gaps[:5]}"
+    assert len(db) > 20 * 12
+    # the state was reported once per episode, not per retry
+    assert log_text.count("journal: disk full on") <= 2, log_text[-3000:]
