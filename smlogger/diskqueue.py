@@ -55,7 +55,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -708,6 +708,22 @@ class DiskQueue:
             if self._closed:
                 raise QueueClosedError("journal is closed")
             return self._peek_locked(max_items)
+
+    def pending_payloads(self) -> Iterator[bytes]:
+        """Every unacknowledged payload, oldest first, without delivering anything (for a
+        consumer that needs to count what a previous run left)."""
+        with self._lock:
+            segments = [n for n in self._segments if n >= self._committed.segment]
+            start = self._committed
+            sizes = dict(self._sizes)
+            backlog = [e.payload for e in self._backlog]
+        for number in segments:
+            offset = start.offset if number == start.segment else 0
+            with open(self._path(number), "rb") as fh:
+                scan = read_segment(fh.fileno(), offset, sizes.get(number, 0), 1 << 62)
+            for record in scan.records:
+                yield record[3]
+        yield from backlog
 
     def _read_fd(self, segment: int) -> int:
         fd = self._read_fds.get(segment)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time as _time
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +34,40 @@ DEFAULT_BATCH_SIZE = 5000
 PERSIST_EVERY_S = 300.0
 # how long shutdown waits for a database that makes no progress at all
 STALL_S = 10.0
-# readings older than sync_interval + this in the RAM tier go to the journal on disk
-SPILL_SLACK_S = 5.0
+# the database gets a transaction this often (or per batch_size readings): its pages, rollups,
+# index and WAL index are rewritten once per transaction, so this is most of its SD-card cost;
+# durability does not wait for it, the journal on disk has the readings after sync_interval
+DB_COMMIT_INTERVAL_S = 300.0
+_BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
+
+
+def pack_batch(payloads: Sequence[bytes]) -> bytes:
+    """One journal record for many readings: a minute of them compresses to ~1/4 (they
+    differ in a few numbers), and one append dirties one or two pages instead of one each."""
+    body = b"".join(struct.pack("<I", len(p)) + p for p in payloads)
+    return _BATCH_MARK + struct.pack("<I", len(payloads)) + zlib.compress(body, 6)
+
+
+def unpack_batch(payload: bytes) -> list[bytes]:
+    """The reading payloads of a journal record (one, or a batch from `pack_batch`)."""
+    if payload[:1] != _BATCH_MARK:
+        return [payload]
+    (count,) = struct.unpack_from("<I", payload, 1)
+    body = zlib.decompress(payload[5:])
+    out = []
+    pos = 0
+    for _ in range(count):
+        (size,) = struct.unpack_from("<I", body, pos)
+        out.append(body[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return out
+
+
+def batch_count(payload: bytes) -> int:
+    """How many readings a journal record holds (without unpacking it)."""
+    if payload[:1] != _BATCH_MARK:
+        return 1
+    return int(struct.unpack_from("<I", payload, 1)[0])
 
 
 class Store:
@@ -100,6 +134,11 @@ class Store:
                 sync_interval=3600.0,  # a tmpfs has nothing to fsync
                 persist_interval=0.0,  # rewriting the position costs nothing in RAM
             )
+        # readings in the journal on disk (its records may hold batches of them)
+        self._disk_readings = sum(batch_count(p) for p in self.queue.pending_payloads())
+        self.commit_interval = (
+            0.0 if sync_interval <= 0 else max(sync_interval, DB_COMMIT_INTERVAL_S)
+        )
         self.book = BaseBook(Path(spool_dir))
         self._writer = SqlWriter(
             db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
@@ -122,7 +161,7 @@ class Store:
         self._unexpected = StateLog(log, "SQL writer", level=logging.ERROR)
         self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
         self._last_persist = _time.monotonic()
-        if self.queue.depth or (self.ram is not None and self.ram.depth):
+        if self._disk_readings or (self.ram is not None and self.ram.depth):
             self._commit_now.set()  # left from the previous run: no reason to wait
         self._schema_ready = False
         self.schema_actions: list[str] = []
@@ -142,13 +181,18 @@ class Store:
             raise RuntimeError("the SQL store is closed")
         # the age bound counts from queueing, not from the reading's own time: it limits how
         # long an outage is bridged, and replays may carry old timestamps
-        target = self.ram if self.ram is not None else self.queue
-        target.put(StoredRow.from_reading(reading, self.book).to_payload())
+        payload = StoredRow.from_reading(reading, self.book).to_payload()
+        if self.ram is not None:
+            self.ram.put(payload)
+            return
+        self.queue.put(payload)
+        with self._state_lock:
+            self._disk_readings += 1
 
     @property
     def depth(self) -> int:
         """Readings not yet in the database (journal on disk and RAM tier)."""
-        return self.queue.depth + (self.ram.depth if self.ram is not None else 0)
+        return self._disk_readings + (self.ram.depth if self.ram is not None else 0)
 
     def flush(self, timeout: float = 0.0) -> None:
         """Retry the journal's disk and fsync what is due (the pipeline calls this every
@@ -169,6 +213,7 @@ class Store:
                 remaining = deadline - _time.monotonic()
                 if remaining <= 0:
                     break
+                self._commit_now.set()
                 self._progress.wait(min(remaining, 0.5))
 
     def close(self, timeout: Optional[float] = None) -> None:
@@ -202,7 +247,7 @@ class Store:
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
             else:
-                self._spill(everything=True)  # a reboot must not lose what waits in RAM
+                self._spill()  # (stop is set: everything) a reboot must not lose RAM
             left = self.depth
             if left:
                 log.warning(
@@ -307,10 +352,12 @@ class Store:
                 self._stop.wait(0.5)
             return "idle"
         self._commit_now.clear()
-        entries = source.peek(self.batch_size)
+        records = self.batch_size if source is self.ram else max(1, self.batch_size // 50)
+        entries = source.peek(records)
         if not entries:
             return "idle"
         rows = self._decode(entries)
+        readings = sum(batch_count(e.payload) for e in entries)
         rejected = 0
         try:
             written = self._write(rows) if rows else 0
@@ -334,6 +381,9 @@ class Store:
         self._batches += 1
         if source is self.ram:
             self.ram.persist()  # tmpfs: free
+        else:
+            with self._state_lock:
+                self._disk_readings -= readings
         # the commit was durable (see _write): the journal may forget it, but persisting its
         # position costs a page of the card, so that happens every few minutes (a crash
         # before it only replays rows the database skips as already stored)
@@ -347,51 +397,53 @@ class Store:
         return [self.queue] if self.ram is None else [self.queue, self.ram]
 
     def _source(self) -> Optional[DiskQueue]:
-        """Where the next batch comes from: the disk journal first (its readings are older),
-        then the RAM tier once a batch is due there; None when nothing is due."""
-        if self.ram is None:
-            return self.queue if self._batch_due(self.queue) else None
-        if self.queue.depth:
-            return self.queue  # spilled or left from a previous run: at once
-        return self.ram if self._batch_due(self.ram) else None
+        """Where the next database batch comes from: the journal on disk once a batch is due
+        there; the RAM tier only while the disk refuses the journal (a remote database still
+        gets the readings then); None when nothing is due."""
+        if self._batch_due(self.queue, self._disk_readings):
+            return self.queue
+        failing = self.ram is not None and self.queue.state is not None
+        if failing and self.ram is not None and self._batch_due(self.ram, self.ram.depth):
+            return self.ram
+        return None
 
-    def _spill(self, everything: bool = False) -> None:
-        """Move readings that waited in RAM longer than a batch should (the database is down
-        or slow) to the journal on disk, oldest first, so a power cut costs at most
-        `sync_interval`. Only the writer thread (or close, after it) calls this."""
+    def _spill(self) -> None:
+        """Every `sync_interval` s, move what waits in RAM to the journal on disk as one
+        compressed record and fsync it: from then on a power cut cannot take it. Only the
+        writer thread (or close, after it) calls this."""
         ram = self.ram
         if ram is None or not ram.depth:
             return
-        limit = None if everything else _time.time() - self.sync_interval - SPILL_SLACK_S
+        forced = self._commit_now.is_set() or self._stop.is_set()
+        oldest = ram.oldest_timestamp()
+        if not forced and oldest is not None and _time.time() - oldest < self.sync_interval:
+            return
         while ram.depth:
-            oldest = ram.oldest_timestamp()
-            if limit is not None and (oldest is None or oldest > limit):
-                return
             entries = ram.peek(self.batch_size)
-            if limit is not None:
-                entries = [e for e in entries if e.timestamp <= limit]
             if not entries:
                 return
             try:
                 # hold=False: while the disk refuses, they are safer in RAM than in memory
                 self.queue.put_many(
-                    [e.payload for e in entries], [e.timestamp for e in entries], hold=False
+                    [pack_batch([e.payload for e in entries])], [entries[0].timestamp], hold=False
                 )
             except OSError:
                 return  # the journal logged the state once; retried on the next round
+            self.queue.sync()
+            with self._state_lock:
+                self._disk_readings += len(entries)
             ram.ack(entries[-1])
             ram.persist()
 
-    def _batch_due(self, queue: DiskQueue) -> bool:
-        """A batch is due when `batch_size` readings wait, the oldest has waited
-        `sync_interval` s, or a flush/close asks for it."""
-        depth = queue.depth
-        if depth == 0:
+    def _batch_due(self, queue: DiskQueue, readings: int) -> bool:
+        """A database batch is due when `batch_size` readings wait, the oldest has waited
+        the commit interval, or a flush/close asks for it."""
+        if queue.depth == 0:
             return False
-        if self._commit_now.is_set() or self._stop.is_set() or depth >= self.batch_size:
+        if self._commit_now.is_set() or self._stop.is_set() or readings >= self.batch_size:
             return True
         oldest = queue.oldest_timestamp()
-        return oldest is None or _time.time() - oldest >= self.sync_interval
+        return oldest is None or _time.time() - oldest >= self.commit_interval
 
     def _write(self, rows: Sequence[StoredRow]) -> int:
         if self.dialect.name == "sqlite":
@@ -405,8 +457,8 @@ class Store:
         rows = []
         for entry in entries:
             try:
-                rows.append(StoredRow.from_payload(entry.payload))
-            except (ValueError, KeyError, TypeError) as exc:
+                rows += [StoredRow.from_payload(p) for p in unpack_batch(entry.payload)]
+            except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
                 log.error("dropping an unreadable queue record: %s", exc)
                 with self._state_lock:
                     self._rejected += 1
