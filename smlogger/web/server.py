@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 PRIORITY_PATHS = frozenset({b"/healthz"})
 READ_CHUNK = 65536
+ACCEPT_BATCH = 128  # connections taken per wake-up of the listening socket
+ACCEPT_RETRY_S = 1.0  # pause after accept() failed (out of descriptors), not to spin on it
+STOP_ROUND_S = 0.01  # stop(): the loop runs this long between cancelling and checking again
+STOP_ROUNDS = 250  # ... at most this often (2.5 s), then what is left is closed regardless
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,7 @@ class WebServer:
         self.bound: tuple[str, int] = (host, port)
         self.app_errors = StateLog(log, "web")
         self._refusals = StateLog(log, "web")
+        self._accept_errors = StateLog(log, "web")
         self.client_errors = StateLog(log, "web")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -257,6 +262,8 @@ class WebServer:
         self._open = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
+        # accepted sockets that no transport owns yet: closed here if the stop comes first
+        self._accepted: set[socket.socket] = set()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -305,34 +312,39 @@ class WebServer:
             )
         )
         try:
-            server = loop.run_until_complete(
-                loop.create_server(lambda: self._protocol(loop), sock=sock)
-            )
+            # our own accept callback, not loop.create_server: asyncio's Server wraps an accepted
+            # socket in a task one loop iteration after accept(), and when server.close() comes
+            # in between, the transport's constructor fails an assertion (Server._attach) with
+            # the socket already inside it; asyncio swallows that and the socket stays open
+            # until the garbage collector finds it (CPython gh-109564). Here each socket is in
+            # `_accepted` from the moment accept() returns until a transport owns it.
+            loop.add_reader(sock.fileno(), self._accept_ready, loop, sock)
             ready.set()
             loop.run_forever()
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                loop.run_until_complete(asyncio.wait(list(self._tasks), timeout=2))
+            # accept nothing more; a client connecting now is refused by the kernel at once
+            loop.remove_reader(sock.fileno())
+            sock.close()
             # writer.close() only schedules the close, and a connection accepted just before
             # the stop may still be on its way to connection_made: cancel what runs, abort what
             # is open and let the loop run their connection_lost, until nothing is left (else
-            # a transport outlives loop.close() and is collected open)
-            for _ in range(50):
-                # only our own tasks: asyncio's accept task, cancelled before it made the
-                # transport, would leave the accepted socket open
+            # a transport outlives loop.close() and is collected open). The cancel is repeated:
+            # 3.11's wait_for drops a cancel that meets its inner future finishing (gh-86296),
+            # and the client task would then wait out its next request deadline.
+            for _ in range(STOP_ROUNDS):
                 for task in list(self._tasks):
                     task.cancel()
                 for transport in list(self._transports):
                     transport.abort()  # type: ignore[attr-defined]
-                loop.run_until_complete(asyncio.sleep(0.01))
-                if not self._transports and not asyncio.all_tasks(loop):
+                loop.run_until_complete(asyncio.sleep(STOP_ROUND_S))
+                if not (self._transports or self._accepted or asyncio.all_tasks(loop)):
                     break
-            loop.run_until_complete(server.wait_closed())
         except Exception:
             log.exception("web server stopped with an error")
         finally:
+            # whatever the timing: a socket accepted but never given to a transport is closed
+            for conn in self._accepted:
+                conn.close()
+            self._accepted.clear()
             ready.set()
             loop.close()
 
@@ -362,10 +374,46 @@ class WebServer:
 
     # -- connections -----------------------------------------------------------------------
 
+    def _accept_ready(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """Accept the waiting connections (the loop calls this when the listener is readable)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # nothing more waiting, or the client gave up before we took it
+            except OSError as exc:
+                # out of descriptors or memory: the listener stays readable, so wait a little
+                # instead of spinning on the same error
+                self._accept_errors.failed(f"cannot accept connections: {describe(exc)}", exc)
+                loop.remove_reader(sock.fileno())
+                loop.call_later(ACCEPT_RETRY_S, self._resume_accepting, loop, sock)
+                return
+            self._accepted.add(conn)
+            self._accept_errors.ok("accepting connections again")
+            loop.create_task(self._connect(loop, conn))
+
+    def _resume_accepting(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        if sock.fileno() != -1:  # not closed by the stop in the meantime
+            loop.add_reader(sock.fileno(), self._accept_ready, loop, sock)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        """Wrap an accepted socket in a transport and our protocol, which starts `_accept`."""
+        try:
+            await loop.connect_accepted_socket(lambda: self._protocol(loop), conn)
+        except BaseException as exc:
+            # a transport asyncio made has its close scheduled, closing again does no harm;
+            # a socket it failed to wrap is closed here and nowhere else
+            conn.close()
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("web: could not set up a connection: %r", exc)
+        finally:
+            self._accepted.discard(conn)
+
     def _protocol(self, loop: asyncio.AbstractEventLoop) -> asyncio.StreamReaderProtocol:
-        # what asyncio.start_server builds, plus a register of every transport from the moment
-        # it exists: a connection accepted just before stop() has no task running yet, and an
-        # unclosed transport would outlive the loop
+        # what asyncio.start_server builds, plus a register of every open transport: a
+        # connection accepted just before stop() has no task running yet, and an unclosed
+        # transport would outlive the loop
         transports = self._transports
 
         class Tracked(asyncio.StreamReaderProtocol):
