@@ -42,6 +42,7 @@ class _Window:
     last: dict[str, float] = field(default_factory=dict)
 
     def add(self, reading: Reading) -> None:
+        """Sum one reading into the window; an aggregate reading counts as its `samples`."""
         # a reading that stands for several (an aggregate itself) counts that many times
         weight = max(1, int(reading.samples))
         self.samples += weight
@@ -61,6 +62,7 @@ class _Window:
             self.highs[name] = max(self.highs.get(name, hi), hi)
 
     def result(self, meter_id: str) -> Reading:
+        """The window as one reading: mean/min/max of instant values, last energy registers."""
         assert self.time is not None
         fields: dict[str, Optional[float]] = {}
         for name in Reading.FIELDS:

@@ -26,6 +26,7 @@ CAPTURE_MAGIC = b"#smlogger-capture v1\n"
 
 
 def format_line(stamp: datetime, data: bytes) -> bytes:
+    """One capture line: ISO-8601 UTC receive time, a space, the bytes in hex."""
     return f"{stamp.astimezone(timezone.utc).isoformat()} {data.hex()}\n".encode("ascii")
 
 
@@ -46,6 +47,7 @@ def parse_line(line: bytes) -> tuple[datetime, bytes] | None:
 
 
 def read_capture(content: bytes) -> Iterator[tuple[datetime, bytes]]:
+    """(receive time, bytes) of every well-formed line; a torn last line is ignored."""
     lines = content.split(b"\n")
     if content and not content.endswith(b"\n"):
         lines = lines[:-1]  # partial last line of a capture cut short by a crash
@@ -104,6 +106,7 @@ class CaptureWriter:
             log.info("%s: dropped a partial last line (%d bytes)", self.path, len(content) - keep)
 
     def write(self, stamp: datetime, data: bytes) -> None:
+        """Append one chunk as a line and flush it (empty chunks are not written)."""
         if not data:
             return
         with self._lock:
@@ -112,6 +115,7 @@ class CaptureWriter:
             self.bytes_written += len(data)
 
     def close(self) -> None:
+        """Close the file; safe to call twice."""
         with self._lock:
             if not self._fh.closed:
                 self._fh.close()

@@ -34,6 +34,7 @@ class _JournalFormatter(logging.Formatter):
     }
 
     def format(self, record: logging.LogRecord) -> str:
+        """The formatted record with the priority prefix on every line."""
         text = super().format(record)
         prefix = f"<{self.PRIORITIES.get(record.levelname, 6)}>"
         return "\n".join(prefix + line for line in text.splitlines())
@@ -89,6 +90,7 @@ class _Subparsers:
         self._common = common
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A sub-parser that also has the common options and shows defaults in --help."""
         parents = list(kwargs.pop("parents", []))
         if self._common not in parents:
             parents.append(self._common)

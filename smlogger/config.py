@@ -79,6 +79,7 @@ def parse_int(lo: int | None = None, hi: int | None = None) -> Parser:
     """A parser of whole numbers (also "12" and 12.0) within lo..hi."""
 
     def parse(value: Any) -> int:
+        """The value as an int; ValueError for booleans, fractions and non-numbers."""
         if isinstance(value, bool):
             raise ValueError("expected a whole number, not a boolean")
         if isinstance(value, str):
@@ -100,6 +101,7 @@ def parse_float(lo: float | None = None, hi: float | None = None) -> Parser:
     """A parser of finite numbers (also "1.5") within lo..hi."""
 
     def parse(value: Any) -> float:
+        """The value as a finite float; raises ValueError for booleans, NaN/inf and non-numbers."""
         if isinstance(value, bool):
             raise ValueError("expected a number, not a boolean")
         if isinstance(value, str):
@@ -133,6 +135,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
     """A parser accepting one of `choices` (any case unless `case`), returning its spelling."""
 
     def parse(value: Any) -> str:
+        """The value as one of `choices` (case-folded unless `case`), else ValueError."""
         text = str(value).strip() if isinstance(value, (str, int, float)) else None
         if text is not None and not case:
             matches = [c for c in choices if c.lower() == text.lower()]
@@ -279,14 +282,17 @@ class Option:
 
     @property
     def env(self) -> str:
+        """The environment variable that sets this option (SMLOGGER_ + flag name)."""
         return ENV_PREFIX + self.flag.lstrip("-").upper().replace("-", "_")
 
     @property
     def attr(self) -> str:
+        """The attribute name in the config dataclass (dots become underscores)."""
         return self.key.replace(".", "_")
 
     @property
     def display(self) -> str:
+        """The key as users write it in messages (`meter.` prefix for per-meter keys)."""
         return f"meter.{self.key}" if self.meter else self.key
 
 
@@ -1077,6 +1083,7 @@ class RedactingFilter(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask every known secret in the message and exception text; never drops a record."""
         if not self.secrets:
             return True
         message = record.getMessage()

@@ -40,6 +40,7 @@ def time_argument(name: str) -> Callable[[str], datetime]:
     """An argparse `type` for --from/--to: the web API's time syntax (smlogger.web.params)."""
 
     def parse(text: str) -> datetime:
+        """The argument as an aware datetime; raises ArgumentTypeError naming the bad text."""
         # imported here: `smlogger export` should not load the web package on every CLI start
         from smlogger.web.params import ApiError, parse_time
 
@@ -195,6 +196,7 @@ def _open(args: argparse.Namespace) -> tuple[peewee.Database, Optional[str], boo
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    """`smlogger db-init`: create or migrate the schema and report the version; exit status."""
     db, url, legacy = _open(args)
     where = _describe(db, url)
     try:
@@ -309,6 +311,7 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`smlogger export`: write stored readings of a time range as CSV/JSON; exit status."""
     _url, data_dir, _legacy = _location(args)
     names = _names(_config(args), data_dir)
     db, url, _legacy = _open(args)

@@ -84,6 +84,7 @@ class LiveState:
         detail: str = "",
         stats: dict[str, Any] | None = None,
     ) -> None:
+        """Record a source's link state, detail and stats; ValueError for an unknown state."""
         if state not in LINK_STATES:  # callers outside mypy's view may pass any string
             raise ValueError(f"source state must be one of {LINK_STATES}, not {state!r}")
         with self._lock:
@@ -124,11 +125,13 @@ class LiveState:
                 src.stats = dict(stats)
 
     def set_sink_status(self, name: str, status: dict[str, Any]) -> None:
+        """Replace the status dict a sink reported (shown in /api/status and /metrics)."""
         with self._lock:
             self._sinks[name] = dict(status)
 
     # ---- reader side (web) ------------------------------------------------------------------
     def meters(self) -> list[str]:
+        """Meter ids in the order they became known (configured or first read)."""
         with self._lock:
             return list(self._meters)
 
@@ -137,6 +140,7 @@ class LiveState:
         return self.names.name(meter_id)
 
     def latest(self, meter_id: str | None = None) -> Reading | None:
+        """The newest reading of `meter_id` (default: the first meter), or None."""
         with self._lock:
             if meter_id is None:
                 if not self._meters:
@@ -145,6 +149,7 @@ class LiveState:
             return self._latest.get(meter_id)
 
     def source_status(self) -> dict[str, dict[str, Any]]:
+        """A snapshot per source: state, detail, since, last frame age, stats, diagnosis, meters."""
         now = self._monotonic()
         with self._lock:
             return {
@@ -164,21 +169,25 @@ class LiveState:
             }
 
     def sink_status(self) -> dict[str, dict[str, Any]]:
+        """A copy of every sink's last reported status, by sink name."""
         with self._lock:
             return {name: dict(status) for name, status in self._sinks.items()}
 
     def subscribe(self) -> queue.Queue[Reading]:
+        """A bounded queue that receives every new reading (for one SSE client)."""
         q: queue.Queue[Reading] = queue.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
         with self._lock:
             self._subscribers.append(q)
         return q
 
     def unsubscribe(self, q: queue.Queue[Reading]) -> None:
+        """Stop feeding a queue from `subscribe`; unknown queues are ignored."""
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
 
     def subscriber_count(self) -> int:
+        """How many subscriber queues are open."""
         with self._lock:
             return len(self._subscribers)
 

@@ -27,6 +27,7 @@ def distinct(before: float, after: float) -> tuple[str, str]:
     """
 
     def exact(text: str, value: float) -> bool:
+        """True if `text` parses back to `value` (relative error 1e-12)."""
         return abs(float(text) - value) <= 1e-12 * max(1.0, abs(value))
 
     for digits in range(6, 13):

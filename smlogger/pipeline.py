@@ -45,14 +45,17 @@ class Sink(Protocol):
 
     name: str
 
-    def write(self, reading: Reading) -> None: ...
+    def write(self, reading: Reading) -> None:
+        """Take one reading; raising makes the SinkWorker retry it with backoff."""
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Push buffered readings out; called about once a second after writes."""
 
     def close(self) -> None:
         """Flush and release; called once, from the sink's own thread."""
 
-    def status(self) -> dict[str, object]: ...
+    def status(self) -> dict[str, object]:
+        """Counters and state for /api/status, /metrics and /healthz."""
 
 
 # ---- plausibility ----------------------------------------------------------------------------
@@ -202,9 +205,11 @@ class SinkWorker:
         self.closed = threading.Event()
 
     def start(self) -> None:
+        """Start the worker thread."""
         self._thread.start()
 
     def put(self, reading: Reading) -> None:
+        """Queue a reading; when full, block (finite sources) or drop the oldest and count it."""
         if self.block_when_full:
             while not self._closing.is_set():
                 try:
@@ -301,13 +306,16 @@ class SinkWorker:
         self._closing.set()
 
     def join(self, deadline: float) -> bool:
+        """Wait for the thread until `deadline` (monotonic); True if it ended."""
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     def alive(self) -> bool:
+        """True while the worker thread runs."""
         return self._thread.is_alive()
 
     def status(self) -> dict[str, Any]:
+        """The sink's status plus the worker's queue depth, drops, errors and liveness."""
         try:
             status: dict[str, Any] = dict(self.sink.status())
         except Exception as exc:
@@ -349,6 +357,8 @@ class MeterSpec:
 
 
 class MeterRunner:
+    """Reads one meter's source in its own thread: decode, diagnose, check, deliver readings."""
+
     def __init__(
         self,
         spec: MeterSpec,
@@ -378,18 +388,22 @@ class MeterRunner:
         spec.source.on_state = self._source_state
 
     def start(self) -> None:
+        """Publish the source as waiting, arm the watchdog and start the reader thread."""
         self.live.set_source(self.spec.key, "waiting", detail="starting", stats=self.stats())
         if self.spec.source.watchdog and self.spec.watchdog_s > 0:
             self.live.watch_source(self.spec.key, self.spec.watchdog_s)
         self._thread.start()
 
     def alive(self) -> bool:
+        """True while the reader thread runs."""
         return self._thread.is_alive()
 
     def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the reader thread."""
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
+        """Decoder stats, reading counters, the source and the last rejection reason."""
         return {
             **self.decoder_stats,
             **self.counters,
@@ -579,6 +593,8 @@ class MeterRunner:
 
 
 class Pipeline:
+    """The meters, the aggregator and one SinkWorker per sink; started and stopped as one."""
+
     def __init__(
         self,
         meters: list[MeterSpec],
@@ -610,6 +626,7 @@ class Pipeline:
             worker.put(reading)
 
     def start(self) -> None:
+        """Register configured meters, then start the sink workers and the meter readers."""
         for meter in self.runners:
             if meter.spec.meter_id:
                 self.live.add_meter(meter.spec.meter_id)
@@ -625,14 +642,17 @@ class Pipeline:
         return all(r.finished.is_set() for r in self.runners)
 
     def healthy(self) -> bool:
+        """True if no reader died unexpectedly and every sink worker runs (for the watchdog)."""
         return all(r.alive() or r.finished.is_set() for r in self.runners) and all(
             w.alive() for w in self.workers
         )
 
     def errors(self) -> list[BaseException]:
+        """Exceptions that ended finite sources (replays), for the exit status."""
         return [r.error for r in self.runners if r.error is not None]
 
     def publish_status(self) -> None:
+        """Copy every sink worker's status into the live state."""
         for worker in self.workers:
             self.live.set_sink_status(worker.name, worker.status())
 

@@ -57,6 +57,8 @@ _POWER_TO_W = {"W": 1.0, "kW": 1e3}
 
 @dataclass(frozen=True)
 class Value:
+    """One OBIS value as the meter sent it: scaled value, unit, raw wire value and scaler."""
+
     obis: str
     value: ValueType
     unit: Optional[str]
@@ -102,6 +104,7 @@ class Reading:
     )  # fmt: skip
 
     def fields(self) -> dict[str, Optional[float]]:
+        """The well-known fields (e_sum, p_sum, ...) by name."""
         return {name: getattr(self, name) for name in self.FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +122,7 @@ class Reading:
 
 
 def json_value(value: ValueType) -> Any:
+    """A value made JSON-safe: bytes as hex, NaN/inf as None."""
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, float) and not math.isfinite(value):
@@ -220,21 +224,29 @@ def reading_from_values(
     *,
     direction_from_status: bool = False,
 ) -> Reading:
+    """A Reading from decoded values: well-known fields in kWh/W/V/A/Hz, time in UTC.
+
+    Raises ValueError for a naive `received` time.
+    """
     statuses = statuses or {}
     if received.tzinfo is None:
         raise ValueError("reading time must be timezone-aware")
 
     def energy(name: str) -> Optional[float]:
+        """An energy register in kWh, or None."""
         return _scaled(values, ENERGY_OBIS[name], _ENERGY_TO_KWH, "Wh")
 
     def power(name: str) -> Optional[float]:
+        """A phase power in W, or None."""
         return _scaled(values, INSTANT_OBIS[name][0], _POWER_TO_W, "W")
 
     def plain(name: str) -> Optional[float]:
+        """A voltage, current or frequency in its own unit, or None."""
         obis, unit = INSTANT_OBIS[name]
         return _plain(values, obis, unit)
 
     def total(name: str, tariffs: tuple[str, str]) -> Optional[float]:
+        """A total register in kWh, else the sum of its tariff registers."""
         # meters without a total register (tariff-only, e.g. Holley DTZ541, heat-pump meters):
         # the total is the sum of the tariff registers
         value = energy(name)

@@ -197,6 +197,7 @@ class _Heard:
         self.values: dict[str, sml.Entry] = {}
 
     def add(self, frame: sml.Frame, when: float) -> None:
+        """Note the frame's CRC variant, meter ids, quirks and latest values."""
         self.frame_times.append(when)
         if frame["crc"]:
             self.crc[frame["crc"]] += 1
@@ -413,6 +414,7 @@ class _TerminalProgress:
         self.out.flush()
 
     def clear(self) -> None:
+        """Erase the status line."""
         if self.enabled:
             self.out.write("\r\x1b[K")
             self.out.flush()

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
+    """sd_notify(3) over $NOTIFY_SOCKET: readiness, status text and watchdog pings.
+
+    Does nothing when not started by systemd.
+    """
+
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         address = env.get("NOTIFY_SOCKET", "")
@@ -32,9 +37,11 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """True when systemd gave a notification socket."""
         return self.address is not None
 
     def send(self, **fields: str) -> bool:
+        """Send KEY=value fields; False if there is no socket or sending failed."""
         if self.address is None:
             return False
         message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
@@ -49,15 +56,18 @@ class Notifier:
             return False
 
     def ready(self, status: str = "") -> bool:
+        """Tell systemd the service is up (READY=1), with an optional status text."""
         fields = {"READY": "1", "MAINPID": str(os.getpid())}
         if status:
             fields["STATUS"] = status
         return self.send(**fields)
 
     def status(self, text: str) -> bool:
+        """Set the status text `systemctl status` shows."""
         return self.send(STATUS=text)
 
     def stopping(self) -> bool:
+        """Tell systemd that shutdown has begun."""
         return self.send(STOPPING="1", STATUS="stopping: flushing sinks")
 
     def watchdog(self, healthy: bool = True) -> bool:
@@ -71,6 +81,7 @@ class Notifier:
         return self.send(WATCHDOG="1")
 
     def close(self) -> None:
+        """Close the socket; safe to call twice."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -236,9 +236,11 @@ def _mqtt_sink(settings: MqttSettings, live: LiveState) -> Sink:
     from smlogger.mqtt.sink import MqttSink  # paho only when MQTT is on
 
     def diagnostics(meter_id: str) -> dict[str, Any]:
+        """The link diagnosis of the source that feeds `meter_id`."""
         return link_for_meter(live.source_status(), meter_id)
 
     def source_of(meter_id: str) -> Optional[str]:
+        """Name of the source that feeds `meter_id`, or None."""
         for name, source in live.source_status().items():
             if meter_id in source.get("meters", ()):
                 return name
@@ -471,6 +473,7 @@ def run(config: Config) -> int:
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
+        """Run-time settings that /api/status adds to its own fields."""
         # uptime, versions and sinks come from the web app itself
         return {
             "store_interval_s": config.store_interval,
@@ -503,6 +506,7 @@ def run(config: Config) -> int:
     last_status = [0.0]
 
     def on_tick() -> None:
+        """Ping the systemd watchdog (only while healthy) and refresh the status text."""
         notifier.watchdog(pipeline.healthy())
         if notifier.enabled and time.monotonic() - last_status[0] >= STATUS_EVERY_S:
             last_status[0] = time.monotonic()
@@ -511,6 +515,7 @@ def run(config: Config) -> int:
     progress = ReplayProgress(pipeline, sys.stderr) if _show_progress(meters) else None
 
     def tick() -> None:
+        """Per-tick work of the main loop, plus the replay progress bar."""
         on_tick()
         if progress is not None:
             progress.show()

@@ -31,6 +31,8 @@ STATUS_1_8_0 = 0x182
 
 @dataclass(frozen=True)
 class Profile:
+    """A kind of simulated installation: loads, PV, registers sent, starting counters."""
+
     name: str
     description: str
     pv_peak_w: float = 0.0
@@ -89,12 +91,15 @@ class Event:
 
 @dataclass
 class DayPlan:
+    """The appliance events and the weather of one simulated day."""
+
     events: list[Event]
     cloudiness: float  # 0 clear .. 1 overcast
     cloud_phases: tuple[float, float, float]
 
 
 def plan_day(seed: str, day: date) -> DayPlan:
+    """The same plan for the same seed and day: appliances switched on and clouds."""
     rng = _rng(seed, "day", day.isoformat())
     events: list[Event] = []
     weekend = day.weekday() >= 5
@@ -156,6 +161,7 @@ def _day_length_hours(day: date) -> float:
 
 
 def pv_power(profile: Profile, local: datetime, plan: DayPlan) -> float:
+    """PV output in W at local time `local` (0 without PV or at night)."""
     if profile.pv_peak_w <= 0:
         return 0.0
     dst = local.dst() or timedelta(0)
@@ -180,6 +186,8 @@ def pv_power(profile: Profile, local: datetime, plan: DayPlan) -> float:
 
 @dataclass(frozen=True)
 class PhaseState:
+    """Per-phase power, voltage and current and the frequency at one instant."""
+
     power: tuple[float, float, float]  # net W per phase, + import / - export
     voltage: tuple[float, float, float]
     current: tuple[float, float, float]
@@ -187,6 +195,7 @@ class PhaseState:
 
     @property
     def total(self) -> float:
+        """Net power of all phases in W (negative = export)."""
         return sum(self.power)
 
 
@@ -200,6 +209,7 @@ class LoadModel:
         self._plans: dict[date, DayPlan] = {}
 
     def plan(self, day: date) -> DayPlan:
+        """The (cached) plan of `day`."""
         plan = self._plans.get(day)
         if plan is None:
             if len(self._plans) > 8:
@@ -208,9 +218,11 @@ class LoadModel:
         return plan
 
     def local(self, when: datetime) -> datetime:
+        """`when` in the model's time zone (the local one if none was given)."""
         return when.astimezone(self.tz) if self.tz is not None else when.astimezone()
 
     def at(self, when: datetime) -> PhaseState:
+        """The phase state at `when`: base loads, appliance events and PV."""
         local = self.local(when)
         plan = self.plan(local.date())
         minute = local.hour * 60 + local.minute + local.second / 60.0
@@ -267,6 +279,7 @@ class Registers:
     last_power: float = 0.0
 
     def advance(self, when: datetime, power_w: float) -> None:
+        """Integrate power since the last call into the import/export registers."""
         if self.last is not None and when > self.last:
             hours = (when - self.last).total_seconds() / 3600.0
             # trapezoid between the previous and the current sample
@@ -294,6 +307,8 @@ class Registers:
 
 @dataclass
 class SimulatedMeter:
+    """A deterministic meter: SML frames for any instant from a profile and a seed."""
+
     profile: Profile = field(default_factory=lambda: PROFILES["household"])
     seed: str = "smlogger"
     serial: int = 0
@@ -320,11 +335,13 @@ class SimulatedMeter:
 
     @property
     def server_id(self) -> bytes:
+        """The SML server id: 0A 01, FLAG code, fabrication block, 4-byte serial."""
         # 0A 01 <FLAG manufacturer> <fabrication block> <serial, 4 bytes big-endian>
         return b"\x0a\x01" + MANUFACTURER + b"\x00" + self.serial.to_bytes(4, "big")
 
     @property
     def meter_id(self) -> str:
+        """The server id in hex, as readings carry it."""
         return self.server_id.hex()
 
     def _next_tid(self) -> bytes:
@@ -342,6 +359,7 @@ class SimulatedMeter:
         return state
 
     def messages(self, when: datetime) -> list[dict[str, Any]]:
+        """The Open/GetList/Close message dicts the meter sends at `when`."""
         state = self.sample(when)
         assert self._started is not None
         sec_index = self._sec_index_base + int((when - self._started).total_seconds())
@@ -427,6 +445,7 @@ class SimulatedMeter:
         ]
 
     def frame(self, when: datetime) -> bytes:
+        """The encoded transport frame the meter sends at `when`."""
         from smlogger import sml as sml_api
 
         data: bytes = sml_api.encode(self.messages(when))
@@ -436,6 +455,7 @@ class SimulatedMeter:
 def make_meter(
     profile: str = "household", *, seed: str = "smlogger", tz: Optional[tzinfo] = None
 ) -> SimulatedMeter:
+    """A meter of the named profile; raises ValueError naming the known profiles."""
     try:
         chosen = PROFILES[profile]
     except KeyError:

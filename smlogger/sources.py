@@ -42,11 +42,14 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the default clock of sources)."""
     return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
 class Chunk:
+    """Bytes read in one go, with the time they arrived."""
+
     data: bytes
     time: datetime  # receive time (UTC); for replays the recorded or synthesised time
 
@@ -60,11 +63,13 @@ class Backoff:
         self._next = self.initial
 
     def next(self) -> float:
+        """The delay to wait now; doubles the next one up to the maximum."""
         delay = self._next
         self._next = min(self.maximum, self._next * 2)
         return delay
 
     def reset(self) -> None:
+        """Start again from the initial delay (after a success)."""
         self._next = self.initial
 
 
@@ -90,9 +95,11 @@ class Source(ABC):
         self._reset.set()
 
     @abstractmethod
-    def chunks(self, stop: threading.Event) -> Iterator[Chunk]: ...
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        """Yield chunks until `stop` is set or the source ends (replays)."""
 
     def describe(self) -> str:
+        """A short human description for logs and /api/status."""
         return self.name
 
 
@@ -123,6 +130,7 @@ class _StreamSource(Source):
     def _close(self, handle: object) -> None: ...
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        """Open, read and reopen the stream until `stop`; report state changes via `on_state`."""
         # one line when the device goes away or cannot be opened, one when it is back; a
         # device that keeps flapping is summarised once a minute instead
         trouble = StateLog(log, self.name)
@@ -191,6 +199,8 @@ class SerialSettings:
 
 
 class SerialSource(_StreamSource):
+    """A serial port (USB IR head): reopened with backoff when it fails or goes away."""
+
     def __init__(
         self,
         settings: SerialSettings,
@@ -431,6 +441,7 @@ class ReplaySource(Source):
                 yield index * self.interval, piece, None
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        """Yield the file's pieces with recorded or synthesised times; raises FileNotFoundError."""
         if not self.path.is_file():
             self.on_state("waiting", f"{self.path}: no such file")
             raise FileNotFoundError(f"replay file not found: {self.path}")
@@ -495,9 +506,11 @@ class SimulatedSource(Source):
             self.endless = False
 
     def describe(self) -> str:
+        """`simulate (<profile>)`."""
         return f"simulate ({self.meter.profile.name})"
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        """One frame per interval (or `frames` of them); saves the register counters at the end."""
         self.on_state("connected", f"simulated meter, profile {self.meter.profile.name}")
         try:
             yield from self._frames(stop, time.monotonic())

@@ -36,6 +36,7 @@ class _Series:
     quirks: set[str] = field(default_factory=set)
 
     def add(self, entry: sml.Entry) -> None:
+        """Count the entry and update unit, first/last, min/max and quirks."""
         value = entry["value"]
         self.count += 1
         self.unit = entry["unit_symbol"] or self.unit

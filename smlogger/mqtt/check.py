@@ -45,11 +45,13 @@ def read_back(sink: MqttSink, patterns: list[str], settle: float = 1.0) -> dict[
         )
 
     def on_connect(c: mqtt.Client, *args: Any) -> None:
+        """Subscribe to the topics to read back once connected."""
         for pattern in patterns:
             c.subscribe(pattern, qos=1)
         subscribed.set()
 
     def on_message(c: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Keep the payload of each retained message by topic."""
         if message.retain:
             with lock:
                 got[message.topic] = message.payload.decode("utf-8", "replace")

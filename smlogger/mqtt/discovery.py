@@ -78,6 +78,7 @@ def meter_node_id(meter_id: str) -> str:
 
 
 def logger_node_id(logger_id: str) -> str:
+    """Home Assistant node id of the logger's own device."""
     return f"smlogger_logger_{slug(logger_id)}"
 
 
@@ -128,6 +129,7 @@ def meter_device(device: MeterDevice, logger_id: str) -> dict[str, Any]:
 
 
 def origin(version: str) -> dict[str, Any]:
+    """The `origin` block Home Assistant shows for discovered entities."""
     return {"name": "smlogger", "sw_version": version}
 
 

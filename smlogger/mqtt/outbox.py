@@ -55,6 +55,7 @@ class Outbox:
             self._items.extendleft(reversed(messages))
 
     def topics(self) -> set[str]:
+        """Topics of the messages waiting in the outbox."""
         with self._lock:
             return {m.topic for m in self._items}
 

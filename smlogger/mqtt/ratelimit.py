@@ -26,6 +26,7 @@ class DeadbandRule:
     percent: bool
 
     def exceeded(self, old: float, new: float) -> bool:
+        """True if `new` differs from `old` by more than the band (absolute or percent of old)."""
         limit = abs(old) * self.amount / 100.0 if self.percent else self.amount
         return abs(new - old) > limit
 

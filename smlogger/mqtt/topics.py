@@ -39,26 +39,34 @@ class Topics:
 
     @property
     def logger_availability(self) -> str:
+        """Retained online/offline topic of this logger (its Last Will)."""
         return f"{self.prefix}/logger/{self.logger_id}/availability"
 
     def logger_value(self, key: str) -> str:
+        """Topic of one of the logger's own values (e.g. `dropped`)."""
         return f"{self.prefix}/logger/{self.logger_id}/{key}"
 
     def meter(self, meter: str) -> str:
+        """Base topic of a meter."""
         return f"{self.prefix}/{meter}"
 
     def availability(self, meter: str) -> str:
+        """Retained online/offline topic of a meter."""
         return f"{self.prefix}/{meter}/availability"
 
     def state(self, meter: str) -> str:
+        """Topic of a meter's whole reading as JSON."""
         return f"{self.prefix}/{meter}/state"
 
     def value(self, meter: str, key: str) -> str:
+        """Topic of one value of a meter (a field name or an OBIS code slug)."""
         return f"{self.prefix}/{meter}/{key}"
 
     @property
     def ha_status(self) -> str:
+        """Topic where Home Assistant announces its restarts (`online`)."""
         return f"{self.discovery_prefix}/status"
 
     def discovery(self, node_id: str, object_id: str, component: str = "sensor") -> str:
+        """Home Assistant discovery config topic of one entity."""
         return f"{self.discovery_prefix}/{component}/{node_id}/{object_id}/config"

@@ -18,40 +18,49 @@ class Dialect:
 
     @property
     def param(self) -> str:
+        """The DB-API placeholder of this driver."""
         return "?" if self.name == "sqlite" else "%s"
 
     def q(self, identifier: str) -> str:
+        """`identifier` quoted for this database."""
         if self.name == "mysql":
             return f"`{identifier}`"
         return f'"{identifier}"'
 
     @property
     def double(self) -> str:
+        """Column type of a double-precision float."""
         return {"sqlite": "REAL", "mysql": "DOUBLE", "postgresql": "DOUBLE PRECISION"}[self.name]
 
     @property
     def bigint(self) -> str:
+        """Column type of a 64-bit integer."""
         return "INTEGER" if self.name == "sqlite" else "BIGINT"
 
     @property
     def timestamp(self) -> str:
+        """Column type of a timestamp with microseconds (UTC, no zone)."""
         # SQLite keeps fixed-width ISO text so that text order is time order
         return {"sqlite": "TEXT", "mysql": "DATETIME(6)", "postgresql": "TIMESTAMP(6)"}[self.name]
 
     @property
     def timestamp_seconds(self) -> str:
+        """Column type of a timestamp in whole seconds (UTC, no zone)."""
         return {"sqlite": "TEXT", "mysql": "DATETIME", "postgresql": "TIMESTAMP(0)"}[self.name]
 
     @property
     def text(self) -> str:
+        """Column type of unbounded text."""
         return "MEDIUMTEXT" if self.name == "mysql" else "TEXT"
 
     @property
     def key_text(self) -> str:
+        """Column type of text that is part of a key or index."""
         return "TEXT" if self.name == "sqlite" else "VARCHAR(191)"
 
     @property
     def autoincrement_pk(self) -> str:
+        """Column definition of an auto-increment integer primary key."""
         return {
             "sqlite": "INTEGER PRIMARY KEY",
             "mysql": "INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY",
@@ -59,6 +68,7 @@ class Dialect:
         }[self.name]
 
     def table_options(self, *, small_rows: bool = False) -> str:
+        """Suffix of CREATE TABLE (InnoDB/utf8mb4; WITHOUT ROWID for small SQLite rows)."""
         if self.name == "mysql":
             return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
         if self.name == "sqlite" and small_rows:
@@ -66,15 +76,18 @@ class Dialect:
         return ""
 
     def least(self, a: str, b: str) -> str:
+        """SQL for the smaller of two expressions, ignoring a NULL side."""
         # NULL-tolerant: SQLite's min(a, b) and MySQL's LEAST return NULL if either is NULL
         fn = "MIN" if self.name == "sqlite" else "LEAST"
         return f"COALESCE({fn}({a}, {b}), {a}, {b})"
 
     def greatest(self, a: str, b: str) -> str:
+        """SQL for the larger of two expressions, ignoring a NULL side."""
         fn = "MAX" if self.name == "sqlite" else "GREATEST"
         return f"COALESCE({fn}({a}, {b}), {a}, {b})"
 
     def floor_to(self, expr: str, step: int) -> str:
+        """SQL that rounds an integer expression down to a multiple of `step`."""
         step = int(step)
         if self.name == "mysql":
             return f"(({expr}) DIV {step}) * {step}"
@@ -101,6 +114,7 @@ class Dialect:
         return f"excluded.{self.q(column)}"
 
     def insert_head(self, table: str, columns: Sequence[str], *, ignore: bool = False) -> str:
+        """`INSERT [OR IGNORE] INTO table (cols) VALUES ` for this database."""
         cols = ", ".join(self.q(c) for c in columns)
         verb = "INSERT"
         if ignore and self.name == "sqlite":
@@ -110,9 +124,11 @@ class Dialect:
         return f"{verb} INTO {self.q(table)} ({cols}) VALUES "
 
     def insert_tail(self, *, ignore: bool = False) -> str:
+        """What follows the VALUES of an ignoring insert (PostgreSQL's ON CONFLICT DO NOTHING)."""
         return " ON CONFLICT DO NOTHING" if ignore and self.name == "postgresql" else ""
 
     def upsert_tail(self, keys: Sequence[str], sets: Sequence[tuple[str, str]]) -> str:
+        """The ON CONFLICT / ON DUPLICATE KEY clause that applies `sets` to an existing row."""
         assignments = ", ".join(f"{self.q(col)} = {expr}" for col, expr in sets)
         if self.name == "mysql":
             # MySQL evaluates assignments left to right against the already updated row:
@@ -124,18 +140,21 @@ class Dialect:
     # values -----------------------------------------------------------------------------
 
     def time_param(self, moment: datetime) -> Any:
+        """A timestamp parameter with microseconds, as this driver stores it."""
         utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
         if self.name == "sqlite":
             return utc.isoformat(" ", "microseconds")
         return utc
 
     def seconds_param(self, moment: datetime) -> Any:
+        """A timestamp parameter in whole seconds, as this driver stores it."""
         utc = moment.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
         if self.name == "sqlite":
             return utc.strftime("%Y-%m-%d %H:%M:%S")
         return utc
 
     def time_value(self, value: Any) -> datetime:
+        """A stored timestamp (datetime or SQLite text) as an aware UTC datetime."""
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         if moment.tzinfo is None:
             return moment.replace(tzinfo=timezone.utc)
@@ -143,6 +162,7 @@ class Dialect:
 
 
 def dialect_of(db: peewee.Database) -> Dialect:
+    """The Dialect of a peewee database (also behind a proxy); raises TypeError for others."""
     target = db.obj if isinstance(db, peewee.DatabaseProxy) else db
     if isinstance(target, peewee.SqliteDatabase):
         return Dialect("sqlite")

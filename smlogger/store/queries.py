@@ -99,6 +99,7 @@ class Queries:
         self.dialect = dialect_of(db)
 
     def meters(self) -> list[str]:
+        """Stored meter ids in the order they were first stored."""
         d = self.dialect
         cursor = _sql(
             self.db, f"SELECT {d.q('meter_id')} FROM {d.q('meters')} ORDER BY {d.q('id')}"
@@ -106,6 +107,7 @@ class Queries:
         return [str(r[0]) for r in cursor.fetchall()]
 
     def meter_key(self, meter_id: str) -> Optional[int]:
+        """The integer key of a stored meter, or None."""
         d = self.dialect
         row = _sql(
             self.db,
@@ -124,6 +126,11 @@ class Queries:
         step: Optional[int] = None,
         max_points: int = 2000,
     ) -> dict[str, Any]:
+        """Power and energy series of a meter between `start` and `end`.
+
+        Without `step` the resolution is chosen so that at most `max_points` come back (raw rows or
+        rollups); raises ValueError for an empty range or a step giving too many points.
+        """
         start, end = _utc(start), _utc(end)
         span = (end - start).total_seconds()
         if span <= 0:
@@ -280,6 +287,10 @@ class Queries:
         end: datetime,
         tz: Union[tzinfo, str, None] = None,
     ) -> list[dict[str, Any]]:
+        """Energy used and returned per local day or month of `tz`; [] for an unknown meter.
+
+        Raises ValueError for another period or an empty range.
+        """
         if period not in ("day", "month"):
             raise ValueError("period must be 'day' or 'month'")
         zone = _zone(tz)

@@ -77,6 +77,7 @@ class _Bucket:
         self.t_last = max(self.t_last, other.t_last)
 
     def params(self, meter: int) -> list[Any]:
+        """The bucket as insert parameters in the rollup tables' column order."""
         out: list[Any] = [meter, self.bucket, self.n, self.t_first, self.t_last]
         for i in range(len(POWER_FIELDS)):
             out += [self.pn[i], self.psum[i], self.pmin[i], self.pmax[i]]
@@ -124,6 +125,7 @@ def rollup_buckets(rows: Iterable[StoredRow]) -> list[dict[int, _Bucket]]:
 
 def _rollup_upsert_tail(d: Dialect, table: str) -> str:
     def add(column: str) -> str:
+        """SQL adding the incoming value of `column` to the stored one."""
         return f"{d.old(table, column)} + {d.new(column)}"
 
     sets: list[tuple[str, str]] = [("n", add("n"))]

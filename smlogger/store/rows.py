@@ -40,6 +40,7 @@ def encode_values(values: Mapping[str, Value]) -> str:
 
 
 def decode_values(text: Optional[str]) -> dict[str, Value]:
+    """The `values` column (JSON by OBIS) back into Value objects."""
     if not text:
         return {}
     out: dict[str, Value] = {}
@@ -73,6 +74,7 @@ class StoredRow:
 
     @property
     def ts(self) -> float:
+        """The time as a Unix timestamp."""
         return self.time.timestamp()
 
     @classmethod

@@ -298,6 +298,7 @@ def _create_version_table(db: peewee.Database, d: Dialect) -> None:
 
 
 def schema_version(db: peewee.Database) -> int:
+    """The schema version of the database; 0 when it has no version table yet."""
     d = dialect_of(db)
     if SCHEMA_VERSION_TABLE not in {t.lower() for t in db.get_tables()}:
         return 0

@@ -70,7 +70,8 @@ SECURITY_HEADERS = {
 class HistoryStore(Protocol):
     """What the web app reads from the database (smlogger.store.StoreReader satisfies it)."""
 
-    def meters(self) -> list[str]: ...
+    def meters(self) -> list[str]:
+        """Stored meter ids."""
 
     def history(
         self,
@@ -79,11 +80,13 @@ class HistoryStore(Protocol):
         end: datetime,
         step: int | None = None,
         max_points: int = 2000,
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Power/energy series of a meter (see smlogger.store.queries.Queries.history)."""
 
     def consumption(
         self, meter_id: str, period: str, start: datetime, end: datetime
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        """Per-day or per-month energy of a meter."""
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class _StreamHub:
         self._open = 0
 
     def acquire(self) -> bool:
+        """Count a new stream; False when `limit` are already open."""
         with self._lock:
             if self._open >= self.limit:
                 return False
@@ -106,11 +110,13 @@ class _StreamHub:
             return True
 
     def release(self) -> None:
+        """Count a stream as closed."""
         with self._lock:
             self._open -= 1
 
     @property
     def open(self) -> int:
+        """How many streams are open."""
         with self._lock:
             return self._open
 
@@ -249,6 +255,7 @@ class WebApp:
     # -- plumbing --------------------------------------------------------------------------
 
     def query(self, name: str) -> str | None:
+        """The single value of a query parameter, or None; ApiError 400 if repeated or not UTF-8."""
         values = bottle.request.query.getall(name)
         if not values:
             return None
@@ -260,6 +267,7 @@ class WebApp:
             raise ApiError(400, f"parameter '{name}' is not valid UTF-8", name) from None
 
     def known_meters(self) -> list[str]:
+        """Meters seen live, then those only in the database."""
         meters = self.live.meters()
         for meter in self.stored_meters():
             if meter not in meters:
@@ -267,6 +275,7 @@ class WebApp:
         return meters
 
     def stored_meters(self) -> list[str]:
+        """Meters in the database; [] when there is none or it cannot be read (logged once)."""
         if self.store is None:
             return []
         try:
@@ -314,11 +323,13 @@ class WebApp:
         return named_label(meter_id, self.live.meter_name(meter_id))
 
     def require_store(self) -> HistoryStore:
+        """The history store; ApiError 503 when no database is configured."""
         if self.store is None:
             raise ApiError(503, "no database configured: history is not available")
         return self.store
 
     def time_range(self, default_span: timedelta) -> tuple[datetime, datetime]:
+        """`from`/`to` of the request (default: `default_span` until now); 400 if reversed."""
         now = self.now()
         to_text = self.query("to")
         from_text = self.query("from")
@@ -331,6 +342,7 @@ class WebApp:
     # -- routes ----------------------------------------------------------------------------
 
     def meters(self) -> Json:
+        """GET /api/meters: every known meter: name, label, live/stored/configured, last seen."""
         live_meters = self.live.meters()
         stored = self.stored_meters()
         out = []
@@ -350,6 +362,7 @@ class WebApp:
         return {"meters": out, "default": out[0]["id"] if out else None}
 
     def live_reading(self) -> Json:
+        """GET /api/live: the latest reading of a meter, its link and any source problems."""
         meter = self.meter_param()
         now = self.now()
         body = self.reading_json(self.live.latest(meter) if meter else None, meter, now)
@@ -360,6 +373,7 @@ class WebApp:
         return body
 
     def history(self) -> Json:
+        """GET /api/history: stored series for a meter and time range (503 without database)."""
         store = self.require_store()
         meter = self.meter_param()
         start, end = self.time_range(DEFAULT_HISTORY_SPAN)
@@ -389,6 +403,7 @@ class WebApp:
         return normalise_points(dict(result))
 
     def consumption(self) -> Json:
+        """GET /api/consumption: energy per day or month (503 without database)."""
         store = self.require_store()
         meter = self.meter_param()
         period = self.query("period") or "day"
@@ -423,6 +438,7 @@ class WebApp:
         }
 
     def status(self) -> Json:
+        """GET /api/status: versions, uptime, sources, sinks, decoder counters and warnings."""
         now = self.now()
         sources = self.live.source_status()
         for source in sources.values():
@@ -487,6 +503,7 @@ class WebApp:
         return body
 
     def metrics(self) -> str:
+        """GET /metrics: Prometheus text exposition."""
         text = render_metrics(self.live, self.started, self.now(), self.hub.open)
         bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
         return text
@@ -494,6 +511,7 @@ class WebApp:
     # -- SSE -------------------------------------------------------------------------------
 
     def stream(self) -> Iterable[bytes]:
+        """GET /api/stream: Server-Sent Events of new readings; 503 when too many are open."""
         meter = self.chosen_meter()  # None: readings of every meter
         if not self.hub.acquire():
             raise ApiError(503, "too many open event streams", headers={"Retry-After": "30"})
@@ -507,6 +525,7 @@ class WebApp:
         return stream
 
     def link_status(self) -> dict[str, Json]:
+        """Link state of every meter and source, for the page's status line."""
         sources = self.live.source_status()
         return {
             "server_time": iso(self.now()),
@@ -520,11 +539,13 @@ class WebApp:
     # -- page & static ---------------------------------------------------------------------
 
     def asset(self, name: str) -> str:
+        """URL of a static file with its content fingerprint (and the token, if one was given)."""
         url = f"/static/{name}?v={self.fingerprints.get(name, '0')}"
         token = self.query("token")
         return url + (f"&token={quote(token, safe='')}" if token else "")
 
     def page(self) -> str:
+        """GET /: the page, rendered with the current reading so it works without JavaScript."""
         meters = self.known_meters()
         # the no-script form sends an empty meter while none is known yet: show the default
         meter = (self.chosen_meter() if self.query("meter") else None) or (
@@ -576,6 +597,7 @@ class WebApp:
         )
 
     def static(self, path: str) -> Any:
+        """GET /static/<path>: immutable caching when fingerprinted; 404 outside the folder."""
         resp = bottle.static_file(path, root=str(STATIC_DIR))
         name = Path(path).name
         versioned = bottle.request.query.get("v") == self.fingerprints.get(name)
@@ -592,9 +614,11 @@ class WebApp:
         return resp
 
     def favicon(self) -> Any:
+        """GET /favicon.ico: the SVG icon."""
         return self.static("icon.svg")
 
     def api_index(self) -> Json:
+        """GET /api: the list of endpoints."""
         return {
             "endpoints": [
                 "/api/meters", "/api/live", "/api/history", "/api/consumption",
@@ -605,6 +629,7 @@ class WebApp:
     # -- auth ------------------------------------------------------------------------------
 
     def check_token(self) -> None:
+        """Require the configured token (Bearer, X-Token or ?token=); ApiError 401 otherwise."""
         if self.token is None:
             return
         # raw environ values: Bottle's header accessors raise on bytes that are not UTF-8

@@ -42,7 +42,10 @@ class _JsonPlugin:
         self.errors = StateLog(log, "web", level=logging.ERROR)
 
     def apply(self, callback: Callable[..., Any], route: Any) -> Callable[..., Any]:
+        """Wrap a route so ApiError and unexpected exceptions become JSON error answers."""
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            """Call the route; turn errors into JSON answers with their status."""
             try:
                 result = callback(*args, **kwargs)
             except ApiError as exc:
@@ -104,6 +107,7 @@ def build_app(
     app.install(_JsonPlugin())
 
     def auth_hook() -> None:
+        """Set the security headers and check the token before every request."""
         for key, value in SECURITY_HEADERS.items():
             bottle.response.set_header(key, value)
         try:
@@ -130,6 +134,7 @@ def build_app(
         app.route(path, method="GET", callback=callback)
 
     def error_handler(error: Any) -> bytes:
+        """JSON body for Bottle's own errors (404, 405, 401 with WWW-Authenticate)."""
         if int(error.status_code) == 401:
             body = _error_response(401, str(error.body))
             bottle.response.set_header("WWW-Authenticate", 'Bearer realm="smlogger"')

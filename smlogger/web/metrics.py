@@ -16,14 +16,17 @@ from smlogger.states import LINK_STATES
 
 
 def escape_label(value: str) -> str:
+    """A label value escaped for the Prometheus text format."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def escape_help(value: str) -> str:
+    """HELP text escaped for the Prometheus text format."""
     return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def format_sample_value(value: float) -> str:
+    """A sample value as Prometheus writes it (NaN, +Inf, integers without .0)."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -48,6 +51,7 @@ class MetricsWriter:
         self._families: dict[str, _Family] = {}
 
     def add(self, name: str, kind: str, help_text: str, value: object, /, **labels: str) -> None:
+        """Add a sample to the family `name`; non-numeric values are skipped."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return
         family = self._families.get(name)
@@ -56,6 +60,7 @@ class MetricsWriter:
         family.samples.append((labels, float(value)))
 
     def render(self) -> str:
+        """The families in the order first added, as exposition text."""
         lines: list[str] = []
         for family in self._families.values():
             lines.append(f"# HELP {family.name} {escape_help(family.help)}")

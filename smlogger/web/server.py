@@ -78,6 +78,7 @@ class _Client:
         )
 
     async def run(self) -> None:
+        """Serve requests on this connection until it closes, times out or breaks a limit."""
         try:
             while True:
                 try:
@@ -417,14 +418,18 @@ class WebServer:
         transports = self._transports
 
         class Tracked(asyncio.StreamReaderProtocol):
+            """Stream protocol that records its transport so that stop() can close it."""
+
             tracked: Optional[asyncio.BaseTransport] = None
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                """Remember the transport, then set up the stream as usual."""
                 self.tracked = transport
                 transports.add(transport)
                 super().connection_made(transport)
 
             def connection_lost(self, exc: Optional[Exception]) -> None:
+                """Forget the transport, then tear down the stream as usual."""
                 transports.discard(self.tracked)
                 super().connection_lost(exc)
 
@@ -488,14 +493,17 @@ class WebServer:
 
     @property
     def host(self) -> str:
+        """The address the server listens on."""
         return self._host
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the real one when 0 was asked for)."""
         return self._port
 
     @property
     def url(self) -> str:
+        """Base URL of the server (IPv6 hosts in brackets)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self._port}/"
 

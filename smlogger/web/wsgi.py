@@ -30,12 +30,15 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class Pollable(Protocol):
     """An open event stream: `poll()` returns what is due (never blocks); `close()` ends it."""
 
-    def poll(self, wait: float = 0.0) -> Optional[bytes]: ...
+    def poll(self, wait: float = 0.0) -> Optional[bytes]:
+        """Bytes that are due now (waiting up to `wait` s), or None."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """End the stream and release what it holds."""
 
     @property
-    def finished(self) -> bool: ...
+    def finished(self) -> bool:
+        """True once the stream has nothing more to send."""
 
 
 @dataclass
@@ -101,6 +104,7 @@ def call_app(app: WsgiApp, environ: dict[str, Any]) -> Answer:
     started: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        """WSGI start_response: remember status and headers; re-raise a late exc_info."""
         if exc_info is not None and started:
             raise exc_info[1].with_traceback(exc_info[2])
         started[:] = [status, headers]
