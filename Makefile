@@ -5,7 +5,7 @@ PY ?= python3
 APT_PACKAGES := mariadb-server postgresql socat chromium chromium-driver systemd
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test setup setup-system build lint fmt test-rust test-py bench bench-rust fuzz clean
+.PHONY: test setup setup-system build lint fmt test-rust test-py bench bench-quick bench-rust fuzz clean
 
 test: setup lint test-rust test-py
 
@@ -46,8 +46,13 @@ test-rust:
 test-py:
 	$(PY) -m pytest -q
 
+# Every benchmark, figures against their goals into benches/RESULTS.md and the
+# README table; `make bench-quick` is the short form (under two minutes).
 bench:
-	$(PY) benches/bench_decode.py
+	$(PY) benches/run.py
+
+bench-quick:
+	$(PY) benches/run.py --quick
 
 bench-rust:
 	cargo bench -p sml_bench --bench decode
