@@ -43,7 +43,7 @@ def feed_worker(mb: int) -> dict[str, Any]:
     decoder.feed(b"")
     base = peak_rss_mb()
     pos = 0
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     while pos < total:
         start = pos % len(copy)
         decoder.feed(ring[start : start + min(CHUNK, total - pos)])
@@ -53,6 +53,7 @@ def feed_worker(mb: int) -> dict[str, Any]:
     return {
         "bytes": total,
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
         "frames": decoder.stats["frames_ok"],
         "rss_base_mb": base,
         "rss_peak_mb": peak_rss_mb(),
@@ -83,6 +84,7 @@ def cli_run(path: Path) -> dict[str, Any]:
     return {
         "bytes": path.stat().st_size,
         "seconds": seconds,
+        "cpu_seconds": ru.ru_utime + ru.ru_stime,
         "frames": stats["frames_ok"],
         "rss_peak_mb": ru.ru_maxrss / 1024,  # KiB on Linux
     }
@@ -129,20 +131,25 @@ def main(argv: Optional[list[str]] = None) -> int:
             cli[mb] = cli_run(path)
             path.unlink()
 
-    print(f"{'MB':>5} {'path':<28} {'seconds':>8} {'MB/s':>8} {'frames':>10} {'peak RSS MB':>12}")
+    print(
+        f"{'MB':>5} {'path':<28} {'seconds':>8} {'MB/s':>8} {'CPU MB/s':>9} {'frames':>10} "
+        f"{'peak RSS MB':>12}"
+    )
     rows = []
     for label, series in (("Decoder.feed 64 KiB", feed), ("smlogger decode > /dev/null", cli)):
         for mb in sizes:
             r = series[mb]
             rate = r["bytes"] / 1e6 / r["seconds"]
+            cpu_rate = r["bytes"] / 1e6 / r["cpu_seconds"]
             print(
-                f"{mb:>5} {label:<28} {r['seconds']:>8.2f} {rate:>8.1f} "
+                f"{mb:>5} {label:<28} {r['seconds']:>8.2f} {rate:>8.1f} {cpu_rate:>9.1f} "
                 f"{r['frames']:>10,} {r['rss_peak_mb']:>12.1f}"
             )
             rows.append(
                 {
                     "name": f"{label}, {mb} MB",
                     "value": rate,
+                    "cpu_value": cpu_rate,
                     "unit": "MB/s",
                     "note": f"{r['seconds']:.2f} s, {r['frames']:,} frames, "
                     f"peak RSS {r['rss_peak_mb']:.1f} MB",
@@ -152,14 +159,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     mid = 20 if 20 in sizes else small
     verdicts = []
     for label, series in (("Decoder.feed", feed), ("smlogger decode", cli)):
-        rate = {mb: series[mb]["bytes"] / series[mb]["seconds"] for mb in sizes}
+        # Judged on CPU time: on a shared machine wall time also counts waiting
+        # for a core, which has nothing to do with the input size.
+        rate = {mb: series[mb]["bytes"] / series[mb]["cpu_seconds"] for mb in sizes}
         linear = rate[big] >= LINEAR_WITHIN * rate[mid]
         growth = series[big]["rss_peak_mb"] - series[small]["rss_peak_mb"]
         flat = growth < FLAT_MB
         verdicts.append(
             {
-                "name": f"{label}: time linear ({big} MB at {rate[big] / rate[mid]:.2f}x the "
-                f"MB/s of {mid} MB)",
+                "name": f"{label}: time linear (CPU MB/s at {big} MB / at {mid} MB)",
                 "value": rate[big] / rate[mid],
                 "unit": "x",
                 "goal": LINEAR_WITHIN,
@@ -184,7 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "rows": rows + verdicts,
             "notes": [
                 "fresh process per run; the stream is the benchmark stream cut to size",
-                f"linear: MB/s at {big} MB >= {LINEAR_WITHIN:g}x that at {mid} MB; flat: peak RSS "
+                f"linear: CPU-time MB/s at {big} MB >= {LINEAR_WITHIN:g}x that at {mid} MB (wall "
+                "time on a shared machine also counts waiting for a core); flat: peak RSS "
                 f"grows < {FLAT_MB:g} MB from {small} to {big} MB",
             ],
         }

@@ -177,7 +177,8 @@ def run_section(section: Section, quick: bool, extra: list[str]) -> Outcome:
                                                         section.args), *extra]  # fmt: skip
     env = {**os.environ}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    print(f"\n=== {section.key}: {' '.join(cmd[1:])}", flush=True)
+    shown = " ".join("<url>" if "://" in a else a for a in cmd[1:])  # no credentials in logs
+    print(f"\n=== {section.key}: {shown}", flush=True)
     began = time.monotonic()
     lines: list[str] = []
     try:

@@ -3,10 +3,12 @@
 //! the last server id).
 //!
 //! CONTRACT: the keys written here are the Python API. They must match the
-//! TypedDicts in `smlogger/sml.py` (`Frame`, `Message`, `GetListResponseBody`,
-//! `Entry`, `Time`, `DecoderStats`); `tests/test_sml_contract.py` decodes every
-//! recording and fails on any key the TypedDicts do not declare. Add a key in
-//! both places or not at all.
+//! TypedDicts in `smlogger/sml.py` (`Frame`, `Message`, the bodies in
+//! `BODY_TYPES`, `Entry`, `Time`; `DecoderStats` for `Decoder.stats` in
+//! `mod.rs`; `ValueRow` for `decode_values`); `tests/test_sml_contract.py`
+//! decodes every recording and the golden vectors and fails on any key the
+//! TypedDicts do not declare or any required key missing. Add a key in both
+//! places or not at all.
 //!
 //! The Python-only names of errors (`"crc"`, `"truncated"`, ...) live here too:
 //! the core crate knows error variants, not their spelling in the Python API.
@@ -314,7 +316,8 @@ impl<'py> Conv<'_, 'py> {
         }
     }
 
-    /// Appends one `(offset, server_id, obis, value, unit_symbol)` tuple per
+    /// Appends one `(offset, server_id, obis, value, unit_symbol)` tuple (the
+    /// order of `sml.ValueRow` / `sml.VALUE_FIELDS`) per
     /// entry of every GetListResponse in the frame whose CRC held: the
     /// entries `sml.entries(frame)` yields, as rows.
     pub(super) fn value_rows(&mut self, f: &Frame<'_>, out: &Bound<'py, PyList>) -> PyResult<()> {
