@@ -137,8 +137,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 while not events.empty():
                     events.get()
                 for i in range(count):
-                    os.write(fd, frames[i])
+                    # The clock starts just before the last byte goes out: taken after
+                    # the write, the reader thread could see the event first.
+                    os.write(fd, frames[i][:-1])
                     sent = time.monotonic()
+                    os.write(fd, frames[i][-1:])
                     try:
                         arrived = events.get(timeout=10)
                     except queue.Empty:
