@@ -105,8 +105,10 @@ def decode_split(data: bytes) -> tuple[int, float, float, float]:
     from smlogger import sml
 
     c0, t0 = cpu_seconds(), time.perf_counter()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     frames = sml.decode(data)
     t1, c1 = time.perf_counter(), cpu_seconds()
+    LAST_CALL_FAULTS[0] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     ok = 0
     for frame in frames:
         ok += frame["ok"]
@@ -115,6 +117,10 @@ def decode_split(data: bytes) -> tuple[int, float, float, float]:
     walk = time.perf_counter() - t1
     del frames
     return ok, t1 - t0, walk, c1 - c0
+
+
+#: Page faults (fresh 4 KiB pages) of the last sml.decode() call in this process.
+LAST_CALL_FAULTS = [0]
 
 
 def run_values(data: bytes) -> int:
@@ -339,6 +345,7 @@ def worker(case: str, repeat: int, rounds: int, min_seconds: float, trace: bool)
                 "call_seconds": call_seconds,
                 "walk_seconds": walk_seconds,
                 "call_cpu_seconds": call_cpu_seconds,
+                "call_page_faults": LAST_CALL_FAULTS[0],
             }
             if case == "decode"
             else {}
@@ -679,6 +686,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"of at least {min_seconds:g} s and extrapolated per MB",
                 f"streaming {s['bytes'] / 1e6:.0f} MB through Decoder.feed: RSS growth "
                 f"{grew:+.1f} MB",
+                f"the sml.decode() call took {dec['call_page_faults']:,} page faults (fresh 4 KiB "
+                "pages for the result's dicts); see the core section for what one costs here",
             ],
         }
         print("BENCH_SUMMARY " + json.dumps(summary))

@@ -151,24 +151,22 @@ pub(super) struct Conv<'a, 'py> {
     pub(super) strings: &'a mut Strings,
 }
 
+/// A fresh dict copied from template `$which`: `[keys]` all None, then the
+/// `[(key, value)]` defaults. Keys and defaults are only evaluated when the
+/// template is built, the first time; after that this is one `dict.copy()`.
+macro_rules! record {
+    ($conv:expr, $which:expr, [$($key:literal),* $(,)?] $(, [$(($dk:literal, $dv:expr)),* $(,)?])?) => {{
+        let py = $conv.py;
+        TEMPLATE_DICTS[$which]
+            .get_or_try_init(py, || {
+                template(py, &[$(intern!(py, $key)),*], &[$($((intern!(py, $dk), $dv)),*)?])
+            })?
+            .bind(py)
+            .copy()
+    }};
+}
+
 impl<'py> Conv<'_, 'py> {
-    /// A fresh dict with `keys` (all None), copied from a cached template.
-    fn record(&mut self, which: usize, keys: &[&Bound<'py, PyString>]) -> PyResult<Bound<'py, PyDict>> {
-        self.record_with(which, keys, &[])
-    }
-
-    /// Like [`Self::record`], with the most common values preset so that
-    /// callers only write what differs from them.
-    fn record_with(
-        &mut self,
-        which: usize,
-        keys: &[&Bound<'py, PyString>],
-        defaults: &[(&Bound<'py, PyString>, Obj<'py>)],
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let py = self.py;
-        TEMPLATE_DICTS[which].get_or_try_init(py, || template(py, keys, defaults))?.bind(py).copy()
-    }
-
     fn type_name(&self, b: &Body<'_>) -> Obj<'py> {
         let py = self.py;
         match b {
@@ -247,11 +245,7 @@ impl<'py> Conv<'_, 'py> {
             PyDict::new(py)
         } else {
             // Preset to the kind nearly every meter sends.
-            self.record_with(
-                T_TIME,
-                &[intern!(py, "kind"), intern!(py, "value")],
-                &[(intern!(py, "kind"), intern!(py, "sec_index").clone().into_any())],
-            )?
+            record!(self, T_TIME, ["kind", "value"], [("kind", intern!(py, "sec_index").clone().into_any())])?
         };
         match t.kind {
             TimeKind::SecIndex => {}
@@ -366,20 +360,21 @@ impl<'py> Conv<'_, 'py> {
 
     fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let d = self.record(
+        let d = record!(
+            self,
             T_ENTRY,
-            &[
-                intern!(py, "obis"),
-                intern!(py, "status"),
-                intern!(py, "val_time"),
-                intern!(py, "unit"),
-                intern!(py, "unit_symbol"),
-                intern!(py, "scaler"),
-                intern!(py, "raw"),
-                intern!(py, "value"),
-                intern!(py, "value_signature"),
-                intern!(py, "quirk"),
-            ],
+            [
+                "obis",
+                "status",
+                "val_time",
+                "unit",
+                "unit_symbol",
+                "scaler",
+                "raw",
+                "value",
+                "value_signature",
+                "quirk"
+            ]
         )?;
         // The template holds None for every key: only fields that are present
         // are written, which skips most of the dict work for typical entries.
@@ -555,32 +550,27 @@ impl<'py> Conv<'_, 'py> {
     fn body(&mut self, b: &Body<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = if matches!(b, Body::GetListResponse(_)) {
-            self.record(
+            record!(
+                self,
                 T_GET_LIST,
-                &[
-                    intern!(py, "client_id"),
-                    intern!(py, "server_id"),
-                    intern!(py, "list_name"),
-                    intern!(py, "act_sensor_time"),
-                    intern!(py, "values"),
-                    intern!(py, "list_signature"),
-                    intern!(py, "act_gateway_time"),
-                ],
+                [
+                    "client_id",
+                    "server_id",
+                    "list_name",
+                    "act_sensor_time",
+                    "values",
+                    "list_signature",
+                    "act_gateway_time"
+                ]
             )?
         } else if matches!(b, Body::OpenResponse(_)) {
-            self.record(
+            record!(
+                self,
                 T_OPEN,
-                &[
-                    intern!(py, "codepage"),
-                    intern!(py, "client_id"),
-                    intern!(py, "req_file_id"),
-                    intern!(py, "server_id"),
-                    intern!(py, "ref_time"),
-                    intern!(py, "sml_version"),
-                ],
+                ["codepage", "client_id", "req_file_id", "server_id", "ref_time", "sml_version"]
             )?
         } else if matches!(b, Body::CloseResponse { .. } | Body::CloseRequest { .. }) {
-            self.record(T_CLOSE, &[intern!(py, "global_signature")])?
+            record!(self, T_CLOSE, ["global_signature"])?
         } else {
             PyDict::new(py)
         };
@@ -707,23 +697,11 @@ impl<'py> Conv<'_, 'py> {
 
     fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let zero = self.int(0u8)?;
-        let d = self.record_with(
+        let d = record!(
+            self,
             T_MESSAGE,
-            &[
-                intern!(py, "type"),
-                intern!(py, "transaction_id"),
-                intern!(py, "group_no"),
-                intern!(py, "abort_on_error"),
-                intern!(py, "crc_ok"),
-                intern!(py, "error"),
-                intern!(py, "body"),
-            ],
-            &[
-                (intern!(py, "group_no"), zero.clone()),
-                (intern!(py, "abort_on_error"), zero),
-                (intern!(py, "crc_ok"), self.int(true)?),
-            ],
+            ["type", "transaction_id", "group_no", "abort_on_error", "crc_ok", "error", "body"],
+            [("group_no", self.int(0u8)?), ("abort_on_error", self.int(0u8)?), ("crc_ok", self.int(true)?)]
         )?;
         match m {
             MessageResult::Ok(m) => {
@@ -759,21 +737,11 @@ impl<'py> Conv<'_, 'py> {
     pub(super) fn frame(&mut self, f: &Frame<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         // Preset for the common case, a good X-25 frame; the rest is written.
-        let d = self.record_with(
+        let d = record!(
+            self,
             T_FRAME,
-            &[
-                intern!(py, "offset"),
-                intern!(py, "length"),
-                intern!(py, "ok"),
-                intern!(py, "error"),
-                intern!(py, "detail"),
-                intern!(py, "crc"),
-                intern!(py, "messages"),
-            ],
-            &[
-                (intern!(py, "ok"), self.int(true)?),
-                (intern!(py, "crc"), intern!(py, "x25").clone().into_any()),
-            ],
+            ["offset", "length", "ok", "error", "detail", "crc", "messages"],
+            [("ok", self.int(true)?), ("crc", intern!(py, "x25").clone().into_any())]
         )?;
         d.set_item(intern!(py, "offset"), f.offset)?;
         d.set_item(intern!(py, "length"), f.length)?;
