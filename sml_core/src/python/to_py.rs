@@ -73,10 +73,17 @@ type Obj<'py> = Bound<'py, PyAny>;
 pub(super) struct Strings {
     obis: FastMap<[u8; 6], Py<PyString>>,
     units: FastMap<u8, Py<PyString>>,
+    /// Entry templates by (OBIS, unit, scaler), see `Conv::entry_dict`.
+    entries: FastMap<EntryKey, Py<PyDict>>,
+    /// Message templates by body tag, see `Conv::message_dict`.
+    messages: FastMap<u32, Py<PyDict>>,
     /// Meters repeat their server id in every message; bytes are immutable,
     /// so the last one is shared.
     server_id: Option<(Vec<u8>, Py<PyBytes>)>,
 }
+
+/// A meter register as far as its entry template goes: OBIS name, unit, scaler.
+type EntryKey = ([u8; 6], Option<u8>, Option<i8>);
 
 /// The caches are keyed by a handful of bytes from trusted-size input; a
 /// multiply-rotate hash is plenty and much cheaper than SipHash per entry.
@@ -145,6 +152,10 @@ const T_OPEN: usize = 5;
 const T_CLOSE: usize = 6;
 
 const OBIS_CACHE_LIMIT: usize = 4096;
+/// Bounds the entry templates (a few dozen per meter in practice).
+const ENTRY_TEMPLATE_LIMIT: usize = 1024;
+/// Bounds the message templates (unknown body tags from damaged input included).
+const MESSAGE_TEMPLATE_LIMIT: usize = 64;
 
 pub(super) struct Conv<'a, 'py> {
     pub(super) py: Python<'py>,
@@ -358,8 +369,16 @@ impl<'py> Conv<'_, 'py> {
         self.int(names.join(","))
     }
 
-    fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
+    /// A fresh entry dict with `obis`, `unit`, `unit_symbol` and `scaler`
+    /// already in. A meter sends the same registers with the same unit and
+    /// scaler in every frame, so a template per (OBIS, unit, scaler) leaves
+    /// only the fields that change (value, status, time) to write.
+    fn entry_dict(&mut self, e: &ListEntry<'_>) -> PyResult<Bound<'py, PyDict>> {
         let py = self.py;
+        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
+        if let Some(t) = key.as_ref().and_then(|k| self.strings.entries.get(k)) {
+            return t.bind(py).copy();
+        }
         let d = record!(
             self,
             T_ENTRY,
@@ -376,15 +395,7 @@ impl<'py> Conv<'_, 'py> {
                 "quirk"
             ]
         )?;
-        // The template holds None for every key: only fields that are present
-        // are written, which skips most of the dict work for typical entries.
         d.set_item(intern!(py, "obis"), self.obis(e.obj_name))?;
-        if let Some(status) = e.status {
-            d.set_item(intern!(py, "status"), status)?;
-        }
-        if let Some(t) = &e.val_time {
-            d.set_item(intern!(py, "val_time"), self.time(t)?)?;
-        }
         if let Some(unit) = e.unit {
             d.set_item(intern!(py, "unit"), unit)?;
             if unit != 0 {
@@ -393,6 +404,28 @@ impl<'py> Conv<'_, 'py> {
         }
         if let Some(scaler) = e.scaler {
             d.set_item(intern!(py, "scaler"), scaler)?;
+        }
+        match key {
+            // The template stays private: callers get a copy.
+            Some(k) if self.strings.entries.len() < ENTRY_TEMPLATE_LIMIT => {
+                let copy = d.copy()?;
+                self.strings.entries.insert(k, d.unbind());
+                Ok(copy)
+            }
+            _ => Ok(d),
+        }
+    }
+
+    fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
+        let py = self.py;
+        let d = self.entry_dict(e)?;
+        // The template holds None for every other key: only fields that are
+        // present are written, which skips most of the dict work.
+        if let Some(status) = e.status {
+            d.set_item(intern!(py, "status"), status)?;
+        }
+        if let Some(t) = &e.val_time {
+            d.set_item(intern!(py, "val_time"), self.time(t)?)?;
         }
         if e.value.is_some() {
             let raw = self.raw(e.value.as_ref())?;
@@ -695,17 +728,42 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
-    fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
-        let py = self.py;
-        let d = record!(
+    /// A fresh message dict: the template with group_no/abort_on_error 0 and
+    /// crc_ok true.
+    fn message_base(&self) -> PyResult<Bound<'py, PyDict>> {
+        record!(
             self,
             T_MESSAGE,
             ["type", "transaction_id", "group_no", "abort_on_error", "crc_ok", "error", "body"],
             [("group_no", self.int(0u8)?), ("abort_on_error", self.int(0u8)?), ("crc_ok", self.int(true)?)]
-        )?;
+        )
+    }
+
+    /// A fresh message dict with `type` already in: one template per body kind.
+    fn message_dict(&mut self, body: &Body<'_>) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let tag = body.tag();
+        if let Some(t) = self.strings.messages.get(&tag) {
+            return t.bind(py).copy();
+        }
+        let d = self.message_base()?;
+        d.set_item(intern!(py, "type"), self.type_name(body))?;
+        if self.strings.messages.len() < MESSAGE_TEMPLATE_LIMIT {
+            let copy = d.copy()?;
+            self.strings.messages.insert(tag, d.unbind());
+            return Ok(copy);
+        }
+        Ok(d)
+    }
+
+    fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
+        let py = self.py;
+        let d = match m {
+            MessageResult::Ok(m) => self.message_dict(&m.body)?,
+            MessageResult::Err { .. } => self.message_base()?,
+        };
         match m {
             MessageResult::Ok(m) => {
-                d.set_item(intern!(py, "type"), self.type_name(&m.body))?;
                 d.set_item(intern!(py, "transaction_id"), self.bytes(m.transaction_id))?;
                 if m.group_no != 0 {
                     d.set_item(intern!(py, "group_no"), m.group_no)?;
