@@ -232,10 +232,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 {"name": "fresh memory: first touch of a 4 KiB page (fault + zeroing)",
                  "value": page_us, "unit": "us"},
                 *(
-                    {"name": f"perf: {k} per MB decoded", "value": counters[k] / total_mb,
-                     "unit": ""}
+                    {"name": f"perf: {k} per MB decoded", "value": value / total_mb, "unit": ""}
                     for k in ("task-clock", "page-faults", *hw)
-                    if counters.get(k) is not None
+                    if (value := counters.get(k)) is not None
                 ),
             ],
             "notes": notes,
