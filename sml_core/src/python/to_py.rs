@@ -86,19 +86,54 @@ pub(super) struct Strings {
 type EntryKey = ([u8; 6], Option<u8>, Option<i8>);
 
 /// The caches are keyed by a handful of bytes from trusted-size input; a
-/// multiply-rotate hash is plenty and much cheaper than SipHash per entry.
+/// multiply-rotate hash over 8-byte words is plenty and much cheaper than
+/// SipHash (or a byte-at-a-time loop: an entry key is six fields).
 #[derive(Default)]
 struct SmallKeyHasher(u64);
 
+impl SmallKeyHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 impl Hasher for SmallKeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 29)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().expect("8 bytes")));
         }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+
+    fn write_isize(&mut self, i: isize) {
+        self.mix(i as u64);
     }
 }
 
