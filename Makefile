@@ -5,7 +5,7 @@ PY ?= python3
 APT_PACKAGES := mariadb-server postgresql socat chromium chromium-driver systemd mosquitto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test test-fast setup setup-system build lint fmt test-rust test-py test-soak bench bench-rust fuzz fuzz-ci fuzz-tools clean
+.PHONY: test test-fast setup setup-system build lint fmt test-rust test-py test-soak bench bench-quick bench-rust fuzz fuzz-ci fuzz-tools clean
 
 test: setup lint test-rust test-py
 
@@ -51,8 +51,13 @@ test-py:
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
+# Every benchmark, figures against their goals into benches/RESULTS.md and the
+# README table; `make bench-quick` is the short form (under two minutes).
 bench:
-	$(PY) benches/bench_decode.py
+	$(PY) benches/run.py
+
+bench-quick:
+	$(PY) benches/run.py --quick
 
 bench-rust:
 	cargo bench -p sml_bench --bench decode

@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="put the SQLite file here and keep it")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
+        "--summary", action="store_true", help="end with a BENCH_SUMMARY line (benches/run.py)"
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="with --keep/--mysql: time the queries on data loaded by an earlier run",
@@ -232,7 +235,38 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.summary:
+        print("BENCH_SUMMARY " + json.dumps(summary(results)))
     return 0
+
+
+def summary(results: list[dict[str, object]]) -> dict[str, object]:
+    """The figures for benches/run.py: load rate and query medians per backend."""
+    rows: list[dict[str, object]] = []
+    for r in results:
+        backend = str(r["backend"]).split(" ")[0]
+        load_s = float(r["load_s"])  # type: ignore[arg-type]
+        if load_s > 0:
+            rows.append(
+                {"name": f"{backend}: bulk load through SqlWriter, rollups included",
+                 "value": int(r["rows"]) / load_s, "unit": "readings/s",  # type: ignore[call-overload]
+                 "note": f"{r['rows']:,} readings in {load_s:.1f} s", "summary": True}
+            )  # fmt: skip
+        for q in r["queries"]:  # type: ignore[attr-defined]
+            rows.append(
+                {"name": f"{backend}: {q['view']} view, median", "value": q["median_ms"],
+                 "unit": "ms", "note": f"first call {q['first_ms']} ms",
+                 "summary": q["view"] in ("day", "month", "year")}
+            )  # fmt: skip
+    return {
+        "section": "history",
+        "title": "Bulk load and history query latency",
+        "rows": rows,
+        "notes": [
+            "synthetic year of one meter (daily load curve); chart views read the rollups, "
+            "the hour view reads raw readings"
+        ],
+    }
 
 
 if __name__ == "__main__":

@@ -247,7 +247,8 @@ impl PyDecoder {
         self.run(py, &[], true)
     }
 
-    /// Counters since the decoder was created.
+    /// Counters since the decoder was created. The keys are `sml.DecoderStats`
+    /// (the contract of `to_py.rs` holds here too; tests/test_sml_contract.py).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = self.inner.transport_stats();

@@ -3,10 +3,12 @@
 //! the last server id).
 //!
 //! CONTRACT: the keys written here are the Python API. They must match the
-//! TypedDicts in `smlogger/sml.py` (`Frame`, `Message`, `GetListResponseBody`,
-//! `Entry`, `Time`, `DecoderStats`); `tests/test_sml_contract.py` decodes every
-//! recording and fails on any key the TypedDicts do not declare. Add a key in
-//! both places or not at all.
+//! TypedDicts in `smlogger/sml.py` (`Frame`, `Message`, the bodies in
+//! `BODY_TYPES`, `Entry`, `Time`; `DecoderStats` for `Decoder.stats` in
+//! `mod.rs`; `ValueRow` for `decode_values`); `tests/test_sml_contract.py`
+//! decodes every recording and the golden vectors and fails on any key the
+//! TypedDicts do not declare or any required key missing. Add a key in both
+//! places or not at all.
 //!
 //! The Python-only names of errors (`"crc"`, `"truncated"`, ...) live here too:
 //! the core crate knows error variants, not their spelling in the Python API.
@@ -71,25 +73,67 @@ type Obj<'py> = Bound<'py, PyAny>;
 pub(super) struct Strings {
     obis: FastMap<[u8; 6], Py<PyString>>,
     units: FastMap<u8, Py<PyString>>,
+    /// Entry templates by (OBIS, unit, scaler), see `Conv::entry_dict`.
+    entries: FastMap<EntryKey, Py<PyDict>>,
+    /// Message templates by body tag, see `Conv::message_dict`.
+    messages: FastMap<u32, Py<PyDict>>,
     /// Meters repeat their server id in every message; bytes are immutable,
     /// so the last one is shared.
     server_id: Option<(Vec<u8>, Py<PyBytes>)>,
 }
 
+/// A meter register as far as its entry template goes: OBIS name, unit, scaler.
+type EntryKey = ([u8; 6], Option<u8>, Option<i8>);
+
 /// The caches are keyed by a handful of bytes from trusted-size input; a
-/// multiply-rotate hash is plenty and much cheaper than SipHash per entry.
+/// multiply-rotate hash over 8-byte words is plenty and much cheaper than
+/// SipHash (or a byte-at-a-time loop: an entry key is six fields).
 #[derive(Default)]
 struct SmallKeyHasher(u64);
 
+impl SmallKeyHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 impl Hasher for SmallKeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 29)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().expect("8 bytes")));
         }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+
+    fn write_isize(&mut self, i: isize) {
+        self.mix(i as u64);
     }
 }
 
@@ -143,30 +187,32 @@ const T_OPEN: usize = 5;
 const T_CLOSE: usize = 6;
 
 const OBIS_CACHE_LIMIT: usize = 4096;
+/// Bounds the entry templates (a few dozen per meter in practice).
+const ENTRY_TEMPLATE_LIMIT: usize = 1024;
+/// Bounds the message templates (unknown body tags from damaged input included).
+const MESSAGE_TEMPLATE_LIMIT: usize = 64;
 
 pub(super) struct Conv<'a, 'py> {
     pub(super) py: Python<'py>,
     pub(super) strings: &'a mut Strings,
 }
 
+/// A fresh dict copied from template `$which`: `[keys]` all None, then the
+/// `[(key, value)]` defaults. Keys and defaults are only evaluated when the
+/// template is built, the first time; after that this is one `dict.copy()`.
+macro_rules! record {
+    ($conv:expr, $which:expr, [$($key:literal),* $(,)?] $(, [$(($dk:literal, $dv:expr)),* $(,)?])?) => {{
+        let py = $conv.py;
+        TEMPLATE_DICTS[$which]
+            .get_or_try_init(py, || {
+                template(py, &[$(intern!(py, $key)),*], &[$($((intern!(py, $dk), $dv)),*)?])
+            })?
+            .bind(py)
+            .copy()
+    }};
+}
+
 impl<'py> Conv<'_, 'py> {
-    /// A fresh dict with `keys` (all None), copied from a cached template.
-    fn record(&mut self, which: usize, keys: &[&Bound<'py, PyString>]) -> PyResult<Bound<'py, PyDict>> {
-        self.record_with(which, keys, &[])
-    }
-
-    /// Like [`Self::record`], with the most common values preset so that
-    /// callers only write what differs from them.
-    fn record_with(
-        &mut self,
-        which: usize,
-        keys: &[&Bound<'py, PyString>],
-        defaults: &[(&Bound<'py, PyString>, Obj<'py>)],
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let py = self.py;
-        TEMPLATE_DICTS[which].get_or_try_init(py, || template(py, keys, defaults))?.bind(py).copy()
-    }
-
     fn type_name(&self, b: &Body<'_>) -> Obj<'py> {
         let py = self.py;
         match b {
@@ -245,11 +291,7 @@ impl<'py> Conv<'_, 'py> {
             PyDict::new(py)
         } else {
             // Preset to the kind nearly every meter sends.
-            self.record_with(
-                T_TIME,
-                &[intern!(py, "kind"), intern!(py, "value")],
-                &[(intern!(py, "kind"), intern!(py, "sec_index").clone().into_any())],
-            )?
+            record!(self, T_TIME, ["kind", "value"], [("kind", intern!(py, "sec_index").clone().into_any())])?
         };
         match t.kind {
             TimeKind::SecIndex => {}
@@ -314,7 +356,8 @@ impl<'py> Conv<'_, 'py> {
         }
     }
 
-    /// Appends one `(offset, server_id, obis, value, unit_symbol)` tuple per
+    /// Appends one `(offset, server_id, obis, value, unit_symbol)` tuple (the
+    /// order of `sml.ValueRow` / `sml.VALUE_FIELDS`) per
     /// entry of every GetListResponse in the frame whose CRC held: the
     /// entries `sml.entries(frame)` yields, as rows.
     pub(super) fn value_rows(&mut self, f: &Frame<'_>, out: &Bound<'py, PyList>) -> PyResult<()> {
@@ -361,32 +404,33 @@ impl<'py> Conv<'_, 'py> {
         self.int(names.join(","))
     }
 
-    fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
+    /// A fresh entry dict with `obis`, `unit`, `unit_symbol` and `scaler`
+    /// already in. A meter sends the same registers with the same unit and
+    /// scaler in every frame, so a template per (OBIS, unit, scaler) leaves
+    /// only the fields that change (value, status, time) to write.
+    fn entry_dict(&mut self, e: &ListEntry<'_>) -> PyResult<Bound<'py, PyDict>> {
         let py = self.py;
-        let d = self.record(
+        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
+        if let Some(t) = key.as_ref().and_then(|k| self.strings.entries.get(k)) {
+            return t.bind(py).copy();
+        }
+        let d = record!(
+            self,
             T_ENTRY,
-            &[
-                intern!(py, "obis"),
-                intern!(py, "status"),
-                intern!(py, "val_time"),
-                intern!(py, "unit"),
-                intern!(py, "unit_symbol"),
-                intern!(py, "scaler"),
-                intern!(py, "raw"),
-                intern!(py, "value"),
-                intern!(py, "value_signature"),
-                intern!(py, "quirk"),
-            ],
+            [
+                "obis",
+                "status",
+                "val_time",
+                "unit",
+                "unit_symbol",
+                "scaler",
+                "raw",
+                "value",
+                "value_signature",
+                "quirk"
+            ]
         )?;
-        // The template holds None for every key: only fields that are present
-        // are written, which skips most of the dict work for typical entries.
         d.set_item(intern!(py, "obis"), self.obis(e.obj_name))?;
-        if let Some(status) = e.status {
-            d.set_item(intern!(py, "status"), status)?;
-        }
-        if let Some(t) = &e.val_time {
-            d.set_item(intern!(py, "val_time"), self.time(t)?)?;
-        }
         if let Some(unit) = e.unit {
             d.set_item(intern!(py, "unit"), unit)?;
             if unit != 0 {
@@ -395,6 +439,28 @@ impl<'py> Conv<'_, 'py> {
         }
         if let Some(scaler) = e.scaler {
             d.set_item(intern!(py, "scaler"), scaler)?;
+        }
+        match key {
+            // The template stays private: callers get a copy.
+            Some(k) if self.strings.entries.len() < ENTRY_TEMPLATE_LIMIT => {
+                let copy = d.copy()?;
+                self.strings.entries.insert(k, d.unbind());
+                Ok(copy)
+            }
+            _ => Ok(d),
+        }
+    }
+
+    fn entry(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
+        let py = self.py;
+        let d = self.entry_dict(e)?;
+        // The template holds None for every other key: only fields that are
+        // present are written, which skips most of the dict work.
+        if let Some(status) = e.status {
+            d.set_item(intern!(py, "status"), status)?;
+        }
+        if let Some(t) = &e.val_time {
+            d.set_item(intern!(py, "val_time"), self.time(t)?)?;
         }
         if e.value.is_some() {
             let raw = self.raw(e.value.as_ref())?;
@@ -552,32 +618,27 @@ impl<'py> Conv<'_, 'py> {
     fn body(&mut self, b: &Body<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         let d = if matches!(b, Body::GetListResponse(_)) {
-            self.record(
+            record!(
+                self,
                 T_GET_LIST,
-                &[
-                    intern!(py, "client_id"),
-                    intern!(py, "server_id"),
-                    intern!(py, "list_name"),
-                    intern!(py, "act_sensor_time"),
-                    intern!(py, "values"),
-                    intern!(py, "list_signature"),
-                    intern!(py, "act_gateway_time"),
-                ],
+                [
+                    "client_id",
+                    "server_id",
+                    "list_name",
+                    "act_sensor_time",
+                    "values",
+                    "list_signature",
+                    "act_gateway_time"
+                ]
             )?
         } else if matches!(b, Body::OpenResponse(_)) {
-            self.record(
+            record!(
+                self,
                 T_OPEN,
-                &[
-                    intern!(py, "codepage"),
-                    intern!(py, "client_id"),
-                    intern!(py, "req_file_id"),
-                    intern!(py, "server_id"),
-                    intern!(py, "ref_time"),
-                    intern!(py, "sml_version"),
-                ],
+                ["codepage", "client_id", "req_file_id", "server_id", "ref_time", "sml_version"]
             )?
         } else if matches!(b, Body::CloseResponse { .. } | Body::CloseRequest { .. }) {
-            self.record(T_CLOSE, &[intern!(py, "global_signature")])?
+            record!(self, T_CLOSE, ["global_signature"])?
         } else {
             PyDict::new(py)
         };
@@ -702,29 +763,42 @@ impl<'py> Conv<'_, 'py> {
         Ok(d.into_any())
     }
 
+    /// A fresh message dict: the template with group_no/abort_on_error 0 and
+    /// crc_ok true.
+    fn message_base(&self) -> PyResult<Bound<'py, PyDict>> {
+        record!(
+            self,
+            T_MESSAGE,
+            ["type", "transaction_id", "group_no", "abort_on_error", "crc_ok", "error", "body"],
+            [("group_no", self.int(0u8)?), ("abort_on_error", self.int(0u8)?), ("crc_ok", self.int(true)?)]
+        )
+    }
+
+    /// A fresh message dict with `type` already in: one template per body kind.
+    fn message_dict(&mut self, body: &Body<'_>) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let tag = body.tag();
+        if let Some(t) = self.strings.messages.get(&tag) {
+            return t.bind(py).copy();
+        }
+        let d = self.message_base()?;
+        d.set_item(intern!(py, "type"), self.type_name(body))?;
+        if self.strings.messages.len() < MESSAGE_TEMPLATE_LIMIT {
+            let copy = d.copy()?;
+            self.strings.messages.insert(tag, d.unbind());
+            return Ok(copy);
+        }
+        Ok(d)
+    }
+
     fn message(&mut self, m: &MessageResult<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
-        let zero = self.int(0u8)?;
-        let d = self.record_with(
-            T_MESSAGE,
-            &[
-                intern!(py, "type"),
-                intern!(py, "transaction_id"),
-                intern!(py, "group_no"),
-                intern!(py, "abort_on_error"),
-                intern!(py, "crc_ok"),
-                intern!(py, "error"),
-                intern!(py, "body"),
-            ],
-            &[
-                (intern!(py, "group_no"), zero.clone()),
-                (intern!(py, "abort_on_error"), zero),
-                (intern!(py, "crc_ok"), self.int(true)?),
-            ],
-        )?;
+        let d = match m {
+            MessageResult::Ok(m) => self.message_dict(&m.body)?,
+            MessageResult::Err { .. } => self.message_base()?,
+        };
         match m {
             MessageResult::Ok(m) => {
-                d.set_item(intern!(py, "type"), self.type_name(&m.body))?;
                 d.set_item(intern!(py, "transaction_id"), self.bytes(m.transaction_id))?;
                 if m.group_no != 0 {
                     d.set_item(intern!(py, "group_no"), m.group_no)?;
@@ -756,21 +830,11 @@ impl<'py> Conv<'_, 'py> {
     pub(super) fn frame(&mut self, f: &Frame<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
         // Preset for the common case, a good X-25 frame; the rest is written.
-        let d = self.record_with(
+        let d = record!(
+            self,
             T_FRAME,
-            &[
-                intern!(py, "offset"),
-                intern!(py, "length"),
-                intern!(py, "ok"),
-                intern!(py, "error"),
-                intern!(py, "detail"),
-                intern!(py, "crc"),
-                intern!(py, "messages"),
-            ],
-            &[
-                (intern!(py, "ok"), self.int(true)?),
-                (intern!(py, "crc"), intern!(py, "x25").clone().into_any()),
-            ],
+            ["offset", "length", "ok", "error", "detail", "crc", "messages"],
+            [("ok", self.int(true)?), ("crc", intern!(py, "x25").clone().into_any())]
         )?;
         d.set_item(intern!(py, "offset"), f.offset)?;
         d.set_item(intern!(py, "length"), f.length)?;
