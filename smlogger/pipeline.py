@@ -31,6 +31,8 @@ from smlogger.states import LinkState
 log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
+# a sink worker with nothing to write still flushes this often (see SinkWorker._run)
+IDLE_FLUSH_S = 5.0
 STATUS_INTERVAL_S = 1.0
 # decoder stats and the diagnosis of a source reach the live state this often, frames or not
 PUBLISH_INTERVAL_S = 2.0
@@ -272,7 +274,11 @@ class SinkWorker:
                 except queue.Empty:
                     if self._closing.is_set():
                         break
-                    if dirty and time.monotonic() - last_flush >= 1.0:
+                    # idle too, now and then: a sink may hold rows for later (the CSV RAM
+                    # journal, rows waiting for a full disk) that must not wait for the
+                    # next reading, which may never come (meter gone, replay finished)
+                    since = time.monotonic() - last_flush
+                    if (dirty and since >= 1.0) or since >= IDLE_FLUSH_S:
                         self._safe("flush", self.sink.flush)
                         last_flush = time.monotonic()
                         dirty = False
