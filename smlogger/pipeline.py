@@ -328,8 +328,9 @@ class SinkWorker:
             status["handed_over"] = self.written
             status["pipeline_dropped"] = self.dropped
             status["write_errors"] = self.errors
-            # for /healthz: writes failing right now, or the worker thread gone
-            status["failing"] = self._write_log.failing
+            # for /healthz: writes failing right now (raised here, or a state the sink
+            # reports itself, such as the CSV sink's full disk), or the worker thread gone
+            status["failing"] = self._write_log.failing or status.get("failing") is True
             status["alive"] = self._thread.is_alive() or self._thread.ident is None
             if status.get("last_error") is None:
                 status["last_error"] = self.last_error

@@ -18,6 +18,7 @@ import pytest
 from helpers import wait_for
 
 from smlogger.csvlog import CsvLog
+from smlogger.health import sink_reasons
 from smlogger.logutil import StateLog, describe, distinct
 from smlogger.pipeline import PlausibilityCheck, SinkWorker
 from smlogger.reading import Reading, Value
@@ -201,6 +202,7 @@ def test_sqlite_disk_full_is_named_and_cleared_after_recovery(
             store.write(energy_reading(i, 1000 + i / 3600))
         wait_for(lambda: store.status()["db"] == "down", 30, "the full database noticed")
         error = str(store.status()["last_error"])
+        assert sink_reasons("sql", store.status()), store.status()  # /healthz: unhealthy
         assert error.startswith("OperationalError: database or disk is full"), error
         warnings = [m for m in lines(caplog, "smlogger.store") if "unavailable" in m]
         assert len(warnings) == 1 and "database or disk is full" in warnings[0], warnings
@@ -271,11 +273,17 @@ def test_csv_on_a_full_disk_logs_once_and_recovers(
         status = sink.status()
         assert str(status["state"]).startswith("disk full on "), status
         assert status["last_error"] and "No space left" in str(status["last_error"])
+        # /healthz names it (the worker sees no exception: the sink reports the state)
+        held = worker.status()
+        assert held["failing"] is True and held["write_errors"] == 0, held
+        [reason] = sink_reasons("csv", held)
+        assert reason.startswith("sink csv: failing (") and "No space left" in reason
         filler.unlink()
         wait_for(lambda: sink.written == 200, 30, "the backlog written")
         status = sink.status()
         assert status["state"] == "ok" and status["last_error"] is None, status
-        assert worker.status()["last_error"] is None
+        assert worker.status()["last_error"] is None and worker.status()["failing"] is False
+        assert sink_reasons("csv", worker.status()) == []
         after = [r.getMessage() for r in caplog.records][len(during) :]
     finally:
         worker.close(time.monotonic() + 2)
@@ -289,3 +297,12 @@ def test_csv_on_a_full_disk_logs_once_and_recovers(
     assert any(m.startswith("csv: writing again after") for m in during + after), after
     assert any(m.endswith("rows held in memory are written now") for m in after), after
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_full_disk_under_the_database_makes_healthz_unhealthy() -> None:
+    # the Store's "disk full" state (SQLITE_FULL on a really full disk) stops the database
+    # writes as surely as "down"
+    sink = {"db": "disk full", "last_error": "disk full on /var/lib/smlogger (...)"}
+    assert sink_reasons("sql", sink) == [
+        "sink sql: database disk full (disk full on /var/lib/smlogger (...))"
+    ]
