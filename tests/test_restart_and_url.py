@@ -33,13 +33,15 @@ def test_simulator_counters_survive_a_restart(tmp_path: Path) -> None:
     counts = []
     for _ in range(2):
         proc, log_path = start(args, tmp_path)
-        before = len(_energies(data))
+        try:
+            before = len(_energies(data))
 
-        def stored(b: int = before) -> bool:
-            return len(_energies(data)) >= b + 10
+            def stored(b: int = before) -> bool:
+                return len(_energies(data)) >= b + 10
 
-        wait_for(stored, what="readings stored")
-        code, _ = stop(proc, signal.SIGTERM)
+            wait_for(stored, what="readings stored")
+        finally:  # a failed wait must not leave the logger running after the test
+            code, _ = stop(proc, signal.SIGTERM)
         assert code == 0, log_path.read_text()
         counts.append(len(_energies(data)))
     energies = _energies(data)
