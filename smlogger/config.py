@@ -421,8 +421,8 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "--db-batch-size",
         parse_int(1, 100_000),
         5000,
-        "most readings per database transaction (a batch is committed every sync_interval "
-        "seconds or when this many wait, whichever comes first)",
+        "most readings per database transaction (a batch is committed every 5 minutes, or "
+        "every sync_interval if that is longer, or when this many wait, whichever comes first)",
         metavar="N",
     ),
     _opt("csv.enabled", "--csv", parse_bool, True, "write rolling CSV files", boolean=True),

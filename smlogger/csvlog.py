@@ -548,6 +548,9 @@ class CsvLog:
     def status(self) -> dict[str, Any]:
         return {
             "state": self._state or "ok",
+            # a full disk is a state here, not an exception the sink worker would count:
+            # /healthz learns of it from this flag
+            "failing": self._state is not None,
             "queue_depth": len(self._pending) + (self._ram.depth if self._ram else 0),
             "pending_bytes": self._pending_bytes,
             "written": self.written,

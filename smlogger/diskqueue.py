@@ -510,11 +510,13 @@ class DiskQueue:
                     )
                 )
                 self._next_seq += 1
-            if not hold and (self._backlog or not self._append(entries)):
+            # one append attempt only (a second one would write the records twice)
+            appended = not self._backlog and self._append(entries)
+            if not appended and not hold:
                 self._next_seq -= len(entries)
                 self._next_stream -= sum(e.size for e in entries)
                 raise JournalFullError(errno.ENOSPC, f"{self._state}; nothing taken")
-            if self._backlog or not self._append(entries):
+            if not appended:
                 self._backlog.extend(entries)
                 self._backlog_bytes += sum(e.size for e in entries)
             if self.sync_interval <= 0 and self._dirty:

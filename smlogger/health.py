@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # Store states (smlogger.store.sink) in which readings do not reach the database
-FAILED_DB_STATES = ("down", "error")
+FAILED_DB_STATES = ("down", "error", "disk full")
 
 
 def _number(value: Any) -> float | None:

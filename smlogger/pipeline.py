@@ -31,6 +31,8 @@ from smlogger.states import LinkState
 log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
+# a sink worker with nothing to write still flushes this often (see SinkWorker._run)
+IDLE_FLUSH_S = 5.0
 STATUS_INTERVAL_S = 1.0
 # decoder stats and the diagnosis of a source reach the live state this often, frames or not
 PUBLISH_INTERVAL_S = 2.0
@@ -277,7 +279,11 @@ class SinkWorker:
                 except queue.Empty:
                     if self._closing.is_set():
                         break
-                    if dirty and time.monotonic() - last_flush >= 1.0:
+                    # idle too, now and then: a sink may hold rows for later (the CSV RAM
+                    # journal, rows waiting for a full disk) that must not wait for the
+                    # next reading, which may never come (meter gone, replay finished)
+                    since = time.monotonic() - last_flush
+                    if (dirty and since >= 1.0) or since >= IDLE_FLUSH_S:
                         self._safe("flush", self.sink.flush)
                         last_flush = time.monotonic()
                         dirty = False
@@ -330,8 +336,9 @@ class SinkWorker:
             status["handed_over"] = self.written
             status["pipeline_dropped"] = self.dropped
             status["write_errors"] = self.errors
-            # for /healthz: writes failing right now, or the worker thread gone
-            status["failing"] = self._write_log.failing
+            # for /healthz: writes failing right now (raised here, or a state the sink
+            # reports itself, such as the CSV sink's full disk), or the worker thread gone
+            status["failing"] = self._write_log.failing or status.get("failing") is True
             status["alive"] = self._thread.is_alive() or self._thread.ident is None
             if status.get("last_error") is None:
                 status["last_error"] = self.last_error

@@ -14,10 +14,12 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -35,6 +37,7 @@ from smlogger import __version__, preflight, sml
 from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
+from smlogger.diskqueue import DiskQueue, QueueLockedError
 from smlogger.live import LiveState
 from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
 from smlogger.names import NAMES_FILE, MeterNames, write_names_file
@@ -143,6 +146,31 @@ def ram_base(config: Config) -> Optional[Path]:
         root = Path(os.path.expanduser(setting))
     tag = hashlib.sha1(str(config.data_path.resolve()).encode()).hexdigest()[:10]
     return root / f"smlogger-{os.getuid()}-{tag}"
+
+
+def remove_empty_ram_tier(base: Optional[Path]) -> None:
+    """After the sinks closed: remove the RAM tier's directory when nothing waits in it.
+
+    A tmpfs is memory and every data dir gets its own directory there, so empty ones would
+    pile up (tests, tried-out data dirs). Readings a sink could not write stay, for the next
+    start; a journal still held (a sink that did not finish closing) is left alone."""
+    if base is None or not base.is_dir():
+        return
+    for sub in sorted(p for p in base.iterdir() if p.is_dir()):
+        try:
+            # opening takes the journal's lock and reads its acknowledged position
+            ram = DiskQueue(sub, max_age_s=None, sync_interval=3600.0, persist_interval=0.0)
+        except (OSError, QueueLockedError) as exc:
+            log.debug("RAM tier %s kept: %s", sub, exc)
+            continue
+        try:
+            empty = ram.depth == 0
+        finally:
+            ram.close()
+        if empty:
+            shutil.rmtree(sub, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: kept for the next start (the sink said so)
+        base.rmdir()
 
 
 def open_store(config: Config) -> Optional[Store]:
@@ -535,6 +563,8 @@ def run(config: Config) -> int:
     # sinks write what they hold as long as they make progress (replays must end complete;
     # a slow database on SIGTERM gets its time), up to shutdown_timeout
     clean = pipeline.stop(config.shutdown_timeout)
+    if config.database_enabled or config.csv_enabled:
+        remove_empty_ram_tier(ram_base(config))
     for runner in pipeline.runners:
         log.info("%s", meter_summary(runner.spec.key, runner.stats()))
     if web_stopper is not None:

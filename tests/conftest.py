@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(QUICK_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ram_tier_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Loggers started by tests (and their child processes, which inherit the environment)
+    keep their RAM tier (storage.ram_dir = auto) in the test run's tmp dir, not in /dev/shm,
+    where a killed test logger's directory would stay until the next reboot."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("runtime")))
+        yield
 
 
 def recording_files() -> list[Path]:

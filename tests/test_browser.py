@@ -415,7 +415,8 @@ def test_several_meters_selectable(tmp_path: Path) -> None:
         '[[meter]]\nname = "garage"\nsimulate = true\nprofile = "pv"\nseed = "two"\n',
         encoding="utf-8",
     )
-    running = start_logger(["--config", str(config)], tmp_path)
+    # readings in the database at once (default: every 5 minutes): the page's history
+    running = start_logger(["--config", str(config), "--sync-interval", "0"], tmp_path)
     driver = make_driver(width=420, height=1800)  # a phone-sized window
     try:
         ids = [make_meter("household", seed="one").meter_id, make_meter("pv", seed="two").meter_id]
@@ -527,7 +528,8 @@ def test_server_restart_shows_and_recovers(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_history_opens_on_a_range_with_data_and_keeps_it_in_the_url(tmp_path: Path) -> None:
     # a fresh install: minutes of data, so the page opens on the last hour, not a near-empty day
-    running = start_logger(["--simulate", "--interval", "0.5"], tmp_path)
+    # readings in the database at once (default: every 5 minutes): the history has data
+    running = start_logger(["--simulate", "--interval", "0.5", "--sync-interval", "0"], tmp_path)
     driver = make_driver()
     try:
         driver.get(running.url)

@@ -42,6 +42,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
         f'data_dir = "{data}"\n'
         f'[meter_names]\n"{REPLAY_ID}" = "heat pump"\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n'
+        # rows reach the CSV files within a second and the database every 10 readings
+        # (defaults: a minute and 5 minutes), through a RAM tier inside the test's directory
+        f'[storage]\nsync_interval = 1\nram_dir = "{tmp / "ram"}"\n[database]\nbatch_size = 10\n'
         '[[meter]]\nname = "house"\nsimulate = true\nseed = "names"\ninterval = 0.2\n'
         f'[[meter]]\nreplay = "{recordings_dir / "ISKRA_MT175_eHZ.bin"}"\n'
         'speed = "10"\nloop = true\n',
@@ -88,14 +91,25 @@ def test_metrics_have_a_name_label_on_every_meter_series(run: Any) -> None:
 
 
 def test_csv_folders_and_files_have_name_and_id(run: Any) -> None:
-    folders = {p.name for p in (run["data"] / "csv").iterdir()}
-    assert folders == {f"house_{run['house']}", f"heat_pump_{REPLAY_ID}"}
+    expected = {f"house_{run['house']}", f"heat_pump_{REPLAY_ID}"}
+
+    def folders() -> set[str]:
+        return {p.name for p in (run["data"] / "csv").iterdir()}
+
+    # rows reach the files a sync_interval after the meters went live
+    wait_for(lambda: len(folders()) >= 2, what="both meters' CSV folders", ignore=(OSError,))
+    assert folders() == expected
     files = [p.name for p in (run["data"] / "csv" / f"heat_pump_{REPLAY_ID}").iterdir()]
     assert files and all(f.startswith(f"heat_pump_{REPLAY_ID}_") for f in files)
 
 
 def test_export_by_name_with_names_and_z_times(run: Any) -> None:
     # `--from -5m` as two words: argparse alone would take -5m for a flag
+    def stored() -> bool:  # both meters reach the database a batch after they went live
+        done = export(run["conf"], "--from", "-5m", "--meter", REPLAY_ID, "--format", "ndjson")
+        return done.returncode == 0 and bool(done.stdout)
+
+    wait_for(stored, what="both meters in the database")
     out = export(run["conf"], "--from", "-5m", "--meter", "house", "--format", "ndjson")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]

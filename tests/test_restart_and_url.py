@@ -28,16 +28,20 @@ def _energies(data_dir: Path) -> list[float]:
 def test_simulator_counters_survive_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--simulate", "--interval", "0.1", "--data-dir", str(data), "--no-http"]
+    # readings reach the database every 10 (default: a batch every 5 minutes)
+    args += ["--sync-interval", "1", "--db-batch-size", "10"]
     counts = []
     for _ in range(2):
         proc, log_path = start(args, tmp_path)
-        before = len(_energies(data))
+        try:
+            before = len(_energies(data))
 
-        def stored(b: int = before) -> bool:
-            return len(_energies(data)) >= b + 10
+            def stored(b: int = before) -> bool:
+                return len(_energies(data)) >= b + 10
 
-        wait_for(stored, what="readings stored")
-        code, _ = stop(proc, signal.SIGTERM)
+            wait_for(stored, what="readings stored")
+        finally:  # a failed wait must not leave the logger running after the test
+            code, _ = stop(proc, signal.SIGTERM)
         assert code == 0, log_path.read_text()
         counts.append(len(_energies(data)))
     energies = _energies(data)

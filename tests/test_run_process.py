@@ -43,6 +43,8 @@ def start(
     log_path = tmp_path / f"{name}.txt"
     # a fresh HOME: the default data dir ~/.local/share/smlogger starts empty
     full_env = {**os.environ, "HOME": str(tmp_path / "home")}
+    # the RAM tier (storage.ram_dir = auto) inside the test's directory, not in /dev/shm
+    full_env["RUNTIME_DIRECTORY"] = str(tmp_path / "run")
     for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
         full_env.pop(inherited, None)
     full_env.update(env or {})
@@ -149,11 +151,16 @@ def test_signal_flushes_sinks_and_exits_0_within_5_s(tmp_path: Path, sig: int) -
     )
     wait_for(lambda: b"running" in log_path.read_bytes(), what="start", ignore=(OSError,))
     time.sleep(2.0)
+    # readings wait in the RAM tier (RUNTIME_DIRECTORY, see `start`) ...
+    [ram] = (tmp_path / "run").glob("smlogger-*")
+    assert {p.name for p in ram.iterdir()} == {"sql", "csv"}
     code, took = stop(proc, sig)
     stderr = log_path.read_text()
     assert code == 0, stderr
     assert took < 5.0, stderr
     assert "received: flushing and exiting" in stderr
+    # ... which a clean shutdown empties into the sinks and removes
+    assert not ram.exists()
     rows = csv_rows(data_dir / "csv")
     assert 20 < len(rows) < 400
     # the replay crossed midnight: two day files
@@ -207,6 +214,8 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
     wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows", ignore=(OSError,))
     proc.kill()
     proc.wait(10)
+    # a kill -9 leaves the RAM tier for the next start
+    assert sorted(p.name for p in (tmp_path / "run").glob("smlogger-*/*")) == ["csv", "sql"]
     # the worst moment for a crash: in the middle of a row
     with open(path, "ab") as fh:
         fh.write(b"2099-01-01T00:00:00.000Z,0a0149534b0001d53531,12339.8")

@@ -234,10 +234,14 @@ def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> Non
 
     port = free_port()
     data = tmp_path / "data"
+    ram = tmp_path / "ram"
     conf = secret_file(
         tmp_path,
         "smlogger.toml",
         f'data_dir = "{data}"\n[http]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
+        # readings reach the files within a second and the database every 10 readings
+        # (defaults: a minute and 5 minutes); the RAM tier sits where the test can see it
+        f'[storage]\nsync_interval = 1\nram_dir = "{ram}"\n[database]\nbatch_size = 10\n'
         f'[[meter]]\nsimulate = true\ninterval = 0.05\ncapture = "{data}/raw/capture.bin"\n',
         mode=0o644,
     )
@@ -269,6 +273,12 @@ def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> Non
         assert "smlogger.toml" in cmdline and TOKEN not in cmdline
         status = _get_json(url, TOKEN)
         [warning] = status["warnings"]
+        # the RAM tier is as private as the data dir (checked while it is in use)
+        ram_paths = list(ram.rglob("*"))
+        assert any(p.is_file() for p in ram_paths), ram_paths
+        for path in ram_paths:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            assert mode & 0o077 == 0, f"{path} is {mode:04o}"
         assert str(conf) in warning and "every user" in warning and TOKEN not in warning
     finally:
         proc.send_signal(signal.SIGTERM)

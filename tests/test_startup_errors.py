@@ -206,6 +206,10 @@ def test_wrong_password(mariadb: MariaDBServer, tmp_path: Path) -> None:
     assert "refused the login of user 'someone'" in line and "wrong" not in line
 
 
+# rows reach the database within a second or two (default: a batch every 5 minutes)
+_SOON = ["--sync-interval", "1", "--db-batch-size", "3"]
+
+
 @pytest.mark.slow
 def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Path) -> None:
     """The GRANTs the README gives for a logger user, on tables an admin created; the legacy
@@ -215,7 +219,7 @@ def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Pa
     proc = subprocess.Popen(
         [sys.executable, "-m", "smlogger", "run", "--simulate", "--interval", "0.2", "--http",
          "off", "--data-dir", str(tmp_path / "data"), "--db-url", f"{base}/smart_meter",
-         "--legacy-table", "--legacy-local-time"],
+         "--legacy-table", "--legacy-local-time", *_SOON],
         stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HOME": str(tmp_path), "TZ": "Europe/Berlin"},
     )  # fmt: skip
@@ -249,7 +253,7 @@ def test_the_readme_grants_for_a_logger_that_creates_its_tables(
     proc = subprocess.Popen(
         [sys.executable, "-m", "smlogger", "run", "--simulate", "--interval", "0.2", "--http",
          "off", "--data-dir", str(tmp_path / "data"), "--db-url", f"{base}/fresh_meter",
-         "--legacy-table"],
+         "--legacy-table", *_SOON],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(tmp_path)},
     )  # fmt: skip
     try:

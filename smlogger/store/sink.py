@@ -347,7 +347,8 @@ class Store:
         source = self._source()
         if source is None:
             self._housekeeping()
-            (self.ram or self.queue).wait(timeout=0.5)
+            # (not `self.ram or self.queue`: an empty DiskQueue is falsy, it has a __len__)
+            (self.ram if self.ram is not None else self.queue).wait(timeout=0.5)
             if self._source() is None:
                 self._stop.wait(0.5)
             return "idle"
