@@ -409,6 +409,7 @@ class Signals:
         self.received: Optional[int] = None
 
     def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
+        """The signal handler: stop gracefully, or at once on the second signal."""
         if self.stop.is_set():
             log.error("second signal: exiting without flushing")
             os._exit(1)

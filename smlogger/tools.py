@@ -26,6 +26,7 @@ PROGRESS_MIN_BYTES = 8 << 20
 
 
 def register_cli(subparsers: Any) -> None:
+    """Adds the `decode` and `bench` commands to the CLI's sub-parsers."""
     dec = subparsers.add_parser(
         "decode",
         help="decode an SML recording (file or - for stdin) and print its values",
@@ -86,6 +87,7 @@ class Progress:
         self.drawn = 0.0
 
     def update(self, n: int) -> None:
+        """Counts `n` more bytes done; redraws the bar at most ten times a second."""
         self.done += n
         now = time.monotonic()
         if now - self.drawn >= 0.1 or self.done >= self.total:
@@ -97,6 +99,7 @@ class Progress:
             self.out.flush()
 
     def close(self) -> None:
+        """Ends the bar's line."""
         self.out.write("\n")
         self.out.flush()
 
@@ -115,6 +118,7 @@ def sml_server_text(value: bytes) -> str:
 
 
 def sml_server_line(entry: sml.Entry) -> Optional[str]:
+    """One entry as libsml's sml_server prints it (`OBIS#value#unit`), None without a value."""
     value = entry["value"]
     if value is None:
         return None
@@ -185,6 +189,7 @@ def _capture_chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    """`smlogger decode`: a raw dump or capture file as text, JSON or a summary; the exit code."""
     out = sys.stdout
     if args.file == "-":
         stream: IO[bytes] = sys.stdin.buffer
@@ -300,6 +305,7 @@ def peak_rss_mb() -> float:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """`smlogger bench FILE`: decoder throughput on one file, printed; the exit code."""
     data = Path(args.file).read_bytes() * max(1, args.repeat)
     mb = len(data) / 1e6
     print(f"input: {args.file} x{args.repeat} = {mb:.1f} MB")
