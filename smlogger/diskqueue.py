@@ -510,11 +510,11 @@ class DiskQueue:
                     )
                 )
                 self._next_seq += 1
-            if not hold and (self._backlog or not self._append(entries)):
-                self._next_seq -= len(entries)
-                self._next_stream -= sum(e.size for e in entries)
-                raise JournalFullError(errno.ENOSPC, f"{self._state}; nothing taken")
             if self._backlog or not self._append(entries):
+                if not hold:
+                    self._next_seq -= len(entries)
+                    self._next_stream -= sum(e.size for e in entries)
+                    raise JournalFullError(errno.ENOSPC, f"{self._state}; nothing taken")
                 self._backlog.extend(entries)
                 self._backlog_bytes += sum(e.size for e in entries)
             if self.sync_interval <= 0 and self._dirty:
