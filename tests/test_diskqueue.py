@@ -528,18 +528,17 @@ def test_acknowledged_in_memory_are_never_written(tmp_path: Path) -> None:
 
 
 def test_put_without_hold_takes_nothing_while_the_disk_refuses(tmp_path: Path) -> None:
-    with small_filesystem(tmp_path / "fs", 64) as mount:
-        with DiskQueue(mount / "journal") as queue:
-            queue.put(b"first")
-            filler = fill(mount)
-            with pytest.raises(JournalFullError):
-                for _ in range(100):
-                    queue.put_many([b"y" * 200], hold=False)
-            depth = len(queue)
-            assert queue.in_memory == 0 and payloads(queue)[0] == b"first"
-            filler.unlink()
-            queue.put_many([b"later"], hold=False)
-            assert len(queue) == depth + 1 and payloads(queue)[-1] == b"later"
+    with small_filesystem(tmp_path / "fs", 64) as mount, DiskQueue(mount / "journal") as queue:
+        queue.put(b"first")
+        filler = fill(mount)
+        with pytest.raises(JournalFullError):
+            for _ in range(100):
+                queue.put_many([b"y" * 200], hold=False)
+        depth = len(queue)
+        assert queue.in_memory == 0 and payloads(queue)[0] == b"first"
+        filler.unlink()
+        queue.put_many([b"later"], hold=False)
+        assert len(queue) == depth + 1 and payloads(queue)[-1] == b"later"
 
 
 def test_put_without_hold_writes_once(tmp_path: Path) -> None:
