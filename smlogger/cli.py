@@ -1,4 +1,4 @@
-"""Command line: `smlogger run|config|decode|bench|db-init|export`, `--version`.
+"""Command line: `smlogger run|config|scan|decode|bench|db-init|export`, `--version`.
 
 Only argument parsing and logging set-up live here; `smlogger.service` runs the logger.
 """
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar, Optional
 
-from smlogger import __version__, dbcli, tools
+from smlogger import __version__, dbcli, scan, tools
 from smlogger import config as cfgmod
 from smlogger.config import ConfigError
 
@@ -54,7 +54,7 @@ def setup_logging(level: str, verbosity: int, secrets: Sequence[str] = ()) -> No
     root.addHandler(handler)
     root.setLevel(LEVELS[index].upper())
     # third-party chatter stays at warning unless debugging
-    for name in ("peewee", "cheroot", "urllib3"):
+    for name in ("peewee", "asyncio", "urllib3"):
         logging.getLogger(name).setLevel(logging.DEBUG if index == 0 else logging.WARNING)
 
 
@@ -113,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a meter (serial, tcp, replay or simulation) and log it",
         description="Read one or more meters and feed the live page, the database and CSV files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  smlogger run --port /dev/ttyUSB0\n  smlogger run --simulate\n"
+        epilog="examples:\n"
+        "  smlogger run --port /dev/ttyUSB0\n"
+        "  smlogger run --port /dev/serial/by-id/usb-FTDI_FT232R-if00-port0 --meter-name house\n"
+        "  smlogger run --simulate\n"
         "  smlogger run --config /etc/smlogger.toml\n"
-        "  smlogger run --replay capture.txt --speed max --no-http",
+        "  smlogger run --port /dev/ttyUSB0 --capture capture.txt.gz\n"
+        "  smlogger run --replay capture.txt.gz --speed max --no-http\n"
+        "  smlogger run --port /dev/ttyUSB0 --db-url mysql://smlogger:PW@localhost/smart_meter "
+        "--legacy-table",
     )
     cfgmod.add_arguments(run)
     run.set_defaults(func=cmd_run)
@@ -130,7 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     cfgmod.add_arguments(conf)
     conf.set_defaults(func=cmd_config)
 
+    check = subparsers.add_parser(
+        "mqtt-test",
+        help="connect to the MQTT broker, publish one reading with its discovery, show what "
+        "Home Assistant will see",
+        description="Connect to the broker of [mqtt] url / --mqtt, publish one reading of the "
+        "configured meter (or of the simulated meter when none is configured) with its Home "
+        "Assistant discovery, read it back from the broker and print it. Uses its own client id "
+        "(<client_id>-check) and leaves availability alone, so a running logger is not "
+        "disturbed. Exit code 0: all good, 1: something missing on the broker, 2: no "
+        "connection, 3: no reading.",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for a reading / the broker"
+    )
+    cfgmod.add_arguments(check)
+    check.set_defaults(func=cmd_mqtt_test)
+
     tools.register_cli(subparsers)
+    scan.register_cli(subparsers)
     dbcli.register_cli(subparsers)
     return parser
 
@@ -145,6 +169,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     config = cfgmod.load(args, require_meter=False)
     sys.stdout.write(cfgmod.dump(config))
+    for warning in config.warnings:
+        logging.getLogger("smlogger").warning("%s", warning)
     return 0
 
 
@@ -152,16 +178,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Load the configuration and run the logger (see `smlogger.service`)."""
     # imported here: the web and database stacks are only needed by `run`
     from smlogger import service
+    from smlogger.secretfiles import apply_umask
 
+    # before anything is created: the database, CSV files, disk queue and captures are private
+    # (set here, for the process, rather than per file, so no sink can forget it)
+    apply_umask()
     config = cfgmod.load(args)
     setup_logging(config.log_level, _verbosity(args), config.secrets())
     return service.run(config)
 
 
+def cmd_mqtt_test(args: argparse.Namespace) -> int:
+    """Publish one reading with discovery and print what Home Assistant will see."""
+    from smlogger import service
+    from smlogger.mqtt.check import run_check
+
+    config = cfgmod.load(args, require_meter=False)
+    setup_logging(config.log_level, _verbosity(args) - 1, config.secrets())
+    settings = service.mqtt_settings(config)
+    if settings is None:
+        raise ConfigError("no broker: set [mqtt] url, --mqtt URL or SMLOGGER_MQTT")
+    reading, source = service.first_reading(config, args.timeout)
+    if reading is None:
+        sys.stderr.write(f"no reading from the meter within {args.timeout:g} s\n")
+        return 3
+    return run_check(settings, reading, sys.stdout, timeout=min(args.timeout, 15.0), source=source)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(
+        dbcli.join_relative_times(list(sys.argv[1:] if argv is None else argv))
+    )
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

@@ -29,6 +29,15 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from smlogger.masking import MASK, mask_url
+from smlogger.names import check_name, format_name_table, parse_name_table
+from smlogger.secretfiles import (
+    SecretFile,
+    SecretFileError,
+    exposure_warnings,
+    read_secret_file,
+    url_password,
+    url_with_password,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,6 +141,7 @@ def parse_choice(*choices: str, case: bool = False) -> Parser:
             raise ValueError(f"{value!r} is not allowed; use one of: {', '.join(choices)}")
         return text
 
+    parse.choices = choices  # type: ignore[attr-defined]  # shown by --help
     return parse
 
 
@@ -224,6 +234,17 @@ def parse_db_url(value: Any) -> str:
     return text
 
 
+def parse_meter_names(value: Any) -> str:
+    """Meter id -> name: a TOML table, or "ID=NAME,ID=NAME"; kept as that normalised text."""
+    return format_name_table(parse_name_table(value))
+
+
+def parse_meter_name(value: Any) -> str:
+    """A [[meter]] name ("" gives the automatic meter, meter2, ...)."""
+    text = parse_str(value).strip()
+    return check_name(text) if text else ""
+
+
 def parse_opt_path(value: Any) -> str:
     """A path or device name, "" for none; `~` is expanded where it is used."""
     return parse_str(value).strip()
@@ -246,6 +267,15 @@ class Option:
     boolean: bool = False
     metavar: Optional[str] = None
     example: Optional[str] = None  # value shown in `config --example` instead of the default
+    file_for: Optional[str] = None  # a *_file option: the key whose secret the file holds
+
+    def holds_secret(self, value: Any) -> bool:
+        """Whether `value` of this option is (or contains) a secret worth protecting."""
+        if not self.secret or not value:
+            return False
+        if self.key == "database.url":
+            return bool(url_password(str(value)))
+        return True
 
     @property
     def env(self) -> str:
@@ -289,6 +319,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     _opt(
+        "meter_names",
+        "--meter-names",
+        parse_meter_names,
+        "",
+        "names of meter ids, shown on the page, the API, /metrics and CSV folders; for a bus "
+        'with several meters: [meter_names] table (id = "name") or ID=NAME,ID=NAME',
+        metavar="ID=NAME,...",
+    ),
+    _opt(
         "shutdown_timeout",
         "--shutdown-timeout",
         parse_float(0),
@@ -329,6 +368,16 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         example="mysql://smlogger:secret@localhost/smart_meter",
     ),
     _opt(
+        "database.password_file",
+        "--db-password-file",
+        parse_opt_path,
+        "",
+        "read the database password from this file (one line) instead of database.url; "
+        "the URL then names only the user: mysql://smlogger@localhost/smart_meter",
+        metavar="FILE",
+        file_for="database.url",
+    ),
+    _opt(
         "database.enabled",
         "--db",
         parse_bool,
@@ -342,6 +391,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         parse_bool,
         False,
         "also write the old script's smart_meter.values table (time, e_sum, p_sum, p_L1..p_L3)",
+        boolean=True,
+    ),
+    _opt(
+        "database.legacy_local_time",
+        "--legacy-local-time",
+        parse_bool,
+        False,
+        "write local wall-clock time (not UTC) into the legacy values table, as the old "
+        "script's NOW() did",
         boolean=True,
     ),
     _opt(
@@ -404,6 +462,15 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "day/hour boundaries of CSV files in UTC or local time (rows are always UTC)",
     ),
     _opt(
+        "http.max_connections_per_client",
+        "--http-max-connections-per-client",
+        parse_int(1, 10_000),
+        32,
+        "open connections one address may hold (more get 503); raise it behind a reverse "
+        "proxy on the same host, where every visitor comes from the proxy's address",
+        metavar="N",
+    ),
+    _opt(
         "http.listen",
         "--http",
         parse_listen,
@@ -420,15 +487,211 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         secret=True,
         metavar="TOKEN",
     ),
+    _opt(
+        "http.token_file",
+        "--http-token-file",
+        parse_opt_path,
+        "",
+        "read http.token from this file (one line)",
+        metavar="FILE",
+        file_for="http.token",
+    ),
 )
+
+
+def parse_mqtt_url(value: Any) -> str:
+    """mqtt://[user[:password]@]host[:port] or mqtts://..., or "" for no MQTT."""
+    from smlogger.mqtt.settings import parse_broker_url
+
+    text = parse_str(value).strip()
+    if text:
+        try:
+            parse_broker_url(text, "URL")
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("URL: ")) from None
+    return text
+
+
+def parse_mqtt_prefix(value: Any) -> str:
+    """A topic prefix: levels separated by '/', no empty level, no wildcard."""
+    from smlogger.mqtt.settings import check_topic_prefix
+
+    try:
+        return check_topic_prefix(parse_str(value), "prefix")
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("prefix: ")) from None
+
+
+def parse_deadband(value: Any) -> str:
+    """A deadband rule list ("0.5", "1%", "p_sum=10,u_*=1%,0"), kept as text."""
+    from smlogger.mqtt.ratelimit import parse_deadband as rules
+
+    text = str(value).strip() if isinstance(value, (str, int, float)) else None
+    if text is None or isinstance(value, bool):
+        raise ValueError(f"expected a number, a percentage or rules, not {value!r}")
+    try:
+        rules(text, "deadband")
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("deadband: ")) from None
+    return text
+
+
+MQTT_OPTIONS: tuple[Option, ...] = (
+    _opt(
+        "mqtt.url",
+        "--mqtt",
+        parse_mqtt_url,
+        "",
+        "publish to this MQTT broker: mqtt://user:pw@host:1883 or mqtts://host:8883 "
+        "(empty: no MQTT)",
+        secret=True,
+        metavar="URL",
+        example="mqtt://smlogger:secret@homeassistant.local:1883",
+    ),
+    _opt(
+        "mqtt.password",
+        "--mqtt-password",
+        parse_str,
+        "",
+        "broker password (instead of the one in the URL; better: password_file or the environment)",
+        secret=True,
+        metavar="PASSWORD",
+    ),
+    _opt(
+        "mqtt.password_file",
+        "--mqtt-password-file",
+        parse_opt_path,
+        "",
+        "read the broker password from this file (wins over URL and password)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.prefix",
+        "--mqtt-prefix",
+        parse_mqtt_prefix,
+        "smlogger",
+        "topic prefix: <prefix>/<meter>/state, /<value>, /availability",
+        metavar="TOPIC",
+    ),
+    _opt(
+        "mqtt.discovery",
+        "--mqtt-discovery",
+        parse_bool,
+        True,
+        "publish Home Assistant MQTT discovery configs",
+        boolean=True,
+    ),
+    _opt(
+        "mqtt.discovery_prefix",
+        "--mqtt-discovery-prefix",
+        parse_mqtt_prefix,
+        "homeassistant",
+        "Home Assistant discovery prefix",
+        metavar="TOPIC",
+    ),
+    _opt("mqtt.qos", "--mqtt-qos", parse_int(0, 2), 1, "QoS of value and state messages"),
+    _opt(
+        "mqtt.retain",
+        "--mqtt-retain",
+        parse_bool,
+        True,
+        "retain value and state messages (availability and discovery are always retained)",
+        boolean=True,
+    ),
+    _opt(
+        "mqtt.ca_file",
+        "--mqtt-ca-file",
+        parse_opt_path,
+        "",
+        "CA certificate(s) for mqtts:// (empty: the system's CAs)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_cert",
+        "--mqtt-client-cert",
+        parse_opt_path,
+        "",
+        "client certificate for mqtts:// (with client_key)",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_key",
+        "--mqtt-client-key",
+        parse_opt_path,
+        "",
+        "private key of the client certificate",
+        metavar="FILE",
+    ),
+    _opt(
+        "mqtt.client_id",
+        "--mqtt-client-id",
+        parse_str,
+        "",
+        "MQTT client id, also naming this logger in topics and HA (empty: smlogger-<hostname>)",
+        metavar="ID",
+    ),
+    _opt(
+        "mqtt.interval",
+        "--mqtt-interval",
+        parse_float(0, 86400),
+        0.0,
+        "publish each value at most every N seconds (0: every frame); independent of "
+        "store_interval",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.deadband",
+        "--mqtt-deadband",
+        parse_deadband,
+        "0",
+        "publish a value only when it moved more than this: 0.5, 1% or per value "
+        "p_sum=10,u_*=1%,0 (0: any change)",
+        metavar="RULES",
+    ),
+    _opt(
+        "mqtt.heartbeat",
+        "--mqtt-heartbeat",
+        parse_float(0, 86400),
+        300.0,
+        "re-publish unchanged values after this many seconds (0: never)",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.queue_size",
+        "--mqtt-queue-size",
+        parse_int(10, 1_000_000),
+        1000,
+        "messages kept while the broker is away; the oldest values go first",
+        metavar="N",
+    ),
+    _opt(
+        "mqtt.offline_after",
+        "--mqtt-offline-after",
+        parse_float(1, 86400),
+        60.0,
+        "seconds without a reading before a meter's availability turns offline",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "mqtt.remove_after",
+        "--mqtt-remove-after",
+        parse_float(1),
+        3600.0,
+        "seconds a value may be missing from the readings before its HA entity is removed",
+        metavar="SECONDS",
+    ),
+)
+
+GLOBAL_OPTIONS = GLOBAL_OPTIONS + MQTT_OPTIONS
 
 METER_OPTIONS: tuple[Option, ...] = (
     _opt(
         "name",
         "--meter-name",
-        parse_str,
+        parse_meter_name,
         "",
-        "name of the meter's source in status pages and logs (default: meter, meter2, ...)",
+        "name of the meter, shown on the page, in the API, /metrics, CSV folders and logs "
+        "(default: meter, meter2, ..., which are not shown as meter names)",
         meter=True,
         metavar="NAME",
     ),
@@ -518,7 +781,15 @@ METER_OPTIONS: tuple[Option, ...] = (
         meter=True,
         metavar="SECONDS",
     ),
-    _opt("speed", "--speed", parse_speed, "1", "replay speed: 1, 10 or max", meter=True),
+    _opt(
+        "speed",
+        "--speed",
+        parse_speed,
+        "1",
+        "replay speed: 1 (as recorded), 10 or another factor, or max (as fast as possible)",
+        meter=True,
+        metavar="{1,10,FACTOR,max}",
+    ),
     _opt(
         "replay_interval",
         "--replay-interval",
@@ -625,6 +896,15 @@ METER_OPTIONS: tuple[Option, ...] = (
         meter=True,
         metavar="KW",
     ),
+    _opt(
+        "model",
+        "--meter-model",
+        parse_str,
+        "",
+        "meter model shown in Home Assistant, e.g. MT631 (the id only tells the maker)",
+        meter=True,
+        metavar="MODEL",
+    ),
 )
 
 ALL_OPTIONS = GLOBAL_OPTIONS + METER_OPTIONS
@@ -662,6 +942,7 @@ class MeterConfig:
     direction_from_status: bool
     id: str
     max_power_kw: float
+    model: str
 
     @property
     def source_kind(self) -> str:
@@ -687,12 +968,15 @@ class Config:
     data_dir: str
     log_level: str
     store_interval: float
+    meter_names: str
     shutdown_timeout: float
     storage_ram_dir: str
     storage_sync_interval: float
     database_url: str
+    database_password_file: str
     database_enabled: bool
     database_legacy_table: bool
+    database_legacy_local_time: bool
     database_spool_max_age_days: float
     database_batch_size: int
     csv_enabled: bool
@@ -702,10 +986,34 @@ class Config:
     csv_compress: bool
     csv_keep_days: float
     csv_timezone: str
+    http_max_connections_per_client: int
     http_listen: str
     http_token: str
+    http_token_file: str
+    mqtt_url: str
+    mqtt_password: str
+    mqtt_password_file: str
+    mqtt_prefix: str
+    mqtt_discovery: bool
+    mqtt_discovery_prefix: str
+    mqtt_qos: int
+    mqtt_retain: bool
+    mqtt_ca_file: str
+    mqtt_client_cert: str
+    mqtt_client_key: str
+    mqtt_client_id: str
+    mqtt_interval: float
+    mqtt_deadband: str
+    mqtt_heartbeat: float
+    mqtt_queue_size: int
+    mqtt_offline_after: float
+    mqtt_remove_after: float
     meters: tuple[MeterConfig, ...]
     config_file: Optional[str]
+    # files holding a secret (config file, *_file options) and the warnings found at load time:
+    # files others may read, secrets given as flags (which `ps` shows to every user)
+    secret_files: tuple[SecretFile, ...]
+    warnings: tuple[str, ...]
 
     @property
     def data_path(self) -> Path:
@@ -722,23 +1030,41 @@ class Config:
         """(host, port) of the web page, or None when it is off."""
         return None if self.http_listen == "off" else split_host_port(self.http_listen)
 
+    @property
+    def meter_name_table(self) -> dict[str, str]:
+        """The `meter_names` option as meter id -> name."""
+        return parse_name_table(self.meter_names)
+
     def secrets(self) -> list[str]:
         """Secret strings that must never be printed or logged."""
         found = [self.http_token] if self.http_token else []
-        password = urlsplit(self.database_url).password if self.database_url else None
-        if password:
-            found.append(password)
-        return found
+        for url in (self.database_url, self.mqtt_url):
+            password = urlsplit_password(url)
+            if password:
+                # as written in the URL and decoded (a driver's message may show either)
+                found += [password, url_password(url)]
+        if self.mqtt_password:
+            found.append(self.mqtt_password)
+        if self.mqtt_password_file:
+            try:
+                text = Path(os.path.expanduser(self.mqtt_password_file)).read_text("utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if text.strip("\r\n"):
+                found.append(text.strip("\r\n"))
+        return sorted(set(found), key=len, reverse=True)
 
 
 # ---- masking -----------------------------------------------------------------------------
+
+URL_OPTIONS = ("database.url", "mqtt.url")  # secret options that stay readable but the password
 
 
 def masked(option: Option, value: Any) -> Any:
     """`value` safe to show: a secret option's value masked (URLs keep all but the password)."""
     if not option.secret or not value:
         return value
-    if option.key == "database.url":
+    if option.key in URL_OPTIONS:
         return mask_url(str(value))
     return MASK
 
@@ -782,7 +1108,7 @@ def _apply(option: Option, raw: Any, where: str) -> Any:
     except ValueError as exc:
         shown = masked(option, raw) if isinstance(raw, str) else raw
         if option.secret:
-            shown = MASK if option.key != "database.url" else mask_url(str(raw))
+            shown = MASK if option.key not in URL_OPTIONS else mask_url(str(raw))
         raise ConfigError(f"{where}: invalid value {shown!r}: {exc}") from None
 
 
@@ -902,12 +1228,23 @@ def load(
         for index, table in enumerate(raw_meters):
             file_meters.append(_meter_from_table(table, f"{path}: meter[{index + 1}]"))
     overrides = _env_values(env)
-    if args is not None:
-        overrides.update(_flag_values(args))
+    flag_values = _flag_values(args) if args is not None else {}
+    overrides.update(flag_values)
 
     global_values = {o.key: o.default for o in GLOBAL_OPTIONS}
     global_values.update(file_globals)
     global_values.update({k: v for k, v in overrides.items() if ":" not in k})
+    secret_files = _read_secret_files(global_values)
+    if path_text and any(_GLOBAL_BY_KEY[k].holds_secret(v) for k, v in file_globals.items()):
+        held = [
+            _GLOBAL_BY_KEY[k] for k, v in file_globals.items() if _GLOBAL_BY_KEY[k].holds_secret(v)
+        ]
+        secret_files.insert(0, SecretFile(str(path), _what_holds(held)))
+    warnings = exposure_warnings(tuple(secret_files))
+    for key, value in flag_values.items():
+        option = _GLOBAL_BY_KEY.get(key)
+        if option is not None and option.holds_secret(value):
+            warnings.append(_flag_warning(option))
 
     meter_overrides = {
         k.split(":", 1)[1]: v for k, v in overrides.items() if k.startswith("meter:")
@@ -949,6 +1286,61 @@ def load(
         **{_GLOBAL_BY_KEY[key].attr: value for key, value in global_values.items()},
         meters=tuple(built),
         config_file=str(path_text) if path_text else None,
+        secret_files=tuple(secret_files),
+        warnings=tuple(warnings),
+    )
+
+
+def _what_holds(options: list[Option]) -> str:
+    names = ["the password in database.url" if o.key == "database.url" else o.key for o in options]
+    return " and ".join(names)
+
+
+def _read_secret_files(values: dict[str, Any]) -> list[SecretFile]:
+    """Fill the keys of the *_file options in `values` from their files; the files read.
+
+    Each secret has one source: a *_file option next to its key's own value is an error, as
+    is a file that cannot be read (the message names the key, flag and variable).
+    """
+    files = []
+    for option in GLOBAL_OPTIONS:
+        if option.file_for is None or not values[option.key]:
+            continue
+        where = f"{option.key} (flag {option.flag}, environment {option.env})"
+        path = Path(os.path.expanduser(values[option.key]))
+        try:
+            secret = read_secret_file(path)
+        except SecretFileError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        target = _GLOBAL_BY_KEY[option.file_for]
+        if target.key == "database.url":
+            try:
+                values[target.key] = url_with_password(values[target.key], secret)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        elif values[target.key]:
+            raise ConfigError(
+                f"{where}: {target.key} is set as well; give the secret in one place only "
+                f"({target.key}, {target.flag}, {target.env} or {option.key})"
+            )
+        else:
+            values[target.key] = secret
+        files.append(
+            SecretFile(
+                str(path), target.key if target.key != "database.url" else "the database password"
+            )
+        )
+    return files
+
+
+def _flag_warning(option: Option) -> str:
+    file_option = next((o for o in GLOBAL_OPTIONS if o.file_for == option.key), None)
+    instead = f"{option.env}, the config file"
+    if file_option is not None:
+        instead += f" or {file_option.key} ({file_option.flag})"
+    return (
+        f"{option.flag} was given a secret on the command line, where `ps` shows it to every "
+        f"user of this machine; use {instead} instead"
     )
 
 
@@ -966,6 +1358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "database": parser.add_argument_group("database"),
         "csv": parser.add_argument_group("CSV files"),
         "http": parser.add_argument_group("web page and API"),
+        "mqtt": parser.add_argument_group("MQTT and Home Assistant"),
         "meter": parser.add_argument_group(
             "meter (one meter; use [[meter]] tables in the config file for several)"
         ),
@@ -974,7 +1367,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups[
             "meter" if option.meter else option.key.split(".")[0] if "." in option.key else ""
         ]
-        text = f"{option.help} [{option.display}, env {option.env}]"
+        choices: Optional[tuple[str, ...]] = getattr(option.parse, "choices", None)
+        # argparse formats help with %: a literal one ("1%") must be doubled
+        text = f"{option.help}{_default_text(option)} [{option.display}, env {option.env}]"
+        text = text.replace("%", "%%")
         if option.boolean:
             group.add_argument(
                 option.flag,
@@ -988,9 +1384,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 option.flag,
                 dest=_dest(option),
                 default=None,
-                metavar=option.metavar or option.key.split(".")[-1].upper(),
+                metavar=(
+                    "{" + ",".join(choices) + "}"
+                    if choices
+                    else option.metavar or option.key.split(".")[-1].upper()
+                ),
                 help=text,
             )
+        if option.key == "http.listen":
+            group.add_argument(
+                "--no-http",
+                dest=_dest(option),
+                action="store_const",
+                const="off",
+                help="no web page and API (same as --http off)",
+            )
+
+
+def _default_text(option: Option) -> str:
+    """ " (default: X)" for --help; nothing for an empty default (the help says what it means)
+    or a secret."""
+    value = option.default
+    if option.secret or value == "" or value is None:
+        return ""
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:g}"
+    else:
+        shown = str(value)
+    return f" (default: {shown})"
 
 
 # ---- output ------------------------------------------------------------------------------
@@ -1076,3 +1499,13 @@ def _example_lines(option: Option, key: str, commented: bool = False) -> list[st
         f"#   flag {option.flag}, environment {option.env}",
         f"{prefix}{key} = {toml_value(value)}",
     ]
+
+
+def urlsplit_password(url: str) -> str:
+    """The password of a URL as written (still %-encoded), "" when it has none or no URL."""
+    if not url:
+        return ""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""

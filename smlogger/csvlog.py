@@ -1,6 +1,8 @@
 """Rolling CSV files: one file per meter and period (hour, day) or size step.
 
-Layout: `<dir>/<meter_id>/<meter_id>_<period>[_<n>].csv`, where period is `2024-05-01` (daily),
+Layout: `<dir>/<meter>/<meter>_<period>[_<n>].csv`, where `<meter>` is the meter id, or
+`<name>_<meter_id>` for a named meter (smlogger.names) -- the id stays so renaming a meter
+never mixes two meters' files; where period is `2024-05-01` (daily),
 `2024-05-01T13` (hourly) or `2024-05-01T130502` (size: start of the file). Rows carry ISO-8601
 UTC times; energies in kWh, power in W, voltage V, current A, frequency Hz.
 
@@ -157,6 +159,7 @@ class CsvLog:
         tz: str = "utc",
         aggregated: bool = False,
         clock: Callable[[], datetime] | None = None,
+        names: Callable[[str], Optional[str]] | None = None,
         sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         ram_dir: Optional[Path] = None,
@@ -173,6 +176,7 @@ class CsvLog:
         self.tz = tz
         self.aggregated = aggregated
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._names = names or (lambda _meter_id: None)
         self._header = ",".join(columns(aggregated)) + "\n"
         self._files: dict[str, _Open] = {}
         self._lock = threading.Lock()
@@ -211,11 +215,17 @@ class CsvLog:
             return local.strftime("%Y-%m-%dT%H")
         return local.strftime("%Y-%m-%d")
 
+    def meter_label(self, meter_id: str) -> str:
+        """The meter's part of folder and file names: `<name>_<id>` or `<id>`, file-safe."""
+        name = self._names(meter_id)
+        return _SAFE.sub("_", f"{name}_{meter_id}" if name else meter_id)
+
     def meter_dir(self, meter_id: str) -> Path:
-        return self.directory / _SAFE.sub("_", meter_id)
+        """The folder of the meter's CSV files."""
+        return self.directory / self.meter_label(meter_id)
 
     def _candidate(self, meter_id: str, stamp: datetime) -> tuple[str, Path]:
-        safe = _SAFE.sub("_", meter_id)
+        safe = self.meter_label(meter_id)
         if self.rotate == "size":
             key = self._local(stamp).strftime("%Y-%m-%dT%H%M%S")
         else:
@@ -241,13 +251,16 @@ class CsvLog:
 
     # ---- files ---------------------------------------------------------------------------
     def _open(self, meter_id: str, stamp: datetime) -> _Open:
+        # while the disk refuses writes, reopening is part of each retry: not news for the log
+        report = log.debug if self._state is not None else log.info
         key, path = self._candidate(meter_id, stamp)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             removed = repair(path)
             if removed:
                 self.repaired += 1
-                log.warning("csv: %s: removed a partial last line (%d bytes)", path, removed)
+                repaired = log.debug if self._state is not None else log.warning
+                repaired("csv: %s: removed a partial last line (%d bytes)", path, removed)
             with open(path, "rb") as fh:
                 first = fh.readline()
             if first != self._header.encode():
@@ -268,7 +281,7 @@ class CsvLog:
                 os.close(fd)
                 raise
             size = len(self._header)
-        log.info("csv: writing %s", path)
+        report("csv: writing %s", path)
         if self.rotate == "size":
             key = self.period_key(stamp)  # rotation by size only; key kept for display
         return _Open(path, key, fd, size, time.monotonic(), _last_time(path, size))

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from smlogger.store import (
     redact_url,
     schema_version,
 )
+from smlogger.timefmt import iso
 
 FORMATS = ("csv", "json", "ndjson")
 
@@ -47,6 +49,26 @@ def time_argument(name: str) -> Callable[[str], datetime]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a time: {exc.message}") from None
 
     return parse
+
+
+RELATIVE_TIME_FLAGS = ("--from", "--to")
+_RELATIVE = re.compile(r"-\d+(?:\.\d+)?\s*[a-zA-Z]*")
+
+
+def join_relative_times(argv: list[str]) -> list[str]:
+    """`--from -5m` as `--from=-5m`: argparse would take a bare `-5m` for a flag."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in RELATIVE_TIME_FLAGS and nxt is not None and _RELATIVE.fullmatch(nxt):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _add_db_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +110,15 @@ def register_cli(subparsers: Any) -> None:
         "export",
         help="export stored readings as CSV or JSON",
         description="Stream stored readings from the database, in time order. Times are\n"
-        "ISO-8601, epoch seconds, 'now' or relative (--from=-7d); without an offset they are UTC.",
+        "ISO-8601, epoch seconds, 'now' or relative (--from -7d, --from -5m); without an\n"
+        "offset they are UTC. Output times are UTC with a Z; a configured meter name is\n"
+        "given with each reading, and --meter takes a name or an id.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  smlogger export --from 2024-05-01 --to 2024-06-01 > may.csv\n"
         "  smlogger export --from 2024-05-01T00:00:00+02:00 --format json -o may.json\n"
-        "  smlogger export --from=-7d --meter 0a01445a47000282225e --format ndjson | jq .p_sum",
+        "  smlogger export --from -7d --meter 0a01445a47000282225e --format ndjson | jq .p_sum\n"
+        "  smlogger export --from -5m --meter house",
     )
     _add_db_arguments(export)
     export.add_argument(
@@ -112,20 +137,36 @@ def register_cli(subparsers: Any) -> None:
         metavar="TIME",
         help="end of the range, exclusive (default: now)",
     )
-    export.add_argument("--meter", metavar="ID", help="only this meter (default: all)")
+    export.add_argument(
+        "--meter", metavar="ID|NAME", help="only this meter, by id or name (default: all)"
+    )
     export.add_argument(
         "--format",
         choices=FORMATS,
         default="csv",
-        help="csv (like the rolling CSV files), json (one array) or ndjson (one object a line)",
+        help="csv (the rolling CSV files' columns and the meter's name), json (one array) or "
+        "ndjson (one object a line)",
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     export.set_defaults(func=cmd_export)
 
 
+def _config(args: argparse.Namespace) -> cfgmod.Config:
+    return cfgmod.load(argparse.Namespace(config=args.config), require_meter=False)
+
+
+def _names(config: cfgmod.Config, data_dir: Path) -> dict[str, str]:
+    """Meter id -> name: what the logger learned (smlogger.names), the [[meter]]s with a
+    configured `id` and the `meter_names` table, later ones winning."""
+    from smlogger.names import NAMES_FILE, read_names_file
+    from smlogger.service import meter_names
+
+    return {**read_names_file(data_dir / NAMES_FILE), **meter_names(config).all()}
+
+
 def _location(args: argparse.Namespace) -> tuple[Optional[str], Path, bool]:
     """(database URL or None, data dir, legacy table) from flags > environment > file."""
-    config = cfgmod.load(argparse.Namespace(config=args.config), require_meter=False)
+    config = _config(args)
     url = args.db_url if args.db_url is not None else config.database_url
     data_dir = (
         Path(os.path.expanduser(args.data_dir)) if args.data_dir is not None else config.data_path
@@ -160,7 +201,9 @@ def cmd_db_init(args: argparse.Namespace) -> int:
         actions = ensure_schema(db, legacy_table=legacy)
         version = schema_version(db)
     except peewee.PeeweeException as exc:
-        return _fail(f"database {where}: {exc}")
+        from smlogger.preflight import explain
+
+        return _fail(explain(db, exc, where))
     finally:
         db.close()
     if actions:
@@ -173,20 +216,58 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv_lines(readings: Iterator[Any], aggregated: bool) -> Iterator[str]:
+def _csv_lines(readings: Iterator[Any], aggregated: bool, names: dict[str, str]) -> Iterator[str]:
     from smlogger.csvlog import columns, format_row
 
-    yield ",".join(columns(aggregated)) + "\n"
+    # the rolling CSV files' columns with the meter's name after its id
+    head = columns(aggregated)
+    yield ",".join([*head[:2], "name", *head[2:]]) + "\n"
     for reading in readings:
-        yield format_row(reading, aggregated)
+        row = format_row(reading, aggregated)
+        time_text, meter_text, rest = row.split(",", 2)
+        name = names.get(reading.meter_id, "")
+        yield ",".join([time_text, meter_text, _csv_cell(name), rest])
 
 
-def _json_lines(readings: Iterator[Any], array: bool) -> Iterator[str]:
+def _csv_cell(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _clean_number(value: Any, digits: int) -> Any:
+    """A float without binary noise (12339.700400000002 -> 12339.7004); others unchanged."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(f"{value:.{digits}g}")
+    return value
+
+
+def export_record(reading: Any, name: Optional[str]) -> dict[str, Any]:
+    """One exported reading: Z times, the meter's name, numbers without float noise."""
+    record = reading.to_dict()
+    out: dict[str, Any] = {"meter_id": record.pop("meter_id"), "name": name}
+    out["time"] = iso(reading.time)
+    record.pop("time")
+    for key, value in record.items():
+        if key == "values":
+            out[key] = {
+                obis: {**item, "value": _clean_number(item["value"], 15)}
+                for obis, item in value.items()
+            }
+        elif key == "minmax":
+            out[key] = {k: [_clean_number(v, 12) for v in pair] for k, pair in value.items()}
+        else:
+            out[key] = _clean_number(value, 12)
+    return out
+
+
+def _json_lines(readings: Iterator[Any], array: bool, names: dict[str, str]) -> Iterator[str]:
     separator = ""
     if array:
         yield "["
     for reading in readings:
-        text = json.dumps(reading.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        record = export_record(reading, names.get(reading.meter_id))
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         if array:
             yield f"{separator}\n{text}"
             separator = ","
@@ -228,6 +309,8 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    _url, data_dir, _legacy = _location(args)
+    names = _names(_config(args), data_dir)
     db, url, _legacy = _open(args)
     where = _describe(db, url)
     start = args.start or datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -238,14 +321,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         if schema_version(db) == 0:
             return _fail(f"database {where} has no smlogger tables (run `smlogger db-init`)")
-        if args.meter is not None and queries.meter_key(args.meter) is None:
-            known = ", ".join(queries.meters()) or "none"
-            return _fail(f"unknown meter {args.meter!r} (stored meters: {known})")
-        readings = queries.export(args.meter, start, end)
+        meter = args.meter
+        if meter is not None and queries.meter_key(meter) is None:
+            by_name = [i for i, n in names.items() if n == meter]
+            meter = by_name[0] if by_name else None
+        if args.meter is not None and (meter is None or queries.meter_key(meter) is None):
+            known = ", ".join(f"{m} ({names[m]})" if m in names else m for m in queries.meters())
+            return _fail(f"unknown meter {args.meter!r} (stored meters: {known or 'none'})")
+        readings = queries.export(meter, start, end)
         if args.format == "csv":
-            lines = _csv_lines(readings, _aggregated(queries, start, end))
+            lines = _csv_lines(readings, _aggregated(queries, start, end), names)
         else:
-            lines = _json_lines(readings, array=args.format == "json")
+            lines = _json_lines(readings, array=args.format == "json", names=names)
         with _output(args.output) as out:
             for line in lines:
                 out.write(line)
@@ -255,8 +342,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except peewee.PeeweeException as exc:
-        if is_connection_error(exc):
-            return _fail(f"cannot read database {where}: {exc}")
+        if is_connection_error(exc) or isinstance(exc, peewee.ImproperlyConfigured):
+            from smlogger.preflight import explain
+
+            return _fail(explain(db, exc, where))
         raise
     finally:
         db.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from smlogger.names import MeterNames
 from smlogger.reading import Reading
 from smlogger.states import INITIAL_LINK_STATE, LINK_STATES, LinkState
 
@@ -25,6 +26,10 @@ class _Source:
     last_frame: Optional[float] = None  # monotonic seconds
     stats: dict[str, Any] = field(default_factory=dict)
     meter_ids: list[str] = field(default_factory=list)
+    # {code, sentence, hint} from smlogger.diagnose; None for sources that are not diagnosed
+    diagnosis: Optional[dict[str, str]] = None
+    # a valid frame is due within this many seconds (None: the source is not watched)
+    watchdog_s: Optional[float] = None
 
 
 class LiveState:
@@ -35,8 +40,10 @@ class LiveState:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] | None = None,
+        names: MeterNames | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self.names = names or MeterNames()
         self._monotonic = monotonic
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._latest: dict[str, Reading] = {}
@@ -54,6 +61,9 @@ class LiveState:
                 self._meters.append(meter_id)
 
     def update(self, reading: Reading, *, source: str | None = None) -> None:
+        """The latest reading of its meter (from `source`, which also names the meter)."""
+        if source is not None:
+            self.names.learn(source, reading.meter_id)
         with self._lock:
             if reading.meter_id not in self._meters:
                 self._meters.append(reading.meter_id)
@@ -87,6 +97,24 @@ class LiveState:
             if stats is not None:
                 src.stats = dict(stats)
 
+    def watch_source(self, meter_key: str, watchdog_s: float) -> None:
+        """The source promises a valid frame every `watchdog_s` seconds (for /healthz)."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.watchdog_s = watchdog_s
+
+    def set_diagnosis(self, meter_key: str, diagnosis: dict[str, str] | None) -> None:
+        """What `smlogger.diagnose` found about the source ({code, sentence, hint})."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.diagnosis = None if diagnosis is None else dict(diagnosis)
+
+    def update_stats(self, meter_key: str, stats: dict[str, Any]) -> None:
+        """New counters for a source that sent only damaged frames (state and age unchanged)."""
+        with self._lock:
+            src = self._sources.setdefault(meter_key, _Source(since=self._now()))
+            src.stats = dict(stats)
+
     def frame_received(self, meter_key: str, stats: dict[str, Any] | None = None) -> None:
         """A good frame arrived on this source: feeds last_frame_age_s."""
         with self._lock:
@@ -103,6 +131,10 @@ class LiveState:
     def meters(self) -> list[str]:
         with self._lock:
             return list(self._meters)
+
+    def meter_name(self, meter_id: str) -> str | None:
+        """The configured name of `meter_id`, or None."""
+        return self.names.name(meter_id)
 
     def latest(self, meter_id: str | None = None) -> Reading | None:
         with self._lock:
@@ -125,6 +157,8 @@ class LiveState:
                     ),
                     "stats": dict(src.stats),
                     "meters": list(src.meter_ids),
+                    "diagnosis": None if src.diagnosis is None else dict(src.diagnosis),
+                    "watchdog_s": src.watchdog_s,
                 }
                 for key, src in self._sources.items()
             }

@@ -3,7 +3,8 @@
 One thread per meter reads its source, feeds the decoder and turns frames into readings; each
 sink runs in its own thread behind its own queue, so a slow or dead sink never blocks decoding or
 the other sinks. The live state sees every reading; sinks see every reading or, with
-`store_interval`, one aggregate (mean/min/max) per interval from `smlogger.aggregate`.
+`store_interval`, one aggregate (mean/min/max) per interval from `smlogger.aggregate`. A sink
+with `every_reading = True` (MQTT: live values at its own rate) always gets every reading.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from typing import Any, Optional, Protocol, cast
 
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
+from smlogger.diagnose import Diagnosis, Observation, classify, open_failure
+from smlogger.linkwatch import LinkWatch
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe, distinct
 from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
 from smlogger.sources import Chunk, Source
 from smlogger.states import LinkState
@@ -28,10 +32,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
 STATUS_INTERVAL_S = 1.0
+# decoder stats and the diagnosis of a source reach the live state this often, frames or not
+PUBLISH_INTERVAL_S = 2.0
+# findings about a port that does not open: the source's own log line already said why
+_OPEN_FAILURES = ("missing", "permission", "busy", "error")
 CLOSE_GRACE_S = 5.0
 
 
 class Sink(Protocol):
+    """What the pipeline feeds. A sink may also set `every_reading = True` to bypass
+    store_interval aggregation (it then applies its own rate rules)."""
+
     name: str
 
     def write(self, reading: Reading) -> None: ...
@@ -45,6 +56,9 @@ class Sink(Protocol):
 
 
 # ---- plausibility ----------------------------------------------------------------------------
+
+
+BURST_SLACK_S = 10.0
 
 
 @dataclass
@@ -92,7 +106,11 @@ class PlausibilityCheck:
 
     def _compare(self, base: _Baseline, reading: Reading, energies: dict[str, float]) -> str | None:
         elapsed_h = max(0.0, (reading.time - base.time).total_seconds()) / 3600.0
-        allowed = self.max_power_w / 1000.0 * elapsed_h
+        # Readings carry the receive time: a USB head, a pty or a TCP bridge can hand over
+        # frames that the meter sent seconds apart in one burst (0 s apart here). Granting
+        # the energy of BURST_SLACK_S more keeps such bursts while a corrupted register
+        # (a jump of orders of magnitude) is still caught.
+        allowed = self.max_power_w / 1000.0 * (elapsed_h + BURST_SLACK_S / 3600.0)
         for name, value in energies.items():
             before = base.energies.get(name)
             if before is None:
@@ -100,7 +118,9 @@ class PlausibilityCheck:
             step = base.resolution.get(name, 0.0)
             tolerance = step + 1e-9 * max(1.0, abs(before))
             if value < before - tolerance:
-                return f"{name} went backwards ({before:g} -> {value:g} kWh)"
+                # as many digits as it takes to show the two differ (%g alone rounds to 6)
+                was, now = distinct(before, value)
+                return f"{name} went backwards ({was} -> {now} kWh)"
             if value - before > allowed + step + tolerance:
                 return (
                     f"{name} jumped {value - before:g} kWh in {elapsed_h * 3600:.0f} s "
@@ -178,7 +198,7 @@ class SinkWorker:
         self.dropped = 0
         self.errors = 0
         self.last_error: Optional[str] = None
-        self._failing = False
+        self._write_log = StateLog(log, f"sink {self.name}", level=logging.ERROR)
         self.closed = threading.Event()
 
     def start(self) -> None:
@@ -217,19 +237,15 @@ class SinkWorker:
                 self.sink.write(reading)
                 with self._lock:
                     self.written += 1
-                if self._failing:
-                    self._failing = False
-                    log.info("sink %s: writing again", self.name)
+                    self.last_error = None  # recovered: /api/status shows no stale error
+                self._write_log.ok("writing again")
                 return True
             except Exception as exc:
                 with self._lock:
                     self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                if not self._failing or self.errors % 100 == 0:
-                    log.error("sink %s: write failed (%s); retrying", self.name, self.last_error)
-                else:
-                    log.debug("sink %s: write failed again: %s", self.name, exc)
-                self._failing = True
+                    self.last_error = describe(exc)
+                # one line when writing starts failing, then a count once a minute
+                self._write_log.failed(f"write failed: {self.last_error}; retrying", exc)
             if time.monotonic() + delay > self._deadline:
                 return False
             if self._closing.wait(delay) and time.monotonic() > self._deadline:
@@ -306,6 +322,9 @@ class SinkWorker:
             status["handed_over"] = self.written
             status["pipeline_dropped"] = self.dropped
             status["write_errors"] = self.errors
+            # for /healthz: writes failing right now, or the worker thread gone
+            status["failing"] = self._write_log.failing
+            status["alive"] = self._thread.is_alive() or self._thread.ident is None
             if status.get("last_error") is None:
                 status["last_error"] = self.last_error
         return status
@@ -347,13 +366,21 @@ class MeterRunner:
         self.finished = threading.Event()
         self.error: Optional[BaseException] = None
         self._state: LinkState = "waiting"
+        self._detail = "starting"
         self._silent = False  # watchdog fired and no frame came since
         self._last_good = time.monotonic()
+        # live links (serial, tcp) are diagnosed; replays and the simulator are not
+        self.watch = LinkWatch() if spec.source.watchdog else None
+        self.diagnosis: Optional[Diagnosis] = None
+        self._last_publish = 0.0
+        self._last_stats = 0.0  # when the counters of a damaged-only stream were last published
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
         spec.source.on_state = self._source_state
 
     def start(self) -> None:
         self.live.set_source(self.spec.key, "waiting", detail="starting", stats=self.stats())
+        if self.spec.source.watchdog and self.spec.watchdog_s > 0:
+            self.live.watch_source(self.spec.key, self.spec.watchdog_s)
         self._thread.start()
 
     def alive(self) -> bool:
@@ -374,14 +401,67 @@ class MeterRunner:
         if state != self._state:
             log.debug("%s: source state %s -> %s (%s)", self.spec.key, self._state, state, detail)
         self._state = state
+        self._detail = detail
         self.live.set_source(self.spec.key, state, detail=detail, stats=self.stats())
 
     def _source_state(self, state: LinkState, detail: str) -> None:
+        source = self.spec.source
+        if self.watch is not None:
+            if state == "waiting" and source.open_error is not None:
+                self._set_diagnosis(open_failure(source.target, source.open_error))
+            elif state == "connected" and self._state == "waiting":
+                self.watch.opened()  # judge the port from the moment it opened
+                self._set_diagnosis(classify(self._observation()))
         if state == "connected" and self._silent:
             state, detail = "no data", f"reopened; no frame for {self.spec.watchdog_s:g} s"
         if state == "connected":
             self._last_good = time.monotonic()  # give a freshly opened port its full grace time
         self._set_state(state, detail)
+
+    # ---- diagnosis ---------------------------------------------------------------------------
+
+    def _observation(self) -> Observation:
+        assert self.watch is not None
+        settings = getattr(self.spec.source, "settings", None)
+        return self.watch.observation(
+            bytesize=int(getattr(settings, "bytesize", 8)),
+            parity=str(getattr(settings, "parity", "N")),
+            crc_mode=self.spec.crc,
+        )
+
+    def _set_diagnosis(self, diagnosis: Diagnosis) -> None:
+        """Publish the finding; log it once when its code changes (not on every retry)."""
+        previous = self.diagnosis
+        self.diagnosis = diagnosis
+        self.live.set_diagnosis(self.spec.key, diagnosis.as_dict())
+        if previous is not None and previous.code == diagnosis.code:
+            return
+        if diagnosis.code in _OPEN_FAILURES:
+            # the source logged the OS error itself; what to do is news
+            log.info("%s: %s. Hint: %s", self.spec.key, diagnosis.sentence, diagnosis.hint)
+        elif diagnosis.problem:
+            log.warning("%s: %s. Hint: %s", self.spec.key, diagnosis.sentence, diagnosis.hint)
+        elif previous is not None and previous.problem and diagnosis.code == "ok":
+            log.info("%s: %s again", self.spec.key, diagnosis.sentence)
+
+    def _publish(self, decoder: Any) -> None:
+        """Decoder stats and the diagnosis to the live state, every PUBLISH_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._last_publish < PUBLISH_INTERVAL_S:
+            return
+        self._last_publish = now
+        self.decoder_stats = dict(decoder.stats)
+        if self.watch is not None and self._state != "waiting":
+            observation = self._observation()
+            diagnosis = classify(observation)
+            self._set_diagnosis(diagnosis)
+            frames_arrive = diagnosis.code == "crc_errors" and observation.frames_ok > 0
+            if diagnosis.problem and not frames_arrive:
+                # bytes without frames, or none at all: the page must not say "Connected", and
+                # the detail follows the finding (7-bit bytes may turn into noise)
+                self._state = "no data"
+                self._detail = diagnosis.sentence
+        self.live.set_source(self.spec.key, self._state, detail=self._detail, stats=self.stats())
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -412,9 +492,16 @@ class MeterRunner:
                     except OSError as exc:
                         log.error("%s: capture failed, stopped capturing: %s", self.spec.key, exc)
                         self.spec.capture = None
-                self._frames(decoder.feed(chunk.data), chunk, decoder)
+                frames = decoder.feed(chunk.data)
+                if self.watch is not None:
+                    self.watch.data(chunk.data)
+                    self.watch.frames(frames)
+                self._frames(frames, chunk, decoder)
+            elif self.watch is not None:
+                self.watch.data(b"")
             if source.watchdog and self.spec.watchdog_s > 0:
                 self._watchdog(chunk)
+            self._publish(decoder)
             if self.stop.is_set():
                 break
         self._frames(decoder.finish(), Chunk(b"", datetime.now().astimezone()), decoder)
@@ -441,8 +528,10 @@ class MeterRunner:
 
     def _frames(self, frames: Iterable[Any], chunk: Chunk, decoder: Any) -> None:
         got_frame = False
+        damaged = False
         for frame in frames:
             if not frame.get("ok"):
+                damaged = True
                 continue
             got_frame = True
             for message in frame.get("messages") or ():
@@ -480,6 +569,10 @@ class MeterRunner:
                 self._silent = False
                 self._set_state("connected", "receiving frames")
             self.live.frame_received(self.spec.key, self.stats())
+        elif damaged and time.monotonic() - self._last_stats >= 1.0:
+            # a stream of only damaged frames still shows its counts in the status
+            self._last_stats = time.monotonic()
+            self.live.update_stats(self.spec.key, self.stats())
 
 
 # ---- the pipeline ----------------------------------------------------------------------------
@@ -500,13 +593,20 @@ class Pipeline:
         self.stop_event = threading.Event()
         finite = all(not m.source.endless for m in meters)
         self.workers = [SinkWorker(s, block_when_full=finite) for s in sinks]
+        self._every = [w for w in self.workers if getattr(w.sink, "every_reading", False)]
+        self._aggregated = [w for w in self.workers if w not in self._every]
         self.aggregator = Aggregator(store_interval, self._to_sinks)
-        self.runners = [MeterRunner(m, live, self.aggregator.add, self.stop_event) for m in meters]
+        self.runners = [MeterRunner(m, live, self._deliver, self.stop_event) for m in meters]
         self._last_status = 0.0
         self._stopped = False
 
+    def _deliver(self, reading: Reading) -> None:
+        for worker in self._every:
+            worker.put(reading)
+        self.aggregator.add(reading)
+
     def _to_sinks(self, reading: Reading) -> None:
-        for worker in self.workers:
+        for worker in self._aggregated:
             worker.put(reading)
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 * `build_meter` -- a `MeterSpec` (source, decoder options, capture) for one configured meter
 * `open_store` -- the SQL sink (the web page reads the same database through a `StoreReader`)
 * `build_sinks` -- every sink the pipeline feeds, one block per sink
+* `mqtt_settings` -- the [mqtt] section as the MQTT sink's settings
 * `start_web` -- the web page and API
 * `run` -- start it all, wait for a signal or the end of every source, shut down in budget
 """
@@ -16,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,17 +27,21 @@ from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
+from types import FrameType, MappingProxyType
 from typing import Any, Optional, TextIO
+from urllib.parse import urlsplit
 
-from smlogger import __version__
+from smlogger import __version__, preflight, sml
 from smlogger.capture import CaptureWriter
 from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
+from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
+from smlogger.names import NAMES_FILE, MeterNames, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
+from smlogger.reading import Reading, readings_from_frame
 from smlogger.sdnotify import Notifier
-from smlogger.simulate import make_meter
+from smlogger.simulate import CounterFile, make_meter
 from smlogger.sources import (
     ReplaySource,
     SerialSettings,
@@ -44,7 +51,8 @@ from smlogger.sources import (
     TcpSource,
 )
 from smlogger.store import Store, StoreReader, open_database
-from smlogger.web import WebServer, build_app
+from smlogger.web import ServerLimits, WebServer, build_app
+from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
@@ -57,7 +65,7 @@ StatusExtra = Callable[[], dict[str, Any]]
 # ---- meters ----------------------------------------------------------------------------------
 
 
-def _source(meter: MeterConfig, live: LiveState) -> Source:
+def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> Source:
     kind = meter.source_kind
     if kind == "port":
         # every serial setting is the meter option of the same name (tests/test_service.py)
@@ -85,12 +93,20 @@ def _source(meter: MeterConfig, live: LiveState) -> Source:
     simulated = make_meter(meter.profile, seed=meter.seed)
     # the page lists the simulated meter before its first frame, like a configured meter id
     live.add_meter(meter.id or simulated.meter_id)
-    return SimulatedSource(simulated, interval=meter.interval)
+    counters = None
+    if data_dir is not None:
+        # its counters continue after a restart, as a real meter's do
+        counters = CounterFile(data_dir / f"simulated-{simulated.meter_id}.json")
+        counters.restore(simulated)
+    return SimulatedSource(simulated, interval=meter.interval, counters=counters)
 
 
-def build_meter(meter: MeterConfig, live: LiveState) -> MeterSpec:
-    """The pipeline's description of one configured meter (opens its capture file, if any)."""
-    source = _source(meter, live)
+def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = None) -> MeterSpec:
+    """The pipeline's description of one configured meter (opens its capture file, if any).
+
+    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh).
+    """
+    source = _source(meter, live, data_dir)
     capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
     return MeterSpec(
         key=meter.name,
@@ -139,6 +155,7 @@ def open_store(config: Config) -> Optional[Store]:
         spool_dir=config.data_path / "spool",
         max_spool_age_days=config.database_spool_max_age_days,
         legacy_table=config.database_legacy_table,
+        legacy_local_time=config.database_legacy_local_time,
         batch_size=config.database_batch_size,
         sync_interval=config.storage_sync_interval,
         shutdown_timeout=config.shutdown_timeout,
@@ -146,7 +163,12 @@ def open_store(config: Config) -> Optional[Store]:
     )
 
 
-def _csv_sink(config: Config) -> CsvLog:
+def meter_names(config: Config) -> MeterNames:
+    """Meter id -> name from the `meter_names` table and the [[meter]] names (smlogger.names)."""
+    return MeterNames.from_config(config.meter_name_table, [(m.name, m.id) for m in config.meters])
+
+
+def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
     return CsvLog(
         config.csv_path,
         rotate=config.csv_rotate,
@@ -155,19 +177,118 @@ def _csv_sink(config: Config) -> CsvLog:
         keep_days=config.csv_keep_days,
         tz=config.csv_timezone,
         aggregated=config.store_interval > 0,
+        names=names.name,
         sync_interval=config.storage_sync_interval,
         ram_dir=None if (base := ram_base(config)) is None else base / "csv",
     )
 
 
-def build_sinks(config: Config, store: Optional[Store]) -> list[Sink]:
-    """Every sink the pipeline feeds, in this order: SQL (`store`), CSV."""
+# [[meter]] names smlogger makes up; topics then use the meter id, which is unique on a broker
+_AUTO_METER_NAME = re.compile(r"meter\d*")
+
+
+def mqtt_settings(config: Config) -> Optional[MqttSettings]:
+    """The [mqtt] section as MqttSettings, None when MQTT is off; ConfigError when invalid."""
+    if not config.mqtt_url:
+        return None
+    # the meter_names table names ids on a bus; [[meter]] names follow below
+    names: dict[str, str] = dict(config.meter_name_table)
+    models: dict[str, str] = {}
+    for meter in config.meters:
+        keys = [meter.name] + ([meter.id] if meter.id else [])
+        for key in keys:
+            if not _AUTO_METER_NAME.fullmatch(meter.name):
+                names[key] = meter.name
+            if meter.model:
+                models[key] = meter.model
+    try:
+        return MqttSettings(
+            url=config.mqtt_url,
+            password=config.mqtt_password or None,
+            password_file=_path(config.mqtt_password_file),
+            prefix=config.mqtt_prefix,
+            discovery=config.mqtt_discovery,
+            discovery_prefix=config.mqtt_discovery_prefix,
+            qos=config.mqtt_qos,
+            retain=config.mqtt_retain,
+            ca_file=_path(config.mqtt_ca_file),
+            client_cert=_path(config.mqtt_client_cert),
+            client_key=_path(config.mqtt_client_key),
+            client_id=config.mqtt_client_id or default_client_id(),
+            interval=config.mqtt_interval,
+            deadband=config.mqtt_deadband,
+            heartbeat=config.mqtt_heartbeat,
+            queue_size=config.mqtt_queue_size,
+            offline_after=config.mqtt_offline_after,
+            remove_after=config.mqtt_remove_after,
+            meter_names=MappingProxyType(names),
+            meter_models=MappingProxyType(models),
+        )
+    except MqttSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _path(text: str) -> Optional[Path]:
+    return Path(os.path.expanduser(text)) if text else None
+
+
+def _mqtt_sink(settings: MqttSettings, live: LiveState) -> Sink:
+    from smlogger.mqtt.sink import MqttSink  # paho only when MQTT is on
+
+    def diagnostics(meter_id: str) -> dict[str, Any]:
+        return link_for_meter(live.source_status(), meter_id)
+
+    def source_of(meter_id: str) -> Optional[str]:
+        for name, source in live.source_status().items():
+            if meter_id in source.get("meters", ()):
+                return name
+        return None
+
+    return MqttSink(settings, diagnostics=diagnostics, source_of=source_of)
+
+
+def build_sinks(
+    config: Config, store: Optional[Store], live: Optional[LiveState] = None
+) -> list[Sink]:
+    """Every sink the pipeline feeds, in this order: SQL (`store`), CSV, MQTT (which needs
+    `live` for the link diagnostics it publishes; `live.names` names the meters)."""
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(store)
     if config.csv_enabled:
-        sinks.append(_csv_sink(config))
+        names = live.names if live is not None else meter_names(config)
+        sinks.append(_csv_sink(config, names))
+    settings = mqtt_settings(config)
+    if settings is not None:
+        sinks.append(_mqtt_sink(settings, live or LiveState(names=meter_names(config))))
     return sinks
+
+
+def first_reading(config: Config, timeout: float) -> tuple[Optional[Reading], Optional[str]]:
+    """The first reading of the configured meters and the name of the meter (source) that
+    sent it ((None, None) if none came within `timeout`); without a configured meter, one
+    from the simulated meter. For `smlogger mqtt-test`."""
+    live = LiveState()
+    if not config.meters:
+        simulated = make_meter("full")
+        frame = sml.decode(simulated.frame(datetime.now(timezone.utc)))[0]
+        return readings_from_frame(frame, datetime.now(timezone.utc))[0], None
+    pipeline = Pipeline([build_meter(m, live) for m in config.meters], [], live)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + timeout
+        reading = live.latest()
+        while reading is None and time.monotonic() < deadline and not pipeline.finished:
+            time.sleep(0.1)
+            reading = live.latest()
+    finally:
+        pipeline.stop(2.0)
+    if reading is None:
+        return None, None
+    for name, source in live.source_status().items():
+        if reading.meter_id in source.get("meters", ()):
+            return reading, name
+    return reading, None
 
 
 # ---- web page --------------------------------------------------------------------------------
@@ -182,10 +303,21 @@ def start_web(
         log.info("web page disabled (http.listen = off)")
         return None
     app = build_app(live, reader, token=config.http_token or None, status_extra=extra)
-    server = WebServer(app, address[0], address[1])
+    limits = ServerLimits(max_per_client=config.http_max_connections_per_client)
+    server = WebServer(app, address[0], address[1], limits=limits)
     server.start()
-    log.debug("web server started on %s", server.url)
+    log.info("web page: %s", page_url(server.url, bool(config.http_token)))
     return server
+
+
+def page_url(url: str, token: bool) -> str:
+    """The address to open in a browser: a wildcard listen address is not one, so it becomes
+    this machine's host name; the token itself is never logged."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("0.0.0.0", "::", ""):
+        url = parts._replace(netloc=f"{socket.gethostname()}:{parts.port}").geturl()
+    return url + (" (add ?token=... : http.token is set)" if token else "")
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -196,8 +328,47 @@ def status_line(live: LiveState) -> str:
     parts = []
     for name, source in live.source_status().items():
         readings = source.get("stats", {}).get("readings", 0)
-        parts.append(f"{name}: {source['state']}, {readings} readings")
+        code = (source.get("diagnosis") or {}).get("code")
+        why = f" ({code})" if code not in (None, "ok", "listening") else ""
+        parts.append(f"{name}: {source['state']}{why}, {readings} readings")
     return "; ".join(parts) or "starting"
+
+
+def _replays_had_frames(config: Config, pipeline: Pipeline) -> bool:
+    """False (and one error line each) when a replay ended without a single valid frame."""
+    replays = {m.name: m.replay for m in config.meters if m.replay}
+    found = True
+    for runner in pipeline.runners:
+        path = replays.get(runner.spec.key)
+        if path is None or runner.decoder_stats.get("frames_ok", 0):
+            continue
+        size = runner.decoder_stats.get("bytes", 0)
+        log.error("%s: no valid SML frame in %s (%d bytes)", runner.spec.key, path, size)
+        found = False
+    return found
+
+
+# the decoder's counters of frames it could not use, by reason
+ERROR_FRAME_STATS = ("crc_errors", "truncated", "escape_errors", "too_long", "parse_errors")
+
+
+def meter_summary(name: str, stats: dict[str, Any]) -> str:
+    """One line accounting for every frame of a meter: what came in and where it went.
+
+    frames in = readings accepted + rejected as implausible + damaged frames + good frames that
+    carried no meter data (e.g. only an attention message); the soak test reconciles it.
+    """
+    good = int(stats.get("frames_ok", 0) or 0)
+    damaged = {k: int(stats.get(k, 0) or 0) for k in ERROR_FRAME_STATS}
+    readings = int(stats.get("readings", 0) or 0)
+    rejected = int(stats.get("rejected", 0) or 0)
+    no_data = good - readings - rejected
+    reasons = ", ".join(f"{k} {v}" for k, v in damaged.items() if v) or "none"
+    return (
+        f"{name}: {good + sum(damaged.values())} frames in = {readings} readings accepted"
+        f" + {rejected} rejected + {sum(damaged.values())} damaged ({reasons})"
+        f" + {no_data} without meter data"
+    )
 
 
 class Signals:
@@ -263,14 +434,26 @@ class ReplayProgress:
 
 
 def run(config: Config) -> int:
-    """Run the logger until a signal or the end of every source; the process exit code."""
+    """Run the logger until a signal or the end of every source; the process exit code.
+
+    Raises `preflight.StartupError` (exit 2 in the CLI) for mistakes waiting cannot fix.
+    """
+    preflight.check(config)
     stop = threading.Event()
     signals = Signals(stop)
     signals.install()
     notifier = Notifier()
-    live = LiveState()
+
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
+    live = LiveState(names=meter_names(config))
+    if config.database_enabled or config.csv_enabled:
+        names_path = config.data_path / NAMES_FILE
+        live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
-        meters = [build_meter(m, live) for m in config.meters]
+        keep = config.database_enabled or config.csv_enabled
+        meters = [build_meter(m, live, config.data_path if keep else None) for m in config.meters]
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
@@ -278,13 +461,13 @@ def run(config: Config) -> int:
         if config.database_enabled or config.csv_enabled:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
-        sinks = build_sinks(config, store)
-    except ImportError:
+        sinks = build_sinks(config, store, live)
+    except (ImportError, ConfigError):
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
         # a data dir we may not write, a database URL naming no database, ...
-        log.error("cannot set up storage: %s: %s", type(exc).__name__, exc)
-        return 1
+        log.error("cannot set up storage: %s", exc)
+        return 2
     pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
 
     def status_extra() -> dict[str, Any]:
@@ -294,6 +477,8 @@ def run(config: Config) -> int:
             "meters_configured": [
                 {"name": m.name, "source": m.describe_source()} for m in config.meters
             ],
+            # set-up problems an operator should fix (secrets others can read, ...)
+            "warnings": list(config.warnings),
         }
 
     pipeline.start()
@@ -345,6 +530,8 @@ def run(config: Config) -> int:
     # sinks write what they hold as long as they make progress (replays must end complete;
     # a slow database on SIGTERM gets its time), up to shutdown_timeout
     clean = pipeline.stop(config.shutdown_timeout)
+    for runner in pipeline.runners:
+        log.info("%s", meter_summary(runner.spec.key, runner.stats()))
     if web_stopper is not None:
         web_stopper.join(5.0)
     if any(not m.source.endless for m in meters):
@@ -353,6 +540,8 @@ def run(config: Config) -> int:
         print(summary, flush=True)
     notifier.close()
     if pipeline.errors():
+        return 1
+    if signals.received is None and not _replays_had_frames(config, pipeline):
         return 1
     if not clean:
         # whatever a sink still held is on durable storage (disk queue) or was logged as lost

@@ -10,12 +10,18 @@ The frames are encoded by the Rust encoder (`sml.encode`) exactly as a meter wou
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
+import os
 import random
 import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any, Optional
+
+log = logging.getLogger(__name__)
 
 MANUFACTURER = b"ISK"
 # raw energy register unit: 0.1 Wh (scaler -1), as MT175 sends it
@@ -437,3 +443,73 @@ def make_meter(
             f"unknown simulation profile {profile!r}; use one of {', '.join(PROFILES)}"
         ) from None
     return SimulatedMeter(profile=chosen, seed=seed, tz=tz)
+
+
+# ---- counters that survive a restart ---------------------------------------------------------
+
+SAVE_EVERY_S = 60.0  # one small file write a minute: well inside the SD-card write budget
+
+
+class CounterFile:
+    """The simulated meter's energy registers in a JSON file in the data directory.
+
+    A real meter keeps counting while the logger is off, and its counters never go back; so
+    does the simulated one: `restore` continues from the saved registers and integrates the
+    gap since the save (at the saved power), `save` is called every `SAVE_EVERY_S` and on stop.
+    """
+
+    def __init__(self, path: Path, every_s: float = SAVE_EVERY_S) -> None:
+        self.path = path
+        self.every_s = every_s
+        self._saved_at: Optional[float] = None
+
+    def restore(self, meter: SimulatedMeter) -> bool:
+        """Load the saved registers into `meter`; False when there are none (or unreadable)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            registers = Registers(
+                import_wh=float(data["import_wh"]),
+                export_wh=float(data["export_wh"]),
+                last=datetime.fromisoformat(data["time"]),
+                last_power=float(data["power_w"]),
+            )
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("simulated meter: ignoring unreadable counters in %s (%s)", self.path, exc)
+            return False
+        if data.get("meter_id") != meter.meter_id:
+            return False  # another seed: another meter
+        meter.registers = registers
+        log.info(
+            "simulated meter: counters restored from %s (import %.1f kWh)",
+            self.path,
+            registers.import_wh / 1000,
+        )
+        return True
+
+    def maybe_save(self, meter: SimulatedMeter, monotonic: float) -> None:
+        """Save when `every_s` has passed since the last save."""
+        if self._saved_at is None or monotonic - self._saved_at >= self.every_s:
+            self.save(meter)
+            self._saved_at = monotonic
+
+    def save(self, meter: SimulatedMeter) -> None:
+        """Write the registers atomically (a crash leaves the old or the new file)."""
+        regs = meter.registers
+        if regs.last is None:
+            return
+        data = {
+            "meter_id": meter.meter_id,
+            "time": regs.last.isoformat(),
+            "import_wh": regs.import_wh,
+            "export_wh": regs.export_wh,
+            "power_w": regs.last_power,
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("simulated meter: cannot save counters to %s: %s", self.path, exc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, cast
 
 from smlogger._sml_core import (
     DEFAULT_MAX_FRAME,
@@ -26,6 +26,7 @@ from smlogger._sml_core import (
     crc16_kermit,
     crc16_x25,
     decode,
+    decode_values,
     encode,
     frame,
     obis_from_str,
@@ -39,17 +40,25 @@ else:  # pragma: no cover - exercised on older interpreters only
     from typing_extensions import NotRequired, TypedDict
 
 __all__ = [
+    "BODY_TYPES",
     "DEFAULT_MAX_FRAME",
+    "VALUE_FIELDS",
+    "CloseResponseBody",
     "CrcName",
     "Decoder",
+    "DecoderStats",
     "Entry",
     "Frame",
+    "GetListResponseBody",
     "Message",
+    "OpenResponseBody",
     "Time",
+    "ValueRow",
     "count_frames",
     "crc16_kermit",
     "crc16_x25",
     "decode",
+    "decode_values",
     "encode",
     "entries",
     "format_value",
@@ -77,6 +86,14 @@ Raw = Union[int, bool, bytes, Time, None]
 Scaled = Union[int, float, bool, bytes, None]
 
 
+ValueRow = tuple[int, bytes, str, Scaled, Optional[str]]
+"""One row of ``decode_values``: the frame's offset, the GetListResponse's
+server id, and the entry's ``obis``, ``value`` and ``unit_symbol``."""
+
+#: Column names of a ``ValueRow``, e.g. ``pandas.DataFrame(rows, columns=VALUE_FIELDS)``.
+VALUE_FIELDS = ("offset", "server_id", "obis", "value", "unit")
+
+
 class Entry(TypedDict):
     """One SML_ListEntry of a GetListResponse."""
 
@@ -92,7 +109,39 @@ class Entry(TypedDict):
     quirk: Optional[str]
 
 
+class GetListResponseBody(TypedDict):
+    """Body of a GetListResponse: one meter reading. Every key is always present."""
+
+    client_id: Optional[bytes]
+    server_id: bytes
+    list_name: Optional[str]
+    act_sensor_time: Optional[Time]
+    values: list[Entry]
+    list_signature: Optional[bytes]
+    act_gateway_time: Optional[Time]
+
+
+class OpenResponseBody(TypedDict):
+    """Body of an OpenResponse (starts every SML file)."""
+
+    codepage: Optional[bytes]
+    client_id: Optional[bytes]
+    req_file_id: bytes
+    server_id: bytes
+    ref_time: Optional[Time]
+    sml_version: Optional[int]
+
+
+class CloseResponseBody(TypedDict):
+    """Body of a CloseResponse (ends every SML file)."""
+
+    global_signature: Optional[bytes]
+
+
 class Message(TypedDict):
+    """One SML message. ``type`` is ``"Invalid"`` (with ``error``) when it could not be read;
+    ``body`` is shaped by ``type`` (see ``BODY_TYPES``)."""
+
     type: str
     transaction_id: Optional[bytes]
     group_no: Optional[int]
@@ -103,6 +152,8 @@ class Message(TypedDict):
 
 
 class Frame(TypedDict):
+    """One transport frame: good (``ok``) or the reason it is not (``error``, ``detail``)."""
+
     offset: int
     length: int
     ok: bool
@@ -112,22 +163,52 @@ class Frame(TypedDict):
     messages: list[Message]
 
 
-def get_list_responses(frame: Frame, *, require_crc: bool = True) -> Iterator[dict[str, object]]:
+class DecoderStats(TypedDict):
+    """``Decoder.stats``: counters since the decoder was created."""
+
+    bytes: int
+    frames_ok: int
+    crc_errors: int
+    truncated: int
+    escape_errors: int
+    too_long: int
+    parse_errors: int
+    discarded_bytes: int
+    messages: int
+    message_errors: int
+    message_crc_errors: int
+    crc_x25: int
+    crc_kermit: int
+    buffered: int
+
+
+#: The TypedDict of ``Message["body"]`` for the message types meters send.
+#: ``_sml_core`` (``to_py.rs``) writes exactly these keys; tests/test_sml_contract.py checks it.
+BODY_TYPES: dict[str, type] = {
+    "OpenResponse": OpenResponseBody,
+    "GetListResponse": GetListResponseBody,
+    "CloseResponse": CloseResponseBody,
+}
+
+
+def get_list_responses(frame: Frame, *, require_crc: bool = True) -> Iterator[GetListResponseBody]:
     """Bodies of the frame's GetListResponse messages (any number, any position).
 
     With ``require_crc`` (the default) messages whose own CRC failed are skipped.
     """
     for message in frame["messages"]:
         if message["type"] == "GetListResponse" and (message["crc_ok"] or not require_crc):
-            yield message["body"]
+            # The decoder builds this body with exactly GetListResponseBody's keys.
+            yield cast(GetListResponseBody, message["body"])
 
 
 def entries(frame: Frame, *, require_crc: bool = True) -> Iterator[Entry]:
     """All list entries of all GetListResponses in a frame."""
-    for body in get_list_responses(frame, require_crc=require_crc):
-        values = body["values"]
-        assert isinstance(values, list)
-        yield from values
+    # get_list_responses() inlined: one generator per frame instead of two
+    # (this runs for every frame of a recording).
+    for message in frame["messages"]:
+        if message["type"] == "GetListResponse" and (message["crc_ok"] or not require_crc):
+            yield from cast(GetListResponseBody, message["body"])["values"]
 
 
 def format_value(entry: Entry) -> str:

@@ -8,11 +8,13 @@ with exponential backoff until stopped.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import io
 import itertools
 import logging
 import socket
+import termios
 import threading
 import time
 import zlib
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
-from smlogger.simulate import SimulatedMeter
+from smlogger.logutil import StateLog
+from smlogger.simulate import CounterFile, SimulatedMeter
 from smlogger.states import LinkState
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,12 @@ class Source(ABC):
     #: whether a silent source should be reopened by the no-data watchdog
     watchdog = True
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, target: str | None = None) -> None:
         self.name = name
+        #: what the source opens, for people: "/dev/ttyUSB0", "192.168.1.5:8899"
+        self.target = target or name
+        #: why the last open failed or the link was lost (None while open): for the diagnosis
+        self.open_error: Optional[BaseException] = None
         self.on_state: StateCallback = lambda state, detail: None
         self._reset = threading.Event()
 
@@ -93,9 +100,15 @@ class _StreamSource(Source):
     """Reconnect loop shared by serial and TCP."""
 
     def __init__(
-        self, name: str, *, reconnect_initial: float, reconnect_max: float, clock: Clock = utc_now
+        self,
+        name: str,
+        *,
+        reconnect_initial: float,
+        reconnect_max: float,
+        clock: Clock = utc_now,
+        target: str | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, target)
         self._backoff = Backoff(reconnect_initial, reconnect_max)
         self._clock = clock
 
@@ -110,27 +123,30 @@ class _StreamSource(Source):
     def _close(self, handle: object) -> None: ...
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        # one line when the device goes away or cannot be opened, one when it is back; a
+        # device that keeps flapping is summarised once a minute instead
+        trouble = StateLog(log, self.name)
+        opened_before = False
         last_error = ""
         while not stop.is_set():
             try:
                 handle = self._open()
             except (OSError, ValueError) as exc:
+                self.open_error = exc
                 delay = self._backoff.next()
                 error = _describe_error(exc)
-                if error != last_error:
-                    log.warning("%s: cannot open: %s (retrying with backoff)", self.name, error)
-                    last_error = error
-                else:
-                    log.debug("%s: still cannot open: %s", self.name, error)
+                trouble.failed(f"cannot open: {error} (retrying with backoff)")
+                last_error = error
                 self.on_state("waiting", f"{error}; retry in {delay:g} s")
                 yield Chunk(b"", self._clock())
                 stop.wait(delay)
                 continue
-            if last_error:
-                log.info("%s: open again", self.name)
-            else:
-                log.info("%s: open", self.name)
+            if not trouble.ok("open again"):
+                # a reopen after a watchdog reset is routine: logged once, then at DEBUG
+                (log.debug if opened_before else log.info)("%s: open", self.name)
+            opened_before = True
             last_error = ""
+            self.open_error = None
             self._reset.clear()
             self.on_state("connected", "open")
             try:
@@ -140,14 +156,15 @@ class _StreamSource(Source):
                         self._backoff.reset()
                     yield Chunk(data, self._clock())
             except (OSError, ValueError) as exc:
+                self.open_error = exc
                 error = _describe_error(exc)
-                log.warning("%s: connection lost: %s", self.name, error)
+                trouble.failed(f"connection lost: {error}")
                 last_error = error
                 self.on_state("waiting", f"lost: {error}")
             finally:
                 self._close(handle)
             if self._reset.is_set():
-                log.info("%s: reopening (watchdog)", self.name)
+                log.debug("%s: reopening (watchdog)", self.name)
             elif last_error and not stop.is_set():
                 # a device that vanished usually needs a moment before it is back
                 delay = self._backoff.next()
@@ -187,6 +204,7 @@ class SerialSource(_StreamSource):
             reconnect_initial=reconnect_initial,
             reconnect_max=reconnect_max,
             clock=clock,
+            target=settings.port,
         )
         self.settings = settings
 
@@ -207,7 +225,14 @@ class SerialSource(_StreamSource):
                 exclusive=True,
             )
         except serial.SerialException as exc:
-            raise OSError(_serial_error(exc)) from exc
+            error = OSError(_serial_error(exc))
+            error.errno = exc.errno  # the diagnosis tells a missing port from a busy one by it
+            raise error from exc
+        try:
+            # TIOCEXCL: other programs (not root) now get EBUSY instead of stealing bytes
+            fcntl.ioctl(port.fileno(), termios.TIOCEXCL)
+        except (OSError, AttributeError) as exc:
+            log.debug("%s: TIOCEXCL not set: %s", self.name, exc)
         return port
 
     def _read(self, handle: object) -> bytes:
@@ -262,6 +287,7 @@ class TcpSource(_StreamSource):
             reconnect_initial=reconnect_initial,
             reconnect_max=reconnect_max,
             clock=clock,
+            target=f"{host}:{port}",
         )
         self.host = host
         self.port = port
@@ -457,9 +483,11 @@ class SimulatedSource(Source):
         interval: float,
         clock: Clock = utc_now,
         frames: Optional[int] = None,
+        counters: Optional[CounterFile] = None,
     ) -> None:
         super().__init__("simulate")
         self.meter = meter
+        self.counters = counters
         self.interval = interval
         self._clock = clock
         self.frames = frames
@@ -471,11 +499,19 @@ class SimulatedSource(Source):
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         self.on_state("connected", f"simulated meter, profile {self.meter.profile.name}")
+        try:
+            yield from self._frames(stop, time.monotonic())
+        finally:
+            if self.counters is not None:
+                self.counters.save(self.meter)
+
+    def _frames(self, stop: threading.Event, next_at: float) -> Iterator[Chunk]:
         sent = 0
-        next_at = time.monotonic()
         while not stop.is_set() and (self.frames is None or sent < self.frames):
             now = self._clock()
             yield Chunk(self.meter.frame(now), now)
+            if self.counters is not None:
+                self.counters.maybe_save(self.meter, time.monotonic())
             sent += 1
             next_at += self.interval
             delay = next_at - time.monotonic()

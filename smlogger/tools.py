@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
 import resource
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Optional
 
 from smlogger import sml
+from smlogger.capture import CAPTURE_MAGIC, parse_line
+from smlogger.summary import Summary
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +30,20 @@ def register_cli(subparsers: Any) -> None:
         "decode",
         help="decode an SML recording (file or - for stdin) and print its values",
         description=(
-            "Decode SML from a file or stdin. Prints one OBIS#value#unit line per value "
-            "(libsml's sml_server format), or one JSON object per frame with --json. "
-            "Exits 1 when no valid frame was found."
+            "Decode SML from a file or stdin: a raw dump of the IR head's bytes, or a capture "
+            "file written by `smlogger run --capture` (plain or .gz; detected from the content). "
+            "Prints one OBIS#value#unit line per value (libsml's sml_server format), one JSON "
+            "object per frame with --json, or one table for a bug report with --summary. "
+            "Exits 1 when no valid frame was found, 2 when the file cannot be read."
         ),
     )
-    dec.add_argument("file", help="recording to decode, or - for stdin")
+    dec.add_argument("file", help="recording or capture file to decode, or - for stdin")
+    dec.add_argument(
+        "--summary",
+        action="store_true",
+        help="one table: meters, OBIS codes with names, units, first/last/min/max, CRC kind, "
+        "quirks and error counts",
+    )
     dec.add_argument("--json", action="store_true", help="one JSON object per frame")
     dec.add_argument("--errors", action="store_true", help="also print damaged frames (JSON)")
     dec.add_argument(
@@ -128,6 +140,50 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def open_input(path: Path) -> IO[bytes]:
+    """`path` opened for reading; OSError (with a reason for people) when it cannot be."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a recording", str(path))
+    return path.open("rb")
+
+
+def sml_chunks(stream: IO[bytes]) -> tuple[str, Iterator[bytes], IO[bytes]]:
+    """(kind, SML byte chunks, the raw stream for progress) of a raw dump or a capture file,
+    gzipped or not, told apart by their first bytes."""
+    raw = stream
+    head = _peek(stream, 2)
+    gz = head == b"\x1f\x8b"
+    if gz:
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+    if _peek(stream, len(CAPTURE_MAGIC)) == CAPTURE_MAGIC:
+        return ("capture file" + (", gzip" if gz else ""), _capture_chunks(stream), raw)
+    return ("raw dump" + (", gzip" if gz else ""), _chunks(stream), raw)
+
+
+def _peek(stream: IO[bytes], n: int) -> bytes:
+    # sml_chunks reads through a buffer so stdin and gzip streams can be peeked as well
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return bytes(peek(n)[:n])
+    return b""
+
+
+def _capture_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    pending = b""
+    try:
+        for block in _chunks(stream):
+            lines = (pending + block).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                item = parse_line(line)
+                if item is not None:
+                    yield item[1]
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # a capture cut short by a crash: keep what could be read
+        log.warning("damaged gzip tail ignored (%s)", exc)
+    # a partial last line (crash while writing) is dropped, as `--replay` does
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.file == "-":
@@ -136,22 +192,40 @@ def cmd_decode(args: argparse.Namespace) -> int:
     else:
         path = Path(args.file)
         try:
-            stream = path.open("rb")
+            stream = open_input(path)
         except OSError as exc:
-            print(f"smlogger decode: {exc.strerror}: {args.file}", file=sys.stderr)
+            print(f"smlogger decode: {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
         size = path.stat().st_size
     progress = None
     if size and (args.progress or (size >= PROGRESS_MIN_BYTES and sys.stderr.isatty())):
         progress = Progress(size, sys.stderr)
     decoder = sml.Decoder(args.crc)
+    summary = Summary() if args.summary else None
     good = 0
+    # Plain text goes through the Rust formatter: one string and one write per
+    # MiB chunk, whatever PYTHONUNBUFFERED says. JSON output, and --errors
+    # (damaged frames in stream order between the lines), take the dict path.
+    text_only = not (args.json or args.errors)
     try:
-        for chunk in _chunks(stream):
-            good += _emit(decoder.feed(chunk), args, out)
+        kind, chunks, raw = sml_chunks(stream)
+        position = 0
+        for chunk in chunks:
+            if text_only and summary is None:
+                good += _emit_lines(decoder.feed_lines(chunk), out)
+            else:
+                good += _emit(decoder.feed(chunk), args, out, summary)
             if progress:
-                progress.update(len(chunk))
-        good += _emit(decoder.finish(), args, out)
+                now = raw.tell() if raw.seekable() else position + len(chunk)
+                progress.update(now - position)
+                position = now
+        if text_only and summary is None:
+            good += _emit_lines(decoder.feed_lines(b"", finish=True), out)
+        else:
+            good += _emit(decoder.finish(), args, out, summary)
+        if summary is not None:
+            out.write(summary.render(decoder.stats, args.file, kind))
+        out.flush()
     except BrokenPipeError:
         # `smlogger decode big.bin | head` is fine; silence the interpreter's complaint.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -165,12 +239,30 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.stats:
         print(json.dumps(decoder.stats), file=sys.stderr)
     if good == 0:
-        print("smlogger decode: no valid SML frame found", file=sys.stderr)
+        print(
+            f"smlogger decode: no valid SML frame found in {args.file} "
+            f"({decoder.stats.get('bytes', 0)} bytes read as a {kind})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def _emit(frames: list[sml.Frame], args: argparse.Namespace, out: IO[str]) -> int:
+def _emit_lines(batch: tuple[str, int, list[sml.Frame]], out: IO[str]) -> int:
+    """Writes a ``Decoder.feed_lines`` batch; returns its count of good frames."""
+    text, good, damaged = batch
+    for frame in damaged:
+        log.info("frame at %d: %s (%s)", frame["offset"], frame["error"], frame["detail"])
+    if text:
+        out.write(text)
+    return good
+
+
+def _emit(
+    frames: list[sml.Frame], args: argparse.Namespace, out: IO[str], summary: Optional[Summary]
+) -> int:
+    """Writes frames through the dict path: JSON, the summary, or lines with damaged frames
+    interleaved."""
     good = 0
     for frame in frames:
         if not frame["ok"]:
@@ -179,6 +271,9 @@ def _emit(frames: list[sml.Frame], args: argparse.Namespace, out: IO[str]) -> in
                 out.write(json.dumps(_jsonable(frame)) + "\n")
             continue
         good += 1
+        if summary is not None:
+            summary.add(frame)
+            continue
         if args.json:
             out.write(json.dumps(_jsonable(frame)) + "\n")
             continue

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real meter recordings live (never copied into the repo)."""
+"""Shared fixtures: where the real meter recordings live (never copied into the repo); the
+timeout of the quick tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = Path(os.environ.get("SMLOGGER_RECORDINGS", ROOT.parent / "shared" / "recordings"))
+
+# Tests not marked `slow` take seconds even on a loaded machine: one that hangs should fail
+# after a minute, not after the 300 s that pyproject allows the server and browser tests.
+QUICK_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(QUICK_TIMEOUT_S))
 
 
 def recording_files() -> list[Path]:

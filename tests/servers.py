@@ -22,20 +22,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pymysql
+from helpers import free_port
 
 USER = "smlogger"
 PASSWORD = "s3cret pw/with:odd@chars"
 DATABASE = "smlogger"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_binary(name: str, *extra_dirs: str) -> str:
@@ -137,14 +131,20 @@ class MariaDBServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mariadbd exited with {self.proc.returncode}")
+            # plain connects first: PyMySQL does not close its socket when connecting to a
+            # unix socket fails (no listener yet), which the tests see as a ResourceWarning
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(2)
+                probe.connect(str(self.socket))
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                pass
             conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
             conn.close()
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
-                return True
+            return True
 
         _wait_for(ready, timeout, "mariadbd", self.log)
 
-    def root(self) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    def root(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
         return pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True)
 
     def create_user(self) -> None:
@@ -166,7 +166,8 @@ class MariaDBServer:
             return f"mysql://{auth}@localhost/{database}?unix_socket={self.socket}"
         return f"mysql://{auth}@127.0.0.1:{self.port}/{database}"
 
-    def query(self, sql: str, database: str = DATABASE) -> list[tuple[object, ...]]:
+    def query(self, sql: str, database: str = DATABASE) -> list[tuple[Any, ...]]:
+        """The rows of `sql` as root in `database` (values as the driver returns them)."""
         conn = self.root()
         try:
             conn.select_db(database)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import pytest
+from helpers import free_port
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver import Chrome as WebDriver
@@ -35,6 +35,8 @@ from smlogger.reading import Reading
 from smlogger.simulate import make_meter
 from smlogger.store import Store, open_database
 from smlogger.web import WebServer, build_app
+
+pytestmark = pytest.mark.slow  # headless Chromium against a real `smlogger run` process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -50,12 +52,6 @@ class Logger:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prefill(data_dir: Path, days: int) -> str:
@@ -385,7 +381,7 @@ def test_logger_pushes_frames_within_one_second(logger: Logger) -> None:
         conn.request("GET", "/api/stream?token=" + quote(TOKEN))
         resp = conn.getresponse()
         assert resp.status == 200
-        delays = []
+        delays: list[float] = []
         event = None
         while len(delays) < 4:
             line = resp.readline().decode().rstrip("\n")
@@ -411,6 +407,7 @@ def test_token_is_required(logger: Logger) -> None:
         conn.close()
 
 
+@pytest.mark.slow
 def test_several_meters_selectable(tmp_path: Path) -> None:
     config = tmp_path / "two.toml"
     config.write_text(
@@ -425,9 +422,39 @@ def test_several_meters_selectable(tmp_path: Path) -> None:
         driver.get(running.url)
         select = Select(driver.find_element(By.ID, "meter"))
         wait_for(driver, 5, "both meters listed", lambda: option_values(select) == sorted(ids))
-        shown = select.first_selected_option.get_attribute("value")
+        names = dict(zip(ids, ("house", "garage")))
+
+        def labels() -> dict[str, str]:
+            return {str(o.get_attribute("value")): o.text for o in select.options}
+
+        # the configured names are what people see, with the meter number after them
+        wait_for(
+            driver,
+            5,
+            "named meters",
+            lambda: all(labels()[i].startswith(names[i] + " \u00b7 ") for i in ids),
+        )
+        shown = str(select.first_selected_option.get_attribute("value"))
+        wait_for(
+            driver,
+            5,
+            "the shown meter's name in the power tile",
+            lambda: (
+                driver.find_element(By.ID, "meter-name").get_attribute("textContent")
+                == f" \u00b7 {names[shown]}"
+            ),
+        )
         other = ids[1] if shown == ids[0] else ids[0]
         select.select_by_value(other)
+        wait_for(
+            driver,
+            3,
+            "the other meter's name in the power tile",
+            lambda: (
+                driver.find_element(By.ID, "meter-name").get_attribute("textContent")
+                == f" \u00b7 {names[other]}"
+            ),
+        )
         first = tile_texts(driver)
         wait_for(driver, 3, "the other meter's values", lambda: tile_texts(driver) != first)
         assert f"meter={other}" in driver.current_url
@@ -495,3 +522,40 @@ def test_server_restart_shows_and_recovers(tmp_path: Path) -> None:
         server.stop()
         stop.set()
         feeder.join()
+
+
+@pytest.mark.slow
+def test_history_opens_on_a_range_with_data_and_keeps_it_in_the_url(tmp_path: Path) -> None:
+    # a fresh install: minutes of data, so the page opens on the last hour, not a near-empty day
+    running = start_logger(["--simulate", "--interval", "0.5"], tmp_path)
+    driver = make_driver()
+    try:
+        driver.get(running.url)
+        wait_for(driver, 15, "the hour range chosen", lambda: "range=hour" in driver.current_url)
+        button = driver.find_element(By.CSS_SELECTOR, '[data-range="hour"]')
+        wait_for(driver, 5, "hour pressed", lambda: button.get_attribute("aria-pressed") == "true")
+        wait_for(driver, 15, "history drawn", lambda: chart_points(driver, "history-chart") > 0)
+        # a chosen range goes into the address ...
+        driver.find_element(By.CSS_SELECTOR, '[data-range="week"]').click()
+        wait_for(driver, 5, "range in the URL", lambda: "range=week" in driver.current_url)
+        # ... and a reload (or a bookmark) opens on it
+        driver.get(driver.current_url)
+        week = driver.find_element(By.CSS_SELECTOR, '[data-range="week"]')
+        spans = (
+            "return performance.getEntriesByType('resource')"
+            "  .filter((r) => r.name.includes('/api/history?'))"
+            "  .map((r) => new URL(r.name).searchParams)"
+            "  .map((q) => Number(q.get('to')) - Number(q.get('from')));"
+        )
+        wait_for(
+            driver,
+            10,
+            "a week of history asked for",
+            lambda: any(abs(s - 7 * 86400) < 5 for s in driver.execute_script(spans)),
+        )
+        assert week.get_attribute("aria-pressed") == "true"
+        assert "range=week" in driver.current_url
+        assert console_problems(driver) == []
+    finally:
+        driver.quit()
+        stop_logger(running)

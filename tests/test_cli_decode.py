@@ -241,3 +241,103 @@ def test_bench_prints_throughput(recordings_dir: Path) -> None:
     assert out.count("MB/s") >= 3
     assert "frames/s" in out
     assert "valid frames: 360" in out
+
+
+# ---- capture files and --summary ------------------------------------------------------------
+
+
+def _capture_of(recording: Path, target: Path) -> Path:
+    """`recording` written by the logger's own CaptureWriter in 100-byte chunks (as a serial
+    port delivers it), plain or gzip by the file name."""
+    from datetime import datetime, timezone
+
+    from smlogger.capture import CaptureWriter
+
+    data = recording.read_bytes()
+    writer = CaptureWriter(target)
+    try:
+        for i in range(0, len(data), 100):
+            writer.write(
+                datetime(2024, 5, 1, 12, 0, i // 100, tzinfo=timezone.utc), data[i : i + 100]
+            )
+    finally:
+        writer.close()
+    return target
+
+
+@pytest.mark.parametrize("name", ["capture.txt", "capture.txt.gz"])
+def test_capture_file_decodes_like_the_raw_dump(
+    recordings_dir: Path, tmp_path: Path, name: str
+) -> None:
+    recording = recordings_dir / "EMH_eHZ-HW8E2A5L0EK2P.bin"
+    capture = _capture_of(recording, tmp_path / name)
+    assert capture.read_bytes()[:2] == (b"\x1f\x8b" if name.endswith(".gz") else b"#s")
+    raw = run("decode", str(recording))
+    captured = run("decode", str(capture))
+    assert raw.returncode == captured.returncode == 0, captured.stderr
+    assert captured.stdout == raw.stdout and raw.stdout.startswith(b"129-129:199.130.3*255#EMH#")
+
+
+def test_summary_of_a_gzip_capture(recordings_dir: Path, tmp_path: Path) -> None:
+    capture = _capture_of(recordings_dir / "DZG_DVS-7412.2_jmberg.bin", tmp_path / "c.txt.gz")
+    proc = run("decode", "--summary", str(capture))
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode()
+    assert "(capture file, gzip)" in text
+    assert "good frames: 1, no errors" in text
+    assert "meter 0a01445a47000282225e (1 DZG00 4208 2910): 1 frames, CRC x25 x1" in text
+    assert "quirks: dzg-dvs74-unsigned-power" in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line[:1].isdigit()}
+    assert (
+        rows["1-0:1.8.0*255"].split()
+        == ["1-0:1.8.0*255", "Import", "total", "Wh", "1"] + ["5430157.7"] * 4
+    )
+    assert "Active power total" in rows["1-0:16.7.0*255"]
+
+
+def test_summary_counts_errors_and_first_last_min_max(recordings_dir: Path) -> None:
+    proc = run("decode", "--summary", str(recordings_dir / "EMH_eHZ-IW8E2A5L0EK2P_with_error.bin"))
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode()
+    assert "(raw dump)" in text and "good frames: 11, truncated: 1" in text
+    row = next(line for line in text.splitlines() if line.startswith("1-0:1.8.0*255"))
+    assert row.split()[3:] == ["Wh", "11", "2795692.7", "2795693.7", "2795692.7", "2795693.7"]
+
+
+def test_directory_exits_2_saying_so(tmp_path: Path) -> None:
+    proc = run("decode", str(tmp_path))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.decode().strip()
+        == f"smlogger decode: {tmp_path}: is a directory, not a recording"
+    )
+
+
+def test_unreadable_file_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.bin"
+    proc = run("decode", str(missing))
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip() == f"smlogger decode: {missing}: No such file or directory"
+
+
+def test_noise_says_no_valid_frame_and_how_it_was_read(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes((i * 7919) % 251 for i in range(3000)))
+    proc = run("decode", "--summary", str(noise))
+    assert proc.returncode == 1
+    assert (
+        f"no valid SML frame found in {noise} (3000 bytes read as a raw dump)"
+        in proc.stderr.decode()
+    )
+
+
+def test_obis_names_cover_the_recordings(expected: dict[str, object]) -> None:
+    import re
+
+    from smlogger.obisnames import obis_name
+
+    codes = set(re.findall(r"\d+-\d+:\d+\.\d+\.\d+\*\d+", json.dumps(expected)))
+    assert codes and all(obis_name(c) for c in codes), sorted(c for c in codes if not obis_name(c))
+    assert obis_name("1-0:1.8.0*255") == "Import total"
+    assert obis_name("1-0:1.8.0") == "Import total"
+    assert obis_name("1-0:99.99.99*255") is None

@@ -4,6 +4,7 @@ base + typed columns + delta, and the delta is small."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from conftest import recording_files
 
@@ -20,7 +21,7 @@ def _readings(data: bytes) -> list[Reading]:
 
 
 def _stored(values: dict[str, Value]) -> dict[str, tuple[object, object, type]]:
-    out = {}
+    out: dict[str, tuple[object, object, type]] = {}
     for obis, v in values.items():
         value = json_value(v.value)
         out[obis] = (value, v.unit, type(value))
@@ -59,7 +60,7 @@ def test_simulated_meter_rows_carry_almost_nothing() -> None:
 
 
 def test_changes_are_kept_and_missing_entries_marked() -> None:
-    base = {"a": ["x", None], "1-0:1.8.0*255": [1000.5, "Wh"], "b": [5, "W"]}
+    base: dict[str, list[Any]] = {"a": ["x", None], "1-0:1.8.0*255": [1000.5, "Wh"], "b": [5, "W"]}
     values = {
         "a": Value("a", "y", None),  # changed identity value
         "1-0:1.8.0*255": Value("1-0:1.8.0*255", 2000.25, "Wh"),  # from the typed column

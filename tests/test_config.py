@@ -204,7 +204,11 @@ def test_dataclasses_hold_exactly_the_options_with_typed_defaults() -> None:
     # the option table is the only place with defaults: every field is an option (and back),
     # and every default is a valid value of the field's type
     for cls, options, extra in (
-        (config.Config, config.GLOBAL_OPTIONS, {"meters", "config_file"}),
+        (
+            config.Config,
+            config.GLOBAL_OPTIONS,
+            {"meters", "config_file", "secret_files", "warnings"},
+        ),
         (config.MeterConfig, config.METER_OPTIONS, set()),
     ):
         hints = typing.get_type_hints(cls)

@@ -12,24 +12,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import METER, reading
 from smallfs import fill, small_filesystem
 
 from smlogger.csvlog import CsvDiskFullError, CsvLog, columns, repair
-from smlogger.reading import Reading, Value
-
-METER = "0a0149534b0001d53531"
-
-
-def reading(at: datetime, e_sum: float = 100.0, p_sum: float = 250.0, **kw: float) -> Reading:
-    values = {"1-0:1.8.0*255": Value("1-0:1.8.0*255", e_sum * 1000, "Wh", int(e_sum * 1e4), -1)}
-    return Reading(
-        meter_id=kw.pop("meter", METER),
-        time=at,
-        values=values,  # type: ignore[arg-type]
-        e_sum=e_sum,
-        p_sum=p_sum,
-        **kw,
-    )
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -67,7 +53,7 @@ def test_hourly_and_local_boundaries(tmp_path: Path) -> None:
     start = datetime(2024, 3, 9, 10, 59, 59, tzinfo=timezone.utc)
     log = CsvLog(tmp_path, rotate="hourly", compress=False)
     for i in range(3):
-        log.write(reading(start + timedelta(seconds=i)))
+        log.write(reading(start + timedelta(seconds=i), 100.0, 250.0))
     log.close()
     assert files(tmp_path) == [f"{METER}_2024-03-09T10.csv", f"{METER}_2024-03-09T11.csv"]
 
@@ -76,7 +62,7 @@ def test_size_rotation(tmp_path: Path) -> None:
     start = datetime(2024, 3, 9, 10, 0, tzinfo=timezone.utc)
     log = CsvLog(tmp_path, rotate="size", max_size=2048, compress=True)
     for i in range(80):
-        log.write(reading(start + timedelta(seconds=i)))
+        log.write(reading(start + timedelta(seconds=i), 100.0, 250.0))
     log.close()
     names = files(tmp_path)
     assert len(names) >= 3
@@ -92,13 +78,13 @@ def test_partial_last_line_is_repaired_on_restart(tmp_path: Path) -> None:
     start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
     log = CsvLog(tmp_path, clock=lambda: start)
     for i in range(3):
-        log.write(reading(start + timedelta(seconds=i)))
+        log.write(reading(start + timedelta(seconds=i), 100.0, 250.0))
     log.close()
     path = tmp_path / METER / f"{METER}_2024-03-09.csv"
     with open(path, "ab") as fh:
         fh.write(b"2024-03-09T12:00:03.000Z,0a01,100.0")  # crash in the middle of a row
     log = CsvLog(tmp_path, clock=lambda: start)
-    log.write(reading(start + timedelta(seconds=4)))
+    log.write(reading(start + timedelta(seconds=4), 100.0, 250.0))
     log.close()
     content = path.read_text()
     assert "0a01,100.0" not in content
@@ -117,7 +103,7 @@ def test_zero_fill_and_header_only_partial(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / f"{METER}_2024-03-09.csv").write_bytes(b"time,meter_id,e_s")
     log = CsvLog(tmp_path / "csv", clock=lambda: start)
-    log.write(reading(start))
+    log.write(reading(start, 100.0, 250.0))
     log.close()
     text = (folder / f"{METER}_2024-03-09.csv").read_text().splitlines()
     assert text[0] == ",".join(columns(False)) and len(text) == 2
@@ -127,7 +113,7 @@ def test_old_uncompressed_files_compressed_and_pruned_at_start(tmp_path: Path) -
     day = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
     log = CsvLog(tmp_path, compress=False, clock=lambda: day)
     for d in range(5):
-        log.write(reading(day + timedelta(days=d)))
+        log.write(reading(day + timedelta(days=d), 100.0, 250.0))
     log.close()
     assert len(files(tmp_path)) == 5
     now = day + timedelta(days=4)
@@ -147,7 +133,7 @@ def test_prune_on_rotation(tmp_path: Path) -> None:
     log = CsvLog(tmp_path, keep_days=1, clock=lambda: clock[0])
     for d in range(4):
         clock[0] = day + timedelta(days=d)
-        log.write(reading(clock[0]))
+        log.write(reading(clock[0], 100.0, 250.0))
     log.close()
     assert files(tmp_path) == [f"{METER}_2024-03-03.csv.gz", f"{METER}_2024-03-04.csv"]
 
@@ -155,12 +141,14 @@ def test_prune_on_rotation(tmp_path: Path) -> None:
 def test_header_change_starts_a_new_file(tmp_path: Path) -> None:
     at = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
     log = CsvLog(tmp_path, clock=lambda: at)
-    log.write(reading(at))
+    log.write(reading(at, 100.0, 250.0))
     log.close()
     log = CsvLog(tmp_path, aggregated=True, clock=lambda: at)
     agg = reading(
         at + timedelta(minutes=1),
-        samples=60,  # type: ignore[arg-type]
+        100.0,
+        250.0,
+        samples=60,
         minmax={"p_sum": (100.0, 900.0)},
     )
     log.write(agg)
@@ -174,8 +162,8 @@ def test_header_change_starts_a_new_file(tmp_path: Path) -> None:
 def test_several_meters_get_their_own_files(tmp_path: Path) -> None:
     at = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
     log = CsvLog(tmp_path)
-    log.write(reading(at, meter="house"))
-    log.write(reading(at, meter="heat/pump"))
+    log.write(reading(at, 100.0, 250.0, meter="house"))
+    log.write(reading(at, 100.0, 250.0, meter="heat/pump"))
     log.close()
     assert files(tmp_path) == ["heat_pump_2024-03-09.csv", "house_2024-03-09.csv"]
     assert rows(tmp_path / "heat_pump" / "heat_pump_2024-03-09.csv")[0]["meter_id"] == "heat/pump"

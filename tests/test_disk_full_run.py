@@ -17,8 +17,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from helpers import wait_for
 from smallfs import fill, small_filesystem
-from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_S = 0.05  # 20 readings per second

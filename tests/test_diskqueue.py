@@ -240,6 +240,7 @@ def _run_worker(directory: Path, log_path: Path, start: int, stop: int) -> subpr
     )
 
 
+@pytest.mark.slow  # four worker processes killed with SIGKILL mid-stream
 def test_kill_9_loses_and_repeats_nothing_acknowledged(tmp_path: Path) -> None:
     directory = tmp_path / "queue"
     log_path = tmp_path / "consumer.log"
@@ -258,6 +259,7 @@ def test_kill_9_loses_and_repeats_nothing_acknowledged(tmp_path: Path) -> None:
                 break
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        proc.stdout.close()  # ours to close: the child is gone
         assert proc.returncode == -signal.SIGKILL
         next_item = acknowledged + 1
 

@@ -5,29 +5,23 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import T0, reading
 
 from smlogger.live import SUBSCRIBER_QUEUE_SIZE, LiveState
-from smlogger.reading import Reading
 from smlogger.sdnotify import Notifier
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def reading(meter: str, seconds: int = 0, p_sum: float = 100.0) -> Reading:
-    return Reading(meter_id=meter, time=T0 + timedelta(seconds=seconds), values={}, p_sum=p_sum)
 
 
 def test_latest_per_meter_in_first_seen_order() -> None:
     live = LiveState()
     assert live.latest() is None and live.meters() == []
     live.add_meter("configured")
-    live.update(reading("b", 0))
-    live.update(reading("a", 1))
-    live.update(reading("b", 2, 250.0))
+    live.update(reading(0, meter="b"))
+    live.update(reading(1, meter="a"))
+    live.update(reading(2, p_sum=250.0, meter="b"))
     assert live.meters() == ["configured", "b", "a"]
     assert live.latest() is None  # the first meter has not sent anything yet
     latest_b = live.latest("b")
@@ -51,13 +45,13 @@ def test_source_states_and_frame_age() -> None:
     live.set_source("house", "connected", detail="receiving frames")
     assert live.source_status()["house"]["since"] == since  # unchanged state keeps its since
     with pytest.raises(ValueError, match="source state must be one of"):
-        live.set_source("house", "broken")
+        live.set_source("house", "broken")  # type: ignore[arg-type]  # what the check is for
 
 
 def test_update_names_the_source_of_a_meter() -> None:
     live = LiveState()
-    live.update(reading("m1"), source="house")
-    live.update(reading("m1", 1), source="house")
+    live.update(reading(0, meter="m1"), source="house")
+    live.update(reading(1, meter="m1"), source="house")
     assert live.source_status()["house"]["meters"] == ["m1"]
 
 
@@ -67,14 +61,14 @@ def test_subscribers_get_every_reading_and_slow_ones_lose_the_oldest() -> None:
     slow = live.subscribe()
     assert live.subscriber_count() == 2
     for i in range(SUBSCRIBER_QUEUE_SIZE + 10):
-        live.update(reading("m", i))
+        live.update(reading(i, meter="m"))
         fast.get_nowait()
     assert fast.empty()
     assert slow.qsize() == SUBSCRIBER_QUEUE_SIZE
     assert slow.get_nowait().time == T0 + timedelta(seconds=10)  # oldest ten dropped
     live.unsubscribe(slow)
     live.unsubscribe(slow)  # twice is harmless
-    live.update(reading("m", 999))
+    live.update(reading(999, meter="m"))
     assert slow.qsize() == SUBSCRIBER_QUEUE_SIZE - 1 and live.subscriber_count() == 1
 
 
@@ -85,7 +79,7 @@ def test_concurrent_updates_and_reads() -> None:
     def writer(meter: str) -> None:
         try:
             for i in range(2000):
-                live.update(reading(meter, i))
+                live.update(reading(i, meter=meter))
                 live.set_sink_status("csv", {"written": i})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -135,6 +129,7 @@ def test_notifier_abstract_socket_and_unhealthy_silence() -> None:
     assert not notifier.watchdog(healthy=False)  # a broken logger stops pinging
     assert notifier.status("busy")
     assert sock.recv(1024) == b"STATUS=busy"
+    notifier.close()
     sock.close()
 
 

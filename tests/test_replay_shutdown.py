@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,21 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waiting import wait_for
+from helpers import free_port, wait_for
 
 from smlogger import sml
 from smlogger.capture import CaptureWriter
 from smlogger.csvlog import columns
 from smlogger.simulate import make_meter
 
+pytestmark = pytest.mark.slow  # long `smlogger run` processes, killed and restarted
+
 EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_json(url: str) -> Any:
@@ -331,6 +326,7 @@ def test_http_token_protects_the_page(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}/api/live", timeout=5)
         assert info.value.code == 401
+        info.value.close()  # the error holds the response and its socket
     finally:
         code, _ = stop(proc)
     stderr = log_path.read_text()

@@ -12,20 +12,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from helpers import Collect, wait_for
 
 from smlogger import sml
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline
-from smlogger.reading import Reading
 from smlogger.sources import SerialSettings, SerialSource, split_frames
+
+pytestmark = pytest.mark.slow  # socat ptys and a real serial link
 
 MT175_A = "ISKRA_MT175_eHZ.bin"  # 10 good frames, meter 090149534b000403df63
 MT175_B = "ISKRA_MT175_D1A52-V22-K0t.bin"  # 8 good frames, another meter
@@ -85,31 +85,6 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
     yield pair
     if pair.proc is not None:
         pair.stop()
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.lock = threading.Lock()
-
-    def write(self, reading: Reading) -> None:
-        with self.lock:
-            self.readings.append(reading)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def status(self) -> dict[str, object]:
-        return {}
-
-    def count(self, meter: str) -> int:
-        with self.lock:
-            return sum(1 for r in self.readings if r.meter_id == meter)
 
 
 def test_unplug_replug_and_watchdog_in_process(

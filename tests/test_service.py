@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from smlogger import config, service
 from smlogger.config import ConfigError
@@ -118,11 +119,39 @@ def test_web_page_off_or_on(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_connection_limit_per_client_is_configurable() -> None:
+    cfg = load(["--simulate", "--http", "127.0.0.1:0", "--http-max-connections-per-client", "2"])
+    server = service.start_web(cfg, LiveState(), None, dict)
+    assert server is not None
+
+    def third_refused() -> bool:
+        # the held connections count once the server has accepted them
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as third:
+            third.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return third.recv(100).startswith(b"HTTP/1.1 503")
+
+    try:
+        assert server.limits.max_per_client == 2
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        try:
+            wait_for(third_refused, 10, "the third connection refused")
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        server.stop()
+    with pytest.raises(ConfigError, match=r"--http-max-connections-per-client.*at least 1"):
+        load(["--http-max-connections-per-client", "0"])
+
+
 def test_status_line_names_each_source() -> None:
     live = LiveState()
     assert service.status_line(live) == "starting"
     live.set_source("meter", "waiting", detail="no device")
     assert service.status_line(live) == "meter: waiting, 0 readings"
+    missing = {"code": "missing", "sentence": "/dev/x does not exist", "hint": ""}
+    live.set_diagnosis("meter", missing)
+    assert service.status_line(live) == "meter: waiting (missing), 0 readings"
 
 
 def test_signals_set_the_stop_event() -> None:

@@ -133,7 +133,7 @@ def check_message(m: dict[str, Any]) -> None:
             check_entry(e)
 
 
-def check_frames(frames: list[sml.Frame], stats: dict[str, int], size: int) -> None:
+def check_frames(frames: list[sml.Frame], stats: sml.DecoderStats, size: int) -> None:
     """The contract every decoder output must meet, damaged input or not."""
     end = 0
     counts = dict.fromkeys(ERRORS, 0)
@@ -172,7 +172,7 @@ def check_frames(frames: list[sml.Frame], stats: dict[str, int], size: int) -> N
     assert sum(f["length"] for f in frames) + stats["discarded_bytes"] == size
 
 
-def chunked(data: bytes, rng: random.Random) -> tuple[list[sml.Frame], dict[str, int]]:
+def chunked(data: bytes, rng: random.Random) -> tuple[list[sml.Frame], sml.DecoderStats]:
     decoder = sml.Decoder()
     frames: list[sml.Frame] = []
     i = 0

@@ -20,7 +20,7 @@ SEEDS = (1, 2, 3, 4, 5, 6)
 
 def feed_all(
     chunks: Iterable[bytes], *, crc: sml.CrcName = "auto"
-) -> tuple[list[sml.Frame], dict[str, int]]:
+) -> tuple[list[sml.Frame], sml.DecoderStats]:
     decoder = sml.Decoder(crc)
     frames: list[sml.Frame] = []
     for chunk in chunks:

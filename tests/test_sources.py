@@ -11,13 +11,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from helpers import Collect, wait_for
 
 from smlogger import sml
 from smlogger.capture import CAPTURE_MAGIC, CaptureWriter
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline
-from smlogger.reading import Reading
 from smlogger.sources import (
     Backoff,
     Chunk,
@@ -30,28 +29,6 @@ from smlogger.sources import (
 
 MT175 = "ISKRA_MT175_eHZ.bin"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
-class Collect:
-    """A sink that keeps what it gets."""
-
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.closed = False
-
-    def write(self, reading: Reading) -> None:
-        self.readings.append(reading)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def status(self) -> dict[str, object]:
-        return {"written": len(self.readings)}
 
 
 class MeterServer:

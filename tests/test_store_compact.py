@@ -36,13 +36,13 @@ def _version_1_database(db: peewee.Database, readings: list[Reading]) -> None:
     """A database as version 1 wrote it: rowid table, full OBIS JSON, min/max repeated."""
     d = dialect_of(db)
     apply_1 = MIGRATIONS[0][2]
-    db.execute_sql(
+    db.execute_sql(  # type: ignore[no-untyped-call]
         f"CREATE TABLE {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL PRIMARY KEY, "
         "applied_at TEXT NOT NULL, description VARCHAR(255))"
     )
     apply_1(db, d)
-    db.execute_sql(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (1, '2024-01-01 00:00:00', 'v1')")
-    db.execute_sql("INSERT INTO meters (meter_id) VALUES (?)", (readings[0].meter_id,))
+    db.execute_sql(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (1, '2024-01-01 00:00:00', 'v1')")  # type: ignore[no-untyped-call]
+    db.execute_sql("INSERT INTO meters (meter_id) VALUES (?)", (readings[0].meter_id,))  # type: ignore[no-untyped-call]
     cols = ["meter", "time", "samples", *reading_columns(), "obis_values"]
     for reading in readings:
         row = StoredRow.from_reading(reading)  # without a book: the full list, as v1 stored it
@@ -50,7 +50,7 @@ def _version_1_database(db: peewee.Database, readings: list[Reading]) -> None:
         ranges = []
         for name in ("p_sum", "p_L1", "p_L2", "p_L3"):
             ranges += [row.fields.get(name), row.fields.get(name)]
-        db.execute_sql(
+        db.execute_sql(  # type: ignore[no-untyped-call]
             f"INSERT INTO readings ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             (1, d.time_param(row.time), 1, *fields, *ranges, row.values_json),
         )
@@ -109,7 +109,7 @@ def test_compact_rows_are_small(tmp_path: Path) -> None:
         store.write(reading)
     store.close()
     db = open_database(None, tmp_path)
-    db.execute_sql("VACUUM INTO ?", (str(tmp_path / "copy.db"),))
+    db.execute_sql("VACUUM INTO ?", (str(tmp_path / "copy.db"),))  # type: ignore[no-untyped-call]
     size = (tmp_path / "copy.db").stat().st_size
     # rows, rollups, the key and the meters table included (issue 8: <= 150, from ~700)
     assert size / len(readings) <= 150, size / len(readings)

@@ -9,18 +9,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import METER, reading
 from servers import PostgresServer
 from test_store_support import (
-    METER,
     T0,
     assert_rollups_consistent,
     fetch,
     household,
-    reading,
     same_results_as_sqlite,
 )
 
 from smlogger.store import Store, StoreReader, ensure_schema, open_database, schema_version
+
+pytestmark = pytest.mark.slow  # starts a real PostgreSQL server
 
 
 @pytest.fixture(scope="module")

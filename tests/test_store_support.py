@@ -8,50 +8,16 @@ import random
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import peewee
 import pytest
+from helpers import METER, reading
 
-from smlogger.reading import Reading, Value
+from smlogger.reading import Reading
 from smlogger.store import POWER_FIELDS, ROLLUP_ENERGY, ROLLUPS, dialect_of
 
-METER = "0a01445a47000282225e"
 T0 = datetime(2024, 3, 30, 22, 0, tzinfo=timezone.utc)  # spans the CET -> CEST switch
-
-
-def reading(
-    time: datetime,
-    *,
-    meter: str = METER,
-    e_sum: Optional[float] = None,
-    e_export: Optional[float] = None,
-    p_sum: Optional[float] = None,
-    phases: Sequence[Optional[float]] = (None, None, None),
-    u: Optional[float] = None,
-    extra: Optional[dict[str, Value]] = None,
-) -> Reading:
-    values: dict[str, Value] = {}
-    if e_sum is not None:
-        values["1-0:1.8.0*255"] = Value("1-0:1.8.0*255", e_sum * 1000, "Wh", round(e_sum * 1e4), -1)
-    if e_export is not None:
-        values["1-0:2.8.0*255"] = Value("1-0:2.8.0*255", e_export * 1000, "Wh")
-    if p_sum is not None:
-        values["1-0:16.7.0*255"] = Value("1-0:16.7.0*255", p_sum, "W")
-    values["1-0:96.50.1*1"] = Value("1-0:96.50.1*1", b"ISK", None)
-    values.update(extra or {})
-    return Reading(
-        meter_id=meter,
-        time=time,
-        values=values,
-        e_sum=e_sum,
-        e_export=e_export,
-        p_sum=p_sum,
-        p_L1=phases[0],
-        p_L2=phases[1],
-        p_L3=phases[2],
-        u_L1=u,
-    )
 
 
 def household(
@@ -94,6 +60,11 @@ def household(
             phases=(l1, round(power * 0.3, 1), round(power - l1 - round(power * 0.3, 1), 1)),
             u=230.0 + rng.uniform(-3, 3),
         )
+
+
+def execute(db: peewee.Database, sql: str) -> None:
+    """Runs a statement that returns no rows (schema changes, deletes)."""
+    db.execute_sql(sql)  # type: ignore[no-untyped-call]
 
 
 def fetch(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -1,4 +1,4 @@
-"""The HTTP API over real HTTP: a cheroot server on a free port, a real LiveState, a real SQLite
+"""The HTTP API over real HTTP: our h11 server on a free port, a real LiveState, a real SQLite
 Store filled with three days of readings."""
 
 from __future__ import annotations
@@ -166,6 +166,41 @@ def test_healthz(server: WebServer) -> None:
     assert body["sources"] == {"/dev/ttyUSB0": "connected", "tcp://10.0.0.5:8888": "no data"}
     head = request(server, "/healthz", "HEAD")
     assert (head.status, head.body) == (200, b"")
+
+
+def test_healthz_503_until_a_frame_and_while_a_sink_fails() -> None:
+    live = LiveState()
+    live.set_source("house", "waiting", detail="no such file")
+    live.watch_source("house", 30.0)
+    live.set_diagnosis(
+        "house", {"code": "missing", "sentence": "/dev/ttyUSB0 does not exist", "hint": "plug"}
+    )
+    srv = serve(live)
+    try:
+        resp = get(srv, "/healthz")
+        assert resp.status == 503
+        body = resp.json()
+        assert body["status"] == "unhealthy"
+        assert body["reasons"] == ["house: no valid frame yet: /dev/ttyUSB0 does not exist"]
+        assert body["diagnoses"]["house"]["code"] == "missing"
+        assert request(srv, "/healthz", "HEAD").status == 503
+        status = get(srv, "/api/status").json()["sources"]["house"]
+        assert (status["diagnosis"]["code"], status["watchdog_s"]) == ("missing", 30.0)
+
+        live.set_source("house", "connected", detail="receiving frames")
+        live.set_diagnosis("house", {"code": "ok", "sentence": "SML frames arrive", "hint": ""})
+        live.frame_received("house", {"frames_ok": 1, "crc_errors": 0})
+        live.set_sink_status("sql", {"db": "ok", "last_error": None, "failing": False})
+        resp = get(srv, "/healthz")
+        assert (resp.status, resp.json()["reasons"]) == (200, [])
+        assert get(srv, "/api/live").json()["problems"] == []
+
+        live.set_sink_status("sql", {"db": "down", "last_error": "OperationalError: refused"})
+        resp = get(srv, "/healthz")
+        assert resp.status == 503
+        assert resp.json()["reasons"] == ["sink sql: database down (OperationalError: refused)"]
+    finally:
+        srv.stop()
 
 
 def test_api_index(server: WebServer) -> None:
@@ -412,7 +447,7 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
 def test_status(server: WebServer) -> None:
     body = get(server, "/api/status").json()
     assert body["versions"]["smlogger"] == body["version"]
-    assert {"python", "bottle", "cheroot"} <= set(body["versions"])
+    assert {"python", "bottle", "h11"} <= set(body["versions"])
     assert body["meters"] == [METER_A, METER_B]
     usb = body["sources"]["/dev/ttyUSB0"]
     assert usb["state"] == "connected"

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from helpers import reading
 
 from smlogger.live import LiveState
-from smlogger.reading import Reading
 from smlogger.web import WebServer, build_app
 
 METER_A = "0a01445a47000282225e"
@@ -69,15 +69,11 @@ class SseClient:
         self.conn.close()
 
 
-def reading(meter: str, watts: float) -> Reading:
-    return Reading(meter_id=meter, time=datetime.now(timezone.utc), values={}, p_sum=watts)
-
-
 @pytest.fixture()
 def live() -> LiveState:
     live = LiveState()
     live.set_source("sim", "connected", stats={"frames_ok": 1, "crc_errors": 0})
-    live.update(reading(METER_A, 100.0), source="sim")
+    live.update(reading(datetime.now(timezone.utc), p_sum=100.0, meter=METER_A), source="sim")
     return live
 
 
@@ -114,7 +110,9 @@ def test_reading_pushed_within_one_second(server: WebServer, live: LiveState) ->
         for n in range(5):
             watts = 1000.0 + n
             started = time.monotonic()
-            live.update(reading(METER_A, watts), source="sim")
+            live.update(
+                reading(datetime.now(timezone.utc), p_sum=watts, meter=METER_A), source="sim"
+            )
             event = client.until("reading", timeout=1.0)
             elapsed = time.monotonic() - started
             assert event.data["fields"]["p_sum"] == watts
@@ -139,14 +137,14 @@ def test_keepalive_comments_and_status_events(live: LiveState) -> None:
 
 
 def test_meter_filter(server: WebServer, live: LiveState) -> None:
-    live.update(reading(METER_B, 5.0))
+    live.update(reading(datetime.now(timezone.utc), p_sum=5.0, meter=METER_B))
     client = SseClient(server, f"/api/stream?meter={METER_B}")
     try:
         client.next()  # retry
         assert client.next().data["meter"] == METER_B  # the snapshot: this meter only
         client.until("status")
-        live.update(reading(METER_A, 1.0))
-        live.update(reading(METER_B, 2.0))
+        live.update(reading(datetime.now(timezone.utc), p_sum=1.0, meter=METER_A))
+        live.update(reading(datetime.now(timezone.utc), p_sum=2.0, meter=METER_B))
         event = client.until("reading", timeout=2.0)
         assert (event.data["meter"], event.data["fields"]["p_sum"]) == (METER_B, 2.0)
     finally:

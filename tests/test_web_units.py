@@ -136,7 +136,8 @@ def test_iso_is_utc_with_z() -> None:
 
 def test_one_iso_for_the_project() -> None:
     # the store, the CSV files and the web API write times through the same function
-    assert store_queries.iso is iso and store_sink.iso is iso and csvlog.iso is iso
+    modules = (store_queries, store_sink, csvlog)
+    assert all(module.iso is iso for module in modules)
 
 
 def test_link_states_are_one_list() -> None:
@@ -145,7 +146,9 @@ def test_link_states_are_one_list() -> None:
     assert [state_rank(s) for s in LINK_STATES] == [0, 1, 2]
     assert state_rank("bogus") == state_rank(None) == len(LINK_STATES)
     served = page_link_states()
-    assert served["labels"] == {**LINK_STATE_LABELS, PAGE_OFFLINE_STATE: PAGE_OFFLINE_LABEL}
+    labels: dict[str, str] = {PAGE_OFFLINE_STATE: PAGE_OFFLINE_LABEL}
+    labels.update(LINK_STATE_LABELS.items())
+    assert served["labels"] == labels
     assert served["initial"] == INITIAL_LINK_STATE and served["offline"] == PAGE_OFFLINE_STATE
 
 

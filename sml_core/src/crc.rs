@@ -36,15 +36,23 @@ const fn make_tables() -> [[u16; 256]; 16] {
 static TABLES: [[u16; 256]; 16] = make_tables();
 
 /// Advances a raw (reflected) CRC register over `data`: carry-less multiply
-/// folding where the CPU has it (x86-64 PCLMULQDQ), the sliced table elsewhere.
+/// folding where the CPU has it (x86-64 PCLMULQDQ, aarch64 PMULL), the sliced
+/// table elsewhere.
 #[must_use]
 pub fn update(crc: u16, data: &[u8]) -> u16 {
     #[cfg(target_arch = "x86_64")]
-    if data.len() >= clmul::MIN_LEN && clmul::available() {
+    if data.len() >= MIN_FOLD_LEN && clmul::available() {
         return clmul::update(crc, data);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if data.len() >= MIN_FOLD_LEN && pmull::available() {
+        return pmull::update(crc, data);
     }
     update_table(crc, data)
 }
+
+/// Below this the folding setup costs more than the table loop.
+pub const MIN_FOLD_LEN: usize = 32;
 
 /// One slicing step over `N` bytes (N = 16, 8 or 4): the register's two bytes
 /// and the data bytes each look up the table that advances them to the end
@@ -152,100 +160,278 @@ mod consts {
     pub const MU: u64 = mu(Q);
 }
 
+/// The folding algorithm, written once over a handful of 128-bit primitives
+/// (`V`, `load`, `pair`, `lo`, `hi`, `xor`, `mul_ll`, `mul_hh`, `mul_lh`)
+/// that each backend module defines: x86-64 PCLMULQDQ, aarch64 PMULL and a
+/// portable software carry-less multiply. The software instantiation runs in
+/// the tests on every machine, so the steps the aarch64 build takes are
+/// checked here even where that target cannot be compiled.
+///
+/// `mul_ll(a, b)` multiplies the low 64-bit halves, `mul_hh` the high ones,
+/// `mul_lh` the low half of `a` by the high half of `b`.
+macro_rules! fold_algorithm {
+    ($(#[$attr:meta])*) => {
+        $(#[$attr])*
+        pub(super) fn fold(crc: u16, data: &[u8]) -> u16 {
+            use super::consts::{K1, K2, K3, K4, K5, MU, PX};
+            let blocks = data.len() / 16;
+            debug_assert!(blocks >= 1);
+            let k3k4 = pair(K3, K4);
+            let mut x;
+            let mut done;
+            if blocks >= 4 {
+                // Four independent accumulators keep the multiplier busy on long input.
+                let mut x3 = xor(load(data, 0), pair(u64::from(crc), 0));
+                let mut x2 = load(data, 1);
+                let mut x1 = load(data, 2);
+                let mut x0 = load(data, 3);
+                let k1k2 = pair(K1, K2);
+                done = 4;
+                while blocks - done >= 4 {
+                    x3 = xor(xor(load(data, done), mul_ll(x3, k1k2)), mul_hh(x3, k1k2));
+                    x2 = xor(xor(load(data, done + 1), mul_ll(x2, k1k2)), mul_hh(x2, k1k2));
+                    x1 = xor(xor(load(data, done + 2), mul_ll(x1, k1k2)), mul_hh(x1, k1k2));
+                    x0 = xor(xor(load(data, done + 3), mul_ll(x0, k1k2)), mul_hh(x0, k1k2));
+                    done += 4;
+                }
+                x = xor(xor(x2, mul_ll(x3, k3k4)), mul_hh(x3, k3k4));
+                x = xor(xor(x1, mul_ll(x, k3k4)), mul_hh(x, k3k4));
+                x = xor(xor(x0, mul_ll(x, k3k4)), mul_hh(x, k3k4));
+            } else {
+                x = xor(load(data, 0), pair(u64::from(crc), 0));
+                done = 1;
+            }
+            while done < blocks {
+                x = xor(xor(load(data, done), mul_ll(x, k3k4)), mul_hh(x, k3k4));
+                done += 1;
+            }
+            // 128 -> 64 bits.
+            let x = xor(mul_lh(x, k3k4), pair(hi(x), 0));
+            // 64 -> 32 bits: the low 32 bits times x^64 mod Q, plus the rest shifted down.
+            let (l, h) = (lo(x), hi(x));
+            let x = xor(mul_ll(pair(l & 0xffff_ffff, 0), pair(K5, 0)), pair((l >> 32) | (h << 32), h >> 32));
+            // Barrett reduction to 32 bits.
+            let pu = pair(PX, MU);
+            let t1 = mul_lh(pair(lo(x) & 0xffff_ffff, 0), pu);
+            let t2 = mul_ll(pair(lo(t1) & 0xffff_ffff, 0), pu);
+            let reg = (lo(xor(x, t2)) >> 32) as u32;
+            // The register of the x^16-scaled computation is the SML register.
+            super::update_table(reg as u16, &data[blocks * 16..])
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod clmul {
     use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_clmulepi64_si128, _mm_cvtsi32_si128, _mm_extract_epi32, _mm_set_epi32,
-        _mm_set_epi64x, _mm_srli_si128, _mm_xor_si128,
+        __m128i, _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_extract_epi64, _mm_set_epi64x, _mm_xor_si128,
     };
 
-    use super::consts::{K1, K2, K3, K4, K5, MU, PX};
-
-    /// Below this the setup costs more than the table loop.
-    pub const MIN_LEN: usize = 32;
+    type V = __m128i;
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("sse4.1")
     }
 
     pub fn update(crc: u16, data: &[u8]) -> u16 {
-        debug_assert!(data.len() >= MIN_LEN && available());
+        debug_assert!(data.len() >= super::MIN_FOLD_LEN && available());
         // SAFETY: `available()` checked at run time that the CPU has the
         // features `fold` is compiled for. `fold` itself reads memory only
         // through safe slice indexing.
         #[allow(unsafe_code)]
-        let r = unsafe { fold(u32::from(crc), data) };
+        let r = unsafe { fold(crc, data) };
         r
     }
 
+    #[inline]
     #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
-    fn load(chunk: &[u8]) -> __m128i {
-        let lo = u64::from_le_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
-        let hi = u64::from_le_bytes([
-            chunk[8], chunk[9], chunk[10], chunk[11], chunk[12], chunk[13], chunk[14], chunk[15],
-        ]);
+    fn load(data: &[u8], block: usize) -> V {
+        let b: &[u8; 16] = data[block * 16..block * 16 + 16].try_into().expect("16 bytes");
+        let v = u128::from_le_bytes(*b);
+        _mm_set_epi64x((v >> 64) as i64, v as i64)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn pair(lo: u64, hi: u64) -> V {
         _mm_set_epi64x(hi as i64, lo as i64)
     }
 
+    #[inline]
     #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
-    fn reduce128(a: __m128i, b: __m128i, keys: __m128i) -> __m128i {
-        let t1 = _mm_clmulepi64_si128(a, keys, 0x00);
-        let t2 = _mm_clmulepi64_si128(a, keys, 0x11);
-        _mm_xor_si128(_mm_xor_si128(b, t1), t2)
+    fn lo(v: V) -> u64 {
+        _mm_cvtsi128_si64(v) as u64
     }
 
+    #[inline]
     #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
-    fn fold(crc: u32, data: &[u8]) -> u16 {
-        let mut chunks = data.chunks_exact(16);
-        let mut next = || load(chunks.next().unwrap_or(&[0; 16]));
-        let blocks = data.len() / 16;
-        let k3k4 = _mm_set_epi64x(K4 as i64, K3 as i64);
-        let crc = _mm_cvtsi32_si128(crc as i32);
-        let mut x;
-        let mut done;
-        if blocks >= 4 {
-            // Four independent accumulators keep the multiplier busy on long input.
-            let mut x3 = _mm_xor_si128(next(), crc);
-            let mut x2 = next();
-            let mut x1 = next();
-            let mut x0 = next();
-            let k1k2 = _mm_set_epi64x(K2 as i64, K1 as i64);
-            done = 4;
-            while blocks - done >= 4 {
-                x3 = reduce128(x3, next(), k1k2);
-                x2 = reduce128(x2, next(), k1k2);
-                x1 = reduce128(x1, next(), k1k2);
-                x0 = reduce128(x0, next(), k1k2);
-                done += 4;
-            }
-            x = reduce128(x3, x2, k3k4);
-            x = reduce128(x, x1, k3k4);
-            x = reduce128(x, x0, k3k4);
-        } else {
-            x = _mm_xor_si128(next(), crc);
-            done = 1;
-        }
-        while done < blocks {
-            x = reduce128(x, next(), k3k4);
-            done += 1;
-        }
-        // 128 -> 64 bits.
-        let x = _mm_xor_si128(_mm_clmulepi64_si128(x, k3k4, 0x10), _mm_srli_si128(x, 8));
-        let low32 = _mm_set_epi32(0, 0, 0, !0);
-        let x = _mm_xor_si128(
-            _mm_clmulepi64_si128(_mm_and_si128(x, low32), _mm_set_epi64x(0, K5 as i64), 0x00),
-            _mm_srli_si128(x, 4),
-        );
-        // Barrett reduction to 32 bits.
-        let pu = _mm_set_epi64x(MU as i64, PX as i64);
-        let t1 = _mm_clmulepi64_si128(_mm_and_si128(x, low32), pu, 0x10);
-        let t2 = _mm_clmulepi64_si128(_mm_and_si128(t1, low32), pu, 0x00);
-        let reg = _mm_extract_epi32(_mm_xor_si128(x, t2), 1) as u32;
-        // The register of the x^16-scaled computation is the SML register.
-        super::update_table(reg as u16, &data[blocks * 16..])
+    fn hi(v: V) -> u64 {
+        _mm_extract_epi64(v, 1) as u64
     }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn xor(a: V, b: V) -> V {
+        _mm_xor_si128(a, b)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn mul_ll(a: V, b: V) -> V {
+        _mm_clmulepi64_si128(a, b, 0x00)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn mul_hh(a: V, b: V) -> V {
+        _mm_clmulepi64_si128(a, b, 0x11)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    fn mul_lh(a: V, b: V) -> V {
+        _mm_clmulepi64_si128(a, b, 0x10)
+    }
+
+    fold_algorithm!(#[target_feature(enable = "pclmulqdq,sse2,sse4.1")]);
+}
+
+/// aarch64 (Raspberry Pi 4/5 and friends): PMULL, the carry-less multiply of
+/// the ARMv8 crypto extension, through the same folding steps as x86-64.
+///
+/// Not compiled on the x86-64 development machine (no aarch64 standard
+/// library there); the steps are the shared [`fold_algorithm`], which the
+/// `soft` instantiation checks in every test run. Only the primitives below
+/// are aarch64-specific. The intrinsic calls sit in `unsafe` blocks because
+/// older toolchains declare them `unsafe fn`; newer ones make them safe inside
+/// a function with the feature enabled, hence `unused_unsafe` is allowed.
+#[cfg(target_arch = "aarch64")]
+#[allow(unused_unsafe, unsafe_code)]
+mod pmull {
+    use std::arch::aarch64::{uint64x2_t, vcombine_u64, vcreate_u64, veorq_u64, vgetq_lane_u64, vmull_p64};
+
+    type V = uint64x2_t;
+
+    pub fn available() -> bool {
+        std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+
+    pub fn update(crc: u16, data: &[u8]) -> u16 {
+        debug_assert!(data.len() >= super::MIN_FOLD_LEN && available());
+        // SAFETY: `available()` checked at run time that the CPU has NEON and
+        // PMULL, the features `fold` is compiled for. `fold` reads memory only
+        // through safe slice indexing.
+        unsafe { fold(crc, data) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn pair(lo: u64, hi: u64) -> V {
+        // SAFETY: register-only NEON operations; the feature is enabled.
+        unsafe { vcombine_u64(vcreate_u64(lo), vcreate_u64(hi)) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn load(data: &[u8], block: usize) -> V {
+        let b: &[u8; 16] = data[block * 16..block * 16 + 16].try_into().expect("16 bytes");
+        let v = u128::from_le_bytes(*b);
+        pair(v as u64, (v >> 64) as u64)
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn lo(v: V) -> u64 {
+        // SAFETY: lane read of a register; the feature is enabled.
+        unsafe { vgetq_lane_u64::<0>(v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn hi(v: V) -> u64 {
+        // SAFETY: lane read of a register; the feature is enabled.
+        unsafe { vgetq_lane_u64::<1>(v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn xor(a: V, b: V) -> V {
+        // SAFETY: register-only NEON operation; the feature is enabled.
+        unsafe { veorq_u64(a, b) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn mul(a: u64, b: u64) -> V {
+        // SAFETY: PMULL on registers; the feature is enabled.
+        let p: u128 = unsafe { vmull_p64(a, b) };
+        pair(p as u64, (p >> 64) as u64)
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn mul_ll(a: V, b: V) -> V {
+        mul(lo(a), lo(b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn mul_hh(a: V, b: V) -> V {
+        mul(hi(a), hi(b))
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon,aes")]
+    fn mul_lh(a: V, b: V) -> V {
+        mul(lo(a), hi(b))
+    }
+
+    fold_algorithm!(#[target_feature(enable = "neon,aes")]);
+}
+
+/// The folding steps over a software carry-less multiply: slow, portable, and
+/// the check (in tests, on any machine) of the algorithm the PMULL path runs.
+#[cfg(test)]
+mod soft {
+    type V = u128;
+
+    fn load(data: &[u8], block: usize) -> V {
+        u128::from_le_bytes(data[block * 16..block * 16 + 16].try_into().expect("16 bytes"))
+    }
+
+    fn pair(lo: u64, hi: u64) -> V {
+        u128::from(lo) | (u128::from(hi) << 64)
+    }
+
+    fn lo(v: V) -> u64 {
+        v as u64
+    }
+
+    fn hi(v: V) -> u64 {
+        (v >> 64) as u64
+    }
+
+    fn xor(a: V, b: V) -> V {
+        a ^ b
+    }
+
+    fn mul(a: u64, b: u64) -> V {
+        (0..64).filter(|i| b >> i & 1 == 1).fold(0, |acc, i| acc ^ (u128::from(a) << i))
+    }
+
+    fn mul_ll(a: V, b: V) -> V {
+        mul(lo(a), lo(b))
+    }
+
+    fn mul_hh(a: V, b: V) -> V {
+        mul(hi(a), hi(b))
+    }
+
+    fn mul_lh(a: V, b: V) -> V {
+        mul(lo(a), hi(b))
+    }
+
+    fold_algorithm!();
 }
 
 /// Bit-by-bit reference used by tests and fuzzing to check the sliced table.
@@ -409,9 +595,32 @@ mod tests {
                 assert_eq!(update(init, &data[..n]), want, "n={n}");
                 assert_eq!(update_table(init, &data[..n]), want, "n={n}");
                 #[cfg(target_arch = "x86_64")]
-                if n >= clmul::MIN_LEN && clmul::available() {
+                if n >= MIN_FOLD_LEN && clmul::available() {
                     assert_eq!(clmul::update(init, &data[..n]), want, "clmul n={n}");
                 }
+                if n >= 16 {
+                    assert_eq!(soft::fold(init, &data[..n]), want, "soft fold n={n}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The table path, forced, against whatever `update` picks on this CPU
+        /// (the folding path on x86-64 with PCLMULQDQ) and the portable
+        /// software fold that mirrors the aarch64 PMULL steps.
+        #[test]
+        fn table_and_fast_paths_agree_on_random_input(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            init in proptest::num::u16::ANY,
+        ) {
+            let table = update_table(init, &data);
+            proptest::prop_assert_eq!(update(init, &data), table);
+            if data.len() >= 16 {
+                proptest::prop_assert_eq!(soft::fold(init, &data), table);
+            }
+            if data.len() < 64 {
+                proptest::prop_assert_eq!(update_bitwise(init, &data), table);
             }
         }
     }

@@ -5,14 +5,15 @@
 //! Layers, as in the spec: [`transport`] (framing, escapes, CRC) → [`tl`]
 //! (type-length fields) → [`value`] and [`message`] (SML types and message
 //! bodies). [`Decoder`] ties them together as a push decoder; [`decode`] is
-//! the same thing over one buffer. `python.rs` is the only file that knows
-//! about Python.
+//! the same thing over one buffer. the `python` module (feature `python`) is the
+//! only one that knows about Python.
 
 pub mod crc;
 pub mod encode;
 pub mod message;
 pub mod obis;
 pub mod quirks;
+pub mod text;
 pub mod tl;
 pub mod transport;
 pub mod units;
@@ -43,27 +44,6 @@ pub enum Outcome<'a> {
     Transport(FrameError),
     /// Transport was fine but not a single message could be read.
     Parse(ParseError),
-}
-
-impl Outcome<'_> {
-    /// The short error name of the Python API.
-    #[must_use]
-    pub fn error_kind(&self) -> Option<&'static str> {
-        match self {
-            Outcome::Ok(_) => None,
-            Outcome::Transport(e) => Some(e.kind()),
-            Outcome::Parse(_) => Some("parse"),
-        }
-    }
-
-    #[must_use]
-    pub fn error_detail(&self) -> Option<String> {
-        match self {
-            Outcome::Ok(_) => None,
-            Outcome::Transport(e) => Some(e.to_string()),
-            Outcome::Parse(e) => Some(e.to_string()),
-        }
-    }
 }
 
 /// Message-level counters (the transport keeps its own).

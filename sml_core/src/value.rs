@@ -249,6 +249,72 @@ impl<'a> ListEntry<'a> {
     }
 }
 
+/// Exact powers of ten as f64 (all of 10^0..=10^22 are representable), so
+/// `raw / 10^k` is one correctly rounded division, the same number Python's
+/// `float(Decimal(...))` gives.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
+
+/// A value times 10^scaler, as the decoder reports it: an exact integer for
+/// scaler >= 0, the correctly rounded float below; booleans and octet strings
+/// unscaled; an SML_Time as its seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scaled<'a> {
+    Int(i128),
+    /// `raw × 10^exp` beyond `i128` (only for absurd scalers).
+    BigInt {
+        raw: i128,
+        exp: u32,
+    },
+    Float(f64),
+    Bool(bool),
+    Bytes(Bytes<'a>),
+}
+
+impl<'a> Scaled<'a> {
+    #[must_use]
+    pub fn of(v: &Value<'a>, scaler: Option<i8>) -> Self {
+        let n: i128 = match v {
+            Value::Int { value, .. } => i128::from(*value),
+            Value::UInt { value, .. } => i128::from(*value),
+            Value::Time(t) => return Scaled::Int(i128::from(t.value)),
+            Value::Bool(b) => return Scaled::Bool(*b),
+            Value::Bytes(b) => return Scaled::Bytes(b),
+        };
+        let s = i32::from(scaler.unwrap_or(0));
+        if s >= 0 {
+            let exp = s as u32;
+            return 10i128
+                .checked_pow(exp)
+                .and_then(|p| n.checked_mul(p))
+                .map_or(Scaled::BigInt { raw: n, exp }, Scaled::Int);
+        }
+        let k = (-s) as usize;
+        Scaled::Float(if n.unsigned_abs() < (1u128 << 53) && k < POW10.len() {
+            #[allow(clippy::cast_precision_loss)] // |n| < 2^53: exact in f64
+            let exact = n as f64;
+            exact / POW10[k]
+        } else {
+            // Rust's float parser rounds correctly, like Python's float(str).
+            format!("{n}e{s}").parse::<f64>().unwrap_or(f64::NAN)
+        })
+    }
+}
+
+impl<'a> ListEntry<'a> {
+    /// The reported value: the wire value with quirks corrected, scaled.
+    #[must_use]
+    pub fn scaled(&self) -> Option<Scaled<'a>> {
+        if self.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
+            self.value.as_ref().map(|v| Scaled::of(v, self.scaler))
+        } else {
+            self.corrected().map(|v| Scaled::of(&v, self.scaler))
+        }
+    }
+}
+
 /// SML_Tree (GetProcParameter, SetProcParameter, attention details).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree<'a> {

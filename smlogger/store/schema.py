@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -187,15 +188,60 @@ def _create_database_if_missing(db: peewee.Database, d: Dialect) -> Optional[str
                 server_pg, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if not exists:
-                _sql(server_pg, f"CREATE DATABASE {d.q(name)}")
+                try:
+                    _sql(server_pg, f"CREATE DATABASE {d.q(name)}")
+                except peewee.DatabaseError as exc:
+                    # another logger created it between our check and our CREATE
+                    # (duplicate_database, or the unique index of pg_database)
+                    if getattr(getattr(exc, "orig", None), "pgcode", None) not in PG_DUPLICATE:
+                        raise
+                    db.connect(reuse_if_open=True)
+                    return None
     db.connect(reuse_if_open=True)
     return f"created database {name}"
+
+
+# SQLSTATEs of "it exists already": duplicate_database, duplicate_table, unique_violation
+PG_DUPLICATE = ("42P04", "42P07", "23505")
+# Loggers started together (one per meter against one server) take turns at the schema:
+# PostgreSQL's CREATE TABLE IF NOT EXISTS and everyone's ALTER TABLE ADD COLUMN are not safe
+# to run concurrently. The lock is per server connection and released when the work is done.
+SCHEMA_LOCK_NAME = "smlogger_schema"
+SCHEMA_LOCK_KEY = 0x736D6C6F67676572 & 0x7FFFFFFFFFFFFFFF  # "smlogger" as a bigint
+SCHEMA_LOCK_WAIT_S = 120
+
+
+@contextlib.contextmanager
+def _schema_lock(db: peewee.Database, d: Dialect) -> Iterator[None]:
+    """Hold the server-wide schema lock of the smlogger database (nothing for SQLite)."""
+    if d.name == "mysql":
+        got = _sql(db, "SELECT GET_LOCK(%s, %s)", (SCHEMA_LOCK_NAME, SCHEMA_LOCK_WAIT_S)).fetchone()
+        if not got or got[0] != 1:
+            raise peewee.OperationalError(
+                f"schema lock {SCHEMA_LOCK_NAME} not granted within {SCHEMA_LOCK_WAIT_S} s "
+                "(another smlogger is creating or migrating the schema)"
+            )
+        try:
+            yield
+        finally:
+            _sql(db, "SELECT RELEASE_LOCK(%s)", (SCHEMA_LOCK_NAME,))
+    elif d.name == "postgresql":
+        _sql(db, "SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            _sql(db, "SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    else:
+        yield
 
 
 def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[str]:
     """Create or migrate the schema; returns what was done (empty when up to date).
 
-    Safe to run any number of times and from several processes: every step is idempotent.
+    Safe to run any number of times and from several processes at once: every step is
+    idempotent, a database created by another process meanwhile is accepted, and tables and
+    columns are created under a server-wide lock (GET_LOCK / pg_advisory_lock), so loggers
+    started together take turns (tests/test_scale_out.py).
     """
     d = dialect_of(db)
     done: list[str] = []
@@ -203,13 +249,17 @@ def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[st
         created = _create_database_if_missing(db, d)
         if created:
             done.append(created)
-    _sql(
-        db,
-        f"CREATE TABLE IF NOT EXISTS {d.q(SCHEMA_VERSION_TABLE)} ("
-        f"{d.q('version')} INTEGER NOT NULL PRIMARY KEY, "
-        f"{d.q('applied_at')} {d.timestamp} NOT NULL, "
-        f"{d.q('description')} VARCHAR(255))" + d.table_options(),
-    )
+    with _schema_lock(db, d):
+        done += _ensure_tables(db, d, legacy_table=legacy_table)
+    return done
+
+
+def _ensure_tables(db: peewee.Database, d: Dialect, *, legacy_table: bool) -> list[str]:
+    done: list[str] = []
+    # MySQL checks the CREATE privilege even for an existing table: a user with only the
+    # rights to write (tables made by `smlogger db-init` as an admin) must not need it
+    if SCHEMA_VERSION_TABLE not in {t.lower() for t in db.get_tables()}:
+        _create_version_table(db, d)
     current = _current_version(db, d)
     for version, description, apply in MIGRATIONS:
         if version <= current:
@@ -235,6 +285,16 @@ def ensure_schema(db: peewee.Database, *, legacy_table: bool = False) -> list[st
         _sql(db, _ddl_legacy(d))
         done.append(f"created legacy table {LEGACY_TABLE} (time, e_sum, p_sum, p_L1, p_L2, p_L3)")
     return done
+
+
+def _create_version_table(db: peewee.Database, d: Dialect) -> None:
+    _sql(
+        db,
+        f"CREATE TABLE IF NOT EXISTS {d.q(SCHEMA_VERSION_TABLE)} ("
+        f"{d.q('version')} INTEGER NOT NULL PRIMARY KEY, "
+        f"{d.q('applied_at')} {d.timestamp} NOT NULL, "
+        f"{d.q('description')} VARCHAR(255))" + d.table_options(),
+    )
 
 
 def schema_version(db: peewee.Database) -> int:

@@ -16,6 +16,7 @@ from typing import Optional
 import peewee
 
 from smlogger.diskqueue import DiskQueue, Entry, QueueClosedError
+from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.store.bases import BaseBook
 from smlogger.store.dialect import _sql, dialect_of
@@ -94,6 +95,7 @@ class Store:
         spool_dir: Path,
         max_spool_age_days: float = 7,
         legacy_table: bool = False,
+        legacy_local_time: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         sync_interval: float = DEFAULT_SYNC_INTERVAL_S,
         max_spool_bytes: Optional[int] = None,
@@ -110,6 +112,7 @@ class Store:
         self.sync_interval = sync_interval
         self.shutdown_timeout = shutdown_timeout
         self.legacy_table = legacy_table
+        self.legacy_local_time = legacy_local_time
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
@@ -137,7 +140,9 @@ class Store:
             0.0 if sync_interval <= 0 else max(sync_interval, DB_COMMIT_INTERVAL_S)
         )
         self.book = BaseBook(Path(spool_dir))
-        self._writer = SqlWriter(db, legacy_table=legacy_table, book=self.book)
+        self._writer = SqlWriter(
+            db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
+        )
         self._state_lock = threading.Lock()
         self._progress = threading.Condition(self._state_lock)
         self._state = "connecting"
@@ -146,10 +151,14 @@ class Store:
         self._last_error_at: Optional[datetime] = None
         self._written = 0
         self._rejected = 0
+        # last_error is the current trouble and clears on recovery; a rejected reading is
+        # gone for good, so its reason stays visible here
+        self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
+        self._unexpected = StateLog(log, "SQL writer", level=logging.ERROR)
         self._commit_now = threading.Event()  # flush()/close(): do not wait for the interval
         self._last_persist = _time.monotonic()
         if self._disk_readings or (self.ram is not None and self.ram.depth):
@@ -271,6 +280,7 @@ class Store:
                 "batches": self._batches,
                 "written": self._written,
                 "rejected": self._rejected,
+                "last_rejected": self._last_rejected,
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
                 "last_error": self._last_error,
@@ -309,11 +319,12 @@ class Store:
                     outcome = self._drain_once(strikes)
                 except QueueClosedError:
                     raise
-                except Exception:
-                    # never let the writer die silently: log, wait, carry on
-                    log.exception("unexpected error in the SQL writer")
+                except Exception as exc:
+                    # never let the writer die silently: log (once, counted), wait, carry on
+                    self._unexpected.failed(f"unexpected error: {describe(exc)}", exc)
                     outcome = "retry"
                 if outcome == "ok":
+                    self._unexpected.ok()
                     delay, strikes = 0.0, 0
                 elif outcome == "refused":
                     strikes += 1
@@ -463,12 +474,10 @@ class Store:
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
-                log.error(
-                    "rejecting the reading of meter %s at %s: %s",
-                    row.meter_id,
-                    iso(row.time),
-                    exc,
-                )
+                reason = f"meter {row.meter_id[:40]} at {iso(row.time)}: {describe(exc)}"
+                log.error("rejecting the reading of %s", reason)
+                with self._state_lock:
+                    self._last_rejected = reason
                 rejected += 1
         return written, rejected
 
@@ -514,7 +523,9 @@ class Store:
         return stats.f_bavail * stats.f_frsize < 64 * 1024
 
     def _failed(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        # the real cause first: SQLite's "database or disk is full" hides behind the
+        # "cannot rollback - no transaction is active" that peewee's atomic() raises after it
+        message = describe(exc)
         state = "down" if is_connection_error(exc) else "error"
         if self._disk_full(exc):
             # SQLITE_FULL / SQLITE_IOERR: the database file's disk, not the database
@@ -549,6 +560,8 @@ class Store:
                 )
             self._state = "ok"
             self._down_since = None
+            # recovered: /api/status must not keep showing the old error
+            self._last_error = self._last_error_at = None
             self._written += written
             self._skipped += max(0, skipped)
             self._rejected += rejected
@@ -560,7 +573,12 @@ class Store:
         """Write readings straight to the database (no queue), `batch_size` per transaction,
         rollups included; for imports and benchmarks. Returns the number of new rows."""
         ensure_schema(self.db, legacy_table=self.legacy_table)
-        writer = SqlWriter(self.db, legacy_table=self.legacy_table, book=self.book)
+        writer = SqlWriter(
+            self.db,
+            legacy_table=self.legacy_table,
+            legacy_local_time=self.legacy_local_time,
+            book=self.book,
+        )
         total = 0
         batch: list[StoredRow] = []
         for reading in readings:

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 import peewee
@@ -56,10 +56,12 @@ class SqlWriter:
         *,
         legacy_table: bool = False,
         book: Optional[BaseBook] = None,
+        legacy_local_time: bool = False,
     ) -> None:
         self.db = db
         self.dialect = dialect_of(db)
         self.legacy_table = legacy_table
+        self.legacy_local_time = legacy_local_time
         self.book = book if book is not None else BaseBook()
         self._meter_keys: dict[str, int] = {}
         self._base_index: dict[tuple[int, str], int] = {}
@@ -226,6 +228,13 @@ class SqlWriter:
         )
         return len(fresh)
 
+    def _legacy_time(self, moment: datetime) -> Any:
+        # legacy_local_time: the old sml.py script stored the server's local NOW(); its
+        # readers compare with local times, so the column can keep that meaning
+        if self.legacy_local_time:
+            moment = _legacy_wall_clock(moment)
+        return self.dialect.seconds_param(moment)
+
     def _write_legacy(self, meter_id: str, rows: list[StoredRow]) -> None:
         # the old table has no meter column: it follows the first meter, like the old script
         if self._legacy_meter is None:
@@ -234,10 +243,16 @@ class SqlWriter:
             return
         d = self.dialect
         params = [
-            [d.seconds_param(row.time), *(row.fields.get(name) for name in LEGACY_FIELDS)]
+            [self._legacy_time(row.time), *(row.fields.get(name) for name in LEGACY_FIELDS)]
             for row in rows
         ]
         _execute_many(self.db, d, self._legacy_head, self._legacy_tail, params)
+
+
+def _legacy_wall_clock(moment: datetime) -> datetime:
+    """Local wall-clock time written as if it were UTC: what the old script's NOW() stored."""
+    local = moment.astimezone().replace(tzinfo=None)
+    return local.replace(tzinfo=timezone.utc)
 
 
 def _bucket_key(bucket: _Bucket) -> int:

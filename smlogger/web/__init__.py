@@ -2,10 +2,12 @@
 
 Everything the page needs is served from this package (index.tpl and static/ beside the code):
 no CDN, no build step, so the page works offline on a LAN. The app is a plain `bottle.Bottle`
-(`app.build_app`); `server.WebServer` runs it on cheroot's threaded server in a background thread.
+(`app.build_app`); `server.WebServer` serves it from one asyncio event loop (h11 parses HTTP)
+and a few worker threads, so slow clients and open event streams hold no thread.
 
 Modules: `params` (time/step parameters, ApiError), `payload` (JSON shapes), `metrics`
-(Prometheus), `api` (route handlers), `app` (Bottle wiring), `server` (cheroot).
+(Prometheus), `api` (route handlers), `app` (Bottle wiring), `wsgi` (requests to WSGI calls),
+`server` (connections, limits, event streams).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from smlogger.web.payload import (
     reading_json,
     sse_event,
 )
-from smlogger.web.server import WebServer
+from smlogger.web.server import ServerLimits, WebServer
 
 __all__ = [
     "ApiError",
     "HistoryStore",
     "MetricsWriter",
+    "ServerLimits",
     "WebApp",
     "WebServer",
     "build_app",

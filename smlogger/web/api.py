@@ -20,7 +20,9 @@ from urllib.parse import quote
 import bottle  # type: ignore[import-untyped]
 
 from smlogger import __version__
+from smlogger.health import unhealthy_reasons
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.states import page_link_states
 from smlogger.timefmt import iso
@@ -32,12 +34,14 @@ from smlogger.web.payload import (
     fmt_number,
     fmt_power,
     link_for_meter,
-    meter_label,
+    named_label,
     normalise_points,
     reading_json,
+    source_problems,
     sse_event,
     with_ts,
 )
+from smlogger.web.wsgi import STREAM_KEY
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +121,92 @@ def _versions() -> dict[str, str]:
         "python": platform.python_version(),
         "bottle": str(bottle.__version__),
     }
-    for name in ("cheroot", "peewee"):
+    for name in ("h11", "peewee"):
         module = sys.modules.get(name)
         version = getattr(module, "__version__", None)
         if version:
             versions[name] = str(version)
     return versions
+
+
+class EventStream:
+    """One open SSE stream: `poll()` returns what is due now; iterating blocks between events.
+
+    Its server slot (hub) and LiveState subscription are released by `close()`, which runs once
+    however the stream ends (client gone, server stopping, error).
+    """
+
+    def __init__(self, web: WebApp, subscription: queue.Queue[Reading], meter: str | None) -> None:
+        self.web = web
+        self.subscription = subscription
+        self.meter = meter
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._last_write = self._last_status = time.monotonic()
+
+    @property
+    def finished(self) -> bool:
+        """True once closed or the server is stopping."""
+        return self._closed or self.web.hub.stopping.is_set()
+
+    def opening(self) -> bytes:
+        """The retry hint, the latest reading of each meter and the link status."""
+        web = self.web
+        now = web.now()
+        first = [f"retry: {SSE_RETRY_MS}\n\n".encode()]
+        for m in [self.meter] if self.meter else web.live.meters():
+            reading = web.live.latest(m)
+            if reading is not None:
+                first.append(sse_event("reading", web.reading_json(reading, m, now)))
+        first.append(sse_event("status", web.link_status()))
+        self._last_write = self._last_status = time.monotonic()
+        return b"".join(first)
+
+    def poll(self, wait: float = 0.0) -> bytes | None:
+        """Readings that arrived, a status every few seconds, else a keep-alive when due."""
+        web = self.web
+        chunks = []
+        pending: list[Reading] = []
+        try:
+            if wait > 0:
+                pending.append(self.subscription.get(timeout=wait))
+            while True:
+                pending.append(self.subscription.get_nowait())
+        except queue.Empty:
+            pass
+        for reading in pending:
+            if self.meter is None or reading.meter_id == self.meter:
+                body = web.reading_json(reading, reading.meter_id, web.now())
+                chunks.append(sse_event("reading", body))
+        mono = time.monotonic()
+        if mono - self._last_status >= web.status_interval_s:
+            chunks.append(sse_event("status", web.link_status()))
+            self._last_status = mono
+        elif not chunks and mono - self._last_write >= web.keepalive_s:
+            chunks.append(b": keep-alive\n\n")
+        if not chunks:
+            return None
+        self._last_write = mono
+        return b"".join(chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield self.opening()
+            while not self.finished:
+                chunk = self.poll(wait=0.5)
+                if chunk:
+                    yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the subscription and the stream slot (once)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.web.live.unsubscribe(self.subscription)
+        self.web.hub.release()
 
 
 class WebApp:
@@ -149,6 +233,10 @@ class WebApp:
         self.now = clock
         self.started = clock()
         self.hub = _StreamHub(max_streams)
+        # page requests keep coming during a database outage: one line when reads start
+        # failing, a count once a minute, one line when they work again
+        self.db_log = StateLog(log, "web")
+        self.extra_log = StateLog(log, "web: status details")
         self.fingerprints = {
             p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
             for p in STATIC_DIR.iterdir()
@@ -182,10 +270,12 @@ class WebApp:
         if self.store is None:
             return []
         try:
-            return list(self.store.meters())
-        except Exception:  # a dead database must not take the live page down
-            log.warning("could not list meters from the database", exc_info=True)
+            meters = list(self.store.meters())
+        except Exception as exc:  # a dead database must not take the live page down
+            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
             return []
+        self.db_log.ok("database readable again")
+        return meters
 
     def meter_param(self) -> str | None:
         """The `meter` parameter (404 when unknown) or the first meter (None when none yet)."""
@@ -202,9 +292,26 @@ class WebApp:
             return None
         if not meter.strip():
             raise ApiError(400, "parameter 'meter' is empty", "meter")
-        if meter not in self.known_meters():
-            raise ApiError(404, f"unknown meter '{meter}'", "meter")
+        known = self.known_meters()
+        if meter not in known:
+            # a configured name works as well as the id
+            named = self.live.names.find(meter)
+            if named is None or named not in known:
+                raise ApiError(404, f"unknown meter '{meter}'", "meter")
+            return named
         return meter
+
+    def reading_json(
+        self, reading: Reading | None, meter: str | None, now: datetime
+    ) -> dict[str, Json]:
+        """`payload.reading_json` with the meter's name."""
+        meter_id = reading.meter_id if reading is not None else meter
+        name = self.live.meter_name(meter_id) if meter_id else None
+        return reading_json(reading, meter, now, name)
+
+    def label(self, meter_id: str) -> str:
+        """The meter's label for people: its name (if any) and its number."""
+        return named_label(meter_id, self.live.meter_name(meter_id))
 
     def require_store(self) -> HistoryStore:
         if self.store is None:
@@ -232,7 +339,8 @@ class WebApp:
             out.append(
                 {
                     "id": meter,
-                    "label": meter_label(meter),
+                    "name": self.live.meter_name(meter),
+                    "label": self.label(meter),
                     "live": reading is not None,
                     "stored": meter in stored,
                     "configured": meter in live_meters,
@@ -244,9 +352,11 @@ class WebApp:
     def live_reading(self) -> Json:
         meter = self.meter_param()
         now = self.now()
-        body = reading_json(self.live.latest(meter) if meter else None, meter, now)
+        body = self.reading_json(self.live.latest(meter) if meter else None, meter, now)
         body["server_time"] = iso(now)
-        body["link"] = link_for_meter(self.live.source_status(), meter)
+        sources = self.live.source_status()
+        body["link"] = link_for_meter(sources, meter)
+        body["problems"] = source_problems(sources)
         return body
 
     def history(self) -> Json:
@@ -272,9 +382,10 @@ class WebApp:
             result = store.history(meter, start, end, step=step, max_points=max_points)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        except Exception:
-            log.warning("history query failed", exc_info=True)
+        except Exception as exc:
+            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
             raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+        self.db_log.ok("database readable again")
         return normalise_points(dict(result))
 
     def consumption(self) -> Json:
@@ -299,9 +410,10 @@ class WebApp:
                 bars = list(store.consumption(meter, period, start, end))
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from None
-            except Exception:
-                log.warning("consumption query failed", exc_info=True)
+            except Exception as exc:
+                self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
                 raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+            self.db_log.ok("database readable again")
         return {
             "meter": meter,
             "period": period,
@@ -335,7 +447,7 @@ class WebApp:
             try:
                 extra = self.status_extra()
             except Exception as exc:
-                log.warning("status_extra failed", exc_info=True)
+                self.extra_log.failed(exc)
                 extra = {"status_extra_error": f"{type(exc).__name__}: {exc}"}
             # the extra adds keys; it never replaces what the web app itself reports
             for key, value in extra.items():
@@ -348,14 +460,31 @@ class WebApp:
         return body
 
     def healthz(self) -> Json:
+        """200 when every watched source delivered a valid frame within its watchdog period
+        and no sink is failing; otherwise 503 with the reasons (systemd, Docker, monitors)."""
         now = self.now()
-        states = {k: s.get("state") for k, s in self.live.source_status().items()}
-        return {
-            "status": "ok",
+        sources = self.live.source_status()
+        reasons = unhealthy_reasons(sources, self.live.sink_status())
+        if reasons:
+            bottle.response.status = 503
+        # a sink that reports itself degraded (MQTT broker away) is named, but the meters are
+        # still read and stored: "degraded" and 200, not a failure
+        degraded = {
+            name: f"{sink.get('state')}: {sink.get('detail', '')}"
+            for name, sink in self.live.sink_status().items()
+            if sink.get("degraded") is True
+        }
+        body: dict[str, Json] = {
+            "status": "unhealthy" if reasons else "degraded" if degraded else "ok",
+            "reasons": reasons,
             "version": __version__,
             "uptime_s": round((now - self.started).total_seconds(), 3),
-            "sources": states,
+            "sources": {k: s.get("state") for k, s in sources.items()},
+            "diagnoses": {k: s["diagnosis"] for k, s in sources.items() if s.get("diagnosis")},
         }
+        if degraded:
+            body["degraded"] = degraded
+        return body
 
     def metrics(self) -> str:
         text = render_metrics(self.live, self.started, self.now(), self.hub.open)
@@ -368,53 +497,24 @@ class WebApp:
         meter = self.chosen_meter()  # None: readings of every meter
         if not self.hub.acquire():
             raise ApiError(503, "too many open event streams", headers={"Retry-After": "30"})
-        subscription = self.live.subscribe()
+        stream = EventStream(self, self.live.subscribe(), meter)
+        # our server feeds the stream from its event loop (no thread held); others iterate it
+        bottle.request.environ[STREAM_KEY] = stream
         response = bottle.response
         response.content_type = "text/event-stream; charset=utf-8"
         response.set_header("Cache-Control", "no-cache, no-transform")
         response.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        return self._events(subscription, meter)
-
-    def _events(self, subscription: queue.Queue[Reading], meter: str | None) -> Iterator[bytes]:
-        try:
-            now = self.now()
-            first = [f"retry: {SSE_RETRY_MS}\n\n".encode()]
-            for m in [meter] if meter else self.live.meters():
-                reading = self.live.latest(m)
-                if reading is not None:
-                    first.append(sse_event("reading", reading_json(reading, m, now)))
-            first.append(sse_event("status", self.link_status()))
-            yield b"".join(first)
-            last_write = last_status = time.monotonic()
-            while not self.hub.stopping.is_set():
-                try:
-                    reading = subscription.get(timeout=0.5)
-                except queue.Empty:
-                    reading = None
-                chunks = []
-                if reading is not None and (meter is None or reading.meter_id == meter):
-                    chunks.append(
-                        sse_event("reading", reading_json(reading, reading.meter_id, self.now()))
-                    )
-                mono = time.monotonic()
-                if mono - last_status >= self.status_interval_s:
-                    chunks.append(sse_event("status", self.link_status()))
-                    last_status = mono
-                elif not chunks and mono - last_write >= self.keepalive_s:
-                    chunks.append(b": keep-alive\n\n")
-                if chunks:
-                    yield b"".join(chunks)
-                    last_write = mono
-        finally:
-            self.live.unsubscribe(subscription)
-            self.hub.release()
+        return stream
 
     def link_status(self) -> dict[str, Json]:
         sources = self.live.source_status()
         return {
             "server_time": iso(self.now()),
             "links": {m: link_for_meter(sources, m) for m in self.live.meters()},
+            # the link before any meter is known (a port that does not open, a silent head)
+            "pending": link_for_meter(sources, None),
             "sources": {k: s.get("state") for k, s in sources.items()},
+            "problems": source_problems(sources),
         }
 
     # -- page & static ---------------------------------------------------------------------
@@ -432,13 +532,16 @@ class WebApp:
         )
         now = self.now()
         reading = self.live.latest(meter) if meter else None
-        live = reading_json(reading, meter, now)
+        live = self.reading_json(reading, meter, now)
         live["server_time"] = iso(now)
-        live["link"] = link_for_meter(self.live.source_status(), meter)
+        sources = self.live.source_status()
+        live["link"] = link_for_meter(sources, meter)
+        live["problems"] = source_problems(sources)
         link_states = page_link_states()
         initial = {
             "meter": meter,
             "meters": meters,
+            "names": {m: n for m in meters if (n := self.live.meter_name(m))},
             "live": live,
             "history": self.store is not None,
             "version": __version__,
@@ -457,13 +560,15 @@ class WebApp:
                 reading=reading,
                 live=live,
                 link=live["link"],
+                problems=live["problems"],
                 initial_json=initial_json,
                 asset=self.asset,
                 token=token,
                 token_query=f"?token={quote(token, safe='')}" if token else "",
                 link_states=link_states,
                 fmt_power=fmt_power,
-                meter_label=meter_label,
+                meter_label=self.label,
+                meter_name=self.live.meter_name,
                 fmt_number=fmt_number,
                 version=__version__,
                 has_history=self.store is not None,

@@ -10,6 +10,7 @@ from typing import Any
 import bottle  # type: ignore[import-untyped]
 
 from smlogger.live import LiveState
+from smlogger.logutil import StateLog, describe
 from smlogger.web.api import SECURITY_HEADERS, HistoryStore, WebApp
 from smlogger.web.params import ApiError
 from smlogger.web.payload import Json, dumps
@@ -36,6 +37,10 @@ class _JsonPlugin:
     name = "smlogger_json"
     api = 2
 
+    def __init__(self) -> None:
+        # a bug that fails every request must not flood the log: one line, then a count
+        self.errors = StateLog(log, "web", level=logging.ERROR)
+
     def apply(self, callback: Callable[..., Any], route: Any) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -47,8 +52,8 @@ class _JsonPlugin:
                 return body
             except bottle.HTTPResponse:
                 raise
-            except Exception:
-                log.exception("error while serving %s", bottle.request.path)
+            except Exception as exc:
+                self.errors.failed(f"internal error on {bottle.request.path}: {describe(exc)}", exc)
                 return _error_response(500, "internal error")
             if isinstance(result, (dict, list)):
                 bottle.response.content_type = "application/json; charset=utf-8"
@@ -74,15 +79,15 @@ def build_app(
     *,
     token: str | None = None,
     status_extra: Callable[[], dict[str, Any]] | None = None,
-    max_streams: int = 12,
+    max_streams: int = 32,
     keepalive_s: float = 15.0,
     status_interval_s: float = 5.0,
     clock: Callable[[], datetime] | None = None,
 ) -> bottle.Bottle:
     """The web app: page, JSON API, SSE and /metrics over `live` and (optionally) `store`.
 
-    `max_streams` bounds concurrent SSE clients (each holds a server thread; keep it below the
-    server's thread count so API calls always find a free thread).
+    `max_streams` bounds concurrent SSE clients (WebServer feeds them from its event loop, so
+    they hold no worker thread; the cap bounds memory and LiveState subscribers).
     """
     web = WebApp(
         live,

@@ -60,9 +60,18 @@ age = live["age_s"]
 </header>
 
 <main>
+  <section class="diag" id="diag" role="alert" aria-label="What keeps data from arriving"{{!"" if problems else " hidden"}}>
+% for problem in problems:
+    <div class="diag-item" data-code="{{problem['code']}}" data-source="{{problem['source']}}">
+      <p class="diag-sentence"><b class="diag-source">{{problem['source']}}:</b> {{problem['sentence']}}</p>
+      <p class="diag-hint">{{problem['hint']}}</p>
+    </div>
+% end
+  </section>
+
   <section class="tiles" id="tiles" aria-label="Live values">
     <article class="tile tile-power" data-flow="{{flow}}">
-      <h2>Power</h2>
+      <h2>Power<span id="meter-name">{{" · " + meter_name(meter) if meter and meter_name(meter) else ""}}</span></h2>
       <p class="big"><span data-f="p_sum">{{power_text}}</span><span class="unit" data-u="p_sum">{{power_unit}}</span></p>
       <p class="sub" id="flow">{{"no reading yet" if p is None else ("feeding into the grid" if flow == "export" else "drawing from the grid")}}</p>
       <canvas class="spark" id="spark" aria-hidden="true" hidden></canvas>

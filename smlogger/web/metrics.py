@@ -97,32 +97,36 @@ def as_number(value: object) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
 
 
-def _meter_metrics(out: MetricsWriter, meter: str, reading: Reading, now: datetime) -> None:
+def _meter_metrics(
+    out: MetricsWriter, meter: str, meter_name: Optional[str], reading: Reading, now: datetime
+) -> None:
+    # every meter series carries the configured name ("" = none: Prometheus drops empty labels)
+    ids = {"meter": meter, "name": meter_name or ""}
     power = "Active power in W (positive: import, negative: export)."
-    out.add("smlogger_power_watts", "gauge", power, reading.p_sum, meter=meter, phase="total")
+    out.add("smlogger_power_watts", "gauge", power, reading.p_sum, **ids, phase="total")
     for phase, num in _PHASE_FIELDS:
         value = getattr(reading, f"p_L{num}")
-        out.add("smlogger_power_watts", "gauge", power, value, meter=meter, phase=phase)
+        out.add("smlogger_power_watts", "gauge", power, value, **ids, phase=phase)
     for name, direction, tariff in _ENERGY_METRICS:
         out.add(
             "smlogger_energy_kwh_total", "counter", "Meter energy register in kWh.",
-            getattr(reading, name), meter=meter, direction=direction, tariff=tariff,
+            getattr(reading, name), **ids, direction=direction, tariff=tariff,
         )  # fmt: skip
     for phase, num in _PHASE_FIELDS:
         volts, amps = getattr(reading, f"u_L{num}"), getattr(reading, f"i_L{num}")
         out.add("smlogger_voltage_volts", "gauge", "Phase voltage in V.", volts,
-                meter=meter, phase=phase)  # fmt: skip
+                **ids, phase=phase)  # fmt: skip
         out.add("smlogger_current_amperes", "gauge", "Phase current in A.", amps,
-                meter=meter, phase=phase)  # fmt: skip
-    out.add("smlogger_frequency_hertz", "gauge", "Grid frequency in Hz.", reading.freq, meter=meter)
+                **ids, phase=phase)  # fmt: skip
+    out.add("smlogger_frequency_hertz", "gauge", "Grid frequency in Hz.", reading.freq, **ids)
     out.add(
         "smlogger_reading_timestamp_seconds", "gauge",
         "Receive time of the meter's latest reading (unix).", reading.time.timestamp(),
-        meter=meter,
+        **ids,
     )  # fmt: skip
     out.add(
         "smlogger_reading_age_seconds", "gauge", "Seconds since the meter's latest reading.",
-        max(0.0, (now - reading.time).total_seconds()), meter=meter,
+        max(0.0, (now - reading.time).total_seconds()), **ids,
     )  # fmt: skip
 
 
@@ -139,6 +143,14 @@ def _source_metrics(out: MetricsWriter, name: str, source: Mapping[str, Any]) ->
         "smlogger_last_frame_age_seconds", "gauge", "Seconds since the source's last good frame.",
         source.get("last_frame_age_s"), source=name,
     )  # fmt: skip
+    code = (source.get("diagnosis") or {}).get("code")
+    if code:
+        # one sample, the current finding: alert on smlogger_source_diagnosis{code!="ok"}
+        out.add(
+            "smlogger_source_diagnosis", "gauge",
+            "What smlogger.diagnose found about the source (ok, silent, seven_bit, missing, ...).",
+            1, source=name, code=str(code),
+        )  # fmt: skip
     for key, value in sorted((source.get("stats") or {}).items()):
         known = _DECODER_METRICS.get(key)
         if known:
@@ -176,7 +188,7 @@ def render_metrics(live: LiveState, started: datetime, now: datetime, sse_client
     for meter in live.meters():
         reading = live.latest(meter)
         if reading is not None:
-            _meter_metrics(out, meter, reading, now)
+            _meter_metrics(out, meter, live.meter_name(meter), reading, now)
     for name, source in live.source_status().items():
         _source_metrics(out, name, source)
     for name, sink in live.sink_status().items():

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from smlogger.meterid import meter_label as meter_label  # re-exported: the page uses it
 from smlogger.reading import Reading, json_value
 from smlogger.states import LinkState, state_rank
 from smlogger.timefmt import iso
@@ -41,11 +42,14 @@ def dumps(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> dict[str, Json]:
+def reading_json(
+    reading: Reading | None, meter: str | None, now: datetime, name: str | None = None
+) -> dict[str, Json]:
     """The one shape of a live reading, shared by /api/live, SSE and the page's first paint."""
     if reading is None:
         return {
             "meter": meter,
+            "name": name,
             "time": None,
             "ts": None,
             "age_s": None,
@@ -54,6 +58,7 @@ def reading_json(reading: Reading | None, meter: str | None, now: datetime) -> d
         }
     return {
         "meter": reading.meter_id,
+        "name": name,
         "time": iso(reading.time),
         "ts": round(reading.time.timestamp(), 3),
         "age_s": round(max(0.0, (now - reading.time).total_seconds()), 3),
@@ -82,8 +87,9 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
         state: LinkState = "waiting" if not sources else "no data"
         return {"state": state, "detail": "", "sources": [],
                 "crc_error_rate": None, "frames_ok": None, "crc_errors": None,
-                "last_frame_age_s": None}  # fmt: skip
+                "last_frame_age_s": None, "diagnosis": None}  # fmt: skip
     worst = max(chosen.values(), key=lambda s: state_rank(s.get("state")))
+    problems = source_problems({k: s for k, s in chosen.items()})
     frames_ok = sum(as_number(s.get("stats", {}).get("frames_ok")) or 0 for s in chosen.values())
     crc_errors = sum(as_number(s.get("stats", {}).get("crc_errors")) or 0 for s in chosen.values())
     ages = [
@@ -97,26 +103,33 @@ def link_for_meter(sources: Mapping[str, Mapping[str, Any]], meter: str | None) 
         "frames_ok": int(frames_ok),
         "crc_errors": int(crc_errors),
         "last_frame_age_s": min(ages) if ages else None,
+        "diagnosis": problems[0] if problems else None,
     }
 
 
+def source_problems(sources: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Json]]:
+    """Every source's diagnosis that asks the user to act ({source, code, sentence, hint}),
+    worst link state first: the page's banner."""
+    found = []
+    for name, source in sources.items():
+        diagnosis = source.get("diagnosis") or {}
+        if diagnosis.get("code") in (None, "ok", "listening"):
+            continue
+        found.append(
+            (
+                -state_rank(source.get("state")),
+                {
+                    "source": name,
+                    "code": diagnosis.get("code"),
+                    "sentence": diagnosis.get("sentence", ""),
+                    "hint": diagnosis.get("hint", ""),
+                },
+            )
+        )
+    return [problem for _, problem in sorted(found, key=lambda item: item[0])]
+
+
 # ---- first paint formatting (app.js uses the same rules) ---------------------------------------
-
-
-def meter_label(meter_id: str) -> str:
-    """The meter number printed on the meter (DIN 43863-5) for a 10-byte server id such as
-    0a01445a47000282225e -> "1 DZG00 4208 2910"; other ids unchanged."""
-    try:
-        raw = bytes.fromhex(meter_id)
-    except ValueError:
-        return meter_id
-    if len(raw) != 10 or raw[0] not in (0x09, 0x0A) or not raw[2:5].isalpha():
-        return meter_id
-    flag = raw[2:5].decode("ascii")
-    if flag != flag.upper():
-        return meter_id
-    serial = f"{int.from_bytes(raw[6:10], 'big'):08d}"
-    return f"{raw[1]:X} {flag}{raw[5]:02X} {serial[:-4]} {serial[-4:]}"
 
 
 NO_VALUE = "\u2013"  # en dash: what the page shows for a value the meter does not send
@@ -169,3 +182,9 @@ def sse_event(event: str, data: Json) -> bytes:
     """One Server-Sent Event of type `event` carrying `data` as JSON."""
     # compact JSON has no newlines, so one data: line carries the whole payload
     return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+def named_label(meter_id: str, name: str | None) -> str:
+    """The selector label: "house · 1 DZG00 4208 2910" for a named meter, else the number."""
+    number = meter_label(meter_id)
+    return f"{name} \u00b7 {number}" if name else number

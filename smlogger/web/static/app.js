@@ -20,6 +20,16 @@
   const POLL_MS = 2000;
   const SPARK_MS = 10 * 60e3;    // the power tile's sparkline shows the last 10 minutes
 
+  function urlRange() {
+    const r = new URLSearchParams(location.search).get("range");
+    return r && Object.prototype.hasOwnProperty.call(SPANS, r) ? r : null;
+  }
+  function keepInUrl(key, value) {
+    const u = new URL(location.href);
+    u.searchParams.set(key, value);
+    history.replaceState(null, "", u.toString());
+  }
+
   function stored(key, fallback, allowed) {
     try {
       const v = localStorage.getItem("smlogger." + key);
@@ -35,9 +45,13 @@
   const state = {
     meter: initial.meter,
     meters: (initial.meters || []).slice(),
+    names: Object.assign({}, initial.names || {}),  // meter id -> configured name
     offset: 0,                    // server clock minus browser clock, ms
     lastTs: initial.live.ts,      // epoch s of the shown reading
-    range: stored("range", "day", Object.keys(SPANS)),
+    // the range: ?range= in the address (kept there, so a reload or a bookmark shows the same),
+    // else the last one chosen here, else picked on the first load to show data (autoRange)
+    range: urlRange() || stored("range", "day", Object.keys(SPANS)),
+    autoRange: !urlRange(),
     series: stored("series", "power", ["power", "energy"]),
     period: stored("period", "day", ["day", "month"]),
     zoom: null,                   // [fromMs, toMs] while zoomed in
@@ -125,6 +139,7 @@
 
   function applyReading(r) {
     if (!r) return;
+    if (r.meter) noteMeter(r.meter, r.name);
     if (state.meter === null && r.meter) adoptMeter(r.meter);
     if (r.meter !== state.meter) return;
     const f = r.fields || {};
@@ -251,6 +266,36 @@
       ? "–" : fmt(link.crc_error_rate * 100, 2) + " %");
   }
 
+  /* the banner: every source's diagnosis that asks the user to act (smlogger/diagnose.py) */
+  function applyProblems(problems) {
+    if (!Array.isArray(problems)) return;
+    const box = $("#diag");
+    const key = JSON.stringify(problems);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.textContent = "";
+    problems.forEach((p) => {
+      const item = document.createElement("div");
+      item.className = "diag-item";
+      item.dataset.code = p.code;
+      item.dataset.source = p.source;
+      const sentence = document.createElement("p");
+      sentence.className = "diag-sentence";
+      const source = document.createElement("b");
+      source.className = "diag-source";
+      source.textContent = p.source + ":";
+      sentence.appendChild(source);
+      sentence.appendChild(document.createTextNode(" " + p.sentence));
+      const hint = document.createElement("p");
+      hint.className = "diag-hint";
+      hint.textContent = p.hint;
+      item.appendChild(sentence);
+      item.appendChild(hint);
+      box.appendChild(item);
+    });
+    box.hidden = problems.length === 0;
+  }
+
   function applyOffline() {
     $("#link").dataset.state = LINK_STATES.offline;
     $("#link-text").textContent = STATE_TEXT[LINK_STATES.offline];
@@ -283,11 +328,29 @@
     return bytes[1].toString(16).toUpperCase() + " " + flag + hex2(bytes[5]) + " " + serial.slice(0, -4) + " " + serial.slice(-4);
   }
 
-  function noteMeter(id) {
-    if (!id || state.meters.indexOf(id) >= 0) return;
+  /* "house · 1 ESY11 ..." for a named meter, as the server's named_label() */
+  function namedLabel(id) {
+    const name = state.names[id];
+    return name ? name + " \u00b7 " + meterLabel(id) : meterLabel(id);
+  }
+
+  function showName() {
+    const name = state.names[state.meter];
+    $("#meter-name").textContent = name ? " \u00b7 " + name : "";
+  }
+
+  function noteMeter(id, name) {
+    if (!id) return;
+    if (name && state.names[id] !== name) {
+      state.names[id] = name;
+      const known = Array.from(select.options).find((o) => o.value === id);
+      if (known) known.textContent = namedLabel(id);
+      if (id === state.meter) showName();
+    }
+    if (state.meters.indexOf(id) >= 0) return;
     state.meters.push(id);
     if (select.options.length === 1 && !select.options[0].value) select.remove(0);
-    const option = new Option(meterLabel(id), id);
+    const option = new Option(namedLabel(id), id);
     option.title = id;
     select.add(option);
     select.disabled = false;
@@ -297,6 +360,7 @@
     noteMeter(id);
     state.meter = id;
     select.value = id;
+    showName();
     loadHistory();
     loadConsumption();
     loadToday();
@@ -306,16 +370,15 @@
   select.addEventListener("change", () => {
     if (!select.value || select.value === state.meter) return;
     state.meter = select.value;
+    showName();
     state.lastTs = null;
     state.zoom = null;
     state.spark = [];
     state.today = null;
     state.todayLoadedAt = 0;
-    const u = new URL(location.href);
-    u.searchParams.set("meter", state.meter);
-    history.replaceState(null, "", u.toString());
+    keepInUrl("meter", state.meter);
     getJson("/api/live", { meter: state.meter })
-      .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); })
+      .then((r) => { syncClock(r.server_time); applyReading(r); applyLink(r.link); applyProblems(r.problems); })
       .catch(() => {});
     loadHistory();
     loadConsumption();
@@ -346,16 +409,17 @@
     es.addEventListener("reading", (ev) => {
       state.lastMessage = Date.now();
       const r = JSON.parse(ev.data);
-      noteMeter(r.meter);
       applyReading(r);
     });
     es.addEventListener("status", (ev) => {
       state.lastMessage = Date.now();
       const s = JSON.parse(ev.data);
       syncClock(s.server_time);
-      Object.keys(s.links || {}).forEach(noteMeter);
+      Object.keys(s.links || {}).forEach((id) => noteMeter(id));
       if (state.meter === null && Object.keys(s.links || {}).length) adoptMeter(Object.keys(s.links)[0]);
       if (s.links && s.links[state.meter]) applyLink(s.links[state.meter]);
+      else if (state.meter === null && s.pending) applyLink(s.pending);
+      applyProblems(s.problems);
     });
     es.addEventListener("error", () => {
       // CLOSED: the server refused the stream (401, 503) - EventSource gives up, so we poll.
@@ -382,6 +446,7 @@
         syncClock(r.server_time);
         applyReading(r);
         applyLink(r.link);
+        applyProblems(r.problems);
       })
       .catch(applyOffline);
   }
@@ -453,6 +518,7 @@
       meter: state.meter, from: (span[0] / 1000).toFixed(3), to: (span[1] / 1000).toFixed(3)
     }).then((h) => {
       if (seq !== state.historySeq) return;  // superseded by a newer request
+      if (!state.zoom && state.autoRange && pickRange(h.points || [], now)) return;
       state.history = { data: h, from: span[0], to: span[1] };
       renderHistory();
     }).catch((err) => {
@@ -461,6 +527,29 @@
     }).finally(() => {
       if (seq === state.historySeq) historyEl.classList.remove("loading");
     });
+  }
+
+  /* The first load opens on a range that shows data: a wider one when the chosen range is
+   * empty (the logger was off), "hour" when all data is younger than an hour (a fresh
+   * install). Returns true when it asked for another range. */
+  function pickRange(points, now) {
+    const order = Object.keys(SPANS);
+    const at = order.indexOf(state.range);
+    let next = null;
+    if (!points.length) {
+      next = at < order.length - 1 ? order[at + 1] : "hour";  // nothing stored at all: hour
+    } else if (state.range !== "hour" && points[0].ts * 1000 > now - SPANS.hour) {
+      next = "hour";
+    }
+    if (next === null || next === state.range) {
+      state.autoRange = false;
+      return false;
+    }
+    if (next === "hour") state.autoRange = false;  // the last step either way
+    state.range = next;
+    keepInUrl("range", next);
+    loadHistory();
+    return true;
   }
 
   function stepText(seconds) {
@@ -532,8 +621,10 @@
 
   $$("[data-range]").forEach((b) => b.addEventListener("click", () => {
     state.range = b.getAttribute("data-range");
+    state.autoRange = false;
     state.zoom = null;
     store("range", state.range);
+    keepInUrl("range", state.range);
     loadHistory();
   }));
   $$("[data-series]").forEach((b) => b.addEventListener("click", () => {
@@ -684,6 +775,13 @@
       section(body, "Sinks", sinks.length
         ? table(["Sink", "Queue", "Written", "Last error"], sinks)
         : document.createTextNode("No sink has reported yet."));
+      const mqtt = (st.sinks || {}).mqtt;
+      if (mqtt) {
+        section(body, "MQTT", table(
+          ["Broker", "State", "Published", "Queued", "Dropped", "Reconnects", "Detail"],
+          [[mqtt.broker, { text: mqtt.state, cls: mqtt.degraded ? "state-no-data" : "state-connected" },
+            mqtt.published, mqtt.queue_depth, mqtt.dropped, mqtt.connects, mqtt.detail || ""]]));
+      }
       const versions = Object.keys(st.versions || {}).map((k) => [k, st.versions[k]]);
       versions.push(["uptime", humanAge(st.uptime_s || 0)]);
       section(body, "Versions", table(["Component", "Version"], versions));
@@ -697,6 +795,7 @@
 
   applyReading(initial.live);
   applyLink(initial.live.link);
+  $("#diag").dataset.key = JSON.stringify(initial.live.problems || []);
   loadHistory();
   loadConsumption();
   loadToday();
