@@ -113,7 +113,7 @@ def empty_db_bytes(workdir: Path) -> int:
     folder.mkdir(exist_ok=True)
     db = open_database(None, folder)
     ensure_schema(db)
-    db.execute_sql("VACUUM INTO ?", (str(folder / "copy.db"),))
+    db.execute_sql("VACUUM INTO ?", (str(folder / "copy.db"),))  # type: ignore[no-untyped-call]
     db.close()
     return (folder / "copy.db").stat().st_size
 

@@ -265,6 +265,8 @@ class Store:
         stamps = [q.oldest_timestamp() for q in self._queues()]
         oldest = min((t for t in stamps if t is not None), default=None)
         journal = self.queue.status()
+        if self.ram is not None and journal["state"] == "ok":
+            journal = {**journal, "state": self.ram.status()["state"]}
         with self._state_lock:
             return {
                 "db": self._state,
@@ -283,7 +285,8 @@ class Store:
                 "last_rejected": self._last_rejected,
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
-                "last_error": self._last_error,
+                "last_error": self._last_error
+                or (None if journal["state"] == "ok" else journal["state"]),
                 "last_error_at": None if self._last_error_at is None else iso(self._last_error_at),
             }
 
