@@ -104,9 +104,9 @@ def replay(recording: Path, data_dir: Path) -> tuple[float, int, str]:
     began = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - began
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    # the summary line is printed on stdout at the end of a replay
     summary = next(
-        (line for line in reversed(lines) if "frames" in line), lines[-1] if lines else ""
+        (line for line in reversed(proc.stdout.splitlines()) if line.startswith("frames:")), ""
     )
     (data_dir / "replay.log").write_text(proc.stdout + proc.stderr)
     return elapsed, proc.returncode, summary

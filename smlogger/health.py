@@ -41,6 +41,11 @@ def sink_reasons(name: str, sink: Mapping[str, Any]) -> list[str]:
         return [f"sink {name}: stopped ({error})"]
     if sink.get("db") in FAILED_DB_STATES:
         return [f"sink {name}: database {sink['db']} ({error})"]
+    for key in ("journal", "state"):
+        # the sink's own disk: "disk full on <path>" (journal of the SQL sink, CSV files)
+        state = sink.get(key)
+        if isinstance(state, str) and state not in ("", "ok"):
+            return [f"sink {name}: {state}"]
     if sink.get("failing"):
         return [f"sink {name}: failing ({error})"]
     return []

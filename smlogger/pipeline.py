@@ -268,6 +268,13 @@ class SinkWorker:
                 self.last_error = f"{what}: {type(exc).__name__}: {exc}"
             log.error("sink %s: %s failed: %s", self.name, what, exc)
 
+    def _sink_holds_rows(self) -> bool:
+        try:
+            depth = self.sink.status().get("queue_depth", 0)
+            return isinstance(depth, int) and depth > 0
+        except Exception:
+            return False
+
     def _run(self) -> None:
         last_flush = time.monotonic()
         dirty = False
@@ -286,7 +293,9 @@ class SinkWorker:
                     if (dirty and since >= 1.0) or since >= IDLE_FLUSH_S:
                         self._safe("flush", self.sink.flush)
                         last_flush = time.monotonic()
-                        dirty = False
+                        # a sink still holding rows (a full disk, a batch not yet due) gets
+                        # flushed again: that is its retry when no reading comes
+                        dirty = self._sink_holds_rows()
                     continue
                 if time.monotonic() > self._deadline:
                     unwritten += 1 + self._queue.qsize()
@@ -298,7 +307,7 @@ class SinkWorker:
                 if dirty and time.monotonic() - last_flush >= 1.0:
                     self._safe("flush", self.sink.flush)
                     last_flush = time.monotonic()
-                    dirty = False
+                    dirty = self._sink_holds_rows()
         finally:
             if unwritten:
                 log.error("sink %s: %d readings not written before shutdown", self.name, unwritten)

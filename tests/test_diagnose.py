@@ -338,3 +338,16 @@ def test_metrics_carry_the_diagnosis() -> None:
     text = render_metrics(live, now, now, 0)
     samples = [line for line in text.splitlines() if line.startswith("smlogger_source_diagnosis")]
     assert samples == ['smlogger_source_diagnosis{source="house",code="seven_bit"} 1']
+
+
+def test_a_full_disk_makes_the_logger_unhealthy_and_says_where() -> None:
+    sinks = {
+        "sql": {"db": "ok", "journal": "disk full on /var/lib/smlogger/spool"},
+        "csv": {"state": "disk full on /var/lib/smlogger/csv/0a01"},
+        "sql2": {"db": "disk full", "last_error": "disk full on /data (OperationalError)"},
+    }
+    assert unhealthy_reasons({}, sinks) == [
+        "sink sql: disk full on /var/lib/smlogger/spool",
+        "sink csv: disk full on /var/lib/smlogger/csv/0a01",
+        "sink sql2: database disk full (disk full on /data (OperationalError))",
+    ]

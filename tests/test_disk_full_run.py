@@ -17,8 +17,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from helpers import wait_for
 from smallfs import fill, small_filesystem
+
+pytestmark = pytest.mark.slow  # two `smlogger run` processes on a mounted tmpfs
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_S = 0.05  # 20 readings per second

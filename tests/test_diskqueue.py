@@ -541,3 +541,11 @@ def test_put_without_hold_takes_nothing_while_the_disk_refuses(tmp_path: Path) -
         filler.unlink()
         queue.put_many([b"later"], hold=False)
         assert len(queue) == depth + 1 and payloads(queue)[-1] == b"later"
+
+
+def test_put_without_hold_writes_once(tmp_path: Path) -> None:
+    with DiskQueue(tmp_path) as queue:
+        queue.put_many([b"a", b"b"], hold=False)
+        assert len(queue) == 2 and payloads(queue) == [b"a", b"b"]
+    with DiskQueue(tmp_path) as queue:
+        assert payloads(queue) == [b"a", b"b"]

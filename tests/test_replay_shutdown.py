@@ -86,6 +86,7 @@ def test_replay_of_60000_frames_ends_with_every_reading_in_every_sink(tmp_path: 
     assert "not written before shutdown" not in log_text
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_slow_database_waits_then_reports(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     log_path = tmp_path / "stderr.txt"

@@ -136,9 +136,11 @@ class Store:
             )
         # readings in the journal on disk (its records may hold batches of them)
         self._disk_readings = sum(batch_count(p) for p in self.queue.pending_payloads())
-        self.commit_interval = (
-            0.0 if sync_interval <= 0 else max(sync_interval, DB_COMMIT_INTERVAL_S)
-        )
+        # with the RAM tier the journal on disk holds everything after sync_interval and the
+        # database can wait longer; without it, the database follows sync_interval
+        self.commit_interval = sync_interval
+        if self.ram is not None:
+            self.commit_interval = max(sync_interval, DB_COMMIT_INTERVAL_S)
         self.book = BaseBook(Path(spool_dir))
         self._writer = SqlWriter(
             db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
@@ -265,6 +267,8 @@ class Store:
         stamps = [q.oldest_timestamp() for q in self._queues()]
         oldest = min((t for t in stamps if t is not None), default=None)
         journal = self.queue.status()
+        if self.ram is not None and journal["state"] == "ok":
+            journal = {**journal, "state": self.ram.status()["state"]}
         with self._state_lock:
             return {
                 "db": self._state,
@@ -283,7 +287,8 @@ class Store:
                 "last_rejected": self._last_rejected,
                 "skipped_existing": self._skipped,
                 "dropped": self.queue.dropped,
-                "last_error": self._last_error,
+                "last_error": self._last_error
+                or (None if journal["state"] == "ok" else journal["state"]),
                 "last_error_at": None if self._last_error_at is None else iso(self._last_error_at),
             }
 
@@ -353,7 +358,11 @@ class Store:
                 self._stop.wait(0.5)
             return "idle"
         self._commit_now.clear()
-        records = self.batch_size if source is self.ram else max(1, self.batch_size // 50)
+        # records of the journal on disk hold a minute of readings each when the RAM tier
+        # batches them, single readings otherwise
+        records = self.batch_size if self.ram is None else max(1, self.batch_size // 50)
+        if source is self.ram:
+            records = self.batch_size
         entries = source.peek(records)
         if not entries:
             return "idle"
@@ -515,8 +524,8 @@ class Store:
         reports only the failed rollback that follows)."""
         if self.dialect.name != "sqlite":
             return False
-        if "disk is full" in str(exc) or "disk I/O error" in str(exc):
-            return True
+        # SQLITE_FULL also comes from max_page_count: only a file system without room is a
+        # full disk
         try:
             stats = os.statvfs(Path(str(self.db.database)).parent)
         except OSError:
