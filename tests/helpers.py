@@ -5,6 +5,7 @@ Real servers (MariaDB, PostgreSQL) live in `servers.py`; the recordings fixtures
 
 from __future__ import annotations
 
+import argparse
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 
+from smlogger import config
 from smlogger.reading import Reading, Value
 
 METER = "0a01445a47000282225e"
@@ -152,3 +154,10 @@ def wait_for(
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def load_config(argv: list[str], env: Optional[dict[str, str]] = None) -> config.Config:
+    """The configuration `smlogger run ARGV` would run with (no config file, `env` only)."""
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return config.load(parser.parse_args(argv), env or {})

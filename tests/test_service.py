@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import socket
 import threading
 from pathlib import Path
 
 import pytest
+from helpers import load_config as load
 from helpers import wait_for
 
 from smlogger import config, service
@@ -17,12 +17,6 @@ from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
 from smlogger.sources import ReplaySource, SerialSettings, SerialSource, SimulatedSource, TcpSource
 from smlogger.store import Store
-
-
-def load(argv: list[str], env: dict[str, str] | None = None) -> config.Config:
-    parser = argparse.ArgumentParser()
-    config.add_arguments(parser)
-    return config.load(parser.parse_args(argv), env or {})
 
 
 def test_serial_meter_gets_every_configured_setting() -> None:

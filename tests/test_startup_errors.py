@@ -5,8 +5,10 @@ real MariaDB server for the database rights (marked slow)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,8 +16,11 @@ from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
+from helpers import load_config as load
 from servers import MariaDBServer, PostgresServer
 
+from smlogger import preflight
+from smlogger.config import MeterConfig
 from smlogger.store import ensure_schema, open_database
 
 EXCEPTION_WORDS = ("Traceback", "Error:", "Exception", "OperationalError", "ImproperlyConfigured")
@@ -63,13 +68,46 @@ def test_replay_of_a_missing_file(tmp_path: Path) -> None:
     assert line == f"meter: replay file {missing} not found"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+def _check_source_as_nobody(meter: MeterConfig) -> str:
+    """`preflight.check_source` in a forked child that runs as `nobody` when we are root (root
+    reads any file); the StartupError's message, or "" when the check passed."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        message = ""
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            preflight.check_source(meter)
+        except preflight.StartupError as exc:
+            message = str(exc)
+        except BaseException as exc:  # anything else is a failure the parent must see
+            message = f"unexpected {type(exc).__name__}: {exc}"
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
 def test_replay_of_an_unreadable_file(tmp_path: Path) -> None:
-    locked = tmp_path / "locked.bin"
-    locked.write_bytes(b"\x1b\x1b\x1b\x1b")
-    locked.chmod(0)
-    line = one_line_exit_2(run("--replay", str(locked), "--no-db", "--no-csv", tmp_path=tmp_path))
-    assert line == f"meter: replay file {locked} cannot be read: Permission denied"
+    # a folder `nobody` may enter (pytest's own tmp folders are root's alone)
+    shared = Path(tempfile.mkdtemp(prefix="smlogger-locked-"))
+    try:
+        shared.chmod(0o755)
+        locked = shared / "locked.bin"
+        locked.write_bytes(b"\x1b\x1b\x1b\x1b")
+        locked.chmod(0)
+        [meter] = load(["--replay", str(locked), "--no-db", "--no-csv"]).meters
+        message = _check_source_as_nobody(meter)
+    finally:
+        shutil.rmtree(shared)
+    assert message == f"meter: replay file {locked} cannot be read: Permission denied"
 
 
 def test_port_that_is_a_directory_or_a_file(tmp_path: Path) -> None:
