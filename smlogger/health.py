@@ -39,6 +39,10 @@ def sink_reasons(name: str, sink: Mapping[str, Any]) -> list[str]:
     error = sink.get("last_error") or "writes fail"
     if sink.get("alive") is False:
         return [f"sink {name}: stopped ({error})"]
+    if "degraded" in sink:
+        # a sink that reports degradation (MQTT: broker away) never fails the logger: the
+        # meters are still read and stored; /healthz names it as degraded (200) instead
+        return []
     if sink.get("db") in FAILED_DB_STATES:
         return [f"sink {name}: database {sink['db']} ({error})"]
     for key in ("journal", "state"):

@@ -216,6 +216,13 @@ def test_health_reasons() -> None:
         "sink sql: database down (OperationalError: gone)",
     ]
     assert unhealthy_reasons({"house": sources["house"]}, {"csv": sinks["csv"]}) == []
+    # MQTT with its broker away is degraded, not a failure (the meters are still stored) ...
+    mqtt = {"state": "unreachable", "degraded": True, "failing": False, "alive": True}
+    assert unhealthy_reasons({}, {"mqtt": mqtt}) == []
+    # ... unless its worker thread died
+    assert unhealthy_reasons({}, {"mqtt": {**mqtt, "alive": False}}) == [
+        "sink mqtt: stopped (writes fail)"
+    ]
 
 
 def test_banner_lists_problems_worst_first() -> None:
