@@ -237,7 +237,8 @@ def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> Non
     conf = secret_file(
         tmp_path,
         "smlogger.toml",
-        f'data_dir = "{data}"\n[http]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
+        f'data_dir = "{data}"\n[storage]\nsync_interval = 0.5\n'  # written within seconds
+        f'[http]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
         f'[[meter]]\nsimulate = true\ninterval = 0.05\ncapture = "{data}/raw/capture.bin"\n',
         mode=0o644,
     )
