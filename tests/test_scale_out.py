@@ -77,7 +77,7 @@ def run_loggers(tmp_path: Path, url: str) -> dict[str, int]:
 
 def check_database(query: Callable[[str], list[tuple[object, ...]]], meters: set[str]) -> None:
     versions = query("SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,)], versions
+    assert versions == [(1,), (2,)], versions
     rows = query(
         "SELECT m.meter_id, count(*), count(DISTINCT r.time) FROM readings r "
         "JOIN meters m ON m.id = r.meter GROUP BY m.meter_id"
