@@ -40,6 +40,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
     conf = tmp / "smlogger.toml"
     conf.write_text(
         f'data_dir = "{data}"\n'
+        # CSV rows and database batches within a second or so (default: every minute)
+        "[storage]\nsync_interval = 0.5\n"
         f'[meter_names]\n"{REPLAY_ID}" = "heat pump"\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n'
         # rows reach the CSV files within a second and the database every 10 readings
@@ -60,6 +62,15 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
                 == {house, REPLAY_ID}
             ),
             what="both meters live",
+            ignore=(OSError,),
+        )
+        # rows of both meters in the CSV files and the database (every sync_interval)
+        wait_for(
+            lambda: (
+                len(list((data / "csv").iterdir())) == 2
+                and get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 20
+            ),
+            what="rows of both meters written",
             ignore=(OSError,),
         )
         yield {"base": base, "house": house, "data": data, "conf": conf}

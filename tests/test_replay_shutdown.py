@@ -21,14 +21,14 @@ from helpers import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _run(args: list[str], log_path: Path, *, output: bool = False) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         env.pop(inherited, None)
     err = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "smlogger", "run", "--http", "off", *args],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
         stderr=err,
         env=env,
         cwd=ROOT,
@@ -66,7 +66,7 @@ def test_replay_of_60000_frames_ends_with_every_reading_in_every_sink(tmp_path: 
             fh.write(meter.frame(start + timedelta(seconds=i)))
     data_dir = tmp_path / "data"
     proc = _run(["--replay", str(recording), "--speed", "max", "--data-dir", str(data_dir)],
-                tmp_path / "stderr.txt")  # fmt: skip
+                tmp_path / "stderr.txt", output=True)  # fmt: skip
     out, _ = proc.communicate(timeout=600)
     log_text = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 0, log_text[-3000:]

@@ -28,8 +28,7 @@ def _energies(data_dir: Path) -> list[float]:
 def test_simulator_counters_survive_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--simulate", "--interval", "0.1", "--data-dir", str(data), "--no-http"]
-    # readings reach the database every 10 (default: a batch every 5 minutes)
-    args += ["--sync-interval", "1", "--db-batch-size", "10"]
+    args += ["--sync-interval", "0.5"]  # database batches within seconds (default: minutes)
     counts = []
     for _ in range(2):
         proc, log_path = start(args, tmp_path)

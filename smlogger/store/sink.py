@@ -34,10 +34,11 @@ DEFAULT_BATCH_SIZE = 5000
 PERSIST_EVERY_S = 300.0
 # how long shutdown waits for a database that makes no progress at all
 STALL_S = 10.0
-# the database gets a transaction this often (or per batch_size readings): its pages, rollups,
-# index and WAL index are rewritten once per transaction, so this is most of its SD-card cost;
-# durability does not wait for it, the journal on disk has the readings after sync_interval
-DB_COMMIT_INTERVAL_S = 300.0
+# the database gets a transaction every this many sync intervals (or per batch_size readings):
+# its pages, rollups, index and WAL index are rewritten once per transaction, so this is most
+# of its SD-card cost; durability does not wait for it, the journal on disk has the readings
+# after sync_interval
+COMMIT_EVERY_SYNCS = 5  # with the default sync_interval of 60 s: every 5 minutes
 _BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
 
 
@@ -140,7 +141,7 @@ class Store:
         # database can wait longer; without it, the database follows sync_interval
         self.commit_interval = sync_interval
         if self.ram is not None:
-            self.commit_interval = max(sync_interval, DB_COMMIT_INTERVAL_S)
+            self.commit_interval = COMMIT_EVERY_SYNCS * sync_interval
         self.book = BaseBook(Path(spool_dir))
         self._writer = SqlWriter(
             db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
