@@ -40,8 +40,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
     conf = tmp / "smlogger.toml"
     conf.write_text(
         f'data_dir = "{data}"\n'
-        # CSV rows and database batches within a second or so (default: every minute)
-        "[storage]\nsync_interval = 0.5\n"
         f'[meter_names]\n"{REPLAY_ID}" = "heat pump"\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n'
         # rows reach the CSV files within a second and the database every 10 readings
