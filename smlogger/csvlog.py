@@ -59,6 +59,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def columns(aggregated: bool) -> list[str]:
+    """The CSV header's column names (with the *_min/*_max columns when rows aggregate)."""
     cols = ["time", "meter_id", *Reading.FIELDS]
     if aggregated:
         cols.append("samples")
@@ -68,6 +69,7 @@ def columns(aggregated: bool) -> list[str]:
 
 
 def format_number(value: Optional[float], decimals: int) -> str:
+    """A number as CSV text with at most `decimals` decimals and no float noise ("" for None)."""
     if value is None:
         return ""
     text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
@@ -81,6 +83,7 @@ def _escape(text: str) -> str:
 
 
 def format_row(reading: Reading, aggregated: bool) -> str:
+    """One reading as a CSV line (with its newline), in the order of `columns`."""
     cells = [iso(reading.time), _escape(reading.meter_id)]
     for name in Reading.FIELDS:
         cells.append(format_number(getattr(reading, name), 7 if name in ENERGY_FIELDS else 3))
@@ -210,6 +213,7 @@ class CsvLog:
         return stamp.astimezone() if self.tz == "local" else stamp.astimezone(timezone.utc)
 
     def period_key(self, stamp: datetime) -> str:
+        """The rotation period `stamp` falls in (a day or an hour in the CSV time zone)."""
         local = self._local(stamp)
         if self.rotate == "hourly":
             return local.strftime("%Y-%m-%dT%H")
@@ -546,6 +550,7 @@ class CsvLog:
             self._files.clear()
 
     def status(self) -> dict[str, Any]:
+        """Counters and state for /api/status (rows written, held, repaired, disk state)."""
         return {
             "state": self._state or "ok",
             # a full disk is a state here, not an exception the sink worker would count:
