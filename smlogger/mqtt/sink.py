@@ -269,6 +269,12 @@ class MqttSink:
         if self._started:
             self._client.disconnect()
             self._client.loop_stop()
+            # paho 2.x closes its wake-up socket pair only in Client.__del__; the client sits in
+            # a reference cycle with our callbacks, so without this the pair would wait for the
+            # cyclic GC and be reported as leaked sockets
+            reset = getattr(self._client, "_reset_sockets", None)
+            if callable(reset):
+                reset()
 
     def status(self) -> dict[str, Any]:
         """State, counters and figures for /api/status, /metrics and the page."""
