@@ -244,6 +244,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.slow  # mounts and fills a tmpfs
 def test_csv_on_a_full_disk_logs_once_and_recovers(
     tiny_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -77,6 +77,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
         assert code == 0, log_path.read_text()
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_api_meters_carry_name_and_label(run: Any) -> None:
     meters = {m["id"]: m for m in get_json(f"{run['base']}/api/meters")["meters"]}
     assert meters[run["house"]]["name"] == "house"
@@ -85,11 +86,13 @@ def test_api_meters_carry_name_and_label(run: Any) -> None:
     assert meters[REPLAY_ID]["label"].startswith("heat pump \u00b7 ")
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_api_live_accepts_the_name(run: Any) -> None:
     body = get_json(f"{run['base']}/api/live?meter=heat%20pump")
     assert body["meter"] == REPLAY_ID and body["name"] == "heat pump"
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_metrics_have_a_name_label_on_every_meter_series(run: Any) -> None:
     text = _text(f"{run['base']}/metrics")
     meter_lines = [line for line in text.splitlines() if 'meter="' in line]
@@ -99,6 +102,7 @@ def test_metrics_have_a_name_label_on_every_meter_series(run: Any) -> None:
     assert f'smlogger_power_watts{{meter="{REPLAY_ID}",name="heat pump",phase="total"}}' in text
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_csv_folders_and_files_have_name_and_id(run: Any) -> None:
     expected = {f"house_{run['house']}", f"heat_pump_{REPLAY_ID}"}
 
@@ -112,6 +116,7 @@ def test_csv_folders_and_files_have_name_and_id(run: Any) -> None:
     assert files and all(f.startswith(f"heat_pump_{REPLAY_ID}_") for f in files)
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_export_by_name_with_names_and_z_times(run: Any) -> None:
     # `--from -5m` as two words: argparse alone would take -5m for a flag
     def stored() -> bool:  # both meters reach the database a batch after they went live
@@ -143,6 +148,7 @@ def test_meter_names_option_parsing() -> None:
         config.parse_meter_name("a/b")
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_bad_meter_name_exits_2_naming_the_key(tmp_path: Path) -> None:
     conf = tmp_path / "bad.toml"
     conf.write_text('[[meter]]\nname = "up/down"\nsimulate = true\n', encoding="utf-8")

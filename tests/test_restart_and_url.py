@@ -7,10 +7,14 @@ import signal
 from pathlib import Path
 
 import peewee
+import pytest
 from helpers import free_port, wait_for
 from test_run_process import EVER, start, stop
 
 from smlogger.store import StoreReader, open_database
+
+# smlogger run as a process
+pytestmark = pytest.mark.slow
 
 
 def _energies(data_dir: Path) -> list[float]:

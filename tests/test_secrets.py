@@ -226,6 +226,7 @@ def _get_json(url: str, token: str) -> Any:
         return json.load(response)
 
 
+@pytest.mark.slow  # smlogger run as a process
 def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> None:
     """A world-readable config with a token: warned in the log and in /api/status; every file and
     directory the logger creates (SQLite, CSV, disk queue, capture) is 0600/0700 although the

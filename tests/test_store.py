@@ -271,6 +271,7 @@ def test_locked_database_queues_on_disk_then_drains_in_order(tmp_path: Path) -> 
         db.close()
 
 
+@pytest.mark.slow  # waits out retry backoff
 def test_queue_survives_a_restart_while_the_database_is_down(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     db = peewee.SqliteDatabase(str(path), timeout=0.2, pragmas={"journal_mode": "wal"})

@@ -246,6 +246,7 @@ def open_sockets() -> int:
     return count
 
 
+@pytest.mark.slow  # 200 start/stop rounds
 def test_stop_right_after_a_connect_leaves_no_socket_open(live: LiveState) -> None:
     """stop() just after a client connected closes the server's side of it, whatever the timing.
 
