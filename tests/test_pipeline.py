@@ -161,6 +161,7 @@ def test_full_queue_drops_oldest_and_counts() -> None:
     assert worker.status()["pipeline_dropped"] == 7 and worker.status()["queue_depth"] == 3
 
 
+@pytest.mark.slow  # a deliberately slow sink
 def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: Path) -> None:
     slow = Collect(delay=0.2)
     fast = Collect()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from conftest import recording_files
 from hypothesis import given
 from hypothesis import strategies as st
@@ -100,6 +101,7 @@ def streams(draw: Any) -> bytes:
     return b"".join(parts)
 
 
+@pytest.mark.slow  # hypothesis, ~4 s
 @SETTINGS
 @given(streams(), st.integers(0, 2**32 - 1))
 def test_generated_streams(data: bytes, seed: int) -> None:

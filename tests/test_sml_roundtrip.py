@@ -621,6 +621,7 @@ def garbage(draw: Draw) -> bytes:
     return junk
 
 
+@pytest.mark.slow  # hypothesis, ~5 s
 @SETTINGS
 @given(
     st.lists(

@@ -71,6 +71,7 @@ class MeterServer:
         self._thread.join(5)
 
 
+@pytest.mark.slow  # waits for real reconnects
 def test_tcp_source_reads_and_reconnects(recordings_dir: Path) -> None:
     server = MeterServer((recordings_dir / MT175).read_bytes())
     server.drop_after = 6

@@ -135,6 +135,7 @@ def probe_from(server: WebServer, source: str, path: str) -> tuple[int, bytes]:
     return status, data
 
 
+@pytest.mark.slow  # waits out the request deadline
 def test_trickling_request_is_dropped_with_408(live: LiveState) -> None:
     limits = ServerLimits(request_timeout_s=1.0)
     with WebServer(build_app(live, None), "127.0.0.1", 0, limits=limits) as server:
