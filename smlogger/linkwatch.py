@@ -19,13 +19,14 @@ from smlogger.diagnose import Observation
 START_SEQUENCE = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"
 WINDOW_S = 15.0  # holds at least three frames of a meter pushing every 4 s
 
-# IEC 62056-21: "/XXXZ ident CR LF" (XXX manufacturer, Z baud rate character), and data lines
+# IEC 62056-21: "/MMMZ ident CR LF" (MMM manufacturer, Z baud rate character), and data lines
 # such as "1-0:1.8.0*255(001234.5678*kWh)" or the short "1.8.0(...)"
 _D0_IDENT = re.compile(rb"/([A-Za-z]{3}\d[\x21-\x7e][\x20-\x7e]{0,40})\r\n")
 _D0_DATA = re.compile(rb"(?:\d{1,3}-\d{1,3}:)?\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?\([^)\r\n]*\)")
 _D0_TAIL = 160  # bytes kept between chunks so a line split across reads is still found
 # the top bit of every byte cleared: 7E1 text read as 8N1 carries its parity bit there
 _STRIP = bytes(range(128)) * 2
+_HIGH_BYTES = bytes(range(128, 256))  # deleted by translate() to count the bytes with bit 8 set
 
 
 @dataclass
@@ -79,7 +80,7 @@ class LinkWatch:
             return
         self._last_byte = slot.t
         slot.bytes += len(chunk)
-        slot.high += len(chunk) - len(chunk.translate(None, bytes(range(128, 256))))
+        slot.high += len(chunk) - len(chunk.translate(None, _HIGH_BYTES))
         joined = self._start_tail + chunk
         slot.starts += joined.count(START_SEQUENCE)
         # keep less than one start sequence, so none is counted twice

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import wait_for
@@ -26,6 +27,7 @@ from webload import SlowSockets, SseClients, connect, percentile, probe
 from smlogger.live import LiveState
 from smlogger.reading import Reading
 from smlogger.web import ServerLimits, WebServer, build_app
+from smlogger.web.wsgi import call_app
 
 METER = "0a01445a47000282225e"
 PROBE_TIMEOUT_S = 10.0  # an answer must come; how fast is the bench's business
@@ -275,3 +277,14 @@ def test_stop_right_after_a_connect_leaves_no_socket_open(live: LiveState) -> No
         client.close()
         assert open_sockets() == before, f"round {round_no} (way {how}) left a socket open"
         gc.collect()
+
+
+def test_wsgi_write_callable_goes_out_before_the_returned_body() -> None:
+    # PEP 3333: an app may push bytes through start_response's write() before returning
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"first ")
+        return [b"second"]
+
+    answer = call_app(app, {})
+    assert answer.status == 200 and b"".join(answer.body) == b"first second"

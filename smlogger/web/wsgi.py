@@ -102,20 +102,24 @@ def environ_for(
 def call_app(app: WsgiApp, environ: dict[str, Any]) -> Answer:
     """Run the app for one request (in a worker thread) and collect its answer."""
     started: list[Any] = []
+    # PEP 3333's write(): what an old-style app writes goes out before its returned iterable
+    written: list[bytes] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         """WSGI start_response: remember status and headers; re-raise a late exc_info."""
         if exc_info is not None and started:
             raise exc_info[1].with_traceback(exc_info[2])
         started[:] = [status, headers]
-        return _no_write
+        return written.append
 
     result = app(environ, start_response)
     stream = environ.get(STREAM_KEY)
     try:
         chunks: Iterator[bytes] = iter(result)
         first = b"" if stream is None else next(chunks, b"")
-        body = [first] if first else []
+        body = [chunk for chunk in written if chunk]
+        if first:
+            body.append(first)
         if stream is None:
             body.extend(chunk for chunk in chunks if chunk)
     except BaseException:
@@ -149,10 +153,6 @@ def _close(result: Iterable[bytes]) -> None:
             close()
         except Exception:
             log.debug("closing a WSGI response failed", exc_info=True)
-
-
-def _no_write(data: bytes) -> None:
-    raise NotImplementedError("the write() callable of start_response is not supported")
 
 
 def error_answer(status: int, message: str) -> Answer:
