@@ -7,9 +7,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from test_serial_pty import PtyPair
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = Path(os.environ.get("SMLOGGER_RECORDINGS", ROOT.parent / "shared" / "recordings"))
@@ -53,3 +56,15 @@ def expected() -> dict[str, Any]:
     with open(RECORDINGS / "expected.json", encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
     return data
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
+    """A socat pseudo-terminal pair (meter end, logger end), stopped after the test."""
+    from test_serial_pty import PtyPair  # the pty tests' own module: only loaded when used
+
+    pair = PtyPair(tmp_path)
+    pair.start()
+    yield pair
+    if pair.proc is not None:
+        pair.stop()

@@ -17,7 +17,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,15 +78,6 @@ class Feeder(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
-    pair = PtyPair(tmp_path)
-    pair.start()
-    yield pair
-    if pair.proc is not None:
-        pair.stop()
 
 
 @pytest.fixture

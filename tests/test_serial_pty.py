@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,15 +75,6 @@ class PtyPair:
         finally:
             os.close(fd)
         return sum(1 for f in sml.decode(data) if f["ok"])
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
-    pair = PtyPair(tmp_path)
-    pair.start()
-    yield pair
-    if pair.proc is not None:
-        pair.stop()
 
 
 def test_unplug_replug_and_watchdog_in_process(
