@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -40,7 +39,7 @@ from smlogger.csvlog import CsvLog
 from smlogger.diskqueue import DiskQueue, QueueLockedError
 from smlogger.live import LiveState
 from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
-from smlogger.names import NAMES_FILE, MeterNames, write_names_file
+from smlogger.names import NAMES_FILE, MeterNames, is_automatic_name, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.reading import Reading, readings_from_frame
 from smlogger.sdnotify import Notifier
@@ -211,10 +210,6 @@ def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
     )
 
 
-# [[meter]] names smlogger makes up; topics then use the meter id, which is unique on a broker
-_AUTO_METER_NAME = re.compile(r"meter\d*")
-
-
 def mqtt_settings(config: Config) -> Optional[MqttSettings]:
     """The [mqtt] section as MqttSettings, None when MQTT is off; ConfigError when invalid."""
     if not config.mqtt_url:
@@ -225,7 +220,7 @@ def mqtt_settings(config: Config) -> Optional[MqttSettings]:
     for meter in config.meters:
         keys = [meter.name] + ([meter.id] if meter.id else [])
         for key in keys:
-            if not _AUTO_METER_NAME.fullmatch(meter.name):
+            if not is_automatic_name(meter.name):  # topics then use the unique meter id
                 names[key] = meter.name
             if meter.model:
                 models[key] = meter.model
