@@ -250,8 +250,8 @@ def test_two_loggers_adding_bases_to_one_meter_keep_both(
     first_db, second_db = _open(url, tmp_path / "a"), _open(url, tmp_path / "b")
     ensure_schema(first_db)
     first, second = SqlWriter(first_db), SqlWriter(second_db)
-    first.book.add("base-a", {"1-0:96.1.0*255": {"value": "AAA"}})
-    second.book.add("base-b", {"1-0:96.1.0*255": {"value": "BBB"}})
+    first.book.add("base-a", {"1-0:96.1.0*255": ["AAA", None]})
+    second.book.add("base-b", {"1-0:96.1.0*255": ["BBB", None]})
     meter = first.meter_key(METER, T0)
     assert second.meter_key(METER, T0) == meter
     places: dict[str, int | None] = {}
