@@ -355,7 +355,7 @@ impl Framer {
             self.stats.crc_errors += 1;
             return Err(first_failure.unwrap_or(FrameError::Truncated));
         };
-        if esc_at % 4 != 0 {
+        if !esc_at.is_multiple_of(4) {
             self.stats.escape_errors += 1;
             return Err(FrameError::Misaligned { end_escape_at: esc_at });
         }
