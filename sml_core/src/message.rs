@@ -248,14 +248,17 @@ pub struct Message<'a> {
     pub crc_ok: bool,
 }
 
+#[inline]
 fn opt_bytes<'a>(c: &mut Cursor<'a>) -> Result<Option<Bytes<'a>>> {
     c.octets_opt()
 }
 
+#[inline]
 fn bytes<'a>(c: &mut Cursor<'a>) -> Result<Bytes<'a>> {
     c.octets()
 }
 
+#[inline]
 fn u8_opt(c: &mut Cursor<'_>, what: &'static str) -> Result<Option<u8>> {
     let at = c.pos();
     match c.unsigned_opt(what)? {
