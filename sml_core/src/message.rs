@@ -295,6 +295,8 @@ fn proc_set<'a>(c: &mut Cursor<'a>) -> Result<SetProcParameterRequest<'a>> {
     })
 }
 
+#[allow(clippy::inline_always)] // see parse_body
+#[inline(always)]
 fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     c.list_of(7, "GetListResponse")?;
     let client_id = opt_bytes(c)?;
@@ -318,6 +320,11 @@ fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     })
 }
 
+/// Inlined into [`parse_message`] (its only caller): a `Body` returned from a
+/// separate function was copied with wider loads than it had been written
+/// with, a store-forwarding stall per message (measured: parse 3 % faster).
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
     Ok(match tag {
         tag::OPEN_REQUEST => {
