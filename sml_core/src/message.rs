@@ -494,6 +494,7 @@ pub enum MessageResult<'a> {
 }
 
 /// Parses one SML_Message starting at the cursor.
+#[inline]
 pub fn parse_message<'a>(c: &mut Cursor<'a>, frame_crc: CrcKind, mode: CrcMode) -> Result<Message<'a>> {
     let start = c.pos();
     c.list_of(6, "SML_Message")?;
