@@ -173,7 +173,7 @@ macro_rules! fold_algorithm {
     ($(#[$attr:meta])*) => {
         $(#[$attr])*
         pub(super) fn fold(crc: u16, data: &[u8]) -> u16 {
-            use super::consts::{K1, K2, K3, K4, K5, MU, PX};
+            use super::consts::{K1, K2, K3, K4};
             let blocks = data.len() / 16;
             debug_assert!(blocks >= 1);
             let k3k4 = pair(K3, K4);
@@ -205,18 +205,16 @@ macro_rules! fold_algorithm {
                 x = xor(xor(load(data, done), mul_ll(x, k3k4)), mul_hh(x, k3k4));
                 done += 1;
             }
-            // 128 -> 64 bits.
-            let x = xor(mul_lh(x, k3k4), pair(hi(x), 0));
-            // 64 -> 32 bits: the low 32 bits times x^64 mod Q, plus the rest shifted down.
-            let (l, h) = (lo(x), hi(x));
-            let x = xor(mul_ll(pair(l & 0xffff_ffff, 0), pair(K5, 0)), pair((l >> 32) | (h << 32), h >> 32));
-            // Barrett reduction to 32 bits.
-            let pu = pair(PX, MU);
-            let t1 = mul_lh(pair(lo(x) & 0xffff_ffff, 0), pu);
-            let t2 = mul_ll(pair(lo(t1) & 0xffff_ffff, 0), pu);
-            let reg = (lo(xor(x, t2)) >> 32) as u32;
-            // The register of the x^16-scaled computation is the SML register.
-            super::update_table(reg as u16, &data[blocks * 16..])
+            // The folded 128 bits are congruent to everything before them
+            // modulo Q, hence modulo P (P divides Q): the SML register is
+            // the table CRC of those 16 bytes from a zero register. That is
+            // sixteen independent table lookups, where the usual 128 -> 32
+            // bit reduction plus Barrett step is a chain of five dependent
+            // carry-less multiplies; for the short SML messages that chain
+            // was most of the CRC time.
+            let folded = (u128::from(hi(x)) << 64 | u128::from(lo(x))).to_le_bytes();
+            let reg = super::slice::<16>(0, &folded);
+            super::update_table(reg, &data[blocks * 16..])
         }
     };
 }
