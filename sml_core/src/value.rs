@@ -95,11 +95,16 @@ pub fn time_opt(c: &mut Cursor<'_>) -> Result<Option<Time>> {
 #[inline(always)]
 pub fn time(c: &mut Cursor<'_>) -> Result<Time> {
     let at = c.pos();
-    // Fast path: `72 62 0k 65 xxxxxxxx`, the canonical secIndex/timestamp form.
-    if let Some(&[0x72, 0x62, kind @ (1 | 2), 0x65, a, b, d, e]) = c.data().get(at..at + 8) {
-        *c = Cursor::at(c.data(), at + 8);
-        let v = u32::from_be_bytes([a, b, d, e]);
-        return Ok(if kind == 1 { Time::sec_index(v) } else { Time::timestamp(v) });
+    // Fast path: `72 62 0k 6n ..`, a secIndex or timestamp of 1..4 bytes
+    // (`65 xxxxxxxx` is canonical, many meters send `62 xx` for a zero index).
+    let data = c.data();
+    if let Some(&[0x72, 0x62, kind @ (1 | 2), tl @ 0x62..=0x65]) = data.get(at..at + 4) {
+        let end = at + 3 + (tl & 0x0f) as usize;
+        if let Some(bytes) = data.get(at + 4..end) {
+            *c = Cursor::at(data, end);
+            let v = be_uint(bytes) as u32;
+            return Ok(if kind == 1 { Time::sec_index(v) } else { Time::timestamp(v) });
+        }
     }
     time_slow(c)
 }
