@@ -245,8 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"what bounds it: decoding runs at {core:.0f} MB/s while this machine reads memory "
             f"at {scan:.0f} MB/s, so the core is compute-bound (parsing and CRC, below), not "
             "memory-bound; without hardware counters (a VM) cycles per byte and branch misses "
-            "cannot be read here (the README's earlier figure, 1,039 MB/s, came from another "
-            "machine)"
+            "cannot be read here"
         )
         if stages:
             stage_ms = {name.split(" ")[0]: t for name, _, t in stages}
@@ -261,9 +260,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f"{stage_ms['framer']:.1f} ms (of which {stage_ms['CRC-16']:.1f} ms is the "
                     "frame CRC, "
                     "folding at memory-like speed) and parsing the messages "
-                    f"{stage_ms['message']:.1f} ms: the parse, a chain of dependent one-byte TL "
-                    "reads with data-dependent branches (37 meter types interleaved), is what "
-                    "bounds the core, not memory or CRC"
+                    f"{stage_ms['message']:.1f} ms: the message parse (each TL field's "
+                    "position depends on the one before, and the field forms vary between the "
+                    "37 interleaved meter types) is what bounds the core, not memory or the "
+                    "frame CRC"
                 )
         if shares:
             notes.append(
