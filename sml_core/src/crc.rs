@@ -264,9 +264,11 @@ mod clmul {
 /// aarch64 (Raspberry Pi 4/5 and friends): PMULL, the carry-less multiply of
 /// the ARMv8 crypto extension, through the same folding steps as x86-64.
 ///
-/// Not compiled on the x86-64 development machine (no aarch64 standard
-/// library there); the steps are the shared [`fold_algorithm`], which the
-/// `soft` instantiation checks in every test run. Only the primitives below
+/// Not run on the x86-64 development machine; it is type- and lint-checked
+/// there with `rustup target add aarch64-unknown-linux-gnu` and `cargo clippy
+/// --target aarch64-unknown-linux-gnu -p sml_core --all-targets`. The steps
+/// are the shared [`fold_algorithm`], which the `soft` instantiation checks
+/// in every test run. Only the primitives below
 /// are aarch64-specific. The intrinsic calls sit in `unsafe` blocks because
 /// older toolchains declare them `unsafe fn`; newer ones make them safe inside
 /// a function with the feature enabled, hence `unused_unsafe` is allowed.
