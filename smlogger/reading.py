@@ -233,7 +233,7 @@ def values_from_entries(
         )
         status = entry.get("status")
         if status.__class__ is int:  # (not a bool, which is an int subclass)
-            statuses[obis] = status  # type: ignore[assignment]
+            statuses[obis] = status
     return values, statuses
 
 
