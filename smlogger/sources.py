@@ -80,6 +80,9 @@ class Source(ABC):
     endless = True
     #: whether a silent source should be reopened by the no-data watchdog
     watchdog = True
+    #: True for a source that hands out data as fast as it can be read (a replay at --speed
+    #: max): its readings go to the sinks in batches
+    bulk = False
 
     def __init__(self, name: str, target: str | None = None) -> None:
         self.name = name
@@ -411,6 +414,7 @@ class ReplaySource(Source):
         self.start = start
         self._clock = clock
         self._sleep = sleep
+        self.bulk = speed is None
         self.done = 0  # pieces (frames or capture lines) handed out so far
         self.total: Optional[int] = None  # pieces in one pass, when known
 
