@@ -40,6 +40,11 @@ STALL_S = 10.0
 # after sync_interval
 COMMIT_EVERY_SYNCS = 5  # with the default sync_interval of 60 s: every 5 minutes
 _BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
+# `write_many` with at least this many readings (a replay at full speed) writes them to the
+# journal on disk at once, as records of up to BULK_RECORD readings, instead of through the
+# RAM tier: one large append is what the RAM tier's spill would write anyway
+BULK_MIN = 64
+BULK_RECORD = 1000
 
 
 def pack_batch(payloads: Sequence[bytes]) -> bytes:
@@ -62,6 +67,17 @@ def unpack_batch(payload: bytes) -> list[bytes]:
         out.append(body[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return out
+
+
+def _up_to(entries: list[Entry], readings: int) -> list[Entry]:
+    """The leading entries holding at most `readings` readings (at least one entry): records
+    of `Store.write_many` hold up to BULK_RECORD readings each."""
+    total = 0
+    for index, entry in enumerate(entries):
+        total += batch_count(entry.payload)
+        if total > readings and index > 0:
+            return entries[:index]
+    return entries
 
 
 def batch_count(payload: bytes) -> int:
@@ -191,6 +207,36 @@ class Store:
         self.queue.put(payload)
         with self._state_lock:
             self._disk_readings += 1
+
+    def write_many(self, readings: Sequence[Reading]) -> int:
+        """Take a batch of readings; returns how many (all of them).
+
+        Small batches go the way of `write`; a large one (a replay at full speed) goes to the
+        journal on disk as a few compressed records, fsync'ed like the RAM tier's spills, and
+        the database gets it in batches of `batch_size` at once.
+        """
+        if self._closed:
+            raise RuntimeError("the SQL store is closed")
+        book = self.book
+        payloads = [StoredRow.from_reading(r, book).to_payload() for r in readings]
+        if not payloads:
+            return 0
+        if len(payloads) < BULK_MIN:
+            if self.ram is not None:
+                self.ram.put_many(payloads)
+                return len(payloads)
+            self.queue.put_many(payloads)
+        else:
+            records = [
+                pack_batch(payloads[i : i + BULK_RECORD])
+                for i in range(0, len(payloads), BULK_RECORD)
+            ]
+            self.queue.put_many(records)
+            # due at once: a backlog this size is no reason to wait for the commit interval
+            self._commit_now.set()
+        with self._state_lock:
+            self._disk_readings += len(payloads)
+        return len(payloads)
 
     @property
     def depth(self) -> int:
@@ -364,7 +410,7 @@ class Store:
         records = self.batch_size if self.ram is None else max(1, self.batch_size // 50)
         if source is self.ram:
             records = self.batch_size
-        entries = source.peek(records)
+        entries = _up_to(source.peek(records), self.batch_size)
         if not entries:
             return "idle"
         rows = self._decode(entries)
