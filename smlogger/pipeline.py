@@ -814,7 +814,10 @@ class Pipeline:
 
     def run(self, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> None:
         """Block until `stop` is set or every source has ended."""
-        while not stop.wait(0.25):
+        # sources that end (replays) are checked more often: a finished replay should not
+        # wait a quarter of a second for the shutdown to begin
+        finite = any(not r.spec.source.endless for r in self.runners)
+        while not stop.wait(0.05 if finite else 0.25):
             self.tick()
             if on_tick is not None:
                 on_tick()

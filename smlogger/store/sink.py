@@ -275,6 +275,8 @@ class Store:
         limit = self.shutdown_timeout if timeout is None else timeout
         self._commit_now.set()
         self.queue.wake()
+        if self.ram is not None:
+            self.ram.wake()
         deadline = _time.monotonic() + limit
         last_depth = self.depth
         last_change = _time.monotonic()
@@ -291,7 +293,10 @@ class Store:
                     self._progress.wait(min(0.5, deadline - now))
         finally:
             self._stop.set()
+            self._commit_now.set()  # ends the writer's idle nap
             self.queue.wake()
+            if self.ram is not None:
+                self.ram.wake()
             self._thread.join(max(1.0, deadline - _time.monotonic()))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
@@ -402,7 +407,8 @@ class Store:
             # (not `self.ram or self.queue`: an empty DiskQueue is falsy, it has a __len__)
             (self.ram if self.ram is not None else self.queue).wait(timeout=0.5)
             if self._source() is None:
-                self._stop.wait(0.5)
+                # flush() and close() set _commit_now: they need not wait for this nap
+                self._commit_now.wait(0.5)
             return "idle"
         self._commit_now.clear()
         # records of the journal on disk hold a minute of readings each when the RAM tier
