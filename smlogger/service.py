@@ -15,6 +15,7 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -459,6 +460,15 @@ class ReplayProgress:
         self.stream.flush()
 
 
+def _bulk_gc() -> None:
+    """Garbage collection for a replay at full speed: the objects of the start-up never need
+    scanning again (freeze), and the readings (freed by reference counting, no cycles) need
+    not set off a collection every 700 allocations; at the default rate the collector took
+    a fifth of such a replay's time."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run(config: Config) -> int:
     """Run the logger until a signal or the end of every source; the process exit code.
 
@@ -508,6 +518,8 @@ def run(config: Config) -> int:
             "warnings": list(config.warnings),
         }
 
+    if any(m.source.bulk for m in meters):
+        _bulk_gc()
     pipeline.start()
     web = None
     try:

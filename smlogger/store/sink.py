@@ -45,6 +45,9 @@ _BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
 # RAM tier: one large append is what the RAM tier's spill would write anyway
 BULK_MIN = 64
 BULK_RECORD = 1000
+# records of `write_many` whose rows the writer takes from memory instead of reading them back
+# from the journal (beyond this, while the database lags, it reads them back)
+FRESH_RECORDS = 64
 
 
 def pack_batch(payloads: Sequence[bytes]) -> bytes:
@@ -174,6 +177,7 @@ class Store:
         # gone for good, so its reason stays visible here
         self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
+        self._fresh: dict[int, list[StoredRow]] = {}  # journal seq -> rows (see write_many)
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -218,7 +222,8 @@ class Store:
         if self._closed:
             raise RuntimeError("the SQL store is closed")
         book = self.book
-        payloads = [StoredRow.from_reading(r, book).to_payload() for r in readings]
+        rows = [StoredRow.from_reading(r, book) for r in readings]
+        payloads = [row.to_payload() for row in rows]
         if not payloads:
             return 0
         if len(payloads) < BULK_MIN:
@@ -227,11 +232,13 @@ class Store:
                 return len(payloads)
             self.queue.put_many(payloads)
         else:
-            records = [
-                pack_batch(payloads[i : i + BULK_RECORD])
-                for i in range(0, len(payloads), BULK_RECORD)
-            ]
-            self.queue.put_many(records)
+            starts = range(0, len(payloads), BULK_RECORD)
+            first = self.queue.put_many([pack_batch(payloads[i : i + BULK_RECORD]) for i in starts])
+            with self._state_lock:
+                if first is not None and len(self._fresh) + len(starts) <= FRESH_RECORDS:
+                    # the writer commits these rows without reading the journal back
+                    for seq, i in enumerate(starts, first):
+                        self._fresh[seq] = rows[i : i + BULK_RECORD]
             # due at once: a backlog this size is no reason to wait for the commit interval
             self._commit_now.set()
         with self._state_lock:
@@ -419,7 +426,7 @@ class Store:
         entries = _up_to(source.peek(records), self.batch_size)
         if not entries:
             return "idle"
-        rows = self._decode(entries)
+        rows = self._decode(entries, journal=source is self.queue)
         readings = sum(batch_count(e.payload) for e in entries)
         rejected = 0
         try:
@@ -516,9 +523,22 @@ class Store:
             _sql(self.db, "PRAGMA synchronous = FULL")
         return self._writer.write(rows)
 
-    def _decode(self, entries: Sequence[Entry]) -> list[StoredRow]:
-        rows = []
+    def _decode(self, entries: Sequence[Entry], *, journal: bool = False) -> list[StoredRow]:
+        """The rows of journal entries (`journal`: of the journal on disk, whose records from
+        `write_many` may still be in memory)."""
+        rows: list[StoredRow] = []
+        if journal and self._fresh and entries:
+            with self._state_lock:
+                # records pruned unread (max age) are no longer asked for
+                for seq in [s for s in self._fresh if s < entries[0].seq]:
+                    del self._fresh[seq]
         for entry in entries:
+            if journal and self._fresh:
+                with self._state_lock:
+                    fresh = self._fresh.pop(entry.seq, None)
+                if fresh is not None and entry.payload[:1] == _BATCH_MARK:
+                    rows += fresh
+                    continue
             try:
                 rows += [StoredRow.from_payload(p) for p in unpack_batch(entry.payload)]
             except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
