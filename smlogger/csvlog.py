@@ -86,11 +86,23 @@ def _escape(text: str) -> str:
     return text
 
 
+# (field, format spec) in column order: the spec built once, not per cell
+_CELL_SPECS: tuple[tuple[str, str], ...] = tuple(
+    (name, ".7f" if name in ENERGY_FIELDS else ".3f") for name in Reading.FIELDS
+)
+
+
 def format_row(reading: Reading, aggregated: bool) -> str:
     """One reading as a CSV line (with its newline), in the order of `columns`."""
     cells = [iso(reading.time), _escape(reading.meter_id)]
-    for name in Reading.FIELDS:
-        cells.append(format_number(getattr(reading, name), 7 if name in ENERGY_FIELDS else 3))
+    for name, spec in _CELL_SPECS:
+        value = getattr(reading, name)
+        if value is None:
+            cells.append("")
+            continue
+        # format_number's rule, inlined: this runs for every cell of every row
+        text = format(value, spec).rstrip("0").rstrip(".")
+        cells.append("0" if text in ("-0", "") else text)
     if aggregated:
         cells.append(str(reading.samples))
         for name in INSTANT_FIELDS:

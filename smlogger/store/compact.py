@@ -83,14 +83,15 @@ def _restore(column: float, factor: float, as_int: bool) -> Any:
     return value
 
 
-def _derived(obis: str, item: list[Any], base_item: list[Any], fields: Mapping[str, Any]) -> bool:
-    """Whether the typed column behind `obis` gives `item`'s value back exactly."""
+def _derived(
+    obis: str, value: Any, unit: Any, base_item: list[Any], fields: Mapping[str, Any]
+) -> bool:
+    """Whether the typed column behind `obis` gives `value` (in `unit`) back exactly."""
     name, factors = FIELD_SOURCES[obis]
     column = fields.get(name)
-    factor = factors.get(item[1]) if item[1] is not None else None
-    if column is None or factor is None or base_item[1] != item[1]:
+    factor = factors.get(unit) if unit is not None else None
+    if column is None or factor is None or base_item[1] != unit:
         return False
-    value = item[0]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     if type(base_item[0]) is not type(value):
@@ -102,18 +103,23 @@ def _derived(obis: str, item: list[Any], base_item: list[Any], fields: Mapping[s
 def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) -> Delta:
     """What a row must keep besides `base` and its typed `fields` to give `values` back."""
     delta: Delta = {}
+    # (this runs for every reading stored: a [value, unit] list only for what goes into
+    # the delta)
     for obis, entry in values.items():
-        item = [json_value(entry.value), entry.unit]
+        value = entry.value
+        if isinstance(value, (bytes, float)):
+            value = json_value(value)
+        unit = entry.unit
         base_item = base.get(obis)
         if base_item is not None:
             if obis in FIELD_SOURCES:
                 # never left out for being equal to the base: `join` restores these from the
                 # typed column, so they are either derivable or spelled out
-                if _derived(obis, item, base_item, fields):
+                if _derived(obis, value, unit, base_item, fields):
                     continue
-            elif base_item == item:
+            elif base_item[0] == value and base_item[1] == unit:
                 continue
-        delta[obis] = item
+        delta[obis] = [value, unit]
     for obis in base:
         if obis not in values:
             delta[obis] = None

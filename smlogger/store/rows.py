@@ -21,6 +21,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _finite(value: Any) -> Optional[float]:
+    if value.__class__ is float:  # what readings hold: the quick way
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool):
         return None
     try:
