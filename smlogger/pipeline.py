@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Protocol, cast
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
@@ -24,9 +24,18 @@ from smlogger.diagnose import Diagnosis, Observation, classify, open_failure
 from smlogger.linkwatch import LinkWatch
 from smlogger.live import LiveState
 from smlogger.logutil import StateLog, describe, distinct
-from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
+from smlogger.reading import (
+    ENERGY_FIELDS,
+    ENERGY_OBIS,
+    Reading,
+    readings_from_frame,
+    readings_from_lists,
+)
 from smlogger.sources import Chunk, Source
 from smlogger.states import LinkState
+
+if TYPE_CHECKING:
+    from smlogger import sml
 
 log = logging.getLogger(__name__)
 
@@ -604,6 +613,9 @@ class MeterRunner:
 
         decoder = sml.Decoder(crc=cast("sml.CrcName", self.spec.crc))
         source = self.spec.source
+        # a bulk source (a replay at full speed; no link diagnosis, no watchdog, no capture)
+        # needs only the readings of its frames: no frame dicts
+        lean = source.bulk and self.watch is None and self.spec.capture is None
         try:
             for chunk in source.chunks(self.stop):
                 if chunk.data:
@@ -615,11 +627,14 @@ class MeterRunner:
                                 "%s: capture failed, stopped capturing: %s", self.spec.key, exc
                             )
                             self.spec.capture = None
-                    frames = decoder.feed(chunk.data)
-                    if self.watch is not None:
-                        self.watch.data(chunk.data)
-                        self.watch.frames(frames)
-                    self._frames(frames, chunk, decoder)
+                    if lean:
+                        self._lists(sml.feed_lists(decoder, chunk.data), chunk, decoder)
+                    else:
+                        frames = decoder.feed(chunk.data)
+                        if self.watch is not None:
+                            self.watch.data(chunk.data)
+                            self.watch.frames(frames)
+                        self._frames(frames, chunk, decoder)
                 elif self.watch is not None:
                     self.watch.data(b"")
                 if source.watchdog and self.spec.watchdog_s > 0:
@@ -627,7 +642,11 @@ class MeterRunner:
                 self._publish(decoder)
                 if self.stop.is_set():
                     break
-            self._frames(decoder.finish(), Chunk(b"", datetime.now().astimezone()), decoder)
+            end = Chunk(b"", datetime.now().astimezone())
+            if lean:
+                self._lists(sml.feed_lists(decoder, b"", finish=True), end, decoder)
+            else:
+                self._frames(decoder.finish(), end, decoder)
         finally:
             # what a bulk source collected is delivered even when reading it failed
             # (the link state stays what the source said last: "replay finished")
@@ -687,25 +706,54 @@ class MeterRunner:
                 meter_id=self.spec.meter_id,
                 accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
             )
-            for reading in readings:
-                reason = self.check.check(reading)
-                if reason is not None:
-                    self.counters["rejected"] += 1
-                    count = self.counters["rejected"]
-                    if count <= 10 or count % 100 == 0:
-                        log.warning(
-                            "%s: implausible reading rejected (#%d): %s",
-                            self.spec.key,
-                            count,
-                            reason,
-                        )
-                    continue
-                self.counters["readings"] += 1
-                if self.spec.source.bulk:
-                    self._bulk.append(reading)
-                else:
-                    self.live.update(reading, source=self.spec.key)
-                    self.deliver([reading])
+            self._accept(readings)
+        self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
+
+    def _lists(self, items: list[sml.ListsFrame], chunk: Chunk, decoder: Any) -> None:
+        """`_frames` for frames as `sml.feed_lists` gives them (bulk sources)."""
+        got_frame = False
+        damaged = False
+        for item in items:
+            if not item[0]:
+                damaged = True
+                continue
+            got_frame = True
+            for crc_ok, _server_id, _entries in item[1]:
+                if not crc_ok:
+                    self.counters["bad_msg_crc"] += 1
+            readings = readings_from_lists(
+                item,
+                chunk.time,
+                direction_from_status=self.spec.direction_from_status,
+                meter_id=self.spec.meter_id,
+                accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
+            )
+            self._accept(readings)
+        self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
+
+    def _accept(self, readings: list[Reading]) -> None:
+        """Plausible readings to the live state and the sinks (a bulk source's to its batch)."""
+        for reading in readings:
+            reason = self.check.check(reading)
+            if reason is not None:
+                self.counters["rejected"] += 1
+                count = self.counters["rejected"]
+                if count <= 10 or count % 100 == 0:
+                    log.warning(
+                        "%s: implausible reading rejected (#%d): %s",
+                        self.spec.key,
+                        count,
+                        reason,
+                    )
+                continue
+            self.counters["readings"] += 1
+            if self.spec.source.bulk:
+                self._bulk.append(reading)
+            else:
+                self.live.update(reading, source=self.spec.key)
+                self.deliver([reading])
+
+    def _after_frames(self, decoder: Any, *, got_frame: bool, damaged: bool) -> None:
         if self.spec.source.bulk:
             if len(self._bulk) < BULK_BATCH and time.monotonic() - self._bulk_since < BULK_EVERY_S:
                 # the decoder stats and the news of these frames follow with the batch

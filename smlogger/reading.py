@@ -337,3 +337,36 @@ def readings_from_frame(
             )
         )
     return readings
+
+
+def readings_from_lists(
+    item: sml.ListsFrame,
+    received: datetime,
+    *,
+    direction_from_status: bool = False,
+    meter_id: str | None = None,
+    accept_bad_msg_crc: bool = False,
+) -> list[Reading]:
+    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings)."""
+    ok, lists = item
+    if not ok:
+        return []
+    readings = []
+    for crc_ok, server_id, entries in lists:
+        if not crc_ok and not accept_bad_msg_crc:
+            continue
+        ident = meter_id
+        if ident is None:
+            ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+        values: dict[str, Value] = {}
+        statuses: dict[str, int] = {}
+        for obis, value, unit, raw, scaler, status in entries:
+            values[obis] = _value(obis, value, unit, raw, scaler)
+            if status.__class__ is int:  # (not a bool, which is an int subclass)
+                statuses[obis] = status
+        readings.append(
+            reading_from_values(
+                ident, received, values, statuses, direction_from_status=direction_from_status
+            )
+        )
+    return readings
