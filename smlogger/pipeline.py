@@ -9,6 +9,7 @@ with `every_reading = True` (MQTT: live values at its own rate) always gets ever
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -616,6 +617,7 @@ class MeterRunner:
         # a bulk source (a replay at full speed; no link diagnosis, no watchdog, no capture)
         # needs only the readings of its frames: no frame dicts
         lean = source.bulk and self.watch is None and self.spec.capture is None
+        fed = 0  # bytes fed to the decoder so far: where the next chunk starts in its stream
         try:
             for chunk in source.chunks(self.stop):
                 if chunk.data:
@@ -628,13 +630,16 @@ class MeterRunner:
                             )
                             self.spec.capture = None
                     if lean:
-                        self._lists(sml.feed_lists(decoder, chunk.data), chunk, decoder)
+                        items = sml.feed_lists(decoder, chunk.data)
+                        self._lists(items, chunk, decoder, fed)
                     else:
-                        frames = decoder.feed(chunk.data)
-                        if self.watch is not None:
-                            self.watch.data(chunk.data)
-                            self.watch.frames(frames)
-                        self._frames(frames, chunk, decoder)
+                        for part in chunk.pieces():
+                            frames = decoder.feed(part.data)
+                            if self.watch is not None:
+                                self.watch.data(part.data)
+                                self.watch.frames(frames)
+                            self._frames(frames, part, decoder)
+                    fed += len(chunk.data)
                 elif self.watch is not None:
                     self.watch.data(b"")
                 if source.watchdog and self.spec.watchdog_s > 0:
@@ -644,7 +649,7 @@ class MeterRunner:
                     break
             end = Chunk(b"", datetime.now().astimezone())
             if lean:
-                self._lists(sml.feed_lists(decoder, b"", finish=True), end, decoder)
+                self._lists(sml.feed_lists(decoder, b"", finish=True), end, decoder, fed)
             else:
                 self._frames(decoder.finish(), end, decoder)
         finally:
@@ -709,21 +714,26 @@ class MeterRunner:
             self._accept(readings)
         self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
 
-    def _lists(self, items: list[sml.ListsFrame], chunk: Chunk, decoder: Any) -> None:
-        """`_frames` for frames as `sml.feed_lists` gives them (bulk sources)."""
+    def _lists(self, items: list[sml.ListsFrame], chunk: Chunk, decoder: Any, start: int) -> None:
+        """`_frames` for frames as `sml.feed_lists` gives them (bulk sources); `start` is
+        where `chunk` begins in the decoder's stream."""
         got_frame = False
         damaged = False
+        marks = chunk.marks or ((0, chunk.time),)
+        positions = [position for position, _ in marks]
         for item in items:
-            if not item[0]:
+            if not item[1]:
                 damaged = True
                 continue
             got_frame = True
-            for crc_ok, _server_id, _entries in item[1]:
+            for crc_ok, _server_id, _entries in item[2]:
                 if not crc_ok:
                     self.counters["bad_msg_crc"] += 1
+            # the time of the piece the frame starts in
+            piece = max(0, bisect.bisect_right(positions, item[0] - start) - 1)
             readings = readings_from_lists(
                 item,
-                chunk.time,
+                marks[piece][1],
                 direction_from_status=self.spec.direction_from_status,
                 meter_id=self.spec.meter_id,
                 accept_bad_msg_crc=self.spec.accept_bad_msg_crc,

@@ -348,7 +348,7 @@ def readings_from_lists(
     accept_bad_msg_crc: bool = False,
 ) -> list[Reading]:
     """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings)."""
-    ok, lists = item
+    _offset, ok, lists = item
     if not ok:
         return []
     readings = []

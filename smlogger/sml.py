@@ -98,10 +98,11 @@ ListEntryRow = tuple[str, Scaled, Optional[str], Raw, Optional[int], Optional[in
 """One list entry from ``feed_lists``: ``obis``, ``value``, ``unit_symbol``, ``raw``,
 ``scaler`` and ``status``, each as the ``Entry`` dict of ``Decoder.feed`` has it."""
 
-ListsFrame = tuple[bool, list[tuple[bool, bytes, tuple[ListEntryRow, ...]]]]
-"""One frame from ``feed_lists(decoder, data)``: ``(ok, lists)``, with one ``(crc_ok,
-server_id, entries)`` per GetListResponse of a good frame (none for a damaged one). What the
-reading model takes from a frame, without the dicts around it (for replays at full speed)."""
+ListsFrame = tuple[int, bool, list[tuple[bool, bytes, tuple[ListEntryRow, ...]]]]
+"""One frame from ``feed_lists(decoder, data)``: ``(offset, ok, lists)``, with the frame's
+``offset`` and one ``(crc_ok, server_id, entries)`` per GetListResponse of a good frame (none
+for a damaged one). What the reading model takes from a frame, without the dicts around it
+(for replays at full speed)."""
 
 #: Column names of a ``ValueRow``, e.g. ``pandas.DataFrame(rows, columns=VALUE_FIELDS)``.
 VALUE_FIELDS = ("offset", "server_id", "obis", "value", "unit")

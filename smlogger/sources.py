@@ -48,10 +48,26 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes read in one go, with the time they arrived."""
+    """Bytes read in one go, with the time they arrived.
+
+    A replay at full speed hands out many pieces (frames or capture lines) joined in one
+    chunk: `marks` then holds (position in `data`, time) of each piece, and a frame takes the
+    time of the piece it starts in.
+    """
 
     data: bytes
     time: datetime  # receive time (UTC); for replays the recorded or synthesised time
+    marks: Optional[tuple[tuple[int, datetime], ...]] = None
+
+    def pieces(self) -> list[Chunk]:
+        """The chunk as the pieces it joins (itself when it joins none)."""
+        if not self.marks:
+            return [self]
+        ends = [position for position, _ in self.marks[1:]] + [len(self.data)]
+        return [
+            Chunk(self.data[position:end], stamp)
+            for (position, stamp), end in zip(self.marks, ends)
+        ]
 
 
 class Backoff:
@@ -382,6 +398,11 @@ def split_frames(data: bytes) -> list[bytes]:
     return [p for p in pieces if p]
 
 
+# a replay at full speed joins up to this many pieces (or bytes) in one chunk
+JOIN_PIECES = 256
+JOIN_BYTES = 256 * 1024
+
+
 class ReplaySource(Source):
     """Replays a capture file (with its timing) or a raw dump (one frame per `interval`).
 
@@ -458,6 +479,10 @@ class ReplaySource(Source):
         elif pieces is not None and self.speed is None:
             base = base - timedelta(seconds=max(0, pieces - 1) * self.interval)
         shift = 0.0
+        # at full speed, pieces go out joined (see Chunk.marks)
+        joined: list[bytes] = []
+        marks: list[tuple[int, datetime]] = []
+        size = 0
         while True:
             wall_start = time.monotonic()
             last_offset = 0.0
@@ -479,7 +504,18 @@ class ReplaySource(Source):
                     stamp = recorded + timedelta(seconds=shift)
                 else:
                     stamp = base + timedelta(seconds=shift + offset)
-                yield Chunk(data, stamp)
+                if not self.bulk:
+                    yield Chunk(data, stamp)
+                    continue
+                marks.append((size, stamp))
+                joined.append(data)
+                size += len(data)
+                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
+                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                    joined, marks, size = [], [], 0
+            if marks:
+                yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                joined, marks, size = [], [], 0
             if not self.loop or count == 0:
                 break
             shift += last_offset + self.interval

@@ -30,7 +30,7 @@ def _as_lists(frame: sml.Frame) -> sml.ListsFrame:
             for e in body["values"]
         )
         lists.append((message["crc_ok"], body["server_id"], entries))
-    return (frame["ok"], lists)
+    return (frame["offset"], frame["ok"], lists)
 
 
 def _both(data: bytes, pieces: int) -> tuple[list[sml.Frame], list[sml.ListsFrame]]:
@@ -68,7 +68,8 @@ def test_feed_lists_reports_damaged_frames_and_bad_message_crcs() -> None:
     bad_crc = bytearray(good)
     bad_crc[-1] ^= 0xFF  # transport CRC
     frames, items = _both(good + bytes(bad_crc) + good[: len(good) // 2], 1)
-    assert [i[0] for i in items] == [True, False, False]  # the last one truncated
+    assert [i[1] for i in items] == [True, False, False]  # the last one truncated
+    assert [i[0] for i in items] == [0, len(good), 2 * len(good)]
     assert items == [_as_lists(f) for f in frames]
     assert len(readings_from_lists(items[0], RECEIVED)) == 1
     assert readings_from_lists(items[1], RECEIVED) == []

@@ -154,7 +154,20 @@ def fast_replay(path: Path) -> ReplaySource:
 
 
 def replay_all(source: ReplaySource) -> list[Chunk]:
-    return list(source.chunks(threading.Event()))
+    """The pieces a replay hands out (at full speed several are joined in one chunk)."""
+    return [piece for chunk in source.chunks(threading.Event()) for piece in chunk.pieces()]
+
+
+def test_full_speed_replay_joins_the_pieces_a_paced_one_hands_out(recordings_dir: Path) -> None:
+    start = T0 - timedelta(days=1)
+    path = recordings_dir / MT175
+    paced = ReplaySource(path, speed=1e9, interval=2.0, loop=False, start=start)
+    fast = ReplaySource(path, speed=None, interval=2.0, loop=False, start=start)
+    joined = list(fast.chunks(threading.Event()))
+    assert len(joined) == 1 and joined[0].marks is not None and len(joined[0].marks) == 11
+    assert joined[0].data == path.read_bytes() and joined[0].time == start
+    assert replay_all(fast) == list(paced.chunks(threading.Event()))
+    assert all(c.marks is None for c in paced.chunks(threading.Event()))
 
 
 def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:

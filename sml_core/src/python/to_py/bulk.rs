@@ -3,7 +3,8 @@
 //! message, body and entry dicts around it.
 //!
 //! CONTRACT (`sml.ListsFrame` in `smlogger/sml.py`): one item per frame, in
-//! stream order, good and bad: `(ok, lists)`, where `lists` holds one
+//! stream order, good and bad: `(offset, ok, lists)`, where `offset` is the
+//! frame's `offset` in the whole fed stream and `lists` holds one
 //! `(crc_ok, server_id, entries)` per GetListResponse of a good frame (empty
 //! for a damaged one) and `entries` one `(obis, value, unit_symbol, raw,
 //! scaler, status)` per list entry, each field as the entry dict of `feed`
@@ -48,11 +49,12 @@ impl<'py> Conv<'_, 'py> {
         Ok(PyTuple::new(self.py, fields)?.into_any())
     }
 
-    /// The `(ok, lists)` item of one frame.
+    /// The `(offset, ok, lists)` item of one frame.
     fn lists_item(&mut self, f: &Frame<'_>) -> PyResult<Obj<'py>> {
         let py = self.py;
+        let offset = self.int(f.offset)?;
         let Outcome::Ok(messages) = &f.outcome else {
-            return Ok(PyTuple::new(py, [self.int(false)?, PyList::empty(py).into_any()])?.into_any());
+            return Ok(PyTuple::new(py, [offset, self.int(false)?, PyList::empty(py).into_any()])?.into_any());
         };
         let lists = PyList::empty(py);
         for m in messages {
@@ -63,13 +65,13 @@ impl<'py> Conv<'_, 'py> {
                 [self.int(m.crc_ok)?, self.server_id(r.server_id), PyTuple::new(py, entries)?.into_any()];
             lists.append(PyTuple::new(py, list)?)?;
         }
-        Ok(PyTuple::new(py, [self.int(true)?, lists.into_any()])?.into_any())
+        Ok(PyTuple::new(py, [offset, self.int(true)?, lists.into_any()])?.into_any())
     }
 }
 
 /// Feeds `data` to `decoder` (or, with `finish`, ends its stream) like
 /// `Decoder.feed` / `Decoder.finish`, but returns every frame as an
-/// `(ok, lists)` tuple (see the module doc). Stats and state are the
+/// `(offset, ok, lists)` tuple (see the module doc). Stats and state are the
 /// decoder's own: both kinds of call may be mixed on one decoder.
 #[pyfunction]
 #[pyo3(signature = (decoder, data, *, finish = false))]
@@ -83,13 +85,15 @@ pub(in crate::python) fn feed_lists<'py>(
     let mut decoder = decoder.try_borrow_mut()?;
     let mut pause = GcPause::new(py);
     let out = PyList::empty(py);
-    let failed = || -> PyResult<Obj<'py>> {
-        Ok(PyTuple::new(py, [false.into_pyobject(py)?.to_owned().into_any(), PyList::empty(py).into_any()])?
-            .into_any())
+    // An internal error item (a frame the decoder could not handle) keeps its
+    // offset and counts as a damaged frame.
+    let failed = |item: Obj<'py>| -> PyResult<()> {
+        let offset = item.get_item("offset")?;
+        let ok = false.into_pyobject(py)?.to_owned().into_any();
+        out.append(PyTuple::new(py, [offset, ok, PyList::empty(py).into_any()])?)
     };
-    decoder.drive(py, &data, finish, &mut |conv, f| out.append(conv.lists_item(f)?), &mut |_item| {
-        out.append(failed()?)
-    })?;
+    decoder
+        .drive(py, &data, finish, &mut |conv, f| out.append(conv.lists_item(f)?), &mut |item| failed(item))?;
     pause.built(out.len());
     Ok(out)
 }
