@@ -226,9 +226,14 @@ class Store:
         payloads = [row.to_payload() for row in rows]
         if not payloads:
             return 0
-        if len(payloads) < BULK_MIN:
-            if self.ram is not None:
-                self.ram.put_many(payloads)
+        ram = self.ram
+        if len(payloads) < BULK_MIN or (ram is not None and ram.depth):
+            if ram is not None:
+                ram.put_many(payloads)
+                if len(payloads) >= BULK_MIN:
+                    # older readings wait in RAM and go first (the database gets them in
+                    # order): have them moved to the journal now, later batches go direct
+                    self._commit_now.set()
                 return len(payloads)
             self.queue.put_many(payloads)
         else:

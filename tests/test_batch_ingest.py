@@ -1,0 +1,227 @@
+"""The batch path of a replay at full speed (`write_many`, joined chunks, `feed_lists`, one
+batch per sink) stores exactly what the single-reading path stores: the same database rows
+(readings, rollups, OBIS dictionaries) and the same CSV files, line for line."""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import RECORDINGS
+
+from smlogger import sml
+from smlogger.csvlog import CsvLog
+from smlogger.live import LiveState
+from smlogger.pipeline import MeterSpec, Pipeline, SinkWorker
+from smlogger.reading import Reading, readings_from_frame
+from smlogger.simulate import make_meter
+from smlogger.sources import ReplaySource
+from smlogger.store import Store, open_database
+
+# an evening into the next day: the CSV files rotate at midnight, rollups cut hours and days
+START = datetime(2024, 5, 1, 23, 50, tzinfo=timezone.utc)
+RECORDING = RECORDINGS / "ISKRA_MT631-D1A52-K0z-H01_with_PIN.bin"
+
+
+def _recording_and_simulator(path: Path, frames: int) -> bytes:
+    """A real recording followed by `frames` simulated household frames (a second meter)."""
+    meter = make_meter("household", seed="batch", tz=timezone.utc)
+    simulated = b"".join(meter.frame(START + timedelta(seconds=i)) for i in range(frames))
+    data = RECORDING.read_bytes() + simulated
+    path.write_bytes(data)
+    return data
+
+
+def _readings(data: bytes) -> list[Reading]:
+    frames = sml.decode(data)
+    return [
+        r
+        for i, f in enumerate(frames)
+        for r in readings_from_frame(f, START + timedelta(seconds=i))
+    ]
+
+
+def _tables(database: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows (but the schema's own history, which has the time of creation)."""
+    con = sqlite3.connect(database)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version'"
+            )
+        ]
+        tables = {}
+        for name in names:
+            columns = [r[1] for r in con.execute(f'PRAGMA table_info("{name}")')]
+            # meters.last_seen is kept to the hour, updated per database batch: where the
+            # batches end is all it shows (the last reading is MAX(time) of readings)
+            wanted = ", ".join(f'"{c}"' for c in columns if (name, c) != ("meters", "last_seen"))
+            rows = con.execute(f'SELECT {wanted} FROM "{name}"').fetchall()
+            tables[name] = sorted(rows, key=repr)
+        return tables
+    finally:
+        con.close()
+
+
+def _csv_files(directory: Path) -> dict[str, bytes]:
+    """CSV file name -> content (of finished days: gzip'd, their header holds a time)."""
+    files = {}
+    for path in directory.rglob("*.csv*"):
+        data = path.read_bytes()
+        files[str(path.relative_to(directory))] = (
+            gzip.decompress(data) if path.suffix == ".gz" else data
+        )
+    return files
+
+
+def _store(root: Path, ram: bool) -> Store:
+    return Store(
+        open_database(None, root),
+        spool_dir=root / "spool",
+        ram_dir=root / "ram-sql" if ram else None,
+    )
+
+
+def _csv(root: Path, ram: bool) -> CsvLog:
+    clock = lambda: START  # noqa: E731 - the files of the replayed days are not "finished"
+    return CsvLog(root / "csv", ram_dir=root / "ram-csv" if ram else None, clock=clock)
+
+
+@pytest.mark.parametrize("ram", [True, False], ids=["ram-tier", "no-ram-tier"])
+def test_write_many_stores_what_write_stores(tmp_path: Path, ram: bool) -> None:
+    readings = _readings(_recording_and_simulator(tmp_path / "in.bin", 1500))
+    assert len({r.meter_id for r in readings}) == 2 and len(readings) > 1500
+    single, batched = tmp_path / "single", tmp_path / "batched"
+    for root in (single, batched):
+        root.mkdir()
+    store, csv = _store(single, ram), _csv(single, ram)
+    for reading in readings:
+        store.write(reading)
+        csv.write(reading)
+    store.close()
+    csv.close()
+    store, csv = _store(batched, ram), _csv(batched, ram)
+    # batches of every size, above the bulk threshold and below it (then the RAM tier
+    # holds older readings, and larger batches follow them there)
+    sizes = [1000, 64, 63, 5, 1, 2500]
+    position = 0
+    for size in sizes * 10:
+        part = readings[position : position + size]
+        position += len(part)
+        if part:
+            assert store.write_many(part) == len(part)
+            assert csv.write_many(part) == len(part)
+    assert position == len(readings)
+    store.close()
+    csv.close()
+    one, many = _tables(single / "smlogger.db"), _tables(batched / "smlogger.db")
+    assert len(one["readings"]) == len(readings)
+    assert one == many
+    files = _csv_files(single / "csv")
+    assert len(files) == 3  # the recording: a few seconds; the simulator: two days
+    assert files == _csv_files(batched / "csv")
+    lines = sum(len(text.splitlines()) - 1 for text in files.values())
+    assert lines == len(readings)
+
+
+def _replay(path: Path, root: Path, speed: float | None) -> str:
+    """Replay `path` through a pipeline into SQLite + CSV with the RAM tiers the service
+    uses; the summary line."""
+    root.mkdir()
+    replay = ReplaySource(path, speed=speed, interval=1.0, loop=False, start=START)
+    live = LiveState()
+    pipeline = Pipeline([MeterSpec("m", replay)], [_store(root, True), _csv(root, True)], live)
+    pipeline.start()
+    pipeline.run(threading.Event())
+    assert pipeline.stop(30.0)
+    return pipeline.summary()
+
+
+def test_full_speed_replay_stores_what_a_paced_replay_stores(tmp_path: Path) -> None:
+    data = _recording_and_simulator(tmp_path / "in.bin", 3000)
+    frames = len(sml.decode(data))
+    # speed None: a bulk source (joined chunks, feed_lists, batches to write_many);
+    # a paced replay (that never waits) goes frame by frame, reading by reading
+    assert ReplaySource(tmp_path / "in.bin", speed=None, interval=1.0, loop=False).bulk
+    fast = _replay(tmp_path / "in.bin", tmp_path / "fast", None)
+    paced = _replay(tmp_path / "in.bin", tmp_path / "paced", 1e9)
+    assert fast == paced and f"frames: {frames} ok" in fast
+    one = _tables(tmp_path / "paced" / "smlogger.db")
+    assert len(one["readings"]) == frames
+    assert one == _tables(tmp_path / "fast" / "smlogger.db")
+    files = _csv_files(tmp_path / "paced" / "csv")
+    assert sum(len(t.splitlines()) - 1 for t in files.values()) == frames
+    assert files == _csv_files(tmp_path / "fast" / "csv")
+
+
+class _Batches:
+    """A sink with write_many that takes only part of a batch, and counts the calls."""
+
+    name = "batches"
+
+    def __init__(self, take: int) -> None:
+        self.take = take
+        self.batches: list[int] = []
+        self.singles = 0
+        self.readings: list[Reading] = []
+
+    def write_many(self, readings: list[Reading]) -> int:
+        self.batches.append(len(readings))
+        self.readings += readings[: self.take]
+        return min(self.take, len(readings))
+
+    def write(self, reading: Reading) -> None:
+        self.singles += 1
+        self.readings.append(reading)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+
+def _simulated(count: int) -> list[Reading]:
+    meter = make_meter("household", seed="batch", tz=timezone.utc)
+    return _readings(b"".join(meter.frame(START + timedelta(seconds=i)) for i in range(count)))
+
+
+def test_sink_worker_hands_over_batches_and_writes_the_rest_one_by_one() -> None:
+    readings = _simulated(10)
+    sink = _Batches(take=3)
+    worker = SinkWorker(sink)
+    worker.put_many(readings[:5])
+    worker.put_many(readings[5:])
+    worker.start()
+    worker.close(float("inf"))
+    assert worker.join(time.monotonic() + 30)
+    # queued batches are joined into one write_many; what it did not take goes singly
+    assert sink.batches == [len(readings)]
+    assert sink.singles == len(readings) - 3
+    assert sink.readings == readings
+    assert worker.status()["handed_over"] == len(readings)
+
+
+def test_full_queue_drops_the_oldest_readings_of_batches_too() -> None:
+    readings = _simulated(10)
+    sink = _Batches(take=100)
+    worker = SinkWorker(sink, maxsize=4)
+    worker.put_many(readings[:3])
+    worker.put_many(readings[3:6])  # two of the first batch go
+    worker.put_many(readings[6:])  # all of the rest of the first, one of the second
+    status = worker.status()
+    assert status["pipeline_dropped"] == 6 and status["queue_depth"] == 4
+    worker.start()
+    worker.close(float("inf"))
+    assert worker.join(time.monotonic() + 30)
+    assert sink.readings == readings[6:]
