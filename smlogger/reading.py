@@ -258,10 +258,12 @@ def reading_from_values(
     statuses: Mapping[str, int] | None = None,
     *,
     direction_from_status: bool = False,
+    owned: bool = False,
 ) -> Reading:
     """A Reading from decoded values: well-known fields in kWh/W/V/A/Hz, time in UTC.
 
-    Raises ValueError for a naive `received` time.
+    With `owned`, `values` is a dict nobody else holds or changes: the reading keeps it
+    instead of a copy. Raises ValueError for a naive `received` time.
     """
     statuses = statuses or {}
     if received.tzinfo is None:
@@ -301,7 +303,7 @@ def reading_from_values(
     state.update(fields)
     state["meter_id"] = meter_id
     state["time"] = received.astimezone(timezone.utc)
-    state["values"] = MappingProxyType(dict(values))
+    state["values"] = MappingProxyType(values if owned else dict(values))
     state["minmax"] = {}
     reading = _new_object(Reading)
     _set_attribute(reading, "__dict__", state)
@@ -333,7 +335,12 @@ def readings_from_frame(
         values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
             reading_from_values(
-                ident, received, values, statuses, direction_from_status=direction_from_status
+                ident,
+                received,
+                values,
+                statuses,
+                direction_from_status=direction_from_status,
+                owned=True,
             )
         )
     return readings
@@ -366,7 +373,12 @@ def readings_from_lists(
                 statuses[obis] = status
         readings.append(
             reading_from_values(
-                ident, received, values, statuses, direction_from_status=direction_from_status
+                ident,
+                received,
+                values,
+                statuses,
+                direction_from_status=direction_from_status,
+                owned=True,
             )
         )
     return readings

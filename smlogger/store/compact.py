@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any, Optional
 
 from smlogger.reading import (
@@ -90,7 +91,12 @@ def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) ->
     # list is made only for what goes into the delta)
     for obis, entry in values.items():
         value = entry.value
-        if isinstance(value, (bytes, float)):
+        if value.__class__ is float:
+            if not isfinite(value):
+                value = None  # as json_value
+        elif isinstance(value, bytes):
+            value = value.hex()  # as json_value
+        elif isinstance(value, float):
             value = json_value(value)
         unit = entry.unit
         base_item = base.get(obis)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -187,6 +188,8 @@ class SqlWriter:
         params: list[list[Any]] = []
         names = Reading.FIELDS
         no_range = (None, None)
+        no_ranges = [None, None] * len(POWER_FIELDS)
+        pick_fields = operator.itemgetter(*names)
         for row in group:
             stamp = d.time_param(row.time)
             if stamp in existing:
@@ -195,11 +198,18 @@ class SqlWriter:
             row = self.compact(row)
             fresh.append(row)
             fields = row.fields
-            values = [meter, stamp, row.samples, *[fields.get(name) for name in names]]
+            values = [meter, stamp, row.samples]
+            try:
+                values += pick_fields(fields)  # (rows hold all of them: one C call)
+            except KeyError:
+                values += [fields.get(name) for name in names]
             minmax = row.minmax
-            for name in POWER_FIELDS:
+            if minmax:
+                for name in POWER_FIELDS:
+                    values += minmax.get(name, no_range)
+            else:
                 # a single reading's min and max are its value: not stored twice
-                values += minmax.get(name, no_range) if minmax else no_range
+                values += no_ranges
             index = self.base_index(meter, row.base) if row.base is not None else None
             values.append(row.values_json or None)
             values.append(index)
