@@ -520,6 +520,10 @@ def run(config: Config) -> int:
 
     if any(m.source.bulk for m in meters):
         _bulk_gc()
+    if store is not None and all(m.source.bulk for m in meters):
+        # replays at full speed only: the files are the source of the readings until the
+        # database has them, so batches need not be journalled first (see Store.write_many)
+        store.direct_batches = True
     pipeline.start()
     web = None
     try:

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import peewee
 import pytest
 from conftest import RECORDINGS
 
@@ -21,7 +22,7 @@ from smlogger.pipeline import MeterSpec, Pipeline, SinkWorker
 from smlogger.reading import Reading, readings_from_frame
 from smlogger.simulate import make_meter
 from smlogger.sources import ReplaySource
-from smlogger.store import Store, open_database
+from smlogger.store import Store, ensure_schema, open_database
 
 # an evening into the next day: the CSV files rotate at midnight, rollups cut hours and days
 START = datetime(2024, 5, 1, 23, 50, tzinfo=timezone.utc)
@@ -81,12 +82,14 @@ def _csv_files(directory: Path) -> dict[str, bytes]:
     return files
 
 
-def _store(root: Path, ram: bool) -> Store:
-    return Store(
+def _store(root: Path, ram: bool, direct: bool = False) -> Store:
+    store = Store(
         open_database(None, root),
         spool_dir=root / "spool",
         ram_dir=root / "ram-sql" if ram else None,
     )
+    store.direct_batches = direct
+    return store
 
 
 def _csv(root: Path, ram: bool) -> CsvLog:
@@ -94,8 +97,12 @@ def _csv(root: Path, ram: bool) -> CsvLog:
     return CsvLog(root / "csv", ram_dir=root / "ram-csv" if ram else None, clock=clock)
 
 
-@pytest.mark.parametrize("ram", [True, False], ids=["ram-tier", "no-ram-tier"])
-def test_write_many_stores_what_write_stores(tmp_path: Path, ram: bool) -> None:
+@pytest.mark.parametrize(
+    ("ram", "direct"),
+    [(True, False), (False, False), (True, True)],
+    ids=["ram-tier", "no-ram-tier", "direct-batches"],
+)
+def test_write_many_stores_what_write_stores(tmp_path: Path, ram: bool, direct: bool) -> None:
     readings = _readings(_recording_and_simulator(tmp_path / "in.bin", 1500))
     assert len({r.meter_id for r in readings}) == 2 and len(readings) > 1500
     single, batched = tmp_path / "single", tmp_path / "batched"
@@ -107,7 +114,7 @@ def test_write_many_stores_what_write_stores(tmp_path: Path, ram: bool) -> None:
         csv.write(reading)
     store.close()
     csv.close()
-    store, csv = _store(batched, ram), _csv(batched, ram)
+    store, csv = _store(batched, ram, direct), _csv(batched, ram)
     # batches of every size, above the bulk threshold and below it (then the RAM tier
     # holds older readings, and larger batches follow them there)
     sizes = [1000, 64, 63, 5, 1, 2500]
@@ -225,3 +232,41 @@ def test_full_queue_drops_the_oldest_readings_of_batches_too() -> None:
     worker.close(float("inf"))
     assert worker.join(time.monotonic() + 30)
     assert sink.readings == readings[6:]
+
+
+def test_direct_batches_go_to_the_journal_while_the_database_is_locked(tmp_path: Path) -> None:
+    """`direct_batches` keeps rows in memory only while the database takes them: a locked
+    database sends them to the journal, and nothing handed over is lost at close."""
+    readings = _simulated(300)
+    path = tmp_path / "locked.db"
+    db = peewee.SqliteDatabase(str(path), timeout=0.2, pragmas={"journal_mode": "wal"})
+    ensure_schema(db)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    store = Store(db, spool_dir=tmp_path / "spool", shutdown_timeout=1.0)
+    store.direct_batches = True
+    try:
+        assert store.write_many(readings[:200]) == 200
+        deadline = time.monotonic() + 20
+        while store.status()["db"] != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.status()["db"] == "down"
+        assert store.write_many(readings[200:]) == 100  # to the journal: the database is down
+        assert store.status()["queue_depth"] == 300
+    finally:
+        store.close()  # gives up on the locked database; the journal keeps everything
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    store = Store(db, spool_dir=tmp_path / "spool")
+    try:
+        deadline = time.monotonic() + 30
+        while store.status()["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check = sqlite3.connect(path)
+        try:
+            assert check.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 300
+        finally:
+            check.close()
+    finally:
+        store.close()
+        db.close()

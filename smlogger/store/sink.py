@@ -48,6 +48,9 @@ BULK_RECORD = 1000
 # records of `write_many` whose rows the writer takes from memory instead of reading them back
 # from the journal (beyond this, while the database lags, it reads them back)
 FRESH_RECORDS = 64
+# with `direct_batches` (replays at full speed): rows of write_many waiting in memory for the
+# writer; beyond this, write_many waits for the database
+DIRECT_ROWS = 20_000
 
 
 def pack_batch(payloads: Sequence[bytes]) -> bytes:
@@ -178,6 +181,12 @@ class Store:
         self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
         self._fresh: dict[int, list[StoredRow]] = {}  # journal seq -> rows (see write_many)
+        #: True for a replay at full speed: large batches of `write_many` go to the database
+        #: from memory (the replay file is their source until then; what the database has not
+        #: taken at `close` goes to the journal)
+        self.direct_batches = False
+        self._direct: list[StoredRow] = []
+        self._in_flight: list[StoredRow] = []
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -217,12 +226,16 @@ class Store:
 
         Small batches go the way of `write`; a large one (a replay at full speed) goes to the
         journal on disk as a few compressed records, fsync'ed like the RAM tier's spills, and
-        the database gets it in batches of `batch_size` at once.
+        the database gets it in batches of `batch_size` at once. With `direct_batches` a large
+        one goes to the database straight from memory while the database writes (the journal
+        gets what it has not taken by `close`).
         """
         if self._closed:
             raise RuntimeError("the SQL store is closed")
         book = self.book
         rows = [StoredRow.from_reading(r, book) for r in readings]
+        if self.direct_batches and len(rows) >= BULK_MIN and self._hand_over(rows):
+            return len(rows)
         payloads = [row.to_payload() for row in rows]
         if not payloads:
             return 0
@@ -250,10 +263,82 @@ class Store:
             self._disk_readings += len(payloads)
         return len(payloads)
 
+    def _hand_over(self, rows: list[StoredRow]) -> bool:
+        """`direct_batches`: queue rows in memory for the writer, waiting while it is more
+        than DIRECT_ROWS behind; False (nothing taken) while the database is not writing."""
+        with self._progress:
+            while (
+                len(self._direct) >= DIRECT_ROWS
+                and self._state == "ok"
+                and self._thread.is_alive()
+                and not self._closed
+            ):
+                self._progress.wait(0.5)
+            if self._state != "ok" or len(self._direct) >= DIRECT_ROWS:
+                return False  # the journal takes them: it waits for the database safely
+            self._direct.extend(rows)
+        self._commit_now.set()
+        return True
+
+    def _direct_to_journal(self) -> None:
+        """Rows handed over in memory (and a batch the writer may be writing) to the journal
+        on disk, where the retries and a restart find them; a batch committed meanwhile is
+        skipped as already stored."""
+        with self._state_lock:
+            rows = self._in_flight + self._direct
+            self._direct, self._in_flight = [], []
+        if not rows:
+            return
+        payloads = [row.to_payload() for row in rows]
+        try:
+            self.queue.put_many(
+                [
+                    pack_batch(payloads[i : i + BULK_RECORD])
+                    for i in range(0, len(rows), BULK_RECORD)
+                ]
+            )
+        except OSError:
+            with self._state_lock:
+                self._direct[:0] = rows  # the journal refused: they stay in memory
+            raise
+        with self._state_lock:
+            self._disk_readings += len(rows)
+
+    def _drain_direct(self) -> str:
+        """Write the next batch of rows handed over in memory ("ok"); on failure they go to
+        the journal, whose retry rules apply from then on."""
+        with self._state_lock:
+            rows = self._direct[: max(self.batch_size, DIRECT_ROWS)]
+            del self._direct[: len(rows)]
+            self._in_flight = rows
+        try:
+            written = self._write(rows)
+        except Exception as exc:
+            self._failed(exc)
+            with self._state_lock:
+                self._direct[:0] = rows
+                self._in_flight = []
+            self._direct_to_journal()
+            if is_connection_error(exc):
+                self._close_connection()
+            else:
+                self._schema_ready = False
+            return "retry"
+        with self._state_lock:
+            self._in_flight = []
+        self._batches += 1
+        self._succeeded(written, skipped=len(rows) - written)
+        return "ok"
+
     @property
     def depth(self) -> int:
-        """Readings not yet in the database (journal on disk and RAM tier)."""
-        return self._disk_readings + (self.ram.depth if self.ram is not None else 0)
+        """Readings not yet in the database (journal on disk, RAM tier, rows in memory)."""
+        return (
+            self._disk_readings
+            + (self.ram.depth if self.ram is not None else 0)
+            + len(self._direct)
+            + len(self._in_flight)
+        )
 
     def flush(self, timeout: float = 0.0) -> None:
         """Retry the journal's disk and fsync what is due (the pipeline calls this every
@@ -314,6 +399,10 @@ class Store:
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
             else:
                 self._spill()  # (stop is set: everything) a reboot must not lose RAM
+            try:
+                self._direct_to_journal()
+            except OSError as exc:
+                log.error("%d readings could not be queued on disk: %s", len(self._direct), exc)
             left = self.depth
             if left:
                 log.warning(
@@ -411,6 +500,8 @@ class Store:
         """Write one batch; "ok", "idle", "retry" (database down) or "refused" (bad data)."""
         if not self._schema_ready and not self._prepare():
             return "retry"
+        if self._direct:
+            return self._drain_direct()
         self.queue.sync_due()
         self._spill()
         source = self._source()
