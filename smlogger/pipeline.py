@@ -287,7 +287,8 @@ class SinkWorker:
         nothing came within `timeout`."""
         with self._changed:
             if not self._batches:
-                self._changed.wait(timeout)
+                if not self._closing.is_set():  # (closing: the queue is drained, no wait)
+                    self._changed.wait(timeout)
                 if not self._batches:
                     return None
             batch = self._batches.popleft()
