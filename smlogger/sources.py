@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -384,6 +384,31 @@ def _frame_pieces(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+def count_pieces(blocks: Iterable[bytes]) -> int:
+    """How many pieces `_frame_pieces` cuts from `blocks`, without cutting them: one per
+    start sequence, plus one for bytes before the first (the sequence cannot overlap itself,
+    so `bytes.count` finds every one)."""
+    size = len(START_SEQUENCE)
+    found = 0
+    total = 0
+    head = b""
+    carry = b""
+    for block in blocks:
+        if not block:
+            continue
+        if len(head) < size:
+            head = (head + block)[:size]
+        # (a sequence split across two blocks is found in the carried tail + the next block;
+        # the tail is too short to hold a whole one, so nothing is counted twice)
+        data = carry + block
+        found += data.count(START_SEQUENCE)
+        carry = data[-(size - 1) :]
+        total += len(block)
+    if total == 0:
+        return 0
+    return found + (0 if head == START_SEQUENCE else 1)
+
+
 def split_frames(data: bytes) -> list[bytes]:
     """Cut a raw dump before every start sequence (garbage before the first one stays a piece)."""
     pieces = []
@@ -445,7 +470,7 @@ class ReplaySource(Source):
             head = fh.read(len(CAPTURE_MAGIC))
             if head == CAPTURE_MAGIC:
                 return None
-            return sum(1 for _ in _frame_pieces(itertools.chain([head], _blocks(fh))))
+            return count_pieces(itertools.chain([head], _blocks(fh)))
 
     def _timed(self) -> Iterator[tuple[float, bytes, Optional[datetime]]]:
         """(offset seconds from start, data, recorded time or None) for one pass."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import socket
 import threading
 import time
@@ -18,12 +19,15 @@ from smlogger.capture import CAPTURE_MAGIC, CaptureWriter
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline
 from smlogger.sources import (
+    START_SEQUENCE,
     Backoff,
     Chunk,
     ReplaySource,
     SerialSettings,
     SerialSource,
     TcpSource,
+    _frame_pieces,
+    count_pieces,
     split_frames,
 )
 
@@ -290,3 +294,17 @@ def test_replay_of_every_recording_decodes_like_the_file(
         assert isinstance(info, dict)
         chunks = fast_replay(recordings_dir / name).chunks(threading.Event())
         assert iter_decoded(chunks) == info["crc_ok_frames"], name
+
+
+def test_counting_pieces_agrees_with_cutting_them(recordings_dir: Path) -> None:
+    """A raw dump's frame count (for the times of a full-speed replay) comes from counting
+    start sequences; it must be what cutting the dump gives, however the blocks fall."""
+    rng = random.Random(8)
+    samples = [p.read_bytes() for p in sorted(recordings_dir.glob("*.bin"))[:8]]
+    samples += [b"", START_SEQUENCE, b"x" + START_SEQUENCE, START_SEQUENCE * 3]
+    samples += [bytes(rng.choice(b"\x1b\x01\x00w") for _ in range(rng.randint(0, 200)))
+                for _ in range(200)]  # fmt: skip
+    for data in samples:
+        for size in (1, 7, 8, 9, 65536):
+            blocks = [data[i : i + size] for i in range(0, len(data), size)]
+            assert count_pieces(iter(blocks)) == sum(1 for _ in _frame_pieces(iter(blocks)))
