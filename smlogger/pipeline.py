@@ -624,7 +624,8 @@ class MeterRunner:
                 if chunk.data:
                     if self.spec.capture is not None:
                         try:
-                            self.spec.capture.write(chunk.time, chunk.data)
+                            for part in chunk.pieces():  # each with its own time
+                                self.spec.capture.write(part.time, part.data)
                         except OSError as exc:
                             log.error(
                                 "%s: capture failed, stopped capturing: %s", self.spec.key, exc

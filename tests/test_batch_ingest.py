@@ -16,6 +16,7 @@ import pytest
 from conftest import RECORDINGS
 
 from smlogger import sml
+from smlogger.capture import CaptureWriter, parse_line
 from smlogger.csvlog import CsvLog
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline, SinkWorker
@@ -270,3 +271,21 @@ def test_direct_batches_go_to_the_journal_while_the_database_is_locked(tmp_path:
     finally:
         store.close()
         db.close()
+
+
+def test_capture_of_a_full_speed_replay_keeps_every_frame_time(tmp_path: Path) -> None:
+    """Joined chunks are captured piece by piece: one line per frame, with its own time."""
+    data = _recording_and_simulator(tmp_path / "in.bin", 600)
+    frames = sml.decode(data)
+    capture = CaptureWriter(tmp_path / "cap.txt")
+    replay = ReplaySource(tmp_path / "in.bin", speed=None, interval=1.0, loop=False, start=START)
+    sink = _Batches(take=10_000)
+    pipeline = Pipeline([MeterSpec("m", replay, capture=capture)], [sink], LiveState())
+    pipeline.start()
+    pipeline.run(threading.Event())
+    assert pipeline.stop(30.0)
+    lines = (tmp_path / "cap.txt").read_bytes().splitlines()
+    items = [item for item in map(parse_line, lines) if item is not None]
+    assert [t for t, _ in items] == [START + timedelta(seconds=i) for i in range(len(frames))]
+    assert b"".join(d for _, d in items) == data
+    assert [r.time for r in sink.readings] == [t for t, _ in items]
