@@ -287,22 +287,18 @@ class Store:
         with self._state_lock:
             rows = self._in_flight + self._direct
             self._direct, self._in_flight = [], []
+            self._disk_readings += len(rows)  # (depth stays right while they move)
         if not rows:
             return
         payloads = [row.to_payload() for row in rows]
+        starts = range(0, len(rows), BULK_RECORD)
         try:
-            self.queue.put_many(
-                [
-                    pack_batch(payloads[i : i + BULK_RECORD])
-                    for i in range(0, len(rows), BULK_RECORD)
-                ]
-            )
+            self.queue.put_many([pack_batch(payloads[i : i + BULK_RECORD]) for i in starts])
         except OSError:
             with self._state_lock:
                 self._direct[:0] = rows  # the journal refused: they stay in memory
+                self._disk_readings -= len(rows)
             raise
-        with self._state_lock:
-            self._disk_readings += len(rows)
 
     def _drain_direct(self) -> str:
         """Write the next batch of rows handed over in memory ("ok"); on failure they go to
