@@ -163,12 +163,14 @@ class PlausibilityCheck:
         base = self._baseline.get(reading.meter_id)
         reason = None if base is None else self._compare(base, reading, energies)
         if reason is None:
-            if base is not None:
-                # keep registers the meter only sends sometimes
+            if base is not None and not base.energies.keys() <= energies.keys():
+                # keep registers the meter only sends sometimes (a reading with all of
+                # them, the usual case, needs no merge: its own values win anyway)
                 current.energies = {**base.energies, **energies}
                 current.resolution = {**base.resolution, **resolution}
             self._baseline[reading.meter_id] = current
-            self._candidate.pop(reading.meter_id, None)
+            if self._candidate:
+                self._candidate.pop(reading.meter_id, None)
             return None
         candidate = self._candidate.get(reading.meter_id)
         if candidate is not None and self._compare(candidate[0], reading, energies) is None:
