@@ -368,7 +368,14 @@ def readings_from_lists(
         values: dict[str, Value] = {}
         statuses: dict[str, int] = {}
         for obis, value, unit, raw, scaler, status in entries:
-            values[obis] = _value(obis, value, unit, raw, scaler)
+            # _value, inlined: this is the innermost loop of a full-speed replay
+            made = _new_object(Value)
+            _set_attribute(
+                made,
+                "__dict__",
+                {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
+            )
+            values[obis] = made
             if status.__class__ is int:  # (not a bool, which is an int subclass)
                 statuses[obis] = status
         readings.append(
