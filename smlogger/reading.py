@@ -276,8 +276,12 @@ def reading_from_values(
         if spec is None:
             continue
         name, factors, unit = spec
-        number = _number(entry.value)
-        if number is None:
+        number = entry.value
+        if number.__class__ is not float:  # (floats, the usual case, are checked here)
+            number = _number(number)
+            if number is None:
+                continue
+        elif not math.isfinite(number):
             continue
         if factors is None:
             # a voltage, current or frequency in its own unit
@@ -302,7 +306,9 @@ def reading_from_values(
     state = _READING_DEFAULTS.copy()
     state.update(fields)
     state["meter_id"] = meter_id
-    state["time"] = received.astimezone(timezone.utc)
+    state["time"] = (
+        received if received.tzinfo is timezone.utc else received.astimezone(timezone.utc)
+    )
     state["values"] = MappingProxyType(values if owned else dict(values))
     state["minmax"] = {}
     reading = _new_object(Reading)
