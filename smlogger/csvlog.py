@@ -80,8 +80,11 @@ def format_number(value: Optional[float], decimals: int) -> str:
     return "0" if text in ("-0", "") else text
 
 
+_QUOTED = re.compile('[,"\n\r]')
+
+
 def _escape(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
+    if _QUOTED.search(text) is not None:
         return '"' + text.replace('"', '""') + '"'
     return text
 
