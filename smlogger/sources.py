@@ -384,6 +384,26 @@ def _frame_pieces(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+def _piece_runs(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, list[int]]]:
+    """The pieces of `_frame_pieces`, a run of whole ones at a time, without cutting them
+    apart: (bytes, where each piece starts in them)."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        starts = [0]
+        position = pending.find(START_SEQUENCE, 1)
+        while position != -1:
+            starts.append(position)
+            position = pending.find(START_SEQUENCE, position + 1)
+        if len(starts) > 1:
+            # the last piece may still grow (or hide a start sequence split across blocks)
+            cut = starts.pop()
+            yield pending[:cut], starts
+            pending = pending[cut:]
+    if pending:
+        yield pending, [0]
+
+
 def count_pieces(blocks: Iterable[bytes]) -> int:
     """How many pieces `_frame_pieces` cuts from `blocks`, without cutting them: one per
     start sequence, plus one for bytes before the first (the sequence cannot overlap itself,
@@ -490,6 +510,11 @@ class ReplaySource(Source):
             for index, piece in enumerate(pieces):
                 yield index * self.interval, piece, None
 
+    def _raw_runs(self) -> Iterator[tuple[bytes, list[int]]]:
+        """A raw dump as `_piece_runs` (for a replay at full speed)."""
+        with _open_binary(self.path) as fh:
+            yield from _piece_runs(_blocks(fh))
+
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         """Yield the file's pieces with recorded or synthesised times; raises FileNotFoundError."""
         if not self.path.is_file():
@@ -504,6 +529,7 @@ class ReplaySource(Source):
         elif pieces is not None and self.speed is None:
             base = base - timedelta(seconds=max(0, pieces - 1) * self.interval)
         shift = 0.0
+        raw_bulk = self.bulk and pieces is not None
         # at full speed, pieces go out joined (see Chunk.marks)
         joined: list[bytes] = []
         marks: list[tuple[int, datetime]] = []
@@ -512,7 +538,23 @@ class ReplaySource(Source):
             wall_start = time.monotonic()
             last_offset = 0.0
             count = 0
-            for offset, data, recorded in self._timed():
+            # a raw dump at full speed: runs of whole pieces, never cut apart; each piece has
+            # the time the loop below would give it
+            for data, starts in self._raw_runs() if raw_bulk else ():
+                if stop.is_set():
+                    return
+                for position in starts:
+                    offset = count * self.interval
+                    marks.append((size + position, base + timedelta(seconds=shift + offset)))
+                    count += 1
+                self.done += len(starts)
+                last_offset = (count - 1) * self.interval
+                joined.append(data)
+                size += len(data)
+                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
+                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                    joined, marks, size = [], [], 0
+            for offset, data, recorded in () if raw_bulk else self._timed():
                 if stop.is_set():
                     return
                 count += 1

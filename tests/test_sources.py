@@ -27,6 +27,7 @@ from smlogger.sources import (
     SerialSource,
     TcpSource,
     _frame_pieces,
+    _piece_runs,
     count_pieces,
     split_frames,
 )
@@ -296,7 +297,7 @@ def test_replay_of_every_recording_decodes_like_the_file(
         assert iter_decoded(chunks) == info["crc_ok_frames"], name
 
 
-def test_counting_pieces_agrees_with_cutting_them(recordings_dir: Path) -> None:
+def test_counting_pieces_and_runs_of_them_agree_with_cutting_them(recordings_dir: Path) -> None:
     """A raw dump's frame count (for the times of a full-speed replay) comes from counting
     start sequences; it must be what cutting the dump gives, however the blocks fall."""
     rng = random.Random(8)
@@ -307,4 +308,10 @@ def test_counting_pieces_agrees_with_cutting_them(recordings_dir: Path) -> None:
     for data in samples:
         for size in (1, 7, 8, 9, 65536):
             blocks = [data[i : i + size] for i in range(0, len(data), size)]
-            assert count_pieces(iter(blocks)) == sum(1 for _ in _frame_pieces(iter(blocks)))
+            cut = list(_frame_pieces(iter(blocks)))
+            assert count_pieces(iter(blocks)) == len(cut)
+            # a full-speed replay takes them in runs, not cut apart
+            runs = list(_piece_runs(iter(blocks)))
+            ends = [[*starts[1:], len(run)] for run, starts in runs]
+            pieces = [run[a:b] for (run, starts), e in zip(runs, ends) for a, b in zip(starts, e)]
+            assert pieces == cut
