@@ -289,3 +289,21 @@ def test_capture_of_a_full_speed_replay_keeps_every_frame_time(tmp_path: Path) -
     assert [t for t, _ in items] == [START + timedelta(seconds=i) for i in range(len(frames))]
     assert b"".join(d for _, d in items) == data
     assert [r.time for r in sink.readings] == [t for t, _ in items]
+
+
+def test_full_speed_replay_in_process_restores_the_garbage_collector(tmp_path: Path) -> None:
+    """`run` switches automatic collection off for a full-speed replay and back on after."""
+    import gc
+
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+
+    _recording_and_simulator(tmp_path / "in.bin", 300)
+    data = tmp_path / "data"
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--speed", "max"]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(data), "--http", "off"])
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert service.run(cfgmod.load(args)) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    frames = sml.decode((tmp_path / "in.bin").read_bytes())
+    assert len(_tables(data / "smlogger.db")["readings"]) == len(frames)
