@@ -29,6 +29,7 @@ from smlogger.reading import (
     ENERGY_FIELDS,
     ENERGY_OBIS,
     Reading,
+    Value,
     readings_from_frame,
     readings_from_lists,
 )
@@ -505,6 +506,7 @@ class MeterRunner:
         self._bulk: list[Reading] = []
         self._bulk_since = time.monotonic()
         self._unreported = False  # good frames whose news waits for the next batch
+        self._values: dict[Any, Value] = {}  # shared Value objects (readings_from_lists)
 
     def start(self) -> None:
         """Publish the source as waiting, arm the watchdog and start the reader thread."""
@@ -741,6 +743,7 @@ class MeterRunner:
                 direction_from_status=self.spec.direction_from_status,
                 meter_id=self.spec.meter_id,
                 accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
+                cache=self._values,
             )
             self._accept(readings)
         self._after_frames(decoder, got_frame=got_frame, damaged=damaged)

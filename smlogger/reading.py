@@ -237,6 +237,7 @@ def values_from_entries(
     return values, statuses
 
 
+_VALUE_CACHE_SIZE = 256  # entries per meter source whose Value objects are shared
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -359,8 +360,14 @@ def readings_from_lists(
     direction_from_status: bool = False,
     meter_id: str | None = None,
     accept_bad_msg_crc: bool = False,
+    cache: Optional[dict[Any, Value]] = None,
 ) -> list[Reading]:
-    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings)."""
+    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings).
+
+    With a `cache` (one per meter source), entries holding octet strings (server id, public
+    key, firmware: the same in every frame) share one Value object from frame to frame,
+    which also lets `smlogger.store.compact.split` recognise them without comparing.
+    """
     _offset, ok, lists = item
     if not ok:
         return []
@@ -373,14 +380,23 @@ def readings_from_lists(
             ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
         values: dict[str, Value] = {}
         statuses: dict[str, int] = {}
-        for obis, value, unit, raw, scaler, status in entries:
-            # _value, inlined: this is the innermost loop of a full-speed replay
-            made = _new_object(Value)
-            _set_attribute(
-                made,
-                "__dict__",
-                {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
-            )
+        for entry in entries:
+            obis, value, unit, raw, scaler, status = entry
+            # (octet strings compare equal only to octet strings, so an equal entry tuple
+            # means an equal Value of the same types)
+            made = cache.get(entry) if cache is not None and value.__class__ is bytes else None
+            if made is None:
+                # _value, inlined: this is the innermost loop of a full-speed replay
+                made = _new_object(Value)
+                _set_attribute(
+                    made,
+                    "__dict__",
+                    {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
+                )
+                if cache is not None and value.__class__ is bytes:
+                    if len(cache) >= _VALUE_CACHE_SIZE:
+                        cache.clear()
+                    cache[entry] = made
             values[obis] = made
             if status.__class__ is int:  # (not a bool, which is an int subclass)
                 statuses[obis] = status

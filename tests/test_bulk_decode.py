@@ -4,7 +4,7 @@ recording, fed whole and in pieces, with damaged frames and bad message CRCs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +78,26 @@ def test_feed_lists_reports_damaged_frames_and_bad_message_crcs() -> None:
 def test_feed_lists_needs_a_decoder() -> None:
     with pytest.raises(TypeError):
         sml.feed_lists(object(), b"")  # type: ignore[arg-type]
+
+
+def test_shared_values_give_the_same_readings_and_deltas() -> None:
+    """With a cache, octet-string entries share one Value from frame to frame; readings and
+    stored deltas are those of the plain path."""
+    from smlogger.store.bases import BaseBook
+
+    meter = make_meter("household", seed="shared", tz=timezone.utc)
+    data = b"".join(meter.frame(RECEIVED + timedelta(seconds=i)) for i in range(50))
+    data += b"".join(p.read_bytes() for p in recording_files()[:6])
+    items = sml.feed_lists(sml.Decoder(), data)
+    cache: dict[Any, Any] = {}
+    shared = [r for i in items for r in readings_from_lists(i, RECEIVED, cache=cache)]
+    plain = [r for i in items for r in readings_from_lists(i, RECEIVED)]
+    assert shared == plain and len(shared) > 50
+    first, second = shared[0].values, shared[1].values
+    octets = [o for o, v in first.items() if isinstance(v.value, bytes)]
+    assert octets and all(first[o] is second[o] for o in octets)
+    with_memo, without = BaseBook(), BaseBook()
+    for a, b in zip(shared, plain):
+        assert with_memo.split(a.meter_id, a.values, a.fields()) == without.split(
+            b.meter_id, b.values, b.fields()
+        )

@@ -84,12 +84,24 @@ def _restore(column: float, factor: float, as_int: bool) -> Any:
     return value
 
 
-def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) -> Delta:
-    """What a row must keep besides `base` and its typed `fields` to give `values` back."""
+def split(
+    values: Mapping[str, Value],
+    fields: Mapping[str, Any],
+    base: Base,
+    same: Optional[dict[str, Value]] = None,
+) -> Delta:
+    """What a row must keep besides `base` and its typed `fields` to give `values` back.
+
+    `same` (one per base) remembers Value objects found equal to the base: a reading that
+    holds the very same object (see `smlogger.reading.readings_from_lists`) needs no
+    comparison for it.
+    """
     delta: Delta = {}
     # (this runs for every reading stored: the column check is inlined, and a [value, unit]
     # list is made only for what goes into the delta)
     for obis, entry in values.items():
+        if same is not None and same.get(obis) is entry:
+            continue  # (only entries without a typed column are remembered)
         value = entry.value
         if value.__class__ is float:
             if not isfinite(value):
@@ -104,6 +116,8 @@ def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) ->
             source = FIELD_SOURCES.get(obis)
             if source is None:
                 if base_item[0] == value and base_item[1] == unit:
+                    if same is not None:
+                        same[obis] = entry
                     continue
             else:
                 # never left out for being equal to the base: `join` restores these from
