@@ -307,3 +307,26 @@ def test_full_speed_replay_in_process_restores_the_garbage_collector(tmp_path: P
     assert gc.isenabled() and gc.get_freeze_count() == 0
     frames = sml.decode((tmp_path / "in.bin").read_bytes())
     assert len(_tables(data / "smlogger.db")["readings"]) == len(frames)
+
+
+def test_stored_row_from_a_reading_equals_the_dataclass_constructor() -> None:
+    """StoredRow.from_reading builds its attributes as one dict: the same row as the
+    constructor gives (equality, repr, dataclasses.replace)."""
+    import dataclasses
+
+    from smlogger.store.rows import StoredRow
+
+    reading = _simulated(1)[0]
+    row = StoredRow.from_reading(reading)
+    plain = StoredRow(
+        meter_id=reading.meter_id,
+        time=reading.time,
+        samples=1,
+        fields=reading.fields(),
+        minmax={},
+        values_json=row.values_json,
+        base=None,
+    )
+    assert row == plain and repr(row) == repr(plain)
+    assert dataclasses.replace(row, base="k") == dataclasses.replace(plain, base="k")
+    assert StoredRow.from_payload(row.to_payload()) == row
