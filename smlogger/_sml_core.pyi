@@ -2,7 +2,7 @@
 
 from typing import Any, Final, final
 
-from smlogger.sml import CrcName, DecoderStats, Frame, ValueRow
+from smlogger.sml import CrcName, DecoderStats, Frame, ListsFrame, ValueRow
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -14,6 +14,7 @@ __all__ = [
     "decode",
     "decode_values",
     "encode",
+    "feed_lists",
     "frame",
     "obis_from_str",
     "obis_to_str",
@@ -52,3 +53,6 @@ def obis_to_str(name: bytes) -> str: ...
 def obis_from_str(text: str) -> bytes: ...
 def unit_symbol(code: int) -> str | None: ...
 def count_frames(data: bytes, *, crc: CrcName = "auto") -> tuple[int, int]: ...
+def feed_lists(
+    decoder: Decoder, data: bytes | bytearray, *, finish: bool = False
+) -> list[ListsFrame]: ...

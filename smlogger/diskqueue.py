@@ -469,15 +469,16 @@ class DiskQueue:
         timestamps: Optional[list[Optional[float]]] = None,
         *,
         hold: bool = True,
-    ) -> None:
-        """Append records; safe against a process kill when this returns.
+    ) -> Optional[int]:
+        """Append records; safe against a process kill when this returns. Returns the `seq`
+        of the first record (their entries from `peek` carry it), None for no records.
 
         If the disk refuses them they are held in memory (and retried); `JournalFullError`
         when that reserve is exhausted too, or at once with `hold` False (for a caller that
         has them somewhere safer): nothing was taken, the caller retries later.
         """
         if not payloads:
-            return
+            return None
         if any(len(p) > MAX_RECORD_BYTES for p in payloads):
             raise ValueError(f"journal record larger than {MAX_RECORD_BYTES} bytes")
         now = self._clock()
@@ -524,6 +525,7 @@ class DiskQueue:
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._prune_locked(now)
             self._nonempty.notify_all()
+            return entries[0].seq
 
     def _append(self, entries: list[Entry]) -> bool:
         """Write entries at the end of the journal; False (state set) if the disk refused."""

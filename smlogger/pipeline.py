@@ -9,14 +9,15 @@ with `every_reading = True` (MQTT: live values at its own rate) always gets ever
 
 from __future__ import annotations
 
+import bisect
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Protocol, cast
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from smlogger.aggregate import Aggregator
 from smlogger.capture import CaptureWriter
@@ -24,13 +25,29 @@ from smlogger.diagnose import Diagnosis, Observation, classify, open_failure
 from smlogger.linkwatch import LinkWatch
 from smlogger.live import LiveState
 from smlogger.logutil import StateLog, describe, distinct
-from smlogger.reading import ENERGY_FIELDS, ENERGY_OBIS, Reading, readings_from_frame
+from smlogger.reading import (
+    ENERGY_FIELDS,
+    ENERGY_OBIS,
+    Reading,
+    Value,
+    readings_from_frame,
+    readings_from_lists,
+)
 from smlogger.sources import Chunk, Source
 from smlogger.states import LinkState
+
+if TYPE_CHECKING:
+    from smlogger import sml
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SINK_QUEUE = 100_000
+# a sink worker hands a sink with `write_many` up to this many queued readings at once
+WRITE_BATCH = 2000
+# a bulk source (a replay at --speed max) hands readings on in batches of this many, or at
+# least this often
+BULK_BATCH = 1000
+BULK_EVERY_S = 0.25
 # a sink worker with nothing to write still flushes this often (see SinkWorker._run)
 IDLE_FLUSH_S = 5.0
 STATUS_INTERVAL_S = 1.0
@@ -43,7 +60,10 @@ CLOSE_GRACE_S = 5.0
 
 class Sink(Protocol):
     """What the pipeline feeds. A sink may also set `every_reading = True` to bypass
-    store_interval aggregation (it then applies its own rate rules)."""
+    store_interval aggregation (it then applies its own rate rules), and may have a
+    `write_many(readings) -> int` for batches: it takes a leading part of the list (all of it
+    when it can) and returns how many it took, or raises having taken none; the SinkWorker
+    hands what it did not take to `write` one by one."""
 
     name: str
 
@@ -144,12 +164,14 @@ class PlausibilityCheck:
         base = self._baseline.get(reading.meter_id)
         reason = None if base is None else self._compare(base, reading, energies)
         if reason is None:
-            if base is not None:
-                # keep registers the meter only sends sometimes
+            if base is not None and not base.energies.keys() <= energies.keys():
+                # keep registers the meter only sends sometimes (a reading with all of
+                # them, the usual case, needs no merge: its own values win anyway)
                 current.energies = {**base.energies, **energies}
                 current.resolution = {**base.resolution, **resolution}
             self._baseline[reading.meter_id] = current
-            self._candidate.pop(reading.meter_id, None)
+            if self._candidate:
+                self._candidate.pop(reading.meter_id, None)
             return None
         candidate = self._candidate.get(reading.meter_id)
         if candidate is not None and self._compare(candidate[0], reading, energies) is None:
@@ -194,11 +216,16 @@ class SinkWorker:
         self.name = sink.name
         self.block_when_full = block_when_full
         self.retry_initial = retry_initial
-        self._queue: queue.Queue[Reading] = queue.Queue(maxsize=maxsize)
+        # batches of readings as the pipeline handed them over (one reading each from a live
+        # source); `_held` counts the readings in them, bounded by `maxsize`
+        self._batches: deque[list[Reading]] = deque()
+        self._held = 0
+        self._maxsize = max(1, maxsize)
         self._closing = threading.Event()
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a batch queued or taken
         self.written = 0
         self.dropped = 0
         self.errors = 0
@@ -211,31 +238,95 @@ class SinkWorker:
         self._thread.start()
 
     def put(self, reading: Reading) -> None:
-        """Queue a reading; when full, block (finite sources) or drop the oldest and count it."""
-        if self.block_when_full:
-            while not self._closing.is_set():
-                try:
-                    self._queue.put(reading, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-        while True:
+        """Queue a reading (see `put_many`)."""
+        self.put_many([reading])
+
+    def put_many(self, readings: list[Reading]) -> None:
+        """Queue readings (the list is not changed afterwards, nor here); when full, block
+        (finite sources) or drop the oldest and count them."""
+        if not readings:
+            return
+        dropped_before = dropped_after = 0
+        with self._changed:
+            if self.block_when_full:
+                # a batch larger than the whole queue still goes in once the queue is empty
+                while (
+                    self._held
+                    and self._held + len(readings) > self._maxsize
+                    and not self._closing.is_set()
+                ):
+                    self._changed.wait(0.5)
+            else:
+                over = self._held + len(readings) - self._maxsize
+                if over > 0:
+                    dropped_before = self.dropped
+                    readings = self._drop_oldest(over, readings)
+                    dropped_after = self.dropped
+            if readings:
+                self._batches.append(readings)
+                self._held += len(readings)
+                self._changed.notify_all()
+        if dropped_after > dropped_before and _news(dropped_before, dropped_after):
+            log.error("sink %s: queue full, dropped %d readings so far", self.name, dropped_after)
+
+    def _drop_oldest(self, count: int, incoming: list[Reading]) -> list[Reading]:
+        """Drop `count` readings, oldest first (queued ones, then the head of `incoming`);
+        what is left of `incoming`. Called with the lock held."""
+        self.dropped += count
+        while count > 0 and self._batches:
+            oldest = self._batches[0]
+            if len(oldest) <= count:
+                self._batches.popleft()
+                self._held -= len(oldest)
+                count -= len(oldest)
+            else:
+                self._batches[0] = oldest[count:]
+                self._held -= count
+                count = 0
+        return incoming[count:]
+
+    def _take(self, timeout: float) -> Optional[list[Reading]]:
+        """The oldest queued readings, several batches joined up to WRITE_BATCH; None if
+        nothing came within `timeout`."""
+        with self._changed:
+            if not self._batches:
+                if not self._closing.is_set():  # (closing: the queue is drained, no wait)
+                    self._changed.wait(timeout)
+                if not self._batches:
+                    return None
+            batch = self._batches.popleft()
+            if self._batches and len(batch) + len(self._batches[0]) <= WRITE_BATCH:
+                # (a new list: the pipeline hands the same list to every sink)
+                batch = list(batch)
+                while self._batches and len(batch) + len(self._batches[0]) <= WRITE_BATCH:
+                    batch += self._batches.popleft()
+            self._held -= len(batch)
+            self._changed.notify_all()
+            return batch
+
+    def _write_batch(self, batch: list[Reading]) -> int:
+        """Hand `batch` to the sink (in one `write_many` when it has one); the number of
+        readings that could not be written before the deadline."""
+        start = 0
+        write_many = getattr(self.sink, "write_many", None)
+        if write_many is not None and len(batch) > 1:
             try:
-                self._queue.put_nowait(reading)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    with self._lock:
-                        self.dropped += 1
-                    if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                        log.error(
-                            "sink %s: queue full, dropped %d readings so far",
-                            self.name,
-                            self.dropped,
-                        )
-                except queue.Empty:
-                    pass
+                start = max(0, min(len(batch), int(write_many(batch))))
+            except Exception as exc:
+                with self._lock:
+                    self.errors += 1
+                    self.last_error = describe(exc)
+                # the readings go through `write` one by one below, with its retries
+                self._write_log.failed(f"write failed: {self.last_error}; retrying", exc)
+            else:
+                with self._lock:
+                    self.written += start
+                    self.last_error = None
+                self._write_log.ok("writing again")
+        for index in range(start, len(batch)):
+            if not self._write(batch[index]):
+                return len(batch) - index
+        return 0
 
     def _write(self, reading: Reading) -> bool:
         delay = self.retry_initial
@@ -281,9 +372,8 @@ class SinkWorker:
         unwritten = 0
         try:
             while True:
-                try:
-                    reading = self._queue.get(timeout=0.5)
-                except queue.Empty:
+                batch = self._take(0.5)
+                if batch is None:
                     if self._closing.is_set():
                         break
                     # idle too, now and then: a sink may hold rows for later (the CSV RAM
@@ -298,12 +388,13 @@ class SinkWorker:
                         dirty = self._sink_holds_rows()
                     continue
                 if time.monotonic() > self._deadline:
-                    unwritten += 1 + self._queue.qsize()
+                    with self._lock:
+                        unwritten += len(batch) + self._held
                     break
-                if self._write(reading):
+                missed = self._write_batch(batch)
+                unwritten += missed
+                if missed < len(batch):
                     dirty = True
-                else:
-                    unwritten += 1
                 if dirty and time.monotonic() - last_flush >= 1.0:
                     self._safe("flush", self.sink.flush)
                     last_flush = time.monotonic()
@@ -319,6 +410,8 @@ class SinkWorker:
         """Drain the queue until `deadline` (monotonic), then flush and close the sink."""
         self._deadline = deadline
         self._closing.set()
+        with self._changed:
+            self._changed.notify_all()  # an idle worker notices at once, not after its wait
 
     def join(self, deadline: float) -> bool:
         """Wait for the thread until `deadline` (monotonic); True if it ended."""
@@ -335,8 +428,8 @@ class SinkWorker:
             status: dict[str, Any] = dict(self.sink.status())
         except Exception as exc:
             status = {"status_error": f"{type(exc).__name__}: {exc}"}
-        pending = self._queue.qsize()
         with self._lock:
+            pending = self._held
             # the sink's own figures win (e.g. rows really in the database); the worker adds
             # its in-memory queue and what it could not hand over
             status["queue_depth"] = pending + int(status.get("queue_depth", 0) or 0)
@@ -352,6 +445,12 @@ class SinkWorker:
             if status.get("last_error") is None:
                 status["last_error"] = self.last_error
         return status
+
+
+def _news(before: int, after: int) -> bool:
+    """Whether a drop count going from `before` to `after` is worth a log line (the 1st,
+    10th, 100th and every 1000th drop)."""
+    return any(before < mark <= after for mark in (1, 10, 100)) or after // 1000 > before // 1000
 
 
 # ---- meters ----------------------------------------------------------------------------------
@@ -379,7 +478,7 @@ class MeterRunner:
         self,
         spec: MeterSpec,
         live: LiveState,
-        deliver: Callable[[Reading], None],
+        deliver: Callable[[list[Reading]], None],
         stop: threading.Event,
     ) -> None:
         self.spec = spec
@@ -402,6 +501,12 @@ class MeterRunner:
         self._last_stats = 0.0  # when the counters of a damaged-only stream were last published
         self._thread = threading.Thread(target=self._run, name=f"meter-{spec.key}", daemon=True)
         spec.source.on_state = self._source_state
+        # a bulk source (a replay at full speed): readings go on in batches, and the live
+        # state sees the newest reading of each batch instead of every one
+        self._bulk: list[Reading] = []
+        self._bulk_since = time.monotonic()
+        self._unreported = False  # good frames whose news waits for the next batch
+        self._values: dict[Any, Value] = {}  # shared Value objects (readings_from_lists)
 
     def start(self) -> None:
         """Publish the source as waiting, arm the watchdog and start the reader thread."""
@@ -514,27 +619,53 @@ class MeterRunner:
 
         decoder = sml.Decoder(crc=cast("sml.CrcName", self.spec.crc))
         source = self.spec.source
-        for chunk in source.chunks(self.stop):
-            if chunk.data:
-                if self.spec.capture is not None:
-                    try:
-                        self.spec.capture.write(chunk.time, chunk.data)
-                    except OSError as exc:
-                        log.error("%s: capture failed, stopped capturing: %s", self.spec.key, exc)
-                        self.spec.capture = None
-                frames = decoder.feed(chunk.data)
-                if self.watch is not None:
-                    self.watch.data(chunk.data)
-                    self.watch.frames(frames)
-                self._frames(frames, chunk, decoder)
-            elif self.watch is not None:
-                self.watch.data(b"")
-            if source.watchdog and self.spec.watchdog_s > 0:
-                self._watchdog(chunk)
-            self._publish(decoder)
-            if self.stop.is_set():
-                break
-        self._frames(decoder.finish(), Chunk(b"", datetime.now().astimezone()), decoder)
+        # a bulk source (a replay at full speed; no link diagnosis, no watchdog, no capture)
+        # needs only the readings of its frames: no frame dicts
+        lean = source.bulk and self.watch is None and self.spec.capture is None
+        fed = 0  # bytes fed to the decoder so far: where the next chunk starts in its stream
+        try:
+            for chunk in source.chunks(self.stop):
+                if chunk.data:
+                    if self.spec.capture is not None:
+                        try:
+                            for part in chunk.pieces():  # each with its own time
+                                self.spec.capture.write(part.time, part.data)
+                        except OSError as exc:
+                            log.error(
+                                "%s: capture failed, stopped capturing: %s", self.spec.key, exc
+                            )
+                            self.spec.capture = None
+                    if lean:
+                        items = sml.feed_lists(decoder, chunk.data)
+                        self._lists(items, chunk, decoder, fed)
+                    else:
+                        for part in chunk.pieces():
+                            frames = decoder.feed(part.data)
+                            if self.watch is not None:
+                                self.watch.data(part.data)
+                                self.watch.frames(frames)
+                            self._frames(frames, part, decoder)
+                    fed += len(chunk.data)
+                elif self.watch is not None:
+                    self.watch.data(b"")
+                if source.watchdog and self.spec.watchdog_s > 0:
+                    self._watchdog(chunk)
+                self._publish(decoder)
+                if self.stop.is_set():
+                    break
+            end = Chunk(b"", datetime.now().astimezone())
+            if lean:
+                self._lists(sml.feed_lists(decoder, b"", finish=True), end, decoder, fed)
+            else:
+                self._frames(decoder.finish(), end, decoder)
+        finally:
+            # what a bulk source collected is delivered even when reading it failed
+            # (the link state stays what the source said last: "replay finished")
+            if self._bulk or self._unreported:
+                self._hand_on()
+                self._unreported = False
+                self.decoder_stats = dict(decoder.stats)
+                self.live.frame_received(self.spec.key, self.stats())
 
     def _watchdog(self, chunk: Chunk) -> None:
         if self._state == "waiting":
@@ -556,6 +687,18 @@ class MeterRunner:
         self._last_good = time.monotonic()
         self.spec.source.request_reset()
 
+    def _hand_on(self) -> None:
+        """Deliver the readings a bulk source collected; the newest of each meter to the live
+        state."""
+        batch, self._bulk = self._bulk, []
+        self._bulk_since = time.monotonic()
+        if not batch:
+            return
+        newest = {reading.meter_id: reading for reading in batch}
+        for reading in newest.values():
+            self.live.update(reading, source=self.spec.key)
+        self.deliver(batch)
+
     def _frames(self, frames: Iterable[Any], chunk: Chunk, decoder: Any) -> None:
         got_frame = False
         damaged = False
@@ -574,22 +717,72 @@ class MeterRunner:
                 meter_id=self.spec.meter_id,
                 accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
             )
-            for reading in readings:
-                reason = self.check.check(reading)
-                if reason is not None:
-                    self.counters["rejected"] += 1
-                    count = self.counters["rejected"]
-                    if count <= 10 or count % 100 == 0:
-                        log.warning(
-                            "%s: implausible reading rejected (#%d): %s",
-                            self.spec.key,
-                            count,
-                            reason,
-                        )
-                    continue
-                self.counters["readings"] += 1
+            self._accept(readings)
+        self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
+
+    def _lists(self, items: list[sml.ListsFrame], chunk: Chunk, decoder: Any, start: int) -> None:
+        """`_frames` for frames as `sml.feed_lists` gives them (bulk sources); `start` is
+        where `chunk` begins in the decoder's stream."""
+        got_frame = False
+        damaged = False
+        marks = chunk.marks or ((0, chunk.time),)
+        positions = [position for position, _ in marks]
+        for item in items:
+            if not item[1]:
+                damaged = True
+                continue
+            got_frame = True
+            for crc_ok, _server_id, _entries in item[2]:
+                if not crc_ok:
+                    self.counters["bad_msg_crc"] += 1
+            # the time of the piece the frame starts in
+            piece = max(0, bisect.bisect_right(positions, item[0] - start) - 1)
+            readings = readings_from_lists(
+                item,
+                marks[piece][1],
+                direction_from_status=self.spec.direction_from_status,
+                meter_id=self.spec.meter_id,
+                accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
+                cache=self._values,
+            )
+            self._accept(readings)
+        self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
+
+    def _accept(self, readings: list[Reading]) -> None:
+        """Plausible readings to the live state and the sinks (a bulk source's to its batch)."""
+        for reading in readings:
+            reason = self.check.check(reading)
+            if reason is not None:
+                self.counters["rejected"] += 1
+                count = self.counters["rejected"]
+                if count <= 10 or count % 100 == 0:
+                    log.warning(
+                        "%s: implausible reading rejected (#%d): %s",
+                        self.spec.key,
+                        count,
+                        reason,
+                    )
+                continue
+            self.counters["readings"] += 1
+            if self.spec.source.bulk:
+                self._bulk.append(reading)
+            else:
                 self.live.update(reading, source=self.spec.key)
-                self.deliver(reading)
+                self.deliver([reading])
+
+    def _after_frames(self, decoder: Any, *, got_frame: bool, damaged: bool) -> None:
+        if self.spec.source.bulk:
+            if len(self._bulk) < BULK_BATCH and time.monotonic() - self._bulk_since < BULK_EVERY_S:
+                # the decoder stats and the news of these frames follow with the batch
+                self._unreported = self._unreported or got_frame
+                return
+            self._hand_on()
+            got_frame = got_frame or self._unreported
+        self._report(decoder, got_frame=got_frame, damaged=damaged)
+
+    def _report(self, decoder: Any, *, got_frame: bool, damaged: bool) -> None:
+        """Decoder stats, link state and frame time to the live state after frames."""
+        self._unreported = False
         self.decoder_stats = dict(decoder.stats)
         if got_frame:
             self._last_good = time.monotonic()
@@ -632,10 +825,15 @@ class Pipeline:
         self._last_status = 0.0
         self._stopped = False
 
-    def _deliver(self, reading: Reading) -> None:
+    def _deliver(self, readings: list[Reading]) -> None:
         for worker in self._every:
-            worker.put(reading)
-        self.aggregator.add(reading)
+            worker.put_many(readings)
+        if self.aggregator.interval <= 0:
+            for worker in self._aggregated:
+                worker.put_many(readings)  # the same list: no worker changes it
+            return
+        for reading in readings:
+            self.aggregator.add(reading)
 
     def _to_sinks(self, reading: Reading) -> None:
         for worker in self._aggregated:
@@ -681,7 +879,10 @@ class Pipeline:
 
     def run(self, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> None:
         """Block until `stop` is set or every source has ended."""
-        while not stop.wait(0.25):
+        # sources that end (replays) are checked more often: a finished replay should not
+        # wait a quarter of a second for the shutdown to begin
+        finite = any(not r.spec.source.endless for r in self.runners)
+        while not stop.wait(0.05 if finite else 0.25):
             self.tick()
             if on_tick is not None:
                 on_tick()

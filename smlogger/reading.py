@@ -54,6 +54,17 @@ ENERGY_FIELDS: tuple[str, ...] = tuple(ENERGY_OBIS)
 _ENERGY_TO_KWH = {"Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}
 _POWER_TO_W = {"W": 1.0, "kW": 1e3}
 
+# OBIS code -> (field, unit factors or None for a plain value, default or required unit);
+# p_sum has its own rules (total_power) and is not in here
+_FIELD_OF_OBIS: dict[str, tuple[str, Optional[Mapping[str, float]], str]] = {
+    **{obis: (name, _ENERGY_TO_KWH, "Wh") for name, obis in ENERGY_OBIS.items()},
+    **{
+        obis: (name, _POWER_TO_W if name.startswith("p_") else None, unit)
+        for name, (obis, unit) in INSTANT_OBIS.items()
+    },
+}
+_TOTALS = (("e_sum", ("e_t1", "e_t2")), ("e_export", ("e_export_t1", "e_export_t2")))
+
 
 @dataclass(frozen=True)
 class Value:
@@ -119,6 +130,16 @@ class Reading:
             out["samples"] = self.samples
             out["minmax"] = {k: [lo, hi] for k, (lo, hi) in self.minmax.items()}
         return out
+
+
+_READING_DEFAULTS: dict[str, Any] = {
+    "meter_id": "",
+    "time": None,
+    "values": None,
+    **dict.fromkeys(Reading.FIELDS),
+    "samples": 1,
+    "minmax": None,
+}
 
 
 def json_value(value: ValueType) -> Any:
@@ -203,17 +224,32 @@ def values_from_entries(
     statuses: dict[str, int] = {}
     for entry in entries:
         obis = str(entry.get("obis"))
-        values[obis] = Value(
-            obis=obis,
-            value=entry.get("value"),
-            unit=entry.get("unit_symbol"),
-            raw=entry.get("raw"),
-            scaler=entry.get("scaler"),
+        values[obis] = _value(
+            obis,
+            entry.get("value"),
+            entry.get("unit_symbol"),
+            entry.get("raw"),
+            entry.get("scaler"),
         )
         status = entry.get("status")
-        if isinstance(status, int) and not isinstance(status, bool):
+        if status.__class__ is int:  # (not a bool, which is an int subclass)
             statuses[obis] = status
     return values, statuses
+
+
+_VALUE_CACHE_SIZE = 256  # entries per meter source whose Value objects are shared
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _value(obis: str, value: ValueType, unit: Optional[str], raw: object, scaler: Any) -> Value:
+    """A Value without the frozen dataclass __init__ (one attribute write per field): this
+    runs for every entry of every frame, and the fields need no checks here."""
+    item = _new_object(Value)
+    _set_attribute(
+        item, "__dict__", {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler}
+    )
+    return item
 
 
 def reading_from_values(
@@ -223,61 +259,62 @@ def reading_from_values(
     statuses: Mapping[str, int] | None = None,
     *,
     direction_from_status: bool = False,
+    owned: bool = False,
 ) -> Reading:
     """A Reading from decoded values: well-known fields in kWh/W/V/A/Hz, time in UTC.
 
-    Raises ValueError for a naive `received` time.
+    With `owned`, `values` is a dict nobody else holds or changes: the reading keeps it
+    instead of a copy. Raises ValueError for a naive `received` time.
     """
     statuses = statuses or {}
     if received.tzinfo is None:
         raise ValueError("reading time must be timezone-aware")
-
-    def energy(name: str) -> Optional[float]:
-        """An energy register in kWh, or None."""
-        return _scaled(values, ENERGY_OBIS[name], _ENERGY_TO_KWH, "Wh")
-
-    def power(name: str) -> Optional[float]:
-        """A phase power in W, or None."""
-        return _scaled(values, INSTANT_OBIS[name][0], _POWER_TO_W, "W")
-
-    def plain(name: str) -> Optional[float]:
-        """A voltage, current or frequency in its own unit, or None."""
-        obis, unit = INSTANT_OBIS[name]
-        return _plain(values, obis, unit)
-
-    def total(name: str, tariffs: tuple[str, str]) -> Optional[float]:
-        """A total register in kWh, else the sum of its tariff registers."""
-        # meters without a total register (tariff-only, e.g. Holley DTZ541, heat-pump meters):
-        # the total is the sum of the tariff registers
-        value = energy(name)
-        if value is not None or ENERGY_OBIS[name] in values:
-            return value
-        parts = [energy(t) for t in tariffs]
-        present = [p for p in parts if p is not None]
-        return sum(present) if present else None
-
-    return Reading(
-        meter_id=meter_id,
-        time=received.astimezone(timezone.utc),
-        values=MappingProxyType(dict(values)),
-        e_sum=total("e_sum", ("e_t1", "e_t2")),
-        e_export=total("e_export", ("e_export_t1", "e_export_t2")),
-        e_t1=energy("e_t1"),
-        e_t2=energy("e_t2"),
-        e_export_t1=energy("e_export_t1"),
-        e_export_t2=energy("e_export_t2"),
-        p_sum=total_power(values, statuses, direction_from_status),
-        p_L1=power("p_L1"),
-        p_L2=power("p_L2"),
-        p_L3=power("p_L3"),
-        u_L1=plain("u_L1"),
-        u_L2=plain("u_L2"),
-        u_L3=plain("u_L3"),
-        i_L1=plain("i_L1"),
-        i_L2=plain("i_L2"),
-        i_L3=plain("i_L3"),
-        freq=plain("freq"),
+    # One pass over what the meter sent (10-40 entries) instead of a lookup per known field:
+    # this runs for every frame of a replay, and most known fields are absent.
+    fields: dict[str, float] = {}
+    for obis, entry in values.items():
+        spec = _FIELD_OF_OBIS.get(obis)
+        if spec is None:
+            continue
+        name, factors, unit = spec
+        number = entry.value
+        if number.__class__ is not float:  # (floats, the usual case, are checked here)
+            number = _number(number)
+            if number is None:
+                continue
+        elif not math.isfinite(number):
+            continue
+        if factors is None:
+            # a voltage, current or frequency in its own unit
+            if entry.unit is None or entry.unit == unit:
+                fields[name] = number
+            continue
+        factor = factors.get(entry.unit or unit)
+        if factor is not None:  # a unit we cannot convert is not taken as the expected one
+            fields[name] = number * factor
+    # meters without a total register (tariff-only, e.g. Holley DTZ541, heat-pump meters):
+    # the total is the sum of the tariff registers
+    for total, tariffs in _TOTALS:
+        if total not in fields and ENERGY_OBIS[total] not in values:
+            present = [fields[t] for t in tariffs if t in fields]
+            if present:
+                fields[total] = sum(present)
+    power = total_power(values, statuses, direction_from_status)
+    if power is not None:
+        fields["p_sum"] = power
+    # the frozen dataclass __init__ writes its 22 attributes one by one; a reading per frame
+    # is cheaper built as one dict (the same attributes, defaults included)
+    state = _READING_DEFAULTS.copy()
+    state.update(fields)
+    state["meter_id"] = meter_id
+    state["time"] = (
+        received if received.tzinfo is timezone.utc else received.astimezone(timezone.utc)
     )
+    state["values"] = MappingProxyType(values if owned else dict(values))
+    state["minmax"] = {}
+    reading = _new_object(Reading)
+    _set_attribute(reading, "__dict__", state)
+    return reading
 
 
 def readings_from_frame(
@@ -305,7 +342,72 @@ def readings_from_frame(
         values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
             reading_from_values(
-                ident, received, values, statuses, direction_from_status=direction_from_status
+                ident,
+                received,
+                values,
+                statuses,
+                direction_from_status=direction_from_status,
+                owned=True,
+            )
+        )
+    return readings
+
+
+def readings_from_lists(
+    item: sml.ListsFrame,
+    received: datetime,
+    *,
+    direction_from_status: bool = False,
+    meter_id: str | None = None,
+    accept_bad_msg_crc: bool = False,
+    cache: Optional[dict[Any, Value]] = None,
+) -> list[Reading]:
+    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings).
+
+    With a `cache` (one per meter source), entries holding octet strings (server id, public
+    key, firmware: the same in every frame) share one Value object from frame to frame,
+    which also lets `smlogger.store.compact.split` recognise them without comparing.
+    """
+    _offset, ok, lists = item
+    if not ok:
+        return []
+    readings = []
+    for crc_ok, server_id, entries in lists:
+        if not crc_ok and not accept_bad_msg_crc:
+            continue
+        ident = meter_id
+        if ident is None:
+            ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+        values: dict[str, Value] = {}
+        statuses: dict[str, int] = {}
+        for entry in entries:
+            obis, value, unit, raw, scaler, status = entry
+            # (octet strings compare equal only to octet strings, so an equal entry tuple
+            # means an equal Value of the same types)
+            made = cache.get(entry) if cache is not None and value.__class__ is bytes else None
+            if made is None:
+                # _value, inlined: this is the innermost loop of a full-speed replay
+                made = _new_object(Value)
+                _set_attribute(
+                    made,
+                    "__dict__",
+                    {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
+                )
+                if cache is not None and value.__class__ is bytes:
+                    if len(cache) >= _VALUE_CACHE_SIZE:
+                        cache.clear()
+                    cache[entry] = made
+            values[obis] = made
+            if status.__class__ is int:  # (not a bool, which is an int subclass)
+                statuses[obis] = status
+        readings.append(
+            reading_from_values(
+                ident,
+                received,
+                values,
+                statuses,
+                direction_from_status=direction_from_status,
+                owned=True,
             )
         )
     return readings

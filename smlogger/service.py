@@ -15,6 +15,7 @@ supervisor (MQTT, diagnosis, a journal) has one obvious place to be added:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -60,6 +61,7 @@ log = logging.getLogger("smlogger")
 
 SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
+BULK_GC_EVERY_S = 60.0  # a replay at full speed: collections this often instead (_bulk_gc)
 
 StatusExtra = Callable[[], dict[str, Any]]
 
@@ -459,6 +461,30 @@ class ReplayProgress:
         self.stream.flush()
 
 
+def _bulk_gc() -> None:
+    """Garbage collection for a replay at full speed: the objects of the start-up never need
+    scanning again (freeze), and the readings, freed by reference counting (they form no
+    cycles: a 60,000-frame replay leaves 33 unreachable objects), need not set off
+    collections at all; at the default rate the collector took a fifth of such a replay's
+    time, at a 50,000 threshold still a tenth. The main loop collects every BULK_GC_EVERY_S
+    instead (`_bulk_gc_tick`)."""
+    gc.freeze()
+    gc.disable()
+
+
+def _bulk_gc_end() -> None:
+    """The collector as before `_bulk_gc` (run() may be called again in one process)."""
+    gc.unfreeze()
+    gc.enable()
+
+
+def _bulk_gc_tick(last: list[float]) -> None:
+    """The collection a replay at full speed still gets, every BULK_GC_EVERY_S."""
+    if time.monotonic() - last[0] >= BULK_GC_EVERY_S:
+        gc.collect()
+        last[0] = time.monotonic()
+
+
 def run(config: Config) -> int:
     """Run the logger until a signal or the end of every source; the process exit code.
 
@@ -508,6 +534,14 @@ def run(config: Config) -> int:
             "warnings": list(config.warnings),
         }
 
+    bulk = any(m.source.bulk for m in meters)
+    last_gc = [time.monotonic()]
+    if bulk:
+        _bulk_gc()
+    if store is not None and all(m.source.bulk for m in meters):
+        # replays at full speed only: the files are the source of the readings until the
+        # database has them, so batches need not be journalled first (see Store.write_many)
+        store.direct_batches = True
     pipeline.start()
     web = None
     try:
@@ -517,6 +551,8 @@ def run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
         pipeline.stop(SETUP_FAILURE_BUDGET_S)
+        if bulk:
+            _bulk_gc_end()
         return 1
     described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
     log.info(
@@ -543,6 +579,8 @@ def run(config: Config) -> int:
         on_tick()
         if progress is not None:
             progress.show()
+        if bulk:
+            _bulk_gc_tick(last_gc)
 
     pipeline.run(stop, tick)
     if signals.received is not None:
@@ -559,6 +597,8 @@ def run(config: Config) -> int:
     # sinks write what they hold as long as they make progress (replays must end complete;
     # a slow database on SIGTERM gets its time), up to shutdown_timeout
     clean = pipeline.stop(config.shutdown_timeout)
+    if bulk:
+        _bulk_gc_end()
     if config.database_enabled or config.csv_enabled:
         remove_empty_ram_tier(ram_base(config))
     for runner in pipeline.runners:

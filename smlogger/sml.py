@@ -28,6 +28,7 @@ from smlogger._sml_core import (
     decode,
     decode_values,
     encode,
+    feed_lists,
     frame,
     obis_from_str,
     obis_to_str,
@@ -50,6 +51,8 @@ __all__ = [
     "Entry",
     "Frame",
     "GetListResponseBody",
+    "ListEntryRow",
+    "ListsFrame",
     "Message",
     "OpenResponseBody",
     "Time",
@@ -61,6 +64,7 @@ __all__ = [
     "decode_values",
     "encode",
     "entries",
+    "feed_lists",
     "format_value",
     "frame",
     "get_list_responses",
@@ -89,6 +93,16 @@ Scaled = Union[int, float, bool, bytes, None]
 ValueRow = tuple[int, bytes, str, Scaled, Optional[str]]
 """One row of ``decode_values``: the frame's offset, the GetListResponse's
 server id, and the entry's ``obis``, ``value`` and ``unit_symbol``."""
+
+ListEntryRow = tuple[str, Scaled, Optional[str], Raw, Optional[int], Optional[int]]
+"""One list entry from ``feed_lists``: ``obis``, ``value``, ``unit_symbol``, ``raw``,
+``scaler`` and ``status``, each as the ``Entry`` dict of ``Decoder.feed`` has it."""
+
+ListsFrame = tuple[int, bool, list[tuple[bool, bytes, tuple[ListEntryRow, ...]]]]
+"""One frame from ``feed_lists(decoder, data)``: ``(offset, ok, lists)``, with the frame's
+``offset`` and one ``(crc_ok, server_id, entries)`` per GetListResponse of a good frame (none
+for a damaged one). What the reading model takes from a frame, without the dicts around it
+(for replays at full speed)."""
 
 #: Column names of a ``ValueRow``, e.g. ``pandas.DataFrame(rows, columns=VALUE_FIELDS)``.
 VALUE_FIELDS = ("offset", "server_id", "obis", "value", "unit")

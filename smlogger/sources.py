@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,10 +48,26 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes read in one go, with the time they arrived."""
+    """Bytes read in one go, with the time they arrived.
+
+    A replay at full speed hands out many pieces (frames or capture lines) joined in one
+    chunk: `marks` then holds (position in `data`, time) of each piece, and a frame takes the
+    time of the piece it starts in.
+    """
 
     data: bytes
     time: datetime  # receive time (UTC); for replays the recorded or synthesised time
+    marks: Optional[tuple[tuple[int, datetime], ...]] = None
+
+    def pieces(self) -> list[Chunk]:
+        """The chunk as the pieces it joins (itself when it joins none)."""
+        if not self.marks:
+            return [self]
+        ends = [position for position, _ in self.marks[1:]] + [len(self.data)]
+        return [
+            Chunk(self.data[position:end], stamp)
+            for (position, stamp), end in zip(self.marks, ends)
+        ]
 
 
 class Backoff:
@@ -80,6 +96,9 @@ class Source(ABC):
     endless = True
     #: whether a silent source should be reopened by the no-data watchdog
     watchdog = True
+    #: True for a source that hands out data as fast as it can be read (a replay at --speed
+    #: max): its readings go to the sinks in batches
+    bulk = False
 
     def __init__(self, name: str, target: str | None = None) -> None:
         self.name = name
@@ -365,6 +384,51 @@ def _frame_pieces(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+def _piece_runs(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, list[int]]]:
+    """The pieces of `_frame_pieces`, a run of whole ones at a time, without cutting them
+    apart: (bytes, where each piece starts in them)."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        starts = [0]
+        position = pending.find(START_SEQUENCE, 1)
+        while position != -1:
+            starts.append(position)
+            position = pending.find(START_SEQUENCE, position + 1)
+        if len(starts) > 1:
+            # the last piece may still grow (or hide a start sequence split across blocks)
+            cut = starts.pop()
+            yield pending[:cut], starts
+            pending = pending[cut:]
+    if pending:
+        yield pending, [0]
+
+
+def count_pieces(blocks: Iterable[bytes]) -> int:
+    """How many pieces `_frame_pieces` cuts from `blocks`, without cutting them: one per
+    start sequence, plus one for bytes before the first (the sequence cannot overlap itself,
+    so `bytes.count` finds every one)."""
+    size = len(START_SEQUENCE)
+    found = 0
+    total = 0
+    head = b""
+    carry = b""
+    for block in blocks:
+        if not block:
+            continue
+        if len(head) < size:
+            head = (head + block)[:size]
+        # (a sequence split across two blocks is found in the carried tail + the next block;
+        # the tail is too short to hold a whole one, so nothing is counted twice)
+        data = carry + block
+        found += data.count(START_SEQUENCE)
+        carry = data[-(size - 1) :]
+        total += len(block)
+    if total == 0:
+        return 0
+    return found + (0 if head == START_SEQUENCE else 1)
+
+
 def split_frames(data: bytes) -> list[bytes]:
     """Cut a raw dump before every start sequence (garbage before the first one stays a piece)."""
     pieces = []
@@ -377,6 +441,11 @@ def split_frames(data: bytes) -> list[bytes]:
     if start < len(data):
         pieces.append(data[start:])
     return [p for p in pieces if p]
+
+
+# a replay at full speed joins up to this many pieces (or bytes) in one chunk
+JOIN_PIECES = 256
+JOIN_BYTES = 256 * 1024
 
 
 class ReplaySource(Source):
@@ -411,6 +480,7 @@ class ReplaySource(Source):
         self.start = start
         self._clock = clock
         self._sleep = sleep
+        self.bulk = speed is None
         self.done = 0  # pieces (frames or capture lines) handed out so far
         self.total: Optional[int] = None  # pieces in one pass, when known
 
@@ -420,7 +490,7 @@ class ReplaySource(Source):
             head = fh.read(len(CAPTURE_MAGIC))
             if head == CAPTURE_MAGIC:
                 return None
-            return sum(1 for _ in _frame_pieces(itertools.chain([head], _blocks(fh))))
+            return count_pieces(itertools.chain([head], _blocks(fh)))
 
     def _timed(self) -> Iterator[tuple[float, bytes, Optional[datetime]]]:
         """(offset seconds from start, data, recorded time or None) for one pass."""
@@ -440,6 +510,11 @@ class ReplaySource(Source):
             for index, piece in enumerate(pieces):
                 yield index * self.interval, piece, None
 
+    def _raw_runs(self) -> Iterator[tuple[bytes, list[int]]]:
+        """A raw dump as `_piece_runs` (for a replay at full speed)."""
+        with _open_binary(self.path) as fh:
+            yield from _piece_runs(_blocks(fh))
+
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         """Yield the file's pieces with recorded or synthesised times; raises FileNotFoundError."""
         if not self.path.is_file():
@@ -454,11 +529,32 @@ class ReplaySource(Source):
         elif pieces is not None and self.speed is None:
             base = base - timedelta(seconds=max(0, pieces - 1) * self.interval)
         shift = 0.0
+        raw_bulk = self.bulk and pieces is not None
+        # at full speed, pieces go out joined (see Chunk.marks)
+        joined: list[bytes] = []
+        marks: list[tuple[int, datetime]] = []
+        size = 0
         while True:
             wall_start = time.monotonic()
             last_offset = 0.0
             count = 0
-            for offset, data, recorded in self._timed():
+            # a raw dump at full speed: runs of whole pieces, never cut apart; each piece has
+            # the time the loop below would give it
+            for data, starts in self._raw_runs() if raw_bulk else ():
+                if stop.is_set():
+                    return
+                for position in starts:
+                    offset = count * self.interval
+                    marks.append((size + position, base + timedelta(seconds=shift + offset)))
+                    count += 1
+                self.done += len(starts)
+                last_offset = (count - 1) * self.interval
+                joined.append(data)
+                size += len(data)
+                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
+                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                    joined, marks, size = [], [], 0
+            for offset, data, recorded in () if raw_bulk else self._timed():
                 if stop.is_set():
                     return
                 count += 1
@@ -475,7 +571,18 @@ class ReplaySource(Source):
                     stamp = recorded + timedelta(seconds=shift)
                 else:
                     stamp = base + timedelta(seconds=shift + offset)
-                yield Chunk(data, stamp)
+                if not self.bulk:
+                    yield Chunk(data, stamp)
+                    continue
+                marks.append((size, stamp))
+                joined.append(data)
+                size += len(data)
+                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
+                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                    joined, marks, size = [], [], 0
+            if marks:
+                yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
+                joined, marks, size = [], [], 0
             if not self.loop or count == 0:
                 break
             shift += last_offset + self.interval

@@ -10,6 +10,8 @@ def iso(moment: datetime) -> str:
 
     A naive `moment` is taken as UTC (the database hands back naive UTC times).
     """
+    if moment.tzinfo is timezone.utc:  # the usual case (every CSV row): no conversion
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
     text = aware.astimezone(timezone.utc).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")

@@ -172,3 +172,50 @@ def test_to_dict_is_json_safe(recordings_dir: Path) -> None:
     assert data["time"] == "2024-05-01T12:00:00+00:00"
     assert data["values"]["129-129:199.130.3*255"]["value"] == "49534b"
     assert data["p_sum"] == 168
+
+
+def test_fast_built_reading_equals_the_dataclass_constructor() -> None:
+    """reading_from_values builds the Reading's attributes as one dict: the result must be
+    the same object the dataclass constructor gives (fields, defaults, equality, repr)."""
+    from datetime import datetime, timezone
+
+    from smlogger.reading import Reading, Value, reading_from_values
+
+    values = {
+        "1-0:1.8.1*255": Value("1-0:1.8.1*255", 1234500, "Wh", 12345, 2),
+        "1-0:16.7.0*255": Value("1-0:16.7.0*255", -230, "W", -23, 1),
+        "1-0:32.7.0*255": Value("1-0:32.7.0*255", 231.5, "V", 2315, -1),
+    }
+    received = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    fast = reading_from_values("0a01", received, values)
+    plain = Reading(
+        meter_id="0a01",
+        time=received,
+        values=dict(values),
+        e_sum=1234.5,
+        e_t1=1234.5,
+        p_sum=-230.0,
+        u_L1=231.5,
+    )
+    assert fast == plain
+    assert repr(fast) == repr(plain).replace("values={", "values=mappingproxy({").replace(
+        "}, e_sum", "}), e_sum"
+    )
+    assert fast.samples == 1 and fast.minmax == {} and fast.e_export is None
+    assert fast.values["1-0:16.7.0*255"] == values["1-0:16.7.0*255"]
+
+
+def test_values_from_entries_gives_plain_value_objects() -> None:
+    """The Values built without the dataclass __init__ equal, hash and print like normal ones."""
+    from smlogger.reading import Value, values_from_entries
+
+    entry = {"obis": "1-0:1.8.0*255", "status": 0x182, "val_time": None, "unit": 30,
+             "unit_symbol": "Wh", "scaler": -1, "raw": 123, "value": 12.3,
+             "value_signature": None, "quirk": None}  # fmt: skip
+    entries: list[Any] = [entry, {**entry, "obis": "x", "status": True}]
+    values, statuses = values_from_entries(entries)
+    expected = Value("1-0:1.8.0*255", 12.3, "Wh", 123, -1)
+    assert values["1-0:1.8.0*255"] == expected
+    assert hash(values["1-0:1.8.0*255"]) == hash(expected)
+    assert repr(values["1-0:1.8.0*255"]) == repr(expected)
+    assert statuses == {"1-0:1.8.0*255": 0x182}  # a bool status is not a status word

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import socket
 import threading
 import time
@@ -18,12 +19,16 @@ from smlogger.capture import CAPTURE_MAGIC, CaptureWriter
 from smlogger.live import LiveState
 from smlogger.pipeline import MeterSpec, Pipeline
 from smlogger.sources import (
+    START_SEQUENCE,
     Backoff,
     Chunk,
     ReplaySource,
     SerialSettings,
     SerialSource,
     TcpSource,
+    _frame_pieces,
+    _piece_runs,
+    count_pieces,
     split_frames,
 )
 
@@ -154,7 +159,20 @@ def fast_replay(path: Path) -> ReplaySource:
 
 
 def replay_all(source: ReplaySource) -> list[Chunk]:
-    return list(source.chunks(threading.Event()))
+    """The pieces a replay hands out (at full speed several are joined in one chunk)."""
+    return [piece for chunk in source.chunks(threading.Event()) for piece in chunk.pieces()]
+
+
+def test_full_speed_replay_joins_the_pieces_a_paced_one_hands_out(recordings_dir: Path) -> None:
+    start = T0 - timedelta(days=1)
+    path = recordings_dir / MT175
+    paced = ReplaySource(path, speed=1e9, interval=2.0, loop=False, start=start)
+    fast = ReplaySource(path, speed=None, interval=2.0, loop=False, start=start)
+    joined = list(fast.chunks(threading.Event()))
+    assert len(joined) == 1 and joined[0].marks is not None and len(joined[0].marks) == 11
+    assert joined[0].data == path.read_bytes() and joined[0].time == start
+    assert replay_all(fast) == list(paced.chunks(threading.Event()))
+    assert all(c.marks is None for c in paced.chunks(threading.Event()))
 
 
 def test_replay_raw_dump_frame_by_frame(recordings_dir: Path) -> None:
@@ -277,3 +295,23 @@ def test_replay_of_every_recording_decodes_like_the_file(
         assert isinstance(info, dict)
         chunks = fast_replay(recordings_dir / name).chunks(threading.Event())
         assert iter_decoded(chunks) == info["crc_ok_frames"], name
+
+
+def test_counting_pieces_and_runs_of_them_agree_with_cutting_them(recordings_dir: Path) -> None:
+    """A raw dump's frame count (for the times of a full-speed replay) comes from counting
+    start sequences; it must be what cutting the dump gives, however the blocks fall."""
+    rng = random.Random(8)
+    samples = [p.read_bytes() for p in sorted(recordings_dir.glob("*.bin"))[:8]]
+    samples += [b"", START_SEQUENCE, b"x" + START_SEQUENCE, START_SEQUENCE * 3]
+    samples += [bytes(rng.choice(b"\x1b\x01\x00w") for _ in range(rng.randint(0, 200)))
+                for _ in range(200)]  # fmt: skip
+    for data in samples:
+        for size in (1, 7, 8, 9, 65536):
+            blocks = [data[i : i + size] for i in range(0, len(data), size)]
+            cut = list(_frame_pieces(iter(blocks)))
+            assert count_pieces(iter(blocks)) == len(cut)
+            # a full-speed replay takes them in runs, not cut apart
+            runs = list(_piece_runs(iter(blocks)))
+            ends = [[*starts[1:], len(run)] for run, starts in runs]
+            pieces = [run[a:b] for (run, starts), e in zip(runs, ends) for a, b in zip(starts, e)]
+            assert pieces == cut

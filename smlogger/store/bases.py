@@ -33,6 +33,8 @@ class BaseBook:
         self._lock = threading.Lock()
         self._bases: dict[str, Base] = {}
         self._current: dict[str, str] = {}  # meter id -> key of its current base
+        # base key -> Value objects found equal to it (see compact.split)
+        self._same: dict[str, dict[str, Value]] = {}
         if self._path is not None and self._path.exists():
             try:
                 loaded = json.loads(self._path.read_text(encoding="utf-8"))
@@ -59,7 +61,7 @@ class BaseBook:
             key = self._current.get(meter_id)
             base = self._bases.get(key) if key is not None else None
             if base is not None:
-                delta = split(values, fields, base)
+                delta = split(values, fields, base, self._same.setdefault(key, {}))  # type: ignore[arg-type]
                 if not needs_new_base(delta, values):
                     return key, delta  # type: ignore[return-value]
             base = base_of(values)
@@ -68,7 +70,7 @@ class BaseBook:
                 self._bases[key] = base
                 self._save()
             self._current[meter_id] = key
-            return key, split(values, fields, base)
+            return key, split(values, fields, base, self._same.setdefault(key, {}))
 
     def _save(self) -> None:
         if self._path is None:

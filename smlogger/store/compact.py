@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any, Optional
 
 from smlogger.reading import (
@@ -83,37 +84,61 @@ def _restore(column: float, factor: float, as_int: bool) -> Any:
     return value
 
 
-def _derived(obis: str, item: list[Any], base_item: list[Any], fields: Mapping[str, Any]) -> bool:
-    """Whether the typed column behind `obis` gives `item`'s value back exactly."""
-    name, factors = FIELD_SOURCES[obis]
-    column = fields.get(name)
-    factor = factors.get(item[1]) if item[1] is not None else None
-    if column is None or factor is None or base_item[1] != item[1]:
-        return False
-    value = item[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if type(base_item[0]) is not type(value):
-        return False
-    restored = _restore(float(column), factor, isinstance(value, int))
-    return type(restored) is type(value) and restored == value
+def split(
+    values: Mapping[str, Value],
+    fields: Mapping[str, Any],
+    base: Base,
+    same: Optional[dict[str, Value]] = None,
+) -> Delta:
+    """What a row must keep besides `base` and its typed `fields` to give `values` back.
 
-
-def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) -> Delta:
-    """What a row must keep besides `base` and its typed `fields` to give `values` back."""
+    `same` (one per base) remembers Value objects found equal to the base: a reading that
+    holds the very same object (see `smlogger.reading.readings_from_lists`) needs no
+    comparison for it.
+    """
     delta: Delta = {}
+    # (this runs for every reading stored: the column check is inlined, and a [value, unit]
+    # list is made only for what goes into the delta)
     for obis, entry in values.items():
-        item = [json_value(entry.value), entry.unit]
+        if same is not None and same.get(obis) is entry:
+            continue  # (only entries without a typed column are remembered)
+        value = entry.value
+        if value.__class__ is float:
+            if not isfinite(value):
+                value = None  # as json_value
+        elif isinstance(value, bytes):
+            value = value.hex()  # as json_value
+        elif isinstance(value, float):
+            value = json_value(value)
+        unit = entry.unit
         base_item = base.get(obis)
         if base_item is not None:
-            if obis in FIELD_SOURCES:
-                # never left out for being equal to the base: `join` restores these from the
-                # typed column, so they are either derivable or spelled out
-                if _derived(obis, item, base_item, fields):
+            source = FIELD_SOURCES.get(obis)
+            if source is None:
+                if base_item[0] == value and base_item[1] == unit:
+                    if same is not None:
+                        same[obis] = entry
                     continue
-            elif base_item == item:
-                continue
-        delta[obis] = item
+            else:
+                # never left out for being equal to the base: `join` restores these from
+                # the typed column, so they are left out only when the column gives the
+                # value back exactly (same unit and type as the base), else spelled out
+                column = fields.get(source[0])
+                factor = source[1].get(unit) if unit is not None else None
+                kind = value.__class__
+                if (
+                    column is not None
+                    and factor is not None
+                    and base_item[1] == unit
+                    and (kind is int or kind is float)
+                    and base_item[0].__class__ is kind
+                ):
+                    restored = float(column) if factor == 1.0 else round(column / factor, 6)
+                    if kind is int and restored.is_integer():
+                        restored = int(restored)
+                    if restored.__class__ is kind and restored == value:
+                        continue
+        delta[obis] = [value, unit]
     for obis in base:
         if obis not in values:
             delta[obis] = None

@@ -151,7 +151,10 @@ class Dialect:
 
     def time_param(self, moment: datetime) -> Any:
         """A timestamp parameter with microseconds, as this driver stores it."""
-        utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        if moment.tzinfo is timezone.utc:  # what readings hold: no conversion (per row)
+            utc = moment.replace(tzinfo=None)
+        else:
+            utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
         if self.name == "sqlite":
             return utc.isoformat(" ", "microseconds")
         return utc

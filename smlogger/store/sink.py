@@ -40,6 +40,17 @@ STALL_S = 10.0
 # after sync_interval
 COMMIT_EVERY_SYNCS = 5  # with the default sync_interval of 60 s: every 5 minutes
 _BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
+# `write_many` with at least this many readings (a replay at full speed) writes them to the
+# journal on disk at once, as records of up to BULK_RECORD readings, instead of through the
+# RAM tier: one large append is what the RAM tier's spill would write anyway
+BULK_MIN = 64
+BULK_RECORD = 1000
+# records of `write_many` whose rows the writer takes from memory instead of reading them back
+# from the journal (beyond this, while the database lags, it reads them back)
+FRESH_RECORDS = 64
+# with `direct_batches` (replays at full speed): rows of write_many waiting in memory for the
+# writer; beyond this, write_many waits for the database
+DIRECT_ROWS = 20_000
 
 
 def pack_batch(payloads: Sequence[bytes]) -> bytes:
@@ -62,6 +73,17 @@ def unpack_batch(payload: bytes) -> list[bytes]:
         out.append(body[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return out
+
+
+def _up_to(entries: list[Entry], readings: int) -> list[Entry]:
+    """The leading entries holding at most `readings` readings (at least one entry): records
+    of `Store.write_many` hold up to BULK_RECORD readings each."""
+    total = 0
+    for index, entry in enumerate(entries):
+        total += batch_count(entry.payload)
+        if total > readings and index > 0:
+            return entries[:index]
+    return entries
 
 
 def batch_count(payload: bytes) -> int:
@@ -158,6 +180,13 @@ class Store:
         # gone for good, so its reason stays visible here
         self._last_rejected: Optional[str] = None
         self._skipped = 0  # rows found already stored (replays after a crash or lost commit)
+        self._fresh: dict[int, list[StoredRow]] = {}  # journal seq -> rows (see write_many)
+        #: True for a replay at full speed: large batches of `write_many` go to the database
+        #: from memory (the replay file is their source until then; what the database has not
+        #: taken at `close` goes to the journal)
+        self.direct_batches = False
+        self._direct: list[StoredRow] = []
+        self._in_flight: list[StoredRow] = []
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -192,10 +221,120 @@ class Store:
         with self._state_lock:
             self._disk_readings += 1
 
+    def write_many(self, readings: Sequence[Reading]) -> int:
+        """Take a batch of readings; returns how many (all of them).
+
+        Small batches go the way of `write`; a large one (a replay at full speed) goes to the
+        journal on disk as a few compressed records, fsync'ed like the RAM tier's spills, and
+        the database gets it in batches of `batch_size` at once. With `direct_batches` a large
+        one goes to the database straight from memory while the database writes (the journal
+        gets what it has not taken by `close`).
+        """
+        if self._closed:
+            raise RuntimeError("the SQL store is closed")
+        book = self.book
+        rows = [StoredRow.from_reading(r, book) for r in readings]
+        if self.direct_batches and len(rows) >= BULK_MIN and self._hand_over(rows):
+            return len(rows)
+        payloads = [row.to_payload() for row in rows]
+        if not payloads:
+            return 0
+        ram = self.ram
+        if len(payloads) < BULK_MIN or (ram is not None and ram.depth):
+            if ram is not None:
+                ram.put_many(payloads)
+                if len(payloads) >= BULK_MIN:
+                    # older readings wait in RAM and go first (the database gets them in
+                    # order): have them moved to the journal now, later batches go direct
+                    self._commit_now.set()
+                return len(payloads)
+            self.queue.put_many(payloads)
+        else:
+            starts = range(0, len(payloads), BULK_RECORD)
+            first = self.queue.put_many([pack_batch(payloads[i : i + BULK_RECORD]) for i in starts])
+            with self._state_lock:
+                if first is not None and len(self._fresh) + len(starts) <= FRESH_RECORDS:
+                    # the writer commits these rows without reading the journal back
+                    for seq, i in enumerate(starts, first):
+                        self._fresh[seq] = rows[i : i + BULK_RECORD]
+            # due at once: a backlog this size is no reason to wait for the commit interval
+            self._commit_now.set()
+        with self._state_lock:
+            self._disk_readings += len(payloads)
+        return len(payloads)
+
+    def _hand_over(self, rows: list[StoredRow]) -> bool:
+        """`direct_batches`: queue rows in memory for the writer, waiting while it is more
+        than DIRECT_ROWS behind; False (nothing taken) while the database is not writing."""
+        with self._progress:
+            while (
+                len(self._direct) >= DIRECT_ROWS
+                and self._state == "ok"
+                and self._thread.is_alive()
+                and not self._closed
+            ):
+                self._progress.wait(0.5)
+            if self._state != "ok" or len(self._direct) >= DIRECT_ROWS:
+                return False  # the journal takes them: it waits for the database safely
+            self._direct.extend(rows)
+        self._commit_now.set()
+        return True
+
+    def _direct_to_journal(self) -> None:
+        """Rows handed over in memory (and a batch the writer may be writing) to the journal
+        on disk, where the retries and a restart find them; a batch committed meanwhile is
+        skipped as already stored."""
+        with self._state_lock:
+            rows = self._in_flight + self._direct
+            self._direct, self._in_flight = [], []
+            self._disk_readings += len(rows)  # (depth stays right while they move)
+        if not rows:
+            return
+        payloads = [row.to_payload() for row in rows]
+        starts = range(0, len(rows), BULK_RECORD)
+        try:
+            self.queue.put_many([pack_batch(payloads[i : i + BULK_RECORD]) for i in starts])
+        except OSError:
+            with self._state_lock:
+                self._direct[:0] = rows  # the journal refused: they stay in memory
+                self._disk_readings -= len(rows)
+            raise
+
+    def _drain_direct(self) -> str:
+        """Write the next batch of rows handed over in memory ("ok"); on failure they go to
+        the journal, whose retry rules apply from then on."""
+        with self._state_lock:
+            rows = self._direct[: max(self.batch_size, DIRECT_ROWS)]
+            del self._direct[: len(rows)]
+            self._in_flight = rows
+        try:
+            written = self._write(rows)
+        except Exception as exc:
+            self._failed(exc)
+            with self._state_lock:
+                self._direct[:0] = rows
+                self._in_flight = []
+            self._direct_to_journal()
+            if is_connection_error(exc):
+                self._close_connection()
+            else:
+                self._schema_ready = False
+            return "retry"
+        with self._state_lock:
+            self._in_flight = []
+        self._batches += 1
+        self._succeeded(written, skipped=len(rows) - written)
+        return "ok"
+
     @property
     def depth(self) -> int:
-        """Readings not yet in the database (journal on disk and RAM tier)."""
-        return self._disk_readings + (self.ram.depth if self.ram is not None else 0)
+        """Readings not yet in the database (journal on disk, RAM tier, rows in memory)."""
+        return (
+            self._disk_readings
+            + (self.ram.depth if self.ram is not None else 0)
+            + len(self._direct)
+            + len(self._in_flight)
+        )
 
     def flush(self, timeout: float = 0.0) -> None:
         """Retry the journal's disk and fsync what is due (the pipeline calls this every
@@ -229,6 +368,8 @@ class Store:
         limit = self.shutdown_timeout if timeout is None else timeout
         self._commit_now.set()
         self.queue.wake()
+        if self.ram is not None:
+            self.ram.wake()
         deadline = _time.monotonic() + limit
         last_depth = self.depth
         last_change = _time.monotonic()
@@ -245,12 +386,19 @@ class Store:
                     self._progress.wait(min(0.5, deadline - now))
         finally:
             self._stop.set()
+            self._commit_now.set()  # ends the writer's idle nap
             self.queue.wake()
+            if self.ram is not None:
+                self.ram.wake()
             self._thread.join(max(1.0, deadline - _time.monotonic()))
             if self._thread.is_alive():
                 log.warning("SQL writer still busy at shutdown; its batch is replayed next start")
             else:
                 self._spill()  # (stop is set: everything) a reboot must not lose RAM
+            try:
+                self._direct_to_journal()
+            except OSError as exc:
+                log.error("%d readings could not be queued on disk: %s", len(self._direct), exc)
             left = self.depth
             if left:
                 log.warning(
@@ -348,6 +496,8 @@ class Store:
         """Write one batch; "ok", "idle", "retry" (database down) or "refused" (bad data)."""
         if not self._schema_ready and not self._prepare():
             return "retry"
+        if self._direct:
+            return self._drain_direct()
         self.queue.sync_due()
         self._spill()
         source = self._source()
@@ -356,7 +506,8 @@ class Store:
             # (not `self.ram or self.queue`: an empty DiskQueue is falsy, it has a __len__)
             (self.ram if self.ram is not None else self.queue).wait(timeout=0.5)
             if self._source() is None:
-                self._stop.wait(0.5)
+                # flush() and close() set _commit_now: they need not wait for this nap
+                self._commit_now.wait(0.5)
             return "idle"
         self._commit_now.clear()
         # records of the journal on disk hold a minute of readings each when the RAM tier
@@ -364,10 +515,10 @@ class Store:
         records = self.batch_size if self.ram is None else max(1, self.batch_size // 50)
         if source is self.ram:
             records = self.batch_size
-        entries = source.peek(records)
+        entries = _up_to(source.peek(records), self.batch_size)
         if not entries:
             return "idle"
-        rows = self._decode(entries)
+        rows = self._decode(entries, journal=source is self.queue)
         readings = sum(batch_count(e.payload) for e in entries)
         rejected = 0
         try:
@@ -464,9 +615,22 @@ class Store:
             _sql(self.db, "PRAGMA synchronous = FULL")
         return self._writer.write(rows)
 
-    def _decode(self, entries: Sequence[Entry]) -> list[StoredRow]:
-        rows = []
+    def _decode(self, entries: Sequence[Entry], *, journal: bool = False) -> list[StoredRow]:
+        """The rows of journal entries (`journal`: of the journal on disk, whose records from
+        `write_many` may still be in memory)."""
+        rows: list[StoredRow] = []
+        if journal and self._fresh and entries:
+            with self._state_lock:
+                # records pruned unread (max age) are no longer asked for
+                for seq in [s for s in self._fresh if s < entries[0].seq]:
+                    del self._fresh[seq]
         for entry in entries:
+            if journal and self._fresh:
+                with self._state_lock:
+                    fresh = self._fresh.pop(entry.seq, None)
+                if fresh is not None and entry.payload[:1] == _BATCH_MARK:
+                    rows += fresh
+                    continue
             try:
                 rows += [StoredRow.from_payload(p) for p in unpack_batch(entry.payload)]
             except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:

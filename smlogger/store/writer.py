@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -73,6 +74,11 @@ class SqlWriter:
             "meter", "time", "samples", *reading_columns(), "obis_values", "obis_base",
         ]  # fmt: skip
         self._reading_head = d.insert_head("readings", self._reading_cols)
+        # single readings (no extremes) leave the *_min/*_max columns NULL: fewer parameters
+        # to bind per row (a replay binds millions)
+        self._single_head = d.insert_head(
+            "readings", ["meter", "time", "samples", *Reading.FIELDS, "obis_values", "obis_base"]
+        )
         self._rollup_sql = {
             table: (d.insert_head(table, rollup_columns()), _rollup_upsert_tail(d, table))
             for table, _seconds in ROLLUPS
@@ -189,8 +195,10 @@ class SqlWriter:
         existing = self._existing_times(meter, group[0].time, group[-1].time)
         fresh: list[StoredRow] = []
         params: list[list[Any]] = []
+        singles: list[list[Any]] = []  # rows without extremes (see _single_head)
         names = Reading.FIELDS
         no_range = (None, None)
+        pick_fields = operator.itemgetter(*names)
         for row in group:
             stamp = d.time_param(row.time)
             if stamp in existing:
@@ -199,18 +207,26 @@ class SqlWriter:
             row = self.compact(row)
             fresh.append(row)
             fields = row.fields
-            values = [meter, stamp, row.samples, *[fields.get(name) for name in names]]
+            values = [meter, stamp, row.samples]
+            try:
+                values += pick_fields(fields)  # (rows hold all of them: one C call)
+            except KeyError:
+                values += [fields.get(name) for name in names]
             minmax = row.minmax
-            for name in POWER_FIELDS:
-                # a single reading's min and max are its value: not stored twice
-                values += minmax.get(name, no_range) if minmax else no_range
+            if minmax:
+                for name in POWER_FIELDS:
+                    values += minmax.get(name, no_range)
             index = self.base_index(meter, row.base) if row.base is not None else None
             values.append(row.values_json or None)
             values.append(index)
-            params.append(values)
+            # a single reading's min and max are its value: not stored twice
+            (params if minmax else singles).append(values)
         if not fresh:
             return 0
-        _execute_many(self.db, d, self._reading_head, "", params)
+        if params:
+            _execute_many(self.db, d, self._reading_head, "", params)
+        if singles:
+            _execute_many(self.db, d, self._single_head, "", singles)
         for (table, _seconds), buckets in zip(ROLLUPS, rollup_buckets(fresh)):
             head, tail = self._rollup_sql[table]
             rollup_params = [b.params(meter) for b in sorted(buckets.values(), key=_bucket_key)]

@@ -13,6 +13,8 @@
 //! The Python-only names of errors (`"crc"`, `"truncated"`, ...) live here too:
 //! the core crate knows error variants, not their spelling in the Python API.
 
+pub(super) mod bulk;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
