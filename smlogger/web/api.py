@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import bottle  # type: ignore[import-untyped]
@@ -44,6 +44,7 @@ from smlogger.web.payload import (
 from smlogger.web.wsgi import STREAM_KEY
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # the page's assets live beside the code, inside the package, so the wheel ships them
 WEB_DIR = Path(__file__).parent
@@ -291,6 +292,19 @@ class WebApp:
         self.db_log.ok("database readable again")
         return meters
 
+    def query_store(self, query: Callable[[], _T]) -> _T:
+        """Run a database read for a request: a bad parameter the store refuses is a 400, a
+        database that cannot be read a 503 (logged once per outage)."""
+        try:
+            result = query()
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:
+            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
+            raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
+        self.db_log.ok("database readable again")
+        return result
+
     def meter_param(self) -> str | None:
         """The `meter` parameter (404 when unknown) or the first meter (None when none yet)."""
         meter = self.chosen_meter()
@@ -397,14 +411,9 @@ class WebApp:
             max_points = max(points, AUTO_HISTORY_POINTS)
         if meter is None:
             return {"meter": None, "from": iso(start), "to": iso(end), "step": step, "points": []}
-        try:
-            result = store.history(meter, start, end, step=step, max_points=max_points)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        except Exception as exc:
-            self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
-            raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
-        self.db_log.ok("database readable again")
+        result = self.query_store(
+            lambda: store.history(meter, start, end, step=step, max_points=max_points)
+        )
         return normalise_points(dict(result))
 
     def consumption(self) -> Json:
@@ -426,14 +435,7 @@ class WebApp:
             )
         bars: list[dict[str, Any]] = []
         if meter is not None:
-            try:
-                bars = list(store.consumption(meter, period, start, end))
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
-            except Exception as exc:
-                self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
-                raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
-            self.db_log.ok("database readable again")
+            bars = self.query_store(lambda: list(store.consumption(meter, period, start, end)))
         return {
             "meter": meter,
             "period": period,
