@@ -58,6 +58,7 @@ from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
+COUNTERS_DIR = "counters"  # in the RAM tier's directory: the simulated meters' counters
 SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
 
@@ -67,7 +68,9 @@ StatusExtra = Callable[[], dict[str, Any]]
 # ---- meters ----------------------------------------------------------------------------------
 
 
-def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> Source:
+def _source(
+    meter: MeterConfig, live: LiveState, data_dir: Optional[Path], ram_dir: Optional[Path]
+) -> Source:
     kind = meter.source_kind
     if kind == "port":
         # every serial setting is the meter option of the same name (tests/test_service.py)
@@ -97,18 +100,28 @@ def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> So
     live.add_meter(meter.id or simulated.meter_id)
     counters = None
     if data_dir is not None:
-        # its counters continue after a restart, as a real meter's do
-        counters = CounterFile(data_dir / f"simulated-{simulated.meter_id}.json")
+        # its counters continue after a restart, as a real meter's do; saved every minute in
+        # the RAM directory (free) and every 15 minutes in the data dir (the SD card)
+        name = f"simulated-{simulated.meter_id}.json"
+        counters = CounterFile(
+            data_dir / name, ram_path=None if ram_dir is None else ram_dir / name
+        )
         counters.restore(simulated)
     return SimulatedSource(simulated, interval=meter.interval, counters=counters)
 
 
-def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = None) -> MeterSpec:
+def build_meter(
+    meter: MeterConfig,
+    live: LiveState,
+    data_dir: Optional[Path] = None,
+    ram_dir: Optional[Path] = None,
+) -> MeterSpec:
     """The pipeline's description of one configured meter (opens its capture file, if any).
 
-    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh).
+    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh), with
+    a more frequent copy in `ram_dir` (the RAM tier's directory, when there is one).
     """
-    source = _source(meter, live, data_dir)
+    source = _source(meter, live, data_dir, ram_dir)
     capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
     return MeterSpec(
         key=meter.name,
@@ -156,6 +169,10 @@ def remove_empty_ram_tier(base: Optional[Path]) -> None:
     if base is None or not base.is_dir():
         return
     for sub in sorted(p for p in base.iterdir() if p.is_dir()):
+        if sub.name == COUNTERS_DIR:
+            # the simulator's counters: it saved them to the data dir too when it stopped
+            shutil.rmtree(sub, ignore_errors=True)
+            continue
         try:
             # opening takes the journal's lock and reads its acknowledged position
             ram = DiskQueue(sub, max_age_s=None, sync_interval=3600.0, persist_interval=0.0)
@@ -187,6 +204,7 @@ def open_store(config: Config) -> Optional[Store]:
         sync_interval=config.storage_sync_interval,
         shutdown_timeout=config.shutdown_timeout,
         ram_dir=None if (base := ram_base(config)) is None else base / "sql",
+        commit_interval=config.storage_commit_interval,
     )
 
 
@@ -207,6 +225,7 @@ def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
         names=names.name,
         sync_interval=config.storage_sync_interval,
         ram_dir=None if (base := ram_base(config)) is None else base / "csv",
+        write_interval=config.storage_commit_interval,
     )
 
 
@@ -479,7 +498,10 @@ def run(config: Config) -> int:
         live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
         keep = config.database_enabled or config.csv_enabled
-        meters = [build_meter(m, live, config.data_path if keep else None) for m in config.meters]
+        data_dir = config.data_path if keep else None
+        base = ram_base(config)
+        counters = None if base is None or data_dir is None else base / COUNTERS_DIR
+        meters = [build_meter(m, live, data_dir, counters) for m in config.meters]
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
