@@ -534,7 +534,10 @@ def run(config: Config) -> int:
     web = None
     try:
         web = start_web(
-            config, live, None if store is None else StoreReader(store.db), status_extra
+            config,
+            live,
+            None if store is None else StoreReader(store.db, store.pending),
+            status_extra,
         )
     except OSError as exc:
         log.error("cannot serve the web page on %s: %s", config.http_listen, exc)

@@ -354,6 +354,15 @@ class Queries:
             )
         return out
 
+    def last_counters(self, meter_id: str) -> list[Optional[float]]:
+        """The newest stored energy counters (import, export), None where there is none."""
+        meter = self.meter_key(meter_id)
+        if meter is None:
+            return [None] * len(ROLLUP_ENERGY)
+        # the minute rollups are committed with the readings and are small to search
+        table = ROLLUPS[0][0]
+        return [self._last_before(meter, table, 2**62, name) for name in ROLLUP_ENERGY]
+
     def _last_before(self, meter: int, table: str, bucket: int, name: str) -> Optional[float]:
         d = self.dialect
         column = d.q(f"{name}_last")

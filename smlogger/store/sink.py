@@ -20,6 +20,7 @@ from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.store.bases import BaseBook
 from smlogger.store.dialect import _sql, dialect_of
+from smlogger.store.pending import PendingReadings
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
@@ -143,6 +144,9 @@ class Store:
             )
         # readings in the journal on disk (its records may hold batches of them)
         self._disk_readings = sum(batch_count(p) for p in self.queue.pending_payloads())
+        # what waits for the database, for the web page (StoreReader merges it): the readings
+        # of the previous run in the journals are committed first, they are not in memory
+        self.pending = PendingReadings(unseen=self.depth)
         # with the RAM tier the journal on disk holds everything after sync_interval and the
         # database can wait longer; without it, the database follows sync_interval
         self.commit_interval = sync_interval
@@ -193,10 +197,12 @@ class Store:
         payload = StoredRow.from_reading(reading, self.book).to_payload()
         if self.ram is not None:
             self.ram.put(payload)
+            self.pending.add(reading)
             return
         self.queue.put(payload)
         with self._state_lock:
             self._disk_readings += 1
+        self.pending.add(reading)
 
     @property
     def depth(self) -> int:
@@ -395,6 +401,7 @@ class Store:
                 self._close_connection()
                 return "retry"
         source.ack(entries[-1])
+        self.pending.committed(readings)
         self._batches += 1
         if source is self.ram:
             self.ram.persist()  # tmpfs: free
