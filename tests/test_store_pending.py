@@ -201,7 +201,7 @@ def test_reader_waits_for_no_commit(store: Store) -> None:
     """A commit between taking the pending readings and asking the database: read again."""
     write(store, [reading(s, e_sum=1.0 + s / 1000, p_sum=2.0, meter="m") for s in range(20)])
     reader = StoreReader(store.db, store.pending)
-    calls = []
+    calls: list[int] = []
     original = reader.queries.history
 
     def history_with_a_commit(*args: Any, **kwargs: Any) -> dict[str, Any]:
