@@ -80,12 +80,14 @@ class Store:
     journal to the database in batches.
 
     The write budget of an SD card decides the rhythm: a reading costs one small ``write()``
-    to the journal (safe against kill -9); the database gets one transaction per
-    `sync_interval` seconds or per `batch_size` readings, whichever comes first (at once when
-    a backlog or a replay is waiting, and on shutdown), so its pages, rollups and indexes are
-    rewritten once per batch instead of once per reading. `sync_interval` is also the power
-    cut window: journal records not yet in the database are fsync'ed after that long; 0
-    fsyncs every reading and commits it at once.
+    to the journal (the RAM tier when there is one; safe against kill -9); every
+    `sync_interval` seconds the RAM tier goes to the disk journal as one fsync'ed record (the
+    power-cut window; 0 fsyncs every reading and commits it at once); the database gets one
+    transaction per `commit_interval` seconds (without a RAM tier: per `sync_interval`) or per
+    `batch_size` readings, whichever comes first (at once when a backlog or a replay is
+    waiting, and on shutdown), so its pages, rollups and indexes are rewritten once per batch
+    instead of once per reading. `pending` holds the readings not committed yet, for the
+    web page (`StoreReader`).
 
     It owns the journal and the writer thread and only writes; queries go through a
     `smlogger.store.StoreReader` built from the same database.
