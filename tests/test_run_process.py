@@ -201,9 +201,9 @@ def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
 def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
-    # rows reach the CSV file every sync_interval; between, they wait in the RAM journal,
-    # which a kill -9 does not lose (the next start writes them)
-    args += ["--sync-interval", "1"]
+    # rows reach the CSV file every sync_interval (commit_interval 0); between, they wait in
+    # the RAM journal, which a kill -9 does not lose (the next start writes them)
+    args += ["--sync-interval", "1", "--commit-interval", "0"]
     proc, _ = start(args, tmp_path, name="first")
     wait_for(
         lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1,
