@@ -64,11 +64,12 @@ def test_journal_on_disk_every_sync_interval_database_every_commit_interval(
         commit_interval=3600,
     )
     try:
-        assert store.commit_interval == 3600
+        assert store.commit_interval == store.status()["commit_interval_s"] == 3600
         for i in range(20):
             store.write(reading(i, 1000 + i / 3600))
         wait_for(lambda: store._disk_readings == 20, what="the spill to the disk journal")
         assert store.status()["batches"] == 0 and _count(tmp_path) == 0
+        assert store.status()["pending_in_memory"] == 20  # what the web page merges
         store.flush(timeout=30)  # what close and the shutdown do: commit now
         assert _count(tmp_path) == 20
     finally:

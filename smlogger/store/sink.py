@@ -296,6 +296,8 @@ class Store:
                 "journal_in_memory": journal["in_memory"],
                 "journal_corrupt": journal["corrupt"],
                 "sync_interval_s": self.sync_interval,
+                "commit_interval_s": self.commit_interval,
+                "pending_in_memory": len(self.pending),
                 "batches": self._batches,
                 "written": self._written,
                 "rejected": self._rejected,
