@@ -380,6 +380,27 @@ class CsvLog:
             if self.rotate == "size" or key not in current:
                 self._compress(path)
 
+    def drain(self) -> None:
+        """Write what waits in the RAM journal now, whatever the interval."""
+        with self._lock:
+            if self._ram is not None and self._ram.depth:
+                self._drain_ram()
+
+    def last_row_time(self, meter_id: str) -> Optional[datetime]:
+        """The time of the newest row in the meter's files not yet compressed (None: no row).
+        Files with a partial last line are repaired when the log opens (`housekeeping`)."""
+        newest: Optional[datetime] = None
+        with self._lock:
+            for path in self.meter_dir(meter_id).glob("*.csv"):
+                try:
+                    cell = _last_time(path, path.stat().st_size).decode()
+                    moment = datetime.fromisoformat(cell.replace("Z", "+00:00"))
+                except (OSError, ValueError):
+                    continue  # an empty file, a foreign one: nothing to go by
+                if newest is None or moment > newest:
+                    newest = moment
+        return newest
+
     # ---- Sink protocol -------------------------------------------------------------------
     def write(self, reading: Reading) -> None:
         """Append the reading's row: through the RAM journal when there is one (written to

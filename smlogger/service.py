@@ -24,9 +24,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any, Optional, TextIO
@@ -38,6 +38,7 @@ from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.diskqueue import DiskQueue, QueueLockedError
 from smlogger.live import LiveState
+from smlogger.logutil import describe
 from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
 from smlogger.names import NAMES_FILE, MeterNames, is_automatic_name, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
@@ -58,6 +59,7 @@ from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
+CSV_CATCH_UP_S = 30.0  # at most this long at start for the previous run's journal (catch_up_csv)
 COUNTERS_DIR = "counters"  # in the RAM tier's directory: the simulated meters' counters
 SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
@@ -308,6 +310,53 @@ def build_sinks(
     return sinks
 
 
+def catch_up_csv(store: Optional[Store], sinks: Sequence[Sink], timeout: float) -> int:
+    """Write the rows the CSV files lack but the database has; returns how many.
+
+    CSV rows wait in a RAM journal for `storage.commit_interval` (10 minutes) before they
+    reach the card; a power cut (or reboot without a clean stop) loses them there, while the
+    SQL sink's disk journal, fsync'ed every `sync_interval`, kept the same readings. So at
+    start, once the previous run's journal is in the database (waiting up to `timeout`),
+    each meter's files get the stored readings newer than their newest row (at most two
+    write intervals of them). After a clean stop or a kill -9 there are none: the CSV files
+    were complete or the RAM journal was kept.
+    """
+    csv = next((s for s in sinks if isinstance(s, CsvLog)), None)
+    if store is None or csv is None:
+        return 0
+    store.flush(timeout=timeout)  # the readings of the previous run into the database first
+    reader = StoreReader(store.db)
+    added = 0
+    try:
+        for meter in reader.meters():
+            newest = reader.queries.newest_time(meter)
+            if newest is None:
+                continue
+            # what the RAM journal can have held: the last write interval before the newest
+            # stored reading (twice, for margin), never older history (CSV turned on later)
+            since = newest - timedelta(seconds=2 * csv.write_interval)
+            last = csv.last_row_time(meter)
+            if last is not None:
+                since = max(since, last + timedelta(milliseconds=1))
+            newer = reader.export(meter, since, newest + timedelta(milliseconds=1))
+            for reading in newer:
+                csv.write(reading)
+                added += 1
+    except Exception as exc:
+        # a database that is down now: the CSV files stay as they are, nothing else waits
+        log.warning("csv: cannot compare the CSV files with the database: %s", describe(exc))
+    finally:
+        reader.db.close()  # this thread's connection; the web and the writer have their own
+    if added:
+        csv.drain()  # these belong in the files now, not an interval later
+        log.warning(
+            "csv: %d rows the files lacked (lost with the RAM journal, e.g. by a power cut) "
+            "written from the database",
+            added,
+        )
+    return added
+
+
 def first_reading(config: Config, timeout: float) -> tuple[Optional[Reading], Optional[str]]:
     """The first reading of the configured meters and the name of the meter (source) that
     sent it ((None, None) if none came within `timeout`); without a configured meter, one
@@ -510,6 +559,7 @@ def run(config: Config) -> int:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
         sinks = build_sinks(config, store, live)
+        catch_up_csv(store, sinks, min(config.shutdown_timeout, CSV_CATCH_UP_S))
     except (ImportError, ConfigError):
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:

@@ -354,6 +354,19 @@ class Queries:
             )
         return out
 
+    def newest_time(self, meter_id: str) -> Optional[datetime]:
+        """The time of the meter's newest stored reading (None: none stored)."""
+        meter = self.meter_key(meter_id)
+        if meter is None:
+            return None
+        d = self.dialect
+        row = _sql(
+            self.db,
+            f"SELECT MAX({d.q('time')}) FROM {d.q('readings')} WHERE {d.q('meter')} = {d.param}",
+            (meter,),
+        ).fetchone()
+        return None if row is None or row[0] is None else d.time_value(row[0])
+
     def last_counters(self, meter_id: str) -> list[Optional[float]]:
         """The newest stored energy counters (import, export), None where there is none."""
         meter = self.meter_key(meter_id)
