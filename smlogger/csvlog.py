@@ -192,8 +192,9 @@ class CsvLog:
         # database's storage.commit_interval; at least sync_interval), in one burst: each
         # burst re-dirties the file's partly filled last page, so 144 bursts a day instead of
         # 1,440 save ~5 MB/day of SD-card writes at 1 frame/s (rows are ~96 bytes, 8.3
-        # MB/day whatever the rhythm). A power cut costs the rows of the last burst interval
-        # here; the database keeps them (its disk journal is fsync'ed every sync_interval).
+        # MB/day whatever the rhythm). A power cut takes the rows of the last interval from
+        # RAM; the database keeps them (its disk journal is fsync'ed every sync_interval) and
+        # the next start writes them here (service.catch_up_csv).
         self.write_interval = max(write_interval, sync_interval)
         self.max_pending_bytes = max_pending_bytes
         # rows the disk refused, in order, waiting for space: (meter, time, encoded row)
