@@ -214,3 +214,14 @@ def test_reader_waits_for_no_commit(store: Store) -> None:
     got = reader.history("m", R0, R0 + timedelta(minutes=1))
     assert len(calls) == 2
     assert len(got["points"]) == 20
+
+
+def test_consumption_ignores_pending_readings_older_than_the_stored_ones(store: Store) -> None:
+    """A replay filling an old gap: its readings count once committed, never as a negative
+    step from the newest stored counter."""
+    write(store, [reading(3600 + s, e_sum=10.0 + s / 100, meter="m") for s in range(10)])
+    commit(store)
+    write(store, [reading(s, e_sum=5.0 + s / 100, meter="m") for s in range(10)])  # older
+    reader = StoreReader(store.db, store.pending)
+    bars = reader.consumption("m", "day", R0 - DAY, R0 + DAY)
+    assert [b["import_kwh"] for b in bars] == [pytest.approx(0.09)]

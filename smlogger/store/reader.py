@@ -163,12 +163,15 @@ class StoreReader:
         """
         start, end = _utc(start), _utc(end)
 
-        def query() -> tuple[list[dict[str, Any]], list[Optional[float]]]:
+        def query() -> tuple[list[dict[str, Any]], list[Optional[float]], Optional[datetime]]:
             bars = self.queries.consumption(meter_id, period, start, end, tz)
-            return bars, self.queries.last_counters(meter_id)
+            newest = self.queries.newest_time(meter_id)
+            return bars, self.queries.last_counters(meter_id), newest
 
-        (bars, last), pending = self._with_pending(meter_id, query)
-        pending = [r for r in pending if r.time < end]
+        (bars, last, newest), pending = self._with_pending(meter_id, query)
+        # only readings after the newest stored one continue its counters; older ones (a
+        # replay filling a gap) are counted when they are committed
+        pending = [r for r in pending if r.time < end and (newest is None or r.time > newest)]
         return merge_consumption(bars, pending, last, period, _zone(tz), start)
 
     def export(self, meter_id: Optional[str], start: datetime, end: datetime) -> Iterator[Reading]:
