@@ -8,7 +8,8 @@ comes minutes later, so every page a transaction touches counts again. The figur
 process's `/proc/self/io` `write_bytes` (pages dirtied) per day.
 
     python benches/bench_db_rhythm.py               # a day of readings, all combinations (~3 min)
-    python benches/bench_db_rhythm.py --hours 6     # quicker, a little less exact
+    python benches/bench_db_rhythm.py --hours 6     # quicker, less exact: WAL checkpoints
+                                                    # (every 1000 pages) come hours apart
 
 No assertions: it prints a table.
 """
