@@ -122,12 +122,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                 stdout=subprocess.DEVNULL, stderr=(folder / "stderr.txt").open("wb"), env=env,
             )  # fmt: skip
 
-            def healthy() -> bool:
+            def answering() -> bool:
+                # not /healthz: that says 503 until the first valid frame, which comes later
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthz")
-                return conn.getresponse().status < 500
+                conn.request("GET", "/api/status")
+                return conn.getresponse().status == 200
 
-            wait_for(healthy, 30, "the web server")
+            wait_for(answering, 30, "the web server")
             events: queue.Queue[float] = queue.Queue()
             reader = threading.Thread(target=sse_reader, args=(port, events, stop), daemon=True)
             reader.start()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -167,14 +169,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=60_000)
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="10,000 frames")
+    parser.add_argument("--summary", action="store_true", help="end with a BENCH_SUMMARY line")
     options = parser.parse_args(argv)
+    frames = 10_000 if options.quick else options.frames
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as workdir:
-        figures = run_bench(options.frames, Path(workdir))
+        figures = run_bench(frames, Path(workdir))
     text = section(figures)
     print(text)
     if options.write_results:
         write_results(text, heading=HEADING)
+    if options.summary:
+        print("BENCH_SUMMARY " + json.dumps(summary(figures)))
     return 0
+
+
+def summary(f: ReplayFigures) -> dict[str, Any]:
+    """The BENCH_SUMMARY object for benches/run.py."""
+    complete = f.exit_code == 0 and f.db_rows == f.csv_rows == f.frames
+    goals = [
+        {"name": "smlogger run --replay --speed max into SQLite + CSV, readings/s vs smllib "
+         "parse-only frames/s", "value": f.ratio, "unit": "x", "goal": 3.0,
+         "met": f.ratio >= 3.0},
+        {"name": "every reading in the database and the CSV at exit",
+         "value": f"{f.db_rows:,} / {f.csv_rows:,} of {f.frames:,}", "unit": "",
+         "goal": "all", "met": complete},
+    ]  # fmt: skip
+    rows = [
+        {"name": "smlogger replay, process start to exit", "value": f.readings_per_s,
+         "unit": "readings/s"},
+        {"name": "smllib 1.7, parse only", "value": f.smllib_fps, "unit": "frames/s"},
+        {"name": "replay wall time", "value": f.replay_s, "unit": "s"},
+    ]  # fmt: skip
+    return {
+        "section": "ingest",
+        "title": "End-to-end ingest: smlogger run --replay at full speed (issue 8)",
+        "input": f"{f.frames:,} simulated household frames, {f.file_bytes / 1e6:.1f} MB",
+        "goals": goals,
+        "rows": rows,
+        "notes": [f"summary line: `{f.summary}`", f"exit code {f.exit_code}"],
+    }
 
 
 if __name__ == "__main__":

@@ -32,6 +32,25 @@ class _Source:
     watchdog_s: Optional[float] = None
 
 
+class Subscription(queue.Queue[Reading]):
+    """One subscriber's bounded queue of new readings.
+
+    `waker`, when set, is called (on the pipeline's thread) after each reading is queued: an
+    event loop that serves the subscriber sets it to wake up at once instead of polling, so a
+    reading reaches the browser within a millisecond or so of its last byte.
+    """
+
+    def __init__(self, maxsize: int = SUBSCRIBER_QUEUE_SIZE) -> None:
+        super().__init__(maxsize=maxsize)
+        self.waker: Optional[Callable[[], None]] = None
+
+    def _put(self, item: Reading) -> None:
+        super()._put(item)
+        waker = self.waker
+        if waker is not None:
+            waker()
+
+
 class LiveState:
     """Thread-safe latest readings, source/sink health and a fan-out to push subscribers."""
 
@@ -173,9 +192,9 @@ class LiveState:
         with self._lock:
             return {name: dict(status) for name, status in self._sinks.items()}
 
-    def subscribe(self) -> queue.Queue[Reading]:
+    def subscribe(self) -> Subscription:
         """A bounded queue that receives every new reading (for one SSE client)."""
-        q: queue.Queue[Reading] = queue.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+        q = Subscription()
         with self._lock:
             self._subscribers.append(q)
         return q

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ from test_store_support import (
     same_results_as_sqlite,
 )
 
-from smlogger.store import Store, StoreReader, ensure_schema, open_database, schema_version
+from smlogger.store import (
+    SqlWriter,
+    Store,
+    StoreReader,
+    ensure_schema,
+    open_database,
+    schema_version,
+)
 
 pytestmark = pytest.mark.slow  # starts a real MariaDB server
 
@@ -229,3 +237,54 @@ def test_cli_db_init_and_export(
     assert len(lines) == 30
     assert main(["db-init", "--db-url", url]) == 0
     assert "schema up to date (version 2)" in capsys.readouterr().out
+
+
+def test_two_loggers_adding_bases_to_one_meter_keep_both(
+    server: MariaDBServer, tmp_path: Path
+) -> None:
+    """The `obis_bases` list is read, extended and written back inside a batch: a second
+    logger doing the same for the same meter must wait for the first one's commit and extend
+    what it wrote, not overwrite it with the list it had read before."""
+    url = server.url("two_writers")
+    server.query("CREATE DATABASE IF NOT EXISTS two_writers", database="mysql")
+    first_db, second_db = _open(url, tmp_path / "a"), _open(url, tmp_path / "b")
+    ensure_schema(first_db)
+    first, second = SqlWriter(first_db), SqlWriter(second_db)
+    first.book.add("base-a", {"1-0:96.1.0*255": ["AAA", None]})
+    second.book.add("base-b", {"1-0:96.1.0*255": ["BBB", None]})
+    meter = first.meter_key(METER, T0)
+    assert second.meter_key(METER, T0) == meter
+    places: dict[str, int | None] = {}
+
+    def second_batch() -> None:
+        with second_db.atomic():
+            places["b"] = second.base_index(meter, "base-b")
+
+    other = threading.Thread(target=second_batch)
+    try:
+        with first_db.atomic():
+            places["a"] = first.base_index(meter, "base-a")
+            other.start()
+            # the second logger is inside its batch, waiting on the meter's row (the process
+            # list, not INNODB_TRX: that one is a cache refreshed only when not read for 0.1 s)
+            wait_for(
+                lambda: (
+                    server.query(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                        "WHERE INFO LIKE '%meters%' AND ID <> CONNECTION_ID()",
+                        database="mysql",
+                    )[0][0]
+                    == 1
+                ),
+                20,
+                "the second writer to wait for the first",
+            )
+        other.join(20)
+        assert not other.is_alive()
+        stored = json.loads(fetch(first_db, "SELECT obis_bases FROM meters")[0][0])
+        assert [key for key, _ in stored] == ["base-a", "base-b"]
+        assert places == {"a": 0, "b": 1}
+    finally:
+        other.join(20)
+        first_db.close()
+        second_db.close()

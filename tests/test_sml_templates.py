@@ -51,3 +51,22 @@ def test_same_register_with_other_unit_or_scaler_gets_its_own() -> None:
         for e in sml.entries(sml.decode(frame_with(values))[0])
     ]
     assert got == [("Wh", -1, 1.0), ("Wh", 0, 10), ("W", -1, 1.0), (None, None, 10)]
+
+
+def test_repeated_values_share_objects_and_changes_show() -> None:
+    # A register's raw/value objects serve again while its value repeats; a
+    # changed value, another type, or a DZG-corrected entry gets its own.
+    reg = {"obis": "1-0:1.8.0*255", "unit": 30, "scaler": -1}
+    dev = {"obis": "1-0:96.1.0*255"}
+    raws = [10, 10, 11, 10, -10, 10]
+    data = b"".join(
+        frame_with([{**reg, "raw": r}, {**dev, "raw": b"ID" if i < 3 else b"OTHER"}])
+        for i, r in enumerate(raws)
+    )
+    decoder = sml.Decoder()
+    entries = [list(sml.entries(f)) for f in decoder.feed(data) + decoder.finish()]
+    assert [e[0]["raw"] for e in entries] == raws
+    assert [e[0]["value"] for e in entries] == [r / 10 for r in raws]
+    assert [e[1]["value"] for e in entries] == [b"ID"] * 3 + [b"OTHER"] * 3
+    assert entries[1][0]["value"] is entries[0][0]["value"]
+    assert entries[2][0]["value"] is not entries[1][0]["value"]

@@ -16,6 +16,7 @@ from helpers import reading
 
 from smlogger.live import LiveState
 from smlogger.web import WebServer, build_app
+from smlogger.web.server import ServerLimits
 
 METER_A = "0a01445a47000282225e"
 METER_B = "1a2b3c4d5e"
@@ -119,6 +120,26 @@ def test_reading_pushed_within_one_second(server: WebServer, live: LiveState) ->
             assert elapsed < 1.0
     finally:
         client.close()
+
+
+def test_a_reading_wakes_the_stream_without_waiting_for_the_tick(live: LiveState) -> None:
+    # with a 60 s tick, only the pipeline's wake-up can bring the reading: the page's live
+    # values must not lag by the poll interval
+    app = build_app(live, None, keepalive_s=600, status_interval_s=600)
+    limits = ServerLimits(stream_tick_s=60.0)
+    with WebServer(app, "127.0.0.1", 0, limits=limits) as srv:
+        client = SseClient(srv)
+        try:
+            client.until("status")
+            for n in range(3):
+                watts = 2000.0 + n
+                live.update(
+                    reading(datetime.now(timezone.utc), p_sum=watts, meter=METER_A), source="sim"
+                )
+                assert client.until("reading", timeout=20.0).data["fields"]["p_sum"] == watts
+        finally:
+            client.close()
+    assert live.subscriber_count() == 0
 
 
 def test_keepalive_comments_and_status_events(live: LiveState) -> None:

@@ -248,14 +248,17 @@ pub struct Message<'a> {
     pub crc_ok: bool,
 }
 
+#[inline]
 fn opt_bytes<'a>(c: &mut Cursor<'a>) -> Result<Option<Bytes<'a>>> {
     c.octets_opt()
 }
 
+#[inline]
 fn bytes<'a>(c: &mut Cursor<'a>) -> Result<Bytes<'a>> {
     c.octets()
 }
 
+#[inline]
 fn u8_opt(c: &mut Cursor<'_>, what: &'static str) -> Result<Option<u8>> {
     let at = c.pos();
     match c.unsigned_opt(what)? {
@@ -292,6 +295,8 @@ fn proc_set<'a>(c: &mut Cursor<'a>) -> Result<SetProcParameterRequest<'a>> {
     })
 }
 
+#[allow(clippy::inline_always)] // see parse_body
+#[inline(always)]
 fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     c.list_of(7, "GetListResponse")?;
     let client_id = opt_bytes(c)?;
@@ -315,6 +320,11 @@ fn get_list_response<'a>(c: &mut Cursor<'a>) -> Result<GetListResponse<'a>> {
     })
 }
 
+/// Inlined into [`parse_message`] (its only caller): a `Body` returned from a
+/// separate function was copied with wider loads than it had been written
+/// with, a store-forwarding stall per message (measured: parse 3 % faster).
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn parse_body<'a>(c: &mut Cursor<'a>, tag: u32) -> Result<Body<'a>> {
     Ok(match tag {
         tag::OPEN_REQUEST => {
@@ -484,6 +494,7 @@ pub enum MessageResult<'a> {
 }
 
 /// Parses one SML_Message starting at the cursor.
+#[inline]
 pub fn parse_message<'a>(c: &mut Cursor<'a>, frame_crc: CrcKind, mode: CrcMode) -> Result<Message<'a>> {
     let start = c.pos();
     c.list_of(6, "SML_Message")?;

@@ -56,7 +56,7 @@ pub fn parse_any(text: &str) -> Option<Vec<u8>> {
     if let Some(v) = parse(&format!("{text}*255")) {
         return Some(v);
     }
-    if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect();
     }
     None

@@ -423,6 +423,12 @@ impl<'a> Cursor<'a> {
                 return Ok(v);
             }
         }
+        self.signed_slow(what, lo, hi)
+    }
+
+    #[inline(never)]
+    fn signed_slow(&mut self, what: &'static str, lo: i64, hi: i64) -> Result<i64> {
+        let at = self.pos;
         let (v, _, _) = self.number(what)?;
         if v < i128::from(lo) || v > i128::from(hi) {
             return Err(ParseErrorKind::OutOfRange { at, what, value: v }.into());

@@ -199,7 +199,10 @@ impl Framer {
             match self.state {
                 State::Search => {
                     let hay = &data[pos..];
-                    if let Some(i) = finder.find(hay) {
+                    // Frames mostly follow each other directly: check the
+                    // spot itself before setting up a search.
+                    let found = if hay.starts_with(&START) { Some(0) } else { finder.find(hay) };
+                    if let Some(i) = found {
                         self.stats.discarded_bytes += i as u64;
                         pos += i;
                         self.state = State::Frame { scan: START.len(), run: 0, escaped: false };
@@ -355,7 +358,7 @@ impl Framer {
             self.stats.crc_errors += 1;
             return Err(first_failure.unwrap_or(FrameError::Truncated));
         };
-        if esc_at % 4 != 0 {
+        if !esc_at.is_multiple_of(4) {
             self.stats.escape_errors += 1;
             return Err(FrameError::Misaligned { end_escape_at: esc_at });
         }

@@ -113,6 +113,16 @@ class Dialect:
             return f"VALUES({self.q(column)})"
         return f"excluded.{self.q(column)}"
 
+    @property
+    def lock_rows(self) -> str:
+        """What ends a SELECT whose rows the transaction will update from what it read.
+
+        MariaDB and PostgreSQL otherwise give a snapshot (or the last committed version) to two
+        writers at once and the later UPDATE silently wins; SQLite has one writer at a time and
+        refuses a write from a stale snapshot (SQLITE_BUSY, retried), so it needs nothing.
+        """
+        return "" if self.name == "sqlite" else " FOR UPDATE"
+
     def insert_head(self, table: str, columns: Sequence[str], *, ignore: bool = False) -> str:
         """`INSERT [OR IGNORE] INTO table (cols) VALUES ` for this database."""
         cols = ", ".join(self.q(c) for c in columns)

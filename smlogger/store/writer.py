@@ -119,7 +119,11 @@ class SqlWriter:
         d = self.dialect
         row = _sql(
             self.db,
-            f"SELECT {d.q('obis_bases')} FROM {d.q('meters')} WHERE {d.q('id')} = {d.param}",
+            # locked until the batch commits: several loggers may add bases to one meter, and
+            # the list is read, extended and written back (positions already handed out never
+            # move, so cached indexes stay valid)
+            f"SELECT {d.q('obis_bases')} FROM {d.q('meters')} WHERE {d.q('id')} = {d.param}"
+            + d.lock_rows,
             (meter,),
         ).fetchone()
         bases: list[list[Any]] = json.loads(row[0]) if row is not None and row[0] else []

@@ -21,7 +21,7 @@ import bottle  # type: ignore[import-untyped]
 
 from smlogger import __version__
 from smlogger.health import unhealthy_reasons
-from smlogger.live import LiveState
+from smlogger.live import LiveState, Subscription
 from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.states import page_link_states
@@ -142,7 +142,7 @@ class EventStream:
     however the stream ends (client gone, server stopping, error).
     """
 
-    def __init__(self, web: WebApp, subscription: queue.Queue[Reading], meter: str | None) -> None:
+    def __init__(self, web: WebApp, subscription: Subscription, meter: str | None) -> None:
         self.web = web
         self.subscription = subscription
         self.meter = meter
@@ -205,12 +205,17 @@ class EventStream:
         finally:
             self.close()
 
+    def wake_with(self, waker: Callable[[], None] | None) -> None:
+        """Have `waker` called (on the pipeline's thread) whenever a reading arrives."""
+        self.subscription.waker = waker
+
     def close(self) -> None:
         """Release the subscription and the stream slot (once)."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+        self.subscription.waker = None
         self.web.live.unsubscribe(self.subscription)
         self.web.hub.release()
 

@@ -191,6 +191,17 @@ class _Client:
         stream = answer.stream
         assert stream is not None
         gone = asyncio.ensure_future(self.reader.read(READ_CHUNK))
+        # a reading wakes the stream at once (from the pipeline's thread); the tick only paces
+        # status events and keep-alives
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(arrived.set)
+
+        stream.wake_with(wake)
+        woken = asyncio.ensure_future(arrived.wait())
         try:
             response = h11.Response(
                 status_code=answer.status, headers=answer.headers, reason=answer.reason
@@ -199,12 +210,19 @@ class _Client:
             for chunk in answer.body:
                 await self._write(self.conn.send(h11.Data(data=chunk)) or b"")
             while not self.server.stopping.is_set() and not stream.finished:
-                done, _ = await asyncio.wait({gone}, timeout=self.limits.stream_tick_s)
-                if done:
+                done, _ = await asyncio.wait(
+                    {gone, woken},
+                    timeout=self.limits.stream_tick_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if gone in done:
                     if not gone.result():
                         return  # the client went away
                     # a client that sends on an event stream is ignored; keep watching for EOF
                     gone = asyncio.ensure_future(self.reader.read(READ_CHUNK))
+                if woken in done:
+                    arrived.clear()
+                    woken = asyncio.ensure_future(arrived.wait())
                 due = stream.poll()
                 if due:
                     await self._write(self.conn.send(h11.Data(data=due)) or b"")
@@ -212,6 +230,7 @@ class _Client:
                 await self._write(self.conn.send(h11.EndOfMessage()) or b"")
         finally:
             gone.cancel()
+            woken.cancel()
             stream.close()
             if answer.closer is not None:
                 with contextlib.suppress(Exception):

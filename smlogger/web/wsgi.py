@@ -36,6 +36,9 @@ class Pollable(Protocol):
     def close(self) -> None:
         """End the stream and release what it holds."""
 
+    def wake_with(self, waker: Optional[Callable[[], None]]) -> None:
+        """Have `waker` called (from any thread) when something new is due."""
+
     @property
     def finished(self) -> bool:
         """True once the stream has nothing more to send."""

@@ -119,7 +119,7 @@ fn value_from<'a>(v: &Obj<'_>, wire: Option<&str>, key: &str, arena: &'a Bump) -
                 return Err(field_err("wire", "must look like 'int16' or 'uint24'"));
             };
             let bits: u8 = bits.parse().map_err(|_| field_err("wire", "bad width"))?;
-            if bits % 8 != 0 || bits == 0 || bits > 64 {
+            if !bits.is_multiple_of(8) || bits == 0 || bits > 64 {
                 return Err(field_err("wire", "width must be 8..64 in steps of 8"));
             }
             (signed, bits / 8)
