@@ -357,9 +357,20 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "--sync-interval",
         parse_float(0, 3600),
         60.0,
-        "seconds readings may wait in memory and the page cache before they are fsync'ed and "
-        "committed to the database (the power-cut window; 0 = fsync every reading, costs the "
-        "SD card far more writes, see README 'SD card')",
+        "seconds readings may wait in memory and the page cache before they are fsync'ed to "
+        "the disk journal (the power-cut window; 0 = fsync every reading and commit it to the "
+        "database at once, costs the SD card far more writes, see README 'SD card')",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "storage.commit_interval",
+        "--commit-interval",
+        parse_float(0, 3600),
+        600.0,
+        "seconds between database transactions and CSV writes while readings wait in the "
+        "RAM journal (storage.ram_dir; they reach the fsync'ed disk journal every "
+        "sync_interval meanwhile, and the web page shows them at once); fewer, larger writes "
+        "spare the SD card, see README 'SD card'. Shorter than sync_interval = sync_interval",
         metavar="SECONDS",
     ),
     _opt(
@@ -421,8 +432,8 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
         "--db-batch-size",
         parse_int(1, 100_000),
         5000,
-        "most readings per database transaction (a batch is committed every 5 minutes, or "
-        "every sync_interval if that is longer, or when this many wait, whichever comes first)",
+        "most readings per database transaction (a batch is committed every "
+        "storage.commit_interval, or when this many wait, whichever comes first)",
         metavar="N",
     ),
     _opt("csv.enabled", "--csv", parse_bool, True, "write rolling CSV files", boolean=True),
@@ -978,6 +989,7 @@ class Config:
     shutdown_timeout: float
     storage_ram_dir: str
     storage_sync_interval: float
+    storage_commit_interval: float
     database_url: str
     database_password_file: str
     database_enabled: bool

@@ -25,9 +25,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any, Optional, TextIO
@@ -39,6 +39,7 @@ from smlogger.config import Config, ConfigError, MeterConfig, split_host_port
 from smlogger.csvlog import CsvLog
 from smlogger.diskqueue import DiskQueue, QueueLockedError
 from smlogger.live import LiveState
+from smlogger.logutil import describe
 from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
 from smlogger.names import NAMES_FILE, MeterNames, is_automatic_name, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
@@ -59,6 +60,8 @@ from smlogger.web.payload import link_for_meter
 
 log = logging.getLogger("smlogger")
 
+CSV_CATCH_UP_S = 30.0  # at most this long at start for the previous run's journal (catch_up_csv)
+COUNTERS_DIR = "counters"  # in the RAM tier's directory: the simulated meters' counters
 SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
 BULK_GC_EVERY_S = 60.0  # a replay at full speed: collections this often instead (_bulk_gc)
@@ -69,7 +72,9 @@ StatusExtra = Callable[[], dict[str, Any]]
 # ---- meters ----------------------------------------------------------------------------------
 
 
-def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> Source:
+def _source(
+    meter: MeterConfig, live: LiveState, data_dir: Optional[Path], ram_dir: Optional[Path]
+) -> Source:
     kind = meter.source_kind
     if kind == "port":
         # every serial setting is the meter option of the same name (tests/test_service.py)
@@ -99,18 +104,28 @@ def _source(meter: MeterConfig, live: LiveState, data_dir: Optional[Path]) -> So
     live.add_meter(meter.id or simulated.meter_id)
     counters = None
     if data_dir is not None:
-        # its counters continue after a restart, as a real meter's do
-        counters = CounterFile(data_dir / f"simulated-{simulated.meter_id}.json")
+        # its counters continue after a restart, as a real meter's do; saved every minute in
+        # the RAM directory (free) and every 15 minutes in the data dir (the SD card)
+        name = f"simulated-{simulated.meter_id}.json"
+        counters = CounterFile(
+            data_dir / name, ram_path=None if ram_dir is None else ram_dir / name
+        )
         counters.restore(simulated)
     return SimulatedSource(simulated, interval=meter.interval, counters=counters)
 
 
-def build_meter(meter: MeterConfig, live: LiveState, data_dir: Optional[Path] = None) -> MeterSpec:
+def build_meter(
+    meter: MeterConfig,
+    live: LiveState,
+    data_dir: Optional[Path] = None,
+    ram_dir: Optional[Path] = None,
+) -> MeterSpec:
     """The pipeline's description of one configured meter (opens its capture file, if any).
 
-    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh).
+    `data_dir` keeps a simulated meter's counters across restarts (None: start afresh), with
+    a more frequent copy in `ram_dir` (the RAM tier's directory, when there is one).
     """
-    source = _source(meter, live, data_dir)
+    source = _source(meter, live, data_dir, ram_dir)
     capture = CaptureWriter(Path(os.path.expanduser(meter.capture))) if meter.capture else None
     return MeterSpec(
         key=meter.name,
@@ -158,6 +173,10 @@ def remove_empty_ram_tier(base: Optional[Path]) -> None:
     if base is None or not base.is_dir():
         return
     for sub in sorted(p for p in base.iterdir() if p.is_dir()):
+        if sub.name == COUNTERS_DIR:
+            # the simulator's counters: it saved them to the data dir too when it stopped
+            shutil.rmtree(sub, ignore_errors=True)
+            continue
         try:
             # opening takes the journal's lock and reads its acknowledged position
             ram = DiskQueue(sub, max_age_s=None, sync_interval=3600.0, persist_interval=0.0)
@@ -189,6 +208,7 @@ def open_store(config: Config) -> Optional[Store]:
         sync_interval=config.storage_sync_interval,
         shutdown_timeout=config.shutdown_timeout,
         ram_dir=None if (base := ram_base(config)) is None else base / "sql",
+        commit_interval=config.storage_commit_interval,
     )
 
 
@@ -209,6 +229,7 @@ def _csv_sink(config: Config, names: MeterNames) -> CsvLog:
         names=names.name,
         sync_interval=config.storage_sync_interval,
         ram_dir=None if (base := ram_base(config)) is None else base / "csv",
+        write_interval=config.storage_commit_interval,
     )
 
 
@@ -289,6 +310,53 @@ def build_sinks(
     if settings is not None:
         sinks.append(_mqtt_sink(settings, live or LiveState(names=meter_names(config))))
     return sinks
+
+
+def catch_up_csv(store: Optional[Store], sinks: Sequence[Sink], timeout: float) -> int:
+    """Write the rows the CSV files lack but the database has; returns how many.
+
+    CSV rows wait in a RAM journal for `storage.commit_interval` (10 minutes) before they
+    reach the card; a power cut (or reboot without a clean stop) loses them there, while the
+    SQL sink's disk journal, fsync'ed every `sync_interval`, kept the same readings. So at
+    start, once the previous run's journal is in the database (waiting up to `timeout`),
+    each meter's files get the stored readings newer than their newest row (at most two
+    write intervals of them). After a clean stop or a kill -9 there are none: the CSV files
+    were complete or the RAM journal was kept.
+    """
+    csv = next((s for s in sinks if isinstance(s, CsvLog)), None)
+    if store is None or csv is None:
+        return 0
+    store.flush(timeout=timeout)  # the readings of the previous run into the database first
+    reader = StoreReader(store.db)
+    added = 0
+    try:
+        for meter in reader.meters():
+            newest = reader.queries.newest_time(meter)
+            if newest is None:
+                continue
+            # what the RAM journal can have held: the last write interval before the newest
+            # stored reading (twice, for margin), never older history (CSV turned on later)
+            since = newest - timedelta(seconds=2 * csv.write_interval)
+            last = csv.last_row_time(meter)
+            if last is not None:
+                since = max(since, last + timedelta(milliseconds=1))
+            newer = reader.export(meter, since, newest + timedelta(milliseconds=1))
+            for reading in newer:
+                csv.write(reading)
+                added += 1
+    except Exception as exc:
+        # a database that is down now: the CSV files stay as they are, nothing else waits
+        log.warning("csv: cannot compare the CSV files with the database: %s", describe(exc))
+    finally:
+        reader.db.close()  # this thread's connection; the web and the writer have their own
+    if added:
+        csv.drain()  # these belong in the files now, not an interval later
+        log.warning(
+            "csv: %d rows the files lacked (lost with the RAM journal, e.g. by a power cut) "
+            "written from the database",
+            added,
+        )
+    return added
 
 
 def first_reading(config: Config, timeout: float) -> tuple[Optional[Reading], Optional[str]]:
@@ -505,7 +573,10 @@ def run(config: Config) -> int:
         live.names.on_learn = lambda learned: write_names_file(names_path, learned)
     try:
         keep = config.database_enabled or config.csv_enabled
-        meters = [build_meter(m, live, config.data_path if keep else None) for m in config.meters]
+        data_dir = config.data_path if keep else None
+        base = ram_base(config)
+        counters = None if base is None or data_dir is None else base / COUNTERS_DIR
+        meters = [build_meter(m, live, data_dir, counters) for m in config.meters]
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
@@ -514,6 +585,7 @@ def run(config: Config) -> int:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
         sinks = build_sinks(config, store, live)
+        catch_up_csv(store, sinks, min(config.shutdown_timeout, CSV_CATCH_UP_S))
     except (ImportError, ConfigError):
         raise  # a broken installation is a bug to see in full, not a storage problem
     except Exception as exc:
@@ -546,7 +618,10 @@ def run(config: Config) -> int:
     web = None
     try:
         web = start_web(
-            config, live, None if store is None else StoreReader(store.db), status_extra
+            config,
+            live,
+            None if store is None else StoreReader(store.db, store.pending),
+            status_extra,
         )
     except OSError as exc:
         log.error("cannot serve the web page on %s: %s", config.http_listen, exc)

@@ -124,6 +124,14 @@ def test_single_meter_table_form(tmp_path: Path) -> None:
         ("store_interval = -1\n", "store_interval: invalid value -1: must be at least 0, not -1"),
         ("store_interval = 'often'\n", "store_interval: invalid value 'often': expected a number"),
         (
+            "[storage]\ncommit_interval = 7200\n",
+            "storage.commit_interval: invalid value 7200: must be at most 3600, not 7200",
+        ),
+        (
+            "[storage]\ncommit_interval = -5\n",
+            "storage.commit_interval: invalid value -5: must be at least 0, not -5",
+        ),
+        (
             "[http]\nlisten = 'localhost'\n",
             "http.listen: invalid value 'localhost': expected HOST:PORT",
         ),
@@ -164,6 +172,17 @@ def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> No
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert "topsecret" not in str(info.value)
+
+
+def test_commit_interval_from_file_env_and_flag(tmp_path: Path) -> None:
+    assert load(["--simulate"]).storage_commit_interval == 600.0
+    path = write(tmp_path, "[storage]\ncommit_interval = 900\n")
+    assert load(["--config", path, "--simulate"]).storage_commit_interval == 900.0
+    env = {"SMLOGGER_COMMIT_INTERVAL": "120"}
+    assert load(["--simulate"], env).storage_commit_interval == 120.0
+    assert load(["--simulate", "--commit-interval", "0"], env).storage_commit_interval == 0.0
+    with pytest.raises(ConfigError, match=r"option --commit-interval: invalid value 'soon'"):
+        load(["--simulate", "--commit-interval", "soon"])
 
 
 def test_environment_and_flag_errors_name_the_variable() -> None:

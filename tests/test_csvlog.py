@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import struct
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -251,6 +252,35 @@ def test_ram_journal_batches_rows_and_survives_a_kill(tmp_path: Path) -> None:
         log.write(reading(start + timedelta(seconds=i), p_sum=i))
     log.close()
     assert [int(r["p_sum"]) for r in rows(path)] == list(range(8))
+
+
+def test_rows_reach_the_file_every_write_interval_not_every_sync_interval(tmp_path: Path) -> None:
+    """storage.commit_interval: the RAM journal is written out in one burst per interval, even
+    when sync_interval (the fsync rhythm) has long passed."""
+    start = datetime(2024, 3, 9, 12, 0, tzinfo=timezone.utc)
+    path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
+    log = CsvLog(
+        tmp_path / "csv", clock=lambda: start, ram_dir=tmp_path / "ram", sync_interval=0.01,
+        write_interval=3600,
+    )  # fmt: skip
+    assert log.write_interval == 3600
+    log.write(reading(start, p_sum=1))
+    time.sleep(0.05)  # sync_interval has passed, write_interval has not
+    log.write(reading(start + timedelta(seconds=1), p_sum=2))
+    log.flush()
+    assert not path.exists()
+    log.close()  # on exit everything is written
+    assert [int(r["p_sum"]) for r in rows(path)] == [1, 2]
+    # without a write interval the sync interval decides, as before
+    log = CsvLog(
+        tmp_path / "csv2", clock=lambda: start, ram_dir=tmp_path / "ram2", sync_interval=0.01
+    )
+    assert log.write_interval == 0.01
+    log.write(reading(start, p_sum=3))
+    time.sleep(0.05)
+    log.flush()
+    assert [int(r["p_sum"]) for r in rows(tmp_path / "csv2" / METER / path.name)] == [3]
+    log.close()
 
 
 def test_rows_written_before_a_kill_are_not_written_twice(tmp_path: Path) -> None:

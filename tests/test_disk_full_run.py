@@ -47,6 +47,8 @@ def _start(data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
             "off",
             "--sync-interval",
             "1",
+            "--commit-interval",
+            "0",
         ],
         stderr=err,
         env=env,

@@ -43,8 +43,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, recordings_dir: Path) -> Any:
         f'[meter_names]\n"{REPLAY_ID}" = "heat pump"\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n'
         # rows reach the CSV files within a second and the database every 10 readings
-        # (defaults: a minute and 5 minutes), through a RAM tier inside the test's directory
-        f'[storage]\nsync_interval = 1\nram_dir = "{tmp / "ram"}"\n[database]\nbatch_size = 10\n'
+        # (defaults: 10 minutes), through a RAM tier inside the test's directory
+        f'[storage]\nsync_interval = 1\ncommit_interval = 0\nram_dir = "{tmp / "ram"}"\n'
+        "[database]\nbatch_size = 10\n"
         '[[meter]]\nname = "house"\nsimulate = true\nseed = "names"\ninterval = 0.2\n'
         f'[[meter]]\nreplay = "{recordings_dir / "ISKRA_MT175_eHZ.bin"}"\n'
         'speed = "10"\nloop = true\n',

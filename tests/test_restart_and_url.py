@@ -32,7 +32,8 @@ def _energies(data_dir: Path) -> list[float]:
 def test_simulator_counters_survive_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     args = ["--simulate", "--interval", "0.1", "--data-dir", str(data), "--no-http"]
-    args += ["--sync-interval", "0.5"]  # database batches within seconds (default: minutes)
+    # database batches within seconds (default: every 10 minutes)
+    args += ["--sync-interval", "0.5", "--commit-interval", "0"]
     counts = []
     for _ in range(2):
         proc, log_path = start(args, tmp_path)

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -201,9 +202,9 @@ def test_replay_to_the_end_exits_0(tmp_path: Path) -> None:
 def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
-    # rows reach the CSV file every sync_interval; between, they wait in the RAM journal,
-    # which a kill -9 does not lose (the next start writes them)
-    args += ["--sync-interval", "1"]
+    # rows reach the CSV file every sync_interval (commit_interval 0); between, they wait in
+    # the RAM journal, which a kill -9 does not lose (the next start writes them)
+    args += ["--sync-interval", "1", "--commit-interval", "0"]
     proc, _ = start(args, tmp_path, name="first")
     wait_for(
         lambda: len(list((data_dir / "csv").rglob("*.csv"))) == 1,
@@ -214,8 +215,9 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
     wait_for(lambda: len(path.read_text().splitlines()) > 20, what="rows", ignore=(OSError,))
     proc.kill()
     proc.wait(10)
-    # a kill -9 leaves the RAM tier for the next start
-    assert sorted(p.name for p in (tmp_path / "run").glob("smlogger-*/*")) == ["csv", "sql"]
+    # a kill -9 leaves the RAM tier for the next start (and the simulated meter's counters)
+    tier = sorted(p.name for p in (tmp_path / "run").glob("smlogger-*/*"))
+    assert tier == ["counters", "csv", "sql"]
     # the worst moment for a crash: in the middle of a row
     with open(path, "ab") as fh:
         fh.write(b"2099-01-01T00:00:00.000Z,0a0149534b0001d53531,12339.8")
@@ -242,6 +244,39 @@ def test_kill_9_then_restart_leaves_csv_and_db_consistent(tmp_path: Path) -> Non
     cutoff = (killed_at - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
     assert all(t >= cutoff for t in differ), sorted(differ)
     assert all(t in set(stored) for t in times if t > killed_at.strftime("%Y-%m-%dT%H:%M:%S.%f"))
+
+
+def test_power_cut_csv_rows_come_back_from_the_database(tmp_path: Path) -> None:
+    """CSV rows wait in RAM for commit_interval; a power cut loses them there (and the last
+    sync_interval of readings everywhere). The next start writes what the database has."""
+    data_dir = tmp_path / "data"
+    args = ["--simulate", "--interval", "0.05", "--data-dir", str(data_dir), "--http", "off"]
+    args += ["--sync-interval", "1", "--commit-interval", "3600"]
+    proc, _ = start(args, tmp_path, name="first")
+    try:
+        # the CSV file gets its header (and no row: they wait an hour), the disk journal rows
+        wait_for(
+            lambda: sum(p.stat().st_size for p in (data_dir / "spool").glob("seg-*")) > 2000,
+            what="readings in the disk journal",
+            ignore=(OSError,),
+        )
+    finally:
+        proc.kill()  # the power cut: no clean stop ...
+        proc.wait(10)
+    shutil.rmtree(tmp_path / "run")  # ... and the RAM directory is gone with the power
+    assert csv_rows(data_dir / "csv") == []
+    proc, log_path = start(args, tmp_path, name="second")
+    try:
+        wait_for(lambda: "rows the files lacked" in log_path.read_text(), what="the catch-up")
+        # in the file at once, not an hour later
+        assert len(csv_rows(data_dir / "csv")) > 5
+    finally:
+        code, _ = stop(proc)
+    assert code == 0, log_path.read_text()
+    times = [r["time"] for r in csv_rows(data_dir / "csv")]
+    stored = db_times(data_dir)
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert times == stored  # every reading the database kept is in the CSV file once
 
 
 def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:

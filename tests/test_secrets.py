@@ -241,8 +241,9 @@ def test_running_logger_warns_and_keeps_its_files_private(tmp_path: Path) -> Non
         "smlogger.toml",
         f'data_dir = "{data}"\n[http]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
         # readings reach the files within a second and the database every 10 readings
-        # (defaults: a minute and 5 minutes); the RAM tier sits where the test can see it
-        f'[storage]\nsync_interval = 1\nram_dir = "{ram}"\n[database]\nbatch_size = 10\n'
+        # (defaults: 10 minutes); the RAM tier sits where the test can see it
+        f'[storage]\nsync_interval = 1\ncommit_interval = 0\nram_dir = "{ram}"\n'
+        "[database]\nbatch_size = 10\n"
         f'[[meter]]\nsimulate = true\ninterval = 0.05\ncapture = "{data}/raw/capture.bin"\n',
         mode=0o644,
     )

@@ -244,8 +244,8 @@ def test_wrong_password(mariadb: MariaDBServer, tmp_path: Path) -> None:
     assert "refused the login of user 'someone'" in line and "wrong" not in line
 
 
-# rows reach the database within a second or two (default: a batch every 5 minutes)
-_SOON = ["--sync-interval", "1", "--db-batch-size", "3"]
+# rows reach the database within a second or two (default: a batch every 10 minutes)
+_SOON = ["--sync-interval", "1", "--commit-interval", "0", "--db-batch-size", "3"]
 
 
 @pytest.mark.slow

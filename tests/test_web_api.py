@@ -441,6 +441,34 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
         store.close()
 
 
+def test_history_and_consumption_show_readings_not_yet_committed(
+    tmp_path: Path, live: LiveState, now: datetime
+) -> None:
+    """The database gets a transaction every storage.commit_interval (10 minutes by default):
+    the page's chart and bars still end at the newest reading."""
+    db = open_database(None, tmp_path)
+    store = Store(db, spool_dir=tmp_path / "spool", ram_dir=tmp_path / "ram", commit_interval=3600)
+    try:
+        first = now - timedelta(minutes=3)
+        for s in range(0, 180, 10):
+            store.write(make_reading(METER_A, first + timedelta(seconds=s), 500.0, 100 + s / 3600))
+        assert store.status()["batches"] == 0  # nothing in the database yet
+        srv = serve(live, StoreReader(db, store.pending))
+        try:
+            start = (now - timedelta(hours=1)).isoformat()
+            body = get(srv, "/api/history", meter=METER_A, **{"from": start}).json()
+            newest = first + timedelta(seconds=170)
+            assert body["points"][-1]["t"] == newest.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            assert body["points"][-1]["p_avg"] == 500.0
+            bars = get(srv, "/api/consumption", meter=METER_A).json()["bars"]
+            assert bars[-1]["import_kwh"] == pytest.approx(170 / 3600, abs=1e-4)
+            assert METER_A in [m["id"] for m in get(srv, "/api/meters").json()["meters"]]
+        finally:
+            srv.stop()
+    finally:
+        store.close()
+
+
 # ---- /api/status, /metrics --------------------------------------------------------------------
 
 

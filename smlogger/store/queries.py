@@ -354,6 +354,28 @@ class Queries:
             )
         return out
 
+    def newest_time(self, meter_id: str) -> Optional[datetime]:
+        """The time of the meter's newest stored reading (None: none stored)."""
+        meter = self.meter_key(meter_id)
+        if meter is None:
+            return None
+        d = self.dialect
+        row = _sql(
+            self.db,
+            f"SELECT MAX({d.q('time')}) FROM {d.q('readings')} WHERE {d.q('meter')} = {d.param}",
+            (meter,),
+        ).fetchone()
+        return None if row is None or row[0] is None else d.time_value(row[0])
+
+    def last_counters(self, meter_id: str) -> list[Optional[float]]:
+        """The newest stored energy counters (import, export), None where there is none."""
+        meter = self.meter_key(meter_id)
+        if meter is None:
+            return [None] * len(ROLLUP_ENERGY)
+        # the minute rollups are committed with the readings and are small to search
+        table = ROLLUPS[0][0]
+        return [self._last_before(meter, table, 2**62, name) for name in ROLLUP_ENERGY]
+
     def _last_before(self, meter: int, table: str, bucket: int, name: str) -> Optional[float]:
         d = self.dialect
         column = d.q(f"{name}_last")

@@ -10,7 +10,16 @@ from typing import Any, Optional, TypeVar, Union
 import peewee
 
 from smlogger.reading import Reading
-from smlogger.store.queries import Queries
+from smlogger.store.merge import merge_consumption, merge_export, merge_history
+from smlogger.store.pending import PendingReadings
+from smlogger.store.queries import (
+    RAW_SECONDS_PER_READING,
+    Queries,
+    _utc,
+    _zone,
+    nice_step,
+    rollup_for_step,
+)
 from smlogger.store.writer import is_connection_error
 
 log = logging.getLogger("smlogger.store")
@@ -31,9 +40,30 @@ class StoreReader:
     restart) is reopened once before `StoreUnavailableError` is raised.
     """
 
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, pending: Optional[PendingReadings] = None) -> None:
         self.db = db
         self.queries = Queries(db)
+        # the readings the SQL sink has not committed yet (it commits every few minutes):
+        # merged into every answer, so the page never lags behind the live values
+        self.pending = pending
+
+    def _with_pending(
+        self, meter_id: Optional[str], query: Callable[[], T]
+    ) -> tuple[T, list[Reading]]:
+        """`query`'s answer and the pending readings (of `meter_id`) that it lacks.
+
+        The pending readings are taken before the database is asked: a commit in between
+        would otherwise hide its readings from both. If a commit happened while the database
+        answered, they may be in both: then both are read again (commits are minutes apart).
+        """
+        if self.pending is None:
+            return self._read(query), []
+        for _ in range(4):
+            commits, readings = self.pending.snapshot(meter_id)
+            answer = self._read(query)
+            if self.pending.commits == commits:
+                return answer, readings
+        return answer, []  # the database has them by now
 
     def _read(self, query: Callable[[], T]) -> T:
         for attempt in (1, 2):
@@ -57,8 +87,17 @@ class StoreReader:
             log.debug("closing a broken database connection failed", exc_info=True)
 
     def meters(self) -> list[str]:
-        """Ids of the stored meters, in the order they were first stored."""
-        return self._read(self.queries.meters)
+        """Ids of the stored meters, in the order they were first stored (then those only
+        the pending readings have)."""
+        stored = self._read(self.queries.meters)
+        if self.pending is None:
+            return stored
+        known = set(stored)
+        for reading in self.pending.snapshot()[1]:
+            if reading.meter_id not in known:
+                known.add(reading.meter_id)
+                stored.append(reading.meter_id)
+        return stored
 
     def history(
         self,
@@ -79,7 +118,32 @@ class StoreReader:
         power), ``p_L1``..``p_L3`` (W, mean), ``e_sum``/``e_export`` (kWh, last counter),
         ``n`` (readings in the point). Buckets are UTC-aligned; an unknown meter has no points.
         """
-        return self._read(lambda: self.queries.history(meter_id, start, end, step, max_points))
+        start, end = _utc(start), _utc(end)
+
+        def query() -> dict[str, Any]:
+            result = self.queries.history(meter_id, start, end, step, max_points)
+            if step is None and result["step"] is None and self.pending is not None:
+                # readings and pending readings together may be too many to list (or the
+                # database does not know the meter yet and did not choose): then points of
+                # the step the database chooses for a long or full range
+                span = (end - start).total_seconds()
+                waiting = sum(
+                    1 for r in self.pending.snapshot(meter_id)[1] if start <= r.time < end
+                )
+                if (
+                    len(result["points"]) + waiting > max_points
+                    or span > max_points * RAW_SECONDS_PER_READING
+                ):
+                    wider = nice_step(span / max_points)
+                    result = self.queries.history(meter_id, start, end, wider, max_points)
+            if result["step"] is not None and not result["points"]:
+                # (a meter the database does not know yet: its answer names no table)
+                table = rollup_for_step(result["step"])
+                result["source"] = "raw" if table is None else table.split("_", 1)[1]
+            return result
+
+        result, pending = self._with_pending(meter_id, query)
+        return merge_history(result, [r for r in pending if start <= r.time < end])
 
     def consumption(
         self,
@@ -97,8 +161,25 @@ class StoreReader:
         IANA name, default UTC) sets where days and months start; `start` is widened to the
         start of its day/month. Only buckets with data are listed.
         """
-        return self._read(lambda: self.queries.consumption(meter_id, period, start, end, tz))
+        start, end = _utc(start), _utc(end)
+
+        def query() -> tuple[list[dict[str, Any]], list[Optional[float]], Optional[datetime]]:
+            bars = self.queries.consumption(meter_id, period, start, end, tz)
+            newest = self.queries.newest_time(meter_id)
+            return bars, self.queries.last_counters(meter_id), newest
+
+        (bars, last, newest), pending = self._with_pending(meter_id, query)
+        # only readings after the newest stored one continue its counters; older ones (a
+        # replay filling a gap) are counted when they are committed
+        pending = [r for r in pending if r.time < end and (newest is None or r.time > newest)]
+        return merge_consumption(bars, pending, last, period, _zone(tz), start)
 
     def export(self, meter_id: Optional[str], start: datetime, end: datetime) -> Iterator[Reading]:
-        """Stored readings in [start, end), in time order; all meters when `meter_id` is None."""
-        return self.queries.export(meter_id, start, end)
+        """Stored readings in [start, end), in time order; all meters when `meter_id` is None
+        (with the readings the sink has not committed yet)."""
+        start, end = _utc(start), _utc(end)
+        stored = self.queries.export(meter_id, start, end)
+        if self.pending is None:
+            return stored
+        _, pending = self.pending.snapshot(meter_id)
+        return merge_export(stored, [r for r in pending if start <= r.time < end])

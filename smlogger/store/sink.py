@@ -20,6 +20,7 @@ from smlogger.logutil import StateLog, describe
 from smlogger.reading import Reading
 from smlogger.store.bases import BaseBook
 from smlogger.store.dialect import _sql, dialect_of
+from smlogger.store.pending import PendingReadings
 from smlogger.store.rows import StoredRow
 from smlogger.store.schema import ensure_schema
 from smlogger.store.writer import SqlWriter, is_connection_error
@@ -34,11 +35,14 @@ DEFAULT_BATCH_SIZE = 5000
 PERSIST_EVERY_S = 300.0
 # how long shutdown waits for a database that makes no progress at all
 STALL_S = 10.0
-# the database gets a transaction every this many sync intervals (or per batch_size readings):
-# its pages, rollups, index and WAL index are rewritten once per transaction, so this is most
-# of its SD-card cost; durability does not wait for it, the journal on disk has the readings
-# after sync_interval
-COMMIT_EVERY_SYNCS = 5  # with the default sync_interval of 60 s: every 5 minutes
+# With the RAM tier the database gets a transaction every this many seconds (or per
+# batch_size readings; storage.commit_interval). Each transaction rewrites the tail pages of
+# `readings`, the current rollup rows, index pages and the WAL index, ~47 KB of page
+# dirtyings whatever its size (measured: 31 MB/day of write_bytes at 5 minutes, 25 at 10,
+# 22 at 15, all through WAL + checkpoint), so this is most of the database's SD-card cost.
+# Durability does not wait for it: the disk journal holds the readings after sync_interval,
+# and the web page merges the readings still waiting (`pending`) into its charts.
+DEFAULT_COMMIT_INTERVAL_S = 600.0
 _BATCH_MARK = b"Z"  # a journal record holding a compressed batch of readings
 # `write_many` with at least this many readings (a replay at full speed) writes them to the
 # journal on disk at once, as records of up to BULK_RECORD readings, instead of through the
@@ -98,12 +102,14 @@ class Store:
     journal to the database in batches.
 
     The write budget of an SD card decides the rhythm: a reading costs one small ``write()``
-    to the journal (safe against kill -9); the database gets one transaction per
-    `sync_interval` seconds or per `batch_size` readings, whichever comes first (at once when
-    a backlog or a replay is waiting, and on shutdown), so its pages, rollups and indexes are
-    rewritten once per batch instead of once per reading. `sync_interval` is also the power
-    cut window: journal records not yet in the database are fsync'ed after that long; 0
-    fsyncs every reading and commits it at once.
+    to the journal (the RAM tier when there is one; safe against kill -9); every
+    `sync_interval` seconds the RAM tier goes to the disk journal as one fsync'ed record (the
+    power-cut window; 0 fsyncs every reading and commits it at once); the database gets one
+    transaction per `commit_interval` seconds (without a RAM tier: per `sync_interval`) or per
+    `batch_size` readings, whichever comes first (at once when a backlog or a replay is
+    waiting, and on shutdown), so its pages, rollups and indexes are rewritten once per batch
+    instead of once per reading. `pending` holds the readings not committed yet, for the
+    web page (`StoreReader`).
 
     It owns the journal and the writer thread and only writes; queries go through a
     `smlogger.store.StoreReader` built from the same database.
@@ -124,11 +130,14 @@ class Store:
         max_spool_bytes: Optional[int] = None,
         shutdown_timeout: float = 120.0,
         ram_dir: Optional[Path] = None,
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL_S,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if sync_interval < 0:
             raise ValueError("sync_interval must be >= 0 seconds")
+        if commit_interval < 0:
+            raise ValueError("commit_interval must be >= 0 seconds")
         self.db = db
         self.dialect = dialect_of(db)
         self.batch_size = batch_size
@@ -159,11 +168,14 @@ class Store:
             )
         # readings in the journal on disk (its records may hold batches of them)
         self._disk_readings = sum(batch_count(p) for p in self.queue.pending_payloads())
+        # what waits for the database, for the web page (StoreReader merges it): the readings
+        # of the previous run in the journals are committed first, they are not in memory
+        self.pending = PendingReadings(unseen=self.depth)
         # with the RAM tier the journal on disk holds everything after sync_interval and the
         # database can wait longer; without it, the database follows sync_interval
         self.commit_interval = sync_interval
         if self.ram is not None:
-            self.commit_interval = COMMIT_EVERY_SYNCS * sync_interval
+            self.commit_interval = max(commit_interval, sync_interval)
         self.book = BaseBook(Path(spool_dir))
         self._writer = SqlWriter(
             db, legacy_table=legacy_table, legacy_local_time=legacy_local_time, book=self.book
@@ -216,10 +228,12 @@ class Store:
         payload = StoredRow.from_reading(reading, self.book).to_payload()
         if self.ram is not None:
             self.ram.put(payload)
+            self.pending.add(reading)
             return
         self.queue.put(payload)
         with self._state_lock:
             self._disk_readings += 1
+        self.pending.add(reading)
 
     def write_many(self, readings: Sequence[Reading]) -> int:
         """Take a batch of readings; returns how many (all of them).
@@ -430,6 +444,8 @@ class Store:
                 "journal_in_memory": journal["in_memory"],
                 "journal_corrupt": journal["corrupt"],
                 "sync_interval_s": self.sync_interval,
+                "commit_interval_s": self.commit_interval,
+                "pending_in_memory": len(self.pending),
                 "batches": self._batches,
                 "written": self._written,
                 "rejected": self._rejected,
@@ -540,6 +556,7 @@ class Store:
                 self._close_connection()
                 return "retry"
         source.ack(entries[-1])
+        self.pending.committed(readings)
         self._batches += 1
         if source is self.ram:
             self.ram.persist()  # tmpfs: free

@@ -1,0 +1,76 @@
+"""Readings the SQL sink took but has not committed to its database yet (for the web page).
+
+With the RAM tier the database gets a transaction every `storage.commit_interval` (10 minutes
+by default, to spare the SD card), so without this the charts would lag that much behind the
+live values. `Store.write` adds every reading here, the writer thread takes them off after
+each commit, and `StoreReader` merges them into history, consumption and export.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Optional
+
+from smlogger.reading import Reading
+
+# At most this many readings are kept in memory (2.8 hours at 1 frame/s; at the default
+# commit interval about 600 are). While the database is down for longer, the journal keeps
+# everything and the page shows the newest of them only.
+DEFAULT_LIMIT = 10_000
+
+
+class PendingReadings:
+    """The readings between `Store.write` and the database commit, oldest first.
+
+    The journal delivers readings to the database in the order they were written, so a
+    commit of n readings takes the n oldest off. Readings the journal holds that are not
+    here (left by the previous run, or beyond `limit`) are counted in `_unseen` and taken
+    first. `commits` grows after every commit: a reader that saw it change while it read the
+    database reads again, so a reading is never counted twice nor missed (see `StoreReader`).
+    """
+
+    def __init__(self, unseen: int = 0, limit: int = DEFAULT_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self._items: deque[Reading] = deque()
+        self._unseen = unseen
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._commits = 0
+
+    def add(self, reading: Reading) -> None:
+        """A reading was queued for the database."""
+        with self._lock:
+            if len(self._items) >= self._limit:
+                self._items.popleft()
+                self._unseen += 1  # still in the journal: its commit must not take a newer one
+            self._items.append(reading)
+
+    def committed(self, count: int) -> None:
+        """The `count` oldest queued readings reached the database (or were rejected)."""
+        with self._lock:
+            from_unseen = min(count, self._unseen)
+            self._unseen -= from_unseen
+            for _ in range(min(count - from_unseen, len(self._items))):
+                self._items.popleft()
+            self._commits += 1
+
+    @property
+    def commits(self) -> int:
+        """How many commits took readings off so far."""
+        with self._lock:
+            return self._commits
+
+    def snapshot(self, meter_id: Optional[str] = None) -> tuple[int, list[Reading]]:
+        """(`commits`, the pending readings of `meter_id` (all meters: None) in write order)."""
+        with self._lock:
+            items = list(self._items)
+            commits = self._commits
+        if meter_id is not None:
+            items = [r for r in items if r.meter_id == meter_id]
+        return commits, items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

@@ -1,0 +1,227 @@
+"""Readings the SQL sink has not committed yet (it commits every storage.commit_interval, 10
+minutes by default) are in history, consumption, export and the meter list at once, and
+nothing is counted twice once they are committed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import T0 as R0
+from helpers import reading
+from test_store_support import T0, household
+
+from smlogger.reading import Reading
+from smlogger.store import Store, StoreReader, open_database
+from smlogger.store.pending import PendingReadings
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    db = open_database(None, tmp_path)
+    # nothing is committed unless a test flushes: an hour between database transactions
+    st = Store(
+        db,
+        spool_dir=tmp_path / "spool",
+        ram_dir=tmp_path / "ram",
+        sync_interval=60,
+        commit_interval=3600,
+    )
+    yield st
+    st.close()
+    db.close()
+
+
+def commit(store: Store) -> None:
+    deadline = time.monotonic() + 60
+    while store.depth and time.monotonic() < deadline:
+        store.flush(timeout=5.0)
+    assert store.depth == 0 and len(store.pending) == 0, store.status()
+
+
+def approx(obj: Any) -> Any:
+    """`obj` with every float compared approximately (SQL sums vs Python sums)."""
+    if isinstance(obj, float):
+        return pytest.approx(obj, rel=1e-9, abs=1e-6)
+    if isinstance(obj, dict):
+        return {k: approx(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(approx(v) for v in obj)
+    return obj
+
+
+# (from, to, step): raw readings, grouped raw readings, minute and hour rollups, a day
+RANGES = [
+    (T0 + timedelta(minutes=10), T0 + timedelta(minutes=40), None),
+    (T0, T0 + timedelta(hours=2), None),
+    (T0, T0 + timedelta(hours=2), 5),
+    (T0, T0 + timedelta(hours=2), 60),
+    (T0, T0 + timedelta(hours=2), 600),
+    (T0 - DAY, T0 + DAY, 3600),
+    (T0 - DAY, T0 + 3 * DAY, None),
+]
+
+
+def answers(reader: StoreReader) -> list[Any]:
+    out: list[Any] = []
+    for start, end, step in RANGES:
+        result = reader.history("household", start, end, step=step, max_points=1500)
+        out.append((result["step"], result["source"], result["points"]))
+    for period in ("day", "month"):
+        for tz in ("UTC", "Europe/Berlin"):
+            bars = reader.consumption("household", period, T0 - DAY, T0 + 3 * DAY, tz)
+            out.append(
+                [(b["t"], b["label"], pytest.approx(b["import_kwh"], abs=1e-6)) for b in bars]
+            )
+    return out
+
+
+def write(store: Store, readings: list[Reading]) -> None:
+    for r in readings:
+        store.write(r)
+
+
+def test_history_and_consumption_include_pending_readings(store: Store) -> None:
+    """Before, halfway through and after the commit the page gets the same answers."""
+    readings = list(household(T0, 2 * 3600, interval=1.0, meter="household"))
+    reader = StoreReader(store.db, store.pending)
+    write(store, readings[:4000])
+    commit(store)
+    write(store, readings[4000:])
+    assert len(store.pending) == len(readings) - 4000
+    halfway = answers(reader)
+    assert halfway[0][2], "the raw range has points"
+    commit(store)
+    after = answers(reader)
+    assert approx(halfway) == after
+    # and without anything committed (a fresh database, everything pending)
+
+
+def test_everything_pending_equals_everything_committed(tmp_path: Path, store: Store) -> None:
+    readings = list(household(T0, 3 * 1800, interval=2.0, meter="household"))
+    reader = StoreReader(store.db, store.pending)
+    write(store, readings)
+    assert reader.meters() == ["household"]  # known before its first commit
+    before = answers(reader)
+    exported = list(reader.export(None, T0 - DAY, T0 + DAY))
+    assert [r.time for r in exported] == [r.time for r in readings]
+    commit(store)
+    after = answers(reader)
+    for got, want in zip(after, before):
+        assert got == approx(want)
+    assert [r.time for r in reader.export(None, T0 - DAY, T0 + DAY)] == [r.time for r in readings]
+    # a reader without the pending readings saw nothing before the commit: this is what they add
+    plain = StoreReader(store.db)
+    assert plain.meters() == ["household"]
+
+
+def test_without_pending_the_page_lagged(tmp_path: Path, store: Store) -> None:
+    """What the merge fixes: the database alone knows nothing before its commit."""
+    write(store, [reading(s, e_sum=1.0 + s / 1000, p_sum=500.0, meter="m") for s in range(30)])
+    plain = StoreReader(store.db)
+    assert plain.history("m", R0, R0 + timedelta(minutes=1))["points"] == []
+    merged = StoreReader(store.db, store.pending).history("m", R0, R0 + timedelta(minutes=1))
+    assert [p["t"] for p in merged["points"]] == [
+        (R0 + timedelta(seconds=s)).timestamp() for s in range(30)
+    ]
+    assert merged["points"][-1]["e_sum"] == pytest.approx(1.029)
+
+
+def test_too_many_for_raw_points_become_buckets(store: Store) -> None:
+    """Stored plus pending readings beyond max_points: the step of a full range, as if stored."""
+    readings = [reading(s, e_sum=1.0 + s / 1000, p_sum=float(s % 7), meter="m") for s in range(300)]
+    write(store, readings[:200])
+    commit(store)
+    write(store, readings[200:])
+    reader = StoreReader(store.db, store.pending)
+    got = reader.history("m", R0, R0 + timedelta(seconds=300), max_points=100)
+    commit(store)
+    want = reader.history("m", R0, R0 + timedelta(seconds=300), max_points=100)
+    assert got["step"] == want["step"] == 5
+    assert approx(got["points"]) == want["points"]
+
+
+def test_export_gives_a_reading_once_when_committed_meanwhile(store: Store) -> None:
+    readings = [reading(s, e_sum=1.0 + s / 1000, p_sum=1.0, meter="m") for s in range(50)]
+    write(store, readings)
+    reader = StoreReader(store.db, store.pending)
+    stream = reader.export("m", R0, R0 + DAY)  # pending taken now, database read lazily
+    commit(store)
+    assert [r.time for r in stream] == [r.time for r in readings]
+
+
+def test_pending_counts_readings_of_the_previous_run_first() -> None:
+    pending = PendingReadings(unseen=5, limit=4)
+    for s in range(6):  # 2 beyond the limit: still waiting, but not kept in memory
+        pending.add(reading(s, meter="m"))
+    assert len(pending) == 4
+    pending.committed(6)  # the 5 of the previous run and 1 of the 2 evicted ones
+    assert len(pending) == 4
+    pending.committed(2)
+    assert [r.time for r in pending.snapshot("m")[1]] == [
+        R0 + timedelta(seconds=s) for s in (3, 4, 5)
+    ]
+    assert pending.snapshot("other")[1] == []
+    assert pending.commits == 2
+    with pytest.raises(ValueError, match="limit"):
+        PendingReadings(limit=0)
+
+
+def test_store_starts_with_the_previous_runs_readings_unseen(tmp_path: Path) -> None:
+    """Readings a killed process left in the RAM journal are committed first; the pending
+    list of the new run is not shortened by them."""
+    db = open_database(None, tmp_path)
+    first = Store(db, spool_dir=tmp_path / "spool", ram_dir=tmp_path / "ram", commit_interval=3600)
+    write(first, [reading(s, e_sum=1.0, meter="m") for s in range(10)])
+    # as after kill -9: the RAM journal keeps them; the writer thread and journals let go
+    first._stop.set()
+    first._thread.join(5)
+    first.queue.close()
+    assert first.ram is not None
+    first.ram.close()
+    second = Store(db, spool_dir=tmp_path / "spool", ram_dir=tmp_path / "ram", commit_interval=3600)
+    try:
+        write(second, [reading(100 + s, e_sum=2.0, meter="m") for s in range(3)])
+        assert len(second.pending) == 3
+        commit(second)
+        got = StoreReader(db, second.pending).export("m", R0, R0 + DAY)
+        assert len(list(got)) == 13
+    finally:
+        second.close()
+        db.close()
+
+
+def test_reader_waits_for_no_commit(store: Store) -> None:
+    """A commit between taking the pending readings and asking the database: read again."""
+    write(store, [reading(s, e_sum=1.0 + s / 1000, p_sum=2.0, meter="m") for s in range(20)])
+    reader = StoreReader(store.db, store.pending)
+    calls: list[int] = []
+    original = reader.queries.history
+
+    def history_with_a_commit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if not calls:
+            commit(store)  # lands while the first answer is being read
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    reader.queries.history = history_with_a_commit  # type: ignore[method-assign]
+    got = reader.history("m", R0, R0 + timedelta(minutes=1))
+    assert len(calls) == 2
+    assert len(got["points"]) == 20
+
+
+def test_consumption_ignores_pending_readings_older_than_the_stored_ones(store: Store) -> None:
+    """A replay filling an old gap: its readings count once committed, never as a negative
+    step from the newest stored counter."""
+    write(store, [reading(3600 + s, e_sum=10.0 + s / 100, meter="m") for s in range(10)])
+    commit(store)
+    write(store, [reading(s, e_sum=5.0 + s / 100, meter="m") for s in range(10)])  # older
+    reader = StoreReader(store.db, store.pending)
+    bars = reader.consumption("m", "day", R0 - DAY, R0 + DAY)
+    assert [b["import_kwh"] for b in bars] == [pytest.approx(0.09)]
