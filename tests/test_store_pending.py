@@ -225,3 +225,17 @@ def test_consumption_ignores_pending_readings_older_than_the_stored_ones(store: 
     reader = StoreReader(store.db, store.pending)
     bars = reader.consumption("m", "day", R0 - DAY, R0 + DAY)
     assert [b["import_kwh"] for b in bars] == [pytest.approx(0.09)]
+
+
+@pytest.mark.parametrize("size", [10, 700], ids=["small-batch", "bulk-batch"])
+def test_batches_of_write_many_are_pending_until_committed(store: Store, size: int) -> None:
+    # a small batch goes the way of single readings (RAM tier), a large one to the journal on
+    # disk as compressed records: either way the page sees it before the commit, once
+    readings = list(household(T0, size, interval=1.0, meter="household"))
+    reader = StoreReader(store.db, store.pending)
+    assert store.write_many(readings) == size
+    if size < 64:  # a bulk batch is committed at once, maybe before the next line
+        assert len(store.pending) == size
+    assert [r.time for r in reader.export(None, T0 - DAY, T0 + DAY)] == [r.time for r in readings]
+    commit(store)
+    assert [r.time for r in reader.export(None, T0 - DAY, T0 + DAY)] == [r.time for r in readings]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Optional
 
 from smlogger.reading import Reading
@@ -46,6 +47,23 @@ class PendingReadings:
                 self._items.popleft()
                 self._unseen += 1  # still in the journal: its commit must not take a newer one
             self._items.append(reading)
+
+    def add_many(self, readings: Sequence[Reading]) -> None:
+        """Readings queued for the database together (in this order)."""
+        with self._lock:
+            items = self._items
+            items.extend(readings)
+            over = len(items) - self._limit
+            if over > 0:
+                for _ in range(over):
+                    items.popleft()
+                self._unseen += over
+
+    def in_journal_only(self, count: int) -> None:
+        """`count` readings reached the journal without passing `add` (rows a full-speed
+        replay handed over in memory, moved to the journal when the database failed)."""
+        with self._lock:
+            self._unseen += count
 
     def committed(self, count: int) -> None:
         """The `count` oldest queued readings reached the database (or were rejected)."""

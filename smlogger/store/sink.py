@@ -168,9 +168,6 @@ class Store:
             )
         # readings in the journal on disk (its records may hold batches of them)
         self._disk_readings = sum(batch_count(p) for p in self.queue.pending_payloads())
-        # what waits for the database, for the web page (StoreReader merges it): the readings
-        # of the previous run in the journals are committed first, they are not in memory
-        self.pending = PendingReadings(unseen=self.depth)
         # with the RAM tier the journal on disk holds everything after sync_interval and the
         # database can wait longer; without it, the database follows sync_interval
         self.commit_interval = sync_interval
@@ -199,6 +196,11 @@ class Store:
         self.direct_batches = False
         self._direct: list[StoredRow] = []
         self._in_flight: list[StoredRow] = []
+        # what waits for the database, for the web page (StoreReader merges it): the readings
+        # of the previous run in the journals are committed first, they are not in memory.
+        # Rows a full-speed replay hands over in memory (`direct_batches`) are not in it: they
+        # reach the database within seconds, and their commits do not go through the journal.
+        self.pending = PendingReadings(unseen=self.depth)
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -253,6 +255,8 @@ class Store:
         payloads = [row.to_payload() for row in rows]
         if not payloads:
             return 0
+        # committed through the journal like single readings: the page shows them meanwhile
+        self.pending.add_many(readings)
         ram = self.ram
         if len(payloads) < BULK_MIN or (ram is not None and ram.depth):
             if ram is not None:
@@ -313,6 +317,8 @@ class Store:
                 self._direct[:0] = rows  # the journal refused: they stay in memory
                 self._disk_readings -= len(rows)
             raise
+        # their commit will come through the journal and count them off the pending readings
+        self.pending.in_journal_only(len(rows))
 
     def _drain_direct(self) -> str:
         """Write the next batch of rows handed over in memory ("ok"); on failure they go to
