@@ -334,10 +334,7 @@ def readings_from_frame(
         return []
     readings = []
     for body in sml.get_list_responses(frame, require_crc=not accept_bad_msg_crc):
-        server_id = body.get("server_id")
-        ident = meter_id
-        if ident is None:
-            ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+        ident = meter_id or _server_ident(body.get("server_id"))
         entries = body.get("values")
         values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
@@ -351,6 +348,11 @@ def readings_from_frame(
             )
         )
     return readings
+
+
+def _server_ident(server_id: object) -> str:
+    """The meter id a server id gives: its hex digits ("unknown" for none or an empty one)."""
+    return server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
 
 
 def readings_from_lists(
@@ -375,9 +377,7 @@ def readings_from_lists(
     for crc_ok, server_id, entries in lists:
         if not crc_ok and not accept_bad_msg_crc:
             continue
-        ident = meter_id
-        if ident is None:
-            ident = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+        ident = meter_id or _server_ident(server_id)
         values: dict[str, Value] = {}
         statuses: dict[str, int] = {}
         for entry in entries:
