@@ -233,6 +233,7 @@ class DiskQueue:
         persist_interval: Optional[float] = 300.0,
         max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
         clock: Callable[[], float] = time.time,
+        on_drop: Optional[Callable[[list[Entry]], None]] = None,
     ) -> None:
         if sync_interval < 0:
             raise ValueError("sync_interval must be >= 0 seconds")
@@ -248,6 +249,9 @@ class DiskQueue:
         self._nonempty = threading.Condition(self._lock)
         self._closed = False
         self.dropped = 0  # records dropped by the age/size bound since open
+        # told (under the queue's lock: it must not call back) which records the bounds
+        # dropped, so that a consumer counting what waits can count them off
+        self._on_drop = on_drop
         self.corrupt = 0  # damaged stretches skipped (at open or while reading)
         self.skipped_bytes = 0  # their size
         self.torn_bytes = 0  # torn tail cut at open
@@ -864,17 +868,20 @@ class DiskQueue:
         dropped = 0
         while True:
             batch = self._peek_locked(4096)
-            last: Optional[Entry] = None
+            gone: list[Entry] = []
             for item in batch:
                 old = cutoff is not None and item.timestamp < cutoff
                 big = too_big and item.stream_end - item.size < excess_until
                 if not (old or big):
                     break
-                last = item
-                dropped += 1
-            if last is None:
+                gone.append(item)
+            if not gone:
                 break
+            last = gone[-1]
+            dropped += len(gone)
             self._ack_locked(last)
+            if self._on_drop is not None:
+                self._on_drop(gone)
             if last is not batch[-1]:
                 break
         if not dropped:

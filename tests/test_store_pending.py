@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import peewee
 import pytest
 from helpers import T0 as R0
 from helpers import reading
@@ -239,3 +240,30 @@ def test_batches_of_write_many_are_pending_until_committed(store: Store, size: i
     assert [r.time for r in reader.export(None, T0 - DAY, T0 + DAY)] == [r.time for r in readings]
     commit(store)
     assert [r.time for r in reader.export(None, T0 - DAY, T0 + DAY)] == [r.time for r in readings]
+
+
+def test_readings_the_journal_drops_for_age_no_longer_wait(tmp_path: Path) -> None:
+    # a database away for longer than the journal keeps readings (storage.max_spool_age_days):
+    # the dropped ones must leave the queue depth and the page's pending readings too
+    db = peewee.SqliteDatabase(str(tmp_path / "no such dir" / "smlogger.db"))
+    store = Store(
+        db,
+        spool_dir=tmp_path / "spool",
+        sync_interval=0,
+        max_spool_age_days=1 / 86400,  # one second
+        shutdown_timeout=1.0,
+    )
+    try:
+        for item in household(T0, 5, meter="household"):
+            store.write(item)
+        assert store.depth == 5 and len(store.pending) == 5
+        time.sleep(1.5)
+        assert store.queue.prune() == 5
+        assert store.depth == 0 and len(store.pending) == 0
+        late = list(household(T0 + timedelta(hours=1), 2, meter="household"))
+        for item in late:
+            store.write(item)
+        assert store.depth == 2
+        assert [r.time for r in store.pending.snapshot()[1]] == [r.time for r in late]
+    finally:
+        store.close()

@@ -145,6 +145,8 @@ class Store:
         self.shutdown_timeout = shutdown_timeout
         self.legacy_table = legacy_table
         self.legacy_local_time = legacy_local_time
+        # records the journal drops while it opens are not counted in the first place
+        self._count_drops = False
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
@@ -152,6 +154,7 @@ class Store:
             sync_interval=sync_interval,
             # acknowledged positions are persisted by the writer after durable commits
             persist_interval=None,
+            on_drop=self._journal_dropped,
         )
         # The RAM tier (a tmpfs such as /dev/shm or systemd's RuntimeDirectory): readings
         # wait there, safe against kill -9, until the batch commit, so the SD card sees one
@@ -201,6 +204,7 @@ class Store:
         # Rows a full-speed replay hands over in memory (`direct_batches`) are not in it: they
         # reach the database within seconds, and their commits do not go through the journal.
         self.pending = PendingReadings(unseen=self.depth)
+        self._count_drops = True
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -678,6 +682,16 @@ class Store:
                     self._last_rejected = reason
                 rejected += 1
         return written, rejected
+
+    def _journal_dropped(self, entries: list[Entry]) -> None:
+        # the oldest records went over the age/size bound (a database away for a week): they
+        # no longer wait, so neither the depth nor the page may count them
+        if not self._count_drops:
+            return
+        count = sum(batch_count(e.payload) for e in entries)
+        with self._state_lock:
+            self._disk_readings -= count
+        self.pending.committed(count)
 
     def _housekeeping(self) -> None:
         self.queue.prune()
