@@ -32,7 +32,6 @@ the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -190,10 +189,11 @@ def empty_db_bytes(workdir: Path) -> int:
 
 
 def _csv_figures(directory: Path, figures: DaemonFigures) -> None:
-    for path in sorted(directory.rglob("*.csv")):
-        figures.csv_bytes += path.stat().st_size
-        with open(path, newline="") as fh:
-            figures.csv_rows += sum(1 for _ in csv.DictReader(fh))
+    from bench_replay import csv_files
+
+    for rows, size in csv_files(directory):
+        figures.csv_rows += rows
+        figures.csv_bytes += size
 
 
 def start(data_dir: Path, args: list[str]) -> subprocess.Popen[bytes]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
+import io
 import json
 import os
 import sqlite3
@@ -133,11 +135,23 @@ def count_rows(data_dir: Path) -> tuple[int, int]:
             db_rows = int(con.execute("SELECT count(*) FROM readings").fetchone()[0])
         finally:
             con.close()
-    csv_rows = 0
-    for path in (data_dir / "csv").rglob("*.csv"):
-        with open(path, newline="") as fh:
-            csv_rows += sum(1 for _ in csv.DictReader(fh))
+    csv_rows = sum(rows for rows, _ in csv_files(data_dir / "csv"))
     return db_rows, csv_rows
+
+
+def csv_files(folder: Path) -> list[tuple[int, int]]:
+    """(rows, uncompressed bytes) of every CSV file under `folder`; finished days are
+    compressed (`.csv.gz`), and a replay ending "now" usually spans two days."""
+    out = []
+    for path in sorted(folder.rglob("*.csv*")):
+        if path.name.endswith(".csv.gz"):
+            text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        elif path.name.endswith(".csv"):
+            text = path.read_text(encoding="utf-8")
+        else:
+            continue
+        out.append((sum(1 for _ in csv.DictReader(io.StringIO(text))), len(text.encode())))
+    return out
 
 
 def run_bench(frames: int, workdir: Path) -> ReplayFigures:

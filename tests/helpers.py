@@ -6,11 +6,13 @@ Real servers (MariaDB, PostgreSQL) live in `servers.py`; the recordings fixtures
 from __future__ import annotations
 
 import argparse
+import gzip
 import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from smlogger import config
@@ -161,3 +163,18 @@ def load_config(argv: list[str], env: Optional[dict[str, str]] = None) -> config
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     return config.load(parser.parse_args(argv), env or {})
+
+
+def csv_texts(folder: Path) -> list[tuple[Path, str]]:
+    """Every CSV file under `folder` with its text, oldest first.
+
+    The rolling CSV log compresses a finished day (`.csv.gz`), and a replay ending "now" or a
+    run around midnight spans two days: counting only `*.csv` would miss the first one.
+    """
+    out = []
+    for path in sorted(folder.rglob("*.csv*"), key=lambda p: p.name):
+        if path.name.endswith(".csv.gz"):
+            out.append((path, gzip.decompress(path.read_bytes()).decode("utf-8")))
+        elif path.name.endswith(".csv"):
+            out.append((path, path.read_text(encoding="utf-8")))
+    return out

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import csv_texts, wait_for
 from smallfs import fill, small_filesystem
 
 pytestmark = pytest.mark.slow  # two `smlogger run` processes on a mounted tmpfs
@@ -68,8 +68,7 @@ def _db_times(path: Path) -> list[str]:
 
 def _csv_rows(folder: Path) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    for path in sorted(folder.rglob("*.csv")):
-        text = path.read_text()
+    for path, text in csv_texts(folder):
         assert text.endswith("\n"), f"{path} ends in a partial row"
         out += list(csv.DictReader(io.StringIO(text)))
     return out

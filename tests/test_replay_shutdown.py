@@ -6,6 +6,7 @@ Real processes, a real SQLite database held locked by a second connection (the s
 from __future__ import annotations
 
 import csv
+import io
 import os
 import signal
 import sqlite3
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import csv_texts, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,11 +47,7 @@ def _db_rows(path: Path) -> int:
 
 
 def _csv_rows(folder: Path) -> int:
-    total = 0
-    for path in folder.rglob("*.csv"):
-        with open(path, newline="") as fh:
-            total += sum(1 for _ in csv.DictReader(fh))
-    return total
+    return sum(len(list(csv.DictReader(io.StringIO(text)))) for _, text in csv_texts(folder))
 
 
 @pytest.mark.slow
