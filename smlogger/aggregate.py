@@ -91,7 +91,8 @@ class Aggregator:
     cut short by a restart and continued afterwards gives two distinct rows rather than a key
     collision. A window is emitted by the first reading of a later window, by `flush_idle` once
     its meter has been quiet for `interval` (at least `MIN_IDLE_S`) seconds, or by `flush`.
-    With `interval` <= 0 every reading is emitted as it comes.
+    With `interval` <= 0 every reading is emitted as it comes (a batch from `add_many` in
+    one `emit_many` call, when given: a replay at full speed hands readings on in batches).
 
     `add` may be called from several threads (one per meter); `emit` runs outside the lock.
     """
@@ -101,9 +102,12 @@ class Aggregator:
         interval: float,
         emit: Callable[[Reading], None],
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        emit_many: Optional[Callable[[list[Reading]], None]] = None,
     ) -> None:
         self.interval = float(interval)
         self._emit = emit
+        self._emit_many = emit_many
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
@@ -126,6 +130,14 @@ class Aggregator:
             window.touched = self._monotonic()
         if done is not None:
             self._emit(done)
+
+    def add_many(self, readings: list[Reading]) -> None:
+        """`add` for each reading (passed through as one batch when not aggregating)."""
+        if self.interval <= 0 and self._emit_many is not None:
+            self._emit_many(readings)
+            return
+        for reading in readings:
+            self.add(reading)
 
     def flush_idle(self) -> None:
         """Emit the windows of meters that went silent (no reading for a whole interval), so

@@ -507,6 +507,7 @@ class MeterRunner:
         self._bulk_since = time.monotonic()
         self._unreported = False  # good frames whose news waits for the next batch
         self._values: dict[Any, Value] = {}  # shared Value objects (readings_from_lists)
+        self._is_bulk = spec.source.bulk  # (asked for every reading)
 
     def start(self) -> None:
         """Publish the source as waiting, arm the watchdog and start the reader thread."""
@@ -764,14 +765,14 @@ class MeterRunner:
                     )
                 continue
             self.counters["readings"] += 1
-            if self.spec.source.bulk:
+            if self._is_bulk:
                 self._bulk.append(reading)
             else:
                 self.live.update(reading, source=self.spec.key)
                 self.deliver([reading])
 
     def _after_frames(self, decoder: Any, *, got_frame: bool, damaged: bool) -> None:
-        if self.spec.source.bulk:
+        if self._is_bulk:
             if len(self._bulk) < BULK_BATCH and time.monotonic() - self._bulk_since < BULK_EVERY_S:
                 # the decoder stats and the news of these frames follow with the batch
                 self._unreported = self._unreported or got_frame
@@ -820,7 +821,7 @@ class Pipeline:
         self.workers = [SinkWorker(s, block_when_full=finite) for s in sinks]
         self._every = [w for w in self.workers if getattr(w.sink, "every_reading", False)]
         self._aggregated = [w for w in self.workers if w not in self._every]
-        self.aggregator = Aggregator(store_interval, self._to_sinks)
+        self.aggregator = Aggregator(store_interval, self._to_sinks, emit_many=self._batch_to_sinks)
         self.runners = [MeterRunner(m, live, self._deliver, self.stop_event) for m in meters]
         self._last_status = 0.0
         self._stopped = False
@@ -828,16 +829,15 @@ class Pipeline:
     def _deliver(self, readings: list[Reading]) -> None:
         for worker in self._every:
             worker.put_many(readings)
-        if self.aggregator.interval <= 0:
-            for worker in self._aggregated:
-                worker.put_many(readings)  # the same list: no worker changes it
-            return
-        for reading in readings:
-            self.aggregator.add(reading)
+        self.aggregator.add_many(readings)
 
     def _to_sinks(self, reading: Reading) -> None:
         for worker in self._aggregated:
             worker.put(reading)
+
+    def _batch_to_sinks(self, readings: list[Reading]) -> None:
+        for worker in self._aggregated:
+            worker.put_many(readings)  # the same list: no worker changes it
 
     def start(self) -> None:
         """Register configured meters, then start the sink workers and the meter readers."""

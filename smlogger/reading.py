@@ -334,7 +334,7 @@ def readings_from_frame(
         return []
     readings = []
     for body in sml.get_list_responses(frame, require_crc=not accept_bad_msg_crc):
-        ident = meter_id or _server_ident(body.get("server_id"))
+        ident = meter_id if meter_id is not None else _server_ident(body.get("server_id"))
         entries = body.get("values")
         values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
@@ -377,7 +377,7 @@ def readings_from_lists(
     for crc_ok, server_id, entries in lists:
         if not crc_ok and not accept_bad_msg_crc:
             continue
-        ident = meter_id or _server_ident(server_id)
+        ident = meter_id if meter_id is not None else _server_ident(server_id)
         values: dict[str, Value] = {}
         statuses: dict[str, int] = {}
         for entry in entries:

@@ -64,7 +64,7 @@ CSV_CATCH_UP_S = 30.0  # at most this long at start for the previous run's journ
 COUNTERS_DIR = "counters"  # in the RAM tier's directory: the simulated meters' counters
 SETUP_FAILURE_BUDGET_S = 4.0  # stopping after a failed start: nothing worth waiting for
 STATUS_EVERY_S = 10.0  # how often `systemctl status` gets a fresh line
-BULK_GC_EVERY_S = 60.0  # a replay at full speed: collections this often instead (_bulk_gc)
+BULK_GC_EVERY_S = 60.0  # a replay at full speed: collections this often instead (BulkCollector)
 
 StatusExtra = Callable[[], dict[str, Any]]
 
@@ -529,28 +529,36 @@ class ReplayProgress:
         self.stream.flush()
 
 
-def _bulk_gc() -> None:
-    """Garbage collection for a replay at full speed: the objects of the start-up never need
-    scanning again (freeze), and the readings, freed by reference counting (they form no
-    cycles: a 60,000-frame replay leaves 33 unreachable objects), need not set off
-    collections at all; at the default rate the collector took a fifth of such a replay's
-    time, at a 50,000 threshold still a tenth. The main loop collects every BULK_GC_EVERY_S
-    instead (`_bulk_gc_tick`)."""
-    gc.freeze()
-    gc.disable()
+class BulkCollector:
+    """Garbage collection while a replay runs at full speed (`active`; else it does nothing).
 
+    The objects of the start-up never need scanning again (`gc.freeze`), and the readings,
+    freed by reference counting (they form no cycles: a 60,000-frame replay leaves 33
+    unreachable objects), need not set off collections at all: at the default rate the
+    collector took a fifth of such a replay's time, at a 50,000 threshold still a tenth. So
+    automatic collection is off and `tick` collects every BULK_GC_EVERY_S instead; `end`
+    puts the collector back (run() may be called again in one process).
+    """
 
-def _bulk_gc_end() -> None:
-    """The collector as before `_bulk_gc` (run() may be called again in one process)."""
-    gc.unfreeze()
-    gc.enable()
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._last = time.monotonic()
+        if active:
+            gc.freeze()
+            gc.disable()
 
+    def tick(self) -> None:
+        """The collection a full-speed replay still gets, every BULK_GC_EVERY_S."""
+        if self.active and time.monotonic() - self._last >= BULK_GC_EVERY_S:
+            gc.collect()
+            self._last = time.monotonic()
 
-def _bulk_gc_tick(last: list[float]) -> None:
-    """The collection a replay at full speed still gets, every BULK_GC_EVERY_S."""
-    if time.monotonic() - last[0] >= BULK_GC_EVERY_S:
-        gc.collect()
-        last[0] = time.monotonic()
+    def end(self) -> None:
+        """The collector as before (once)."""
+        if self.active:
+            self.active = False
+            gc.unfreeze()
+            gc.enable()
 
 
 def run(config: Config) -> int:
@@ -606,10 +614,7 @@ def run(config: Config) -> int:
             "warnings": list(config.warnings),
         }
 
-    bulk = any(m.source.bulk for m in meters)
-    last_gc = [time.monotonic()]
-    if bulk:
-        _bulk_gc()
+    collector = BulkCollector(any(m.source.bulk for m in meters))
     if store is not None and all(m.source.bulk for m in meters):
         # replays at full speed only: the files are the source of the readings until the
         # database has them, so batches need not be journalled first (see Store.write_many)
@@ -626,8 +631,7 @@ def run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
         pipeline.stop(SETUP_FAILURE_BUDGET_S)
-        if bulk:
-            _bulk_gc_end()
+        collector.end()
         return 1
     described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
     log.info(
@@ -654,8 +658,7 @@ def run(config: Config) -> int:
         on_tick()
         if progress is not None:
             progress.show()
-        if bulk:
-            _bulk_gc_tick(last_gc)
+        collector.tick()
 
     pipeline.run(stop, tick)
     if signals.received is not None:
@@ -672,8 +675,7 @@ def run(config: Config) -> int:
     # sinks write what they hold as long as they make progress (replays must end complete;
     # a slow database on SIGTERM gets its time), up to shutdown_timeout
     clean = pipeline.stop(config.shutdown_timeout)
-    if bulk:
-        _bulk_gc_end()
+    collector.end()
     if config.database_enabled or config.csv_enabled:
         remove_empty_ram_tier(ram_base(config))
     for runner in pipeline.runners:

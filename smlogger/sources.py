@@ -448,6 +448,33 @@ JOIN_PIECES = 256
 JOIN_BYTES = 256 * 1024
 
 
+class _Joiner:
+    """Collects a full-speed replay's pieces into chunks of JOIN_PIECES / JOIN_BYTES, each
+    piece's position and time in `Chunk.marks`."""
+
+    def __init__(self) -> None:
+        self._data: list[bytes] = []
+        self._marks: list[tuple[int, datetime]] = []
+        self._size = 0
+
+    def add(self, data: bytes, marks: Iterable[tuple[int, datetime]]) -> Optional[Chunk]:
+        """Add `data` holding pieces at `marks` (positions within `data`); a chunk when full."""
+        self._marks += [(self._size + position, stamp) for position, stamp in marks]
+        self._data.append(data)
+        self._size += len(data)
+        if len(self._marks) >= JOIN_PIECES or self._size >= JOIN_BYTES:
+            return self.take()
+        return None
+
+    def take(self) -> Optional[Chunk]:
+        """What was collected as one chunk (None when nothing was)."""
+        if not self._marks:
+            return None
+        chunk = Chunk(b"".join(self._data), self._marks[0][1], tuple(self._marks))
+        self._data, self._marks, self._size = [], [], 0
+        return chunk
+
+
 class ReplaySource(Source):
     """Replays a capture file (with its timing) or a raw dump (one frame per `interval`).
 
@@ -530,10 +557,7 @@ class ReplaySource(Source):
             base = base - timedelta(seconds=max(0, pieces - 1) * self.interval)
         shift = 0.0
         raw_bulk = self.bulk and pieces is not None
-        # at full speed, pieces go out joined (see Chunk.marks)
-        joined: list[bytes] = []
-        marks: list[tuple[int, datetime]] = []
-        size = 0
+        joiner = _Joiner()  # at full speed, pieces go out joined (see Chunk.marks)
         while True:
             wall_start = time.monotonic()
             last_offset = 0.0
@@ -543,17 +567,16 @@ class ReplaySource(Source):
             for data, starts in self._raw_runs() if raw_bulk else ():
                 if stop.is_set():
                     return
-                for position in starts:
-                    offset = count * self.interval
-                    marks.append((size + position, base + timedelta(seconds=shift + offset)))
-                    count += 1
+                stamps = [
+                    (position, base + timedelta(seconds=shift + (count + i) * self.interval))
+                    for i, position in enumerate(starts)
+                ]
+                count += len(starts)
                 self.done += len(starts)
                 last_offset = (count - 1) * self.interval
-                joined.append(data)
-                size += len(data)
-                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
-                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
-                    joined, marks, size = [], [], 0
+                chunk = joiner.add(data, stamps)
+                if chunk is not None:
+                    yield chunk
             for offset, data, recorded in () if raw_bulk else self._timed():
                 if stop.is_set():
                     return
@@ -574,15 +597,12 @@ class ReplaySource(Source):
                 if not self.bulk:
                     yield Chunk(data, stamp)
                     continue
-                marks.append((size, stamp))
-                joined.append(data)
-                size += len(data)
-                if len(marks) >= JOIN_PIECES or size >= JOIN_BYTES:
-                    yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
-                    joined, marks, size = [], [], 0
-            if marks:
-                yield Chunk(b"".join(joined), marks[0][1], tuple(marks))
-                joined, marks, size = [], [], 0
+                chunk = joiner.add(data, ((0, stamp),))
+                if chunk is not None:
+                    yield chunk
+            chunk = joiner.take()
+            if chunk is not None:
+                yield chunk
             if not self.loop or count == 0:
                 break
             shift += last_offset + self.interval

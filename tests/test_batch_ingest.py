@@ -14,6 +14,7 @@ from pathlib import Path
 import peewee
 import pytest
 from conftest import RECORDINGS
+from helpers import Collect
 
 from smlogger import sml
 from smlogger.capture import CaptureWriter, parse_line
@@ -169,34 +170,26 @@ def test_full_speed_replay_stores_what_a_paced_replay_stores(tmp_path: Path) -> 
     assert files == _csv_files(tmp_path / "fast" / "csv")
 
 
-class _Batches:
+class _Batches(Collect):
     """A sink with write_many that takes only part of a batch, and counts the calls."""
 
     name = "batches"
 
     def __init__(self, take: int) -> None:
+        super().__init__()
         self.take = take
         self.batches: list[int] = []
-        self.singles = 0
-        self.readings: list[Reading] = []
 
     def write_many(self, readings: list[Reading]) -> int:
         self.batches.append(len(readings))
-        self.readings += readings[: self.take]
+        with self._lock:
+            self.readings += readings[: self.take]
         return min(self.take, len(readings))
 
-    def write(self, reading: Reading) -> None:
-        self.singles += 1
-        self.readings.append(reading)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def status(self) -> dict[str, object]:
-        return {}
+    @property
+    def singles(self) -> int:
+        """Readings that came through `write`, one by one."""
+        return self.calls
 
 
 def _simulated(count: int) -> list[Reading]:

@@ -103,6 +103,21 @@ def test_aggregator_without_interval_passes_through() -> None:
     assert out == [r]
 
 
+def test_aggregator_passes_a_batch_through_in_one_call_and_windows_it_like_add() -> None:
+    batch = [reading(i, 1.0 + i / 1000, 100.0 + i) for i in range(30)]
+    singles: list[Reading] = []
+    batches: list[list[Reading]] = []
+    Aggregator(0, singles.append, emit_many=batches.append).add_many(batch)
+    assert singles == [] and batches == [batch]
+    one_by_one: list[Reading] = []
+    together: list[Reading] = []
+    first = Aggregator(10, one_by_one.append)
+    for item in batch:
+        first.add(item)
+    Aggregator(10, together.append, emit_many=batches.append).add_many(batch)
+    assert together == one_by_one and len(together) == 2 and len(batches) == 1
+
+
 def test_aggregator_flushes_silent_meters() -> None:
     now = [0.0]
     out: list[Reading] = []

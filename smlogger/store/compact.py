@@ -103,12 +103,7 @@ def split(
         if same is not None and same.get(obis) is entry:
             continue  # (only entries without a typed column are remembered)
         value = entry.value
-        if value.__class__ is float:
-            if not isfinite(value):
-                value = None  # as json_value
-        elif isinstance(value, bytes):
-            value = value.hex()  # as json_value
-        elif isinstance(value, float):
+        if value.__class__ is not float or not isfinite(value):  # (a finite float stays)
             value = json_value(value)
         unit = entry.unit
         base_item = base.get(obis)
@@ -133,9 +128,7 @@ def split(
                     and (kind is int or kind is float)
                     and base_item[0].__class__ is kind
                 ):
-                    restored = float(column) if factor == 1.0 else round(column / factor, 6)
-                    if kind is int and restored.is_integer():
-                        restored = int(restored)
+                    restored = _restore(float(column), factor, kind is int)
                     if restored.__class__ is kind and restored == value:
                         continue
         delta[obis] = [value, unit]

@@ -538,9 +538,8 @@ class Store:
         self._commit_now.clear()
         # records of the journal on disk hold a minute of readings each when the RAM tier
         # batches them, single readings otherwise
-        records = self.batch_size if self.ram is None else max(1, self.batch_size // 50)
-        if source is self.ram:
-            records = self.batch_size
+        spilled = source is self.queue and self.ram is not None
+        records = max(1, self.batch_size // 50) if spilled else self.batch_size
         entries = _up_to(source.peek(records), self.batch_size)
         if not entries:
             return "idle"
@@ -646,11 +645,6 @@ class Store:
         """The rows of journal entries (`journal`: of the journal on disk, whose records from
         `write_many` may still be in memory)."""
         rows: list[StoredRow] = []
-        if journal and self._fresh and entries:
-            with self._state_lock:
-                # records pruned unread (max age) are no longer asked for
-                for seq in [s for s in self._fresh if s < entries[0].seq]:
-                    del self._fresh[seq]
         for entry in entries:
             if journal and self._fresh:
                 with self._state_lock:
@@ -691,6 +685,8 @@ class Store:
         count = sum(batch_count(e.payload) for e in entries)
         with self._state_lock:
             self._disk_readings -= count
+            for entry in entries:
+                self._fresh.pop(entry.seq, None)  # (rows of write_many the writer never took)
         self.pending.committed(count)
 
     def _housekeeping(self) -> None:
