@@ -334,25 +334,36 @@ def readings_from_frame(
         return []
     readings = []
     for body in sml.get_list_responses(frame, require_crc=not accept_bad_msg_crc):
-        ident = meter_id if meter_id is not None else _server_ident(body.get("server_id"))
         entries = body.get("values")
         values, statuses = values_from_entries(entries if isinstance(entries, list) else ())
         readings.append(
-            reading_from_values(
-                ident,
-                received,
-                values,
-                statuses,
-                direction_from_status=direction_from_status,
-                owned=True,
+            _list_reading(
+                meter_id, body.get("server_id"), received, values, statuses, direction_from_status
             )
         )
     return readings
 
 
-def _server_ident(server_id: object) -> str:
-    """The meter id a server id gives: its hex digits ("unknown" for none or an empty one)."""
-    return server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+def _list_reading(
+    meter_id: str | None,
+    server_id: object,
+    received: datetime,
+    values: dict[str, Value],
+    statuses: dict[str, int],
+    direction_from_status: bool,
+) -> Reading:
+    """The reading of one GetListResponse (`values` freshly made for it), named `meter_id`
+    if given, else by the server id's hex digits ("unknown" for none or an empty one)."""
+    if meter_id is None:
+        meter_id = server_id.hex() if isinstance(server_id, bytes) and server_id else "unknown"
+    return reading_from_values(
+        meter_id,
+        received,
+        values,
+        statuses,
+        direction_from_status=direction_from_status,
+        owned=True,
+    )
 
 
 def readings_from_lists(
@@ -377,7 +388,6 @@ def readings_from_lists(
     for crc_ok, server_id, entries in lists:
         if not crc_ok and not accept_bad_msg_crc:
             continue
-        ident = meter_id if meter_id is not None else _server_ident(server_id)
         values: dict[str, Value] = {}
         statuses: dict[str, int] = {}
         for entry in entries:
@@ -401,13 +411,6 @@ def readings_from_lists(
             if status.__class__ is int:  # (not a bool, which is an int subclass)
                 statuses[obis] = status
         readings.append(
-            reading_from_values(
-                ident,
-                received,
-                values,
-                statuses,
-                direction_from_status=direction_from_status,
-                owned=True,
-            )
+            _list_reading(meter_id, server_id, received, values, statuses, direction_from_status)
         )
     return readings
