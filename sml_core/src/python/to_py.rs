@@ -537,6 +537,20 @@ impl<'py> Conv<'_, 'py> {
     /// `raw` and `value` of an entry whose value changed (or that has
     /// quirks); remembered as the register's last (see [`EntryTemplate::last`]).
     fn raw_and_value(&mut self, e: &ListEntry<'_>, v: &Value<'_>) -> PyResult<(Obj<'py>, Obj<'py>)> {
+        let (raw, value) = self.converted(e, v)?;
+        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
+        if e.quirks == 0 {
+            if let Some(t) = key.and_then(|k| self.strings.entries.get_mut(&k)) {
+                t.last = LastValue::of(v).map(|l| (l, raw.clone().unbind(), value.clone().unbind()));
+            }
+        }
+        Ok((raw, value))
+    }
+
+    /// `raw` (as sent) and `value` (scaled; a DZG power read as unsigned
+    /// corrected first) of an entry's value: the one conversion of both the
+    /// entry dicts and `feed_lists`.
+    pub(super) fn converted(&mut self, e: &ListEntry<'_>, v: &Value<'_>) -> PyResult<(Obj<'py>, Obj<'py>)> {
         let raw = self.raw(Some(v))?;
         let value = if e.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
             self.scaled(Some(v), &raw, e.scaler)?
@@ -545,12 +559,6 @@ impl<'py> Conv<'_, 'py> {
             let fixed_raw = self.raw(fixed.as_ref())?;
             self.scaled(fixed.as_ref(), &fixed_raw, e.scaler)?
         };
-        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
-        if e.quirks == 0 {
-            if let Some(t) = key.and_then(|k| self.strings.entries.get_mut(&k)) {
-                t.last = LastValue::of(v).map(|l| (l, raw.clone().unbind(), value.clone().unbind()));
-            }
-        }
         Ok((raw, value))
     }
 

@@ -18,25 +18,16 @@ use pyo3::types::{PyList, PyTuple};
 use super::{Conv, Obj};
 use crate::message::{Body, MessageResult};
 use crate::python::{GcPause, PyDecoder};
-use crate::value::{quirk, ListEntry};
+use crate::value::ListEntry;
 use crate::{Frame, Outcome};
 
 impl<'py> Conv<'_, 'py> {
     /// One `(obis, value, unit_symbol, raw, scaler, status)` tuple: the fields
     /// of `entry()`'s dict that a reading needs, converted the same way.
     fn entry_tuple(&mut self, e: &ListEntry<'_>) -> PyResult<Obj<'py>> {
-        let (raw, value) = if e.value.is_some() {
-            let raw = self.raw(e.value.as_ref())?;
-            let value = if e.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
-                self.scaled(e.value.as_ref(), &raw, e.scaler)?
-            } else {
-                let fixed = e.corrected();
-                let fixed_raw = self.raw(fixed.as_ref())?;
-                self.scaled(fixed.as_ref(), &fixed_raw, e.scaler)?
-            };
-            (raw, value)
-        } else {
-            (self.none(), self.none())
+        let (raw, value) = match &e.value {
+            Some(v) => self.converted(e, v)?,
+            None => (self.none(), self.none()),
         };
         let fields = [
             self.obis(e.obj_name),
