@@ -30,7 +30,7 @@ from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 from urllib.parse import urlsplit
 
 from smlogger import __version__, preflight, sml
@@ -40,12 +40,10 @@ from smlogger.csvlog import CsvLog
 from smlogger.diskqueue import DiskQueue, QueueLockedError
 from smlogger.live import LiveState
 from smlogger.logutil import describe
-from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
 from smlogger.names import NAMES_FILE, MeterNames, is_automatic_name, write_names_file
 from smlogger.pipeline import MeterSpec, Pipeline, Sink
 from smlogger.reading import Reading, readings_from_frame
 from smlogger.sdnotify import Notifier
-from smlogger.simulate import CounterFile, make_meter
 from smlogger.sources import (
     ReplaySource,
     SerialSettings,
@@ -55,8 +53,12 @@ from smlogger.sources import (
     TcpSource,
 )
 from smlogger.store import Store, StoreReader, open_database
-from smlogger.web import ServerLimits, WebServer, build_app
-from smlogger.web.payload import link_for_meter
+
+if TYPE_CHECKING:
+    # imported where used: a replay with http off and no MQTT (the benchmark, a batch import)
+    # should not load the web stack (bottle, h11, asyncio), the MQTT settings or the simulator
+    from smlogger.mqtt.settings import MqttSettings
+    from smlogger.web import WebServer
 
 log = logging.getLogger("smlogger")
 
@@ -99,6 +101,8 @@ def _source(
             loop=meter.loop,
             start=start,
         )
+    from smlogger.simulate import CounterFile, make_meter
+
     simulated = make_meter(meter.profile, seed=meter.seed)
     # the page lists the simulated meter before its first frame, like a configured meter id
     live.add_meter(meter.id or simulated.meter_id)
@@ -237,6 +241,8 @@ def mqtt_settings(config: Config) -> Optional[MqttSettings]:
     """The [mqtt] section as MqttSettings, None when MQTT is off; ConfigError when invalid."""
     if not config.mqtt_url:
         return None
+    from smlogger.mqtt.settings import MqttSettings, MqttSettingsError, default_client_id
+
     # the meter_names table names ids on a bus; [[meter]] names follow below
     names: dict[str, str] = dict(config.meter_name_table)
     models: dict[str, str] = {}
@@ -280,6 +286,7 @@ def _path(text: str) -> Optional[Path]:
 
 def _mqtt_sink(settings: MqttSettings, live: LiveState) -> Sink:
     from smlogger.mqtt.sink import MqttSink  # paho only when MQTT is on
+    from smlogger.web.payload import link_for_meter
 
     def diagnostics(meter_id: str) -> dict[str, Any]:
         """The link diagnosis of the source that feeds `meter_id`."""
@@ -365,6 +372,8 @@ def first_reading(config: Config, timeout: float) -> tuple[Optional[Reading], Op
     from the simulated meter. For `smlogger mqtt-test`."""
     live = LiveState()
     if not config.meters:
+        from smlogger.simulate import make_meter
+
         simulated = make_meter("full")
         frame = sml.decode(simulated.frame(datetime.now(timezone.utc)))[0]
         return readings_from_frame(frame, datetime.now(timezone.utc))[0], None
@@ -397,6 +406,8 @@ def start_web(
     if address is None:
         log.info("web page disabled (http.listen = off)")
         return None
+    from smlogger.web import ServerLimits, WebServer, build_app
+
     app = build_app(live, reader, token=config.http_token or None, status_extra=extra)
     limits = ServerLimits(max_per_client=config.http_max_connections_per_client)
     server = WebServer(app, address[0], address[1], limits=limits)

@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from smlogger.capture import CAPTURE_MAGIC, parse_line
 from smlogger.logutil import StateLog
-from smlogger.simulate import CounterFile, SimulatedMeter
 from smlogger.states import LinkState
+
+if TYPE_CHECKING:
+    # the simulator is loaded by whoever builds a SimulatedSource (service._source)
+    from smlogger.simulate import CounterFile, SimulatedMeter
 
 log = logging.getLogger(__name__)
 
