@@ -6,8 +6,6 @@ Only argument parsing and logging set-up live here; `smlogger.service` runs the 
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import logging
 import os
 import sys
@@ -163,23 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def skip_final_collection(skip: bool = True) -> None:
-    """Spare the exiting interpreter its last garbage collection (`skip`), or not.
-
-    Finalisation walks every object still alive -- the ~33,000 containers of the imported
-    modules, classes and parsers -- for cyclic garbage the process is about to drop anyway:
-    25-40 ms of a 2.5 s replay or of a `smlogger --help`. `gc.freeze` at exit leaves them out
-    (the atexit handlers registered before it, `logging.shutdown` among them, still run after
-    it). Only while nothing holding data can be open: before a command starts and after it
-    returned (it has closed its database connections, CSV and capture files and disk queue
-    by then), not after it failed. At exit only, so a process that calls `main` and goes on
-    (the tests) keeps its collector as it was.
-    """
-    atexit.unregister(gc.freeze)  # registered once however often main runs
-    if skip:
-        atexit.register(gc.freeze)
-
-
 # ---- commands ------------------------------------------------------------------------------
 
 
@@ -229,7 +210,6 @@ def cmd_mqtt_test(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `smlogger` command; the process exit code."""
     parser = build_parser()
-    skip_final_collection()  # --help, --version and usage errors exit from parse_args
     args = parser.parse_args(
         dbcli.join_relative_times(list(sys.argv[1:] if argv is None else argv))
     )
@@ -237,12 +217,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     setup_logging("warning" if args.command != "run" else "info", _verbosity(args))
-    skip_final_collection(False)  # until the command has returned (see there)
     try:
         result = args.func(args)
     except ConfigError as exc:
         parser.exit(2, f"smlogger: error: {exc}\n")
     except KeyboardInterrupt:
         return 130
-    skip_final_collection()
     return int(result or 0)
