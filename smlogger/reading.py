@@ -237,7 +237,6 @@ def values_from_entries(
     return values, statuses
 
 
-_VALUE_CACHE_SIZE = 256  # entries per meter source whose Value objects are shared
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -367,50 +366,25 @@ def _list_reading(
 
 
 def readings_from_lists(
-    item: sml.ListsFrame,
+    item: sml.ValuesFrame,
     received: datetime,
     *,
     direction_from_status: bool = False,
     meter_id: str | None = None,
     accept_bad_msg_crc: bool = False,
-    cache: Optional[dict[Any, Value]] = None,
 ) -> list[Reading]:
-    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings).
+    """`readings_from_frame` for a frame from ``sml.feed_values(decoder, data, Value)`` (the
+    same readings).
 
-    With a `cache` (one per meter source), entries holding octet strings (server id, public
-    key, firmware: the same in every frame) share one Value object from frame to frame,
-    which also lets `smlogger.store.compact.split` recognise them without comparing.
+    Its value dicts are fresh per frame and become the readings' own; the Value objects in
+    them may be shared with earlier frames (a register that repeats its value), which is safe
+    because a Value never changes.
     """
     _offset, ok, lists = item
     if not ok:
         return []
-    readings = []
-    for crc_ok, server_id, entries in lists:
-        if not crc_ok and not accept_bad_msg_crc:
-            continue
-        values: dict[str, Value] = {}
-        statuses: dict[str, int] = {}
-        for entry in entries:
-            obis, value, unit, raw, scaler, status = entry
-            # (octet strings compare equal only to octet strings, so an equal entry tuple
-            # means an equal Value of the same types)
-            made = cache.get(entry) if cache is not None and value.__class__ is bytes else None
-            if made is None:
-                # _value, inlined: this is the innermost loop of a full-speed replay
-                made = _new_object(Value)
-                _set_attribute(
-                    made,
-                    "__dict__",
-                    {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
-                )
-                if cache is not None and value.__class__ is bytes:
-                    if len(cache) >= _VALUE_CACHE_SIZE:
-                        cache.clear()
-                    cache[entry] = made
-            values[obis] = made
-            if status.__class__ is int:  # (not a bool, which is an int subclass)
-                statuses[obis] = status
-        readings.append(
-            _list_reading(meter_id, server_id, received, values, statuses, direction_from_status)
-        )
-    return readings
+    return [
+        _list_reading(meter_id, server_id, received, values, statuses, direction_from_status)
+        for crc_ok, server_id, values, statuses in lists
+        if crc_ok or accept_bad_msg_crc
+    ]
