@@ -276,13 +276,18 @@ def reading_from_values(
         if spec is None:
             continue
         name, factors, unit = spec
-        number = entry.value
-        if number.__class__ is not float:  # (floats, the usual case, are checked here)
+        number: Any = entry.value
+        kind = number.__class__
+        # _number's rule, with the two usual cases first
+        if kind is float:
+            if not math.isfinite(number):
+                continue
+        elif kind is int:  # (not a bool: its class is bool)
+            number = float(number)
+        else:
             number = _number(number)
             if number is None:
                 continue
-        elif not math.isfinite(number):
-            continue
         if factors is None:
             # a voltage, current or frequency in its own unit
             if entry.unit is None or entry.unit == unit:
@@ -298,9 +303,20 @@ def reading_from_values(
             present = [fields[t] for t in tariffs if t in fields]
             if present:
                 fields[total] = sum(present)
-    power = total_power(values, statuses, direction_from_status)
-    if power is not None:
-        fields["p_sum"] = power
+    # total_power's first choice, when it applies, without the calls: a signed 16.7.0 in W
+    signed = values.get(OBIS_P_SUM)
+    number = signed.value if signed is not None else None
+    if (
+        signed is not None
+        and not direction_from_status
+        and (number.__class__ is int or (number.__class__ is float and math.isfinite(number)))
+        and signed.unit in ("W", None)
+    ):
+        fields["p_sum"] = float(number)
+    else:
+        power = total_power(values, statuses, direction_from_status)
+        if power is not None:
+            fields["p_sum"] = power
     # the frozen dataclass __init__ writes its 22 attributes one by one; a reading per frame
     # is cheaper built as one dict (the same attributes, defaults included)
     state = _READING_DEFAULTS.copy()
