@@ -1,3 +1,3 @@
-from smlogger.cli import main
+from smlogger.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -1,8 +1,10 @@
 """Type stubs for the Rust extension. The public API is ``smlogger.sml``."""
 
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
-from smlogger.sml import CrcName, DecoderStats, Frame, ListsFrame, ValueRow
+from smlogger.sml import CrcName, DecoderStats, Frame, ValueRow
+
+_V = TypeVar("_V")
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -14,7 +16,7 @@ __all__ = [
     "decode",
     "decode_values",
     "encode",
-    "feed_lists",
+    "feed_values",
     "frame",
     "obis_from_str",
     "obis_to_str",
@@ -53,6 +55,6 @@ def obis_to_str(name: bytes) -> str: ...
 def obis_from_str(text: str) -> bytes: ...
 def unit_symbol(code: int) -> str | None: ...
 def count_frames(data: bytes, *, crc: CrcName = "auto") -> tuple[int, int]: ...
-def feed_lists(
-    decoder: Decoder, data: bytes | bytearray, *, finish: bool = False
-) -> list[ListsFrame]: ...
+def feed_values(
+    decoder: Decoder, data: bytes | bytearray, value_type: type[_V], *, finish: bool = False
+) -> list[tuple[int, bool, list[tuple[bool, bytes, dict[str, _V], dict[str, int]]]]]: ...

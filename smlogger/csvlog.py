@@ -25,6 +25,7 @@ import contextlib
 import errno
 import gzip
 import logging
+import operator
 import os
 import re
 import shutil
@@ -95,32 +96,61 @@ def _escape(text: str) -> str:
     return text
 
 
-# (field, format spec) in column order: the spec built once, not per cell
-_CELL_SPECS: tuple[tuple[str, str], ...] = tuple(
-    (name, ".7f" if name in ENERGY_FIELDS else ".3f") for name in Reading.FIELDS
-)
+_DECIMALS = tuple(7 if name in ENERGY_FIELDS else 3 for name in Reading.FIELDS)
+_pick_fields = operator.itemgetter(*Reading.FIELDS)
+_MEMO_LIMIT = 4096  # numbers remembered per kind of column
 
 
-def format_row(reading: Reading, aggregated: bool) -> str:
-    """One reading as a CSV line (with its newline), in the order of `columns`."""
-    cells = [iso(reading.time), _escape(reading.meter_id)]
-    for name, spec in _CELL_SPECS:
-        value = getattr(reading, name)
-        if value is None:
-            cells.append("")
-            continue
-        # format_number's rule, inlined: this runs for every cell of every row
-        text = format(value, spec).rstrip("0").rstrip(".")
-        cells.append("0" if text in ("-0", "") else text)
-    if aggregated:
-        cells.append(str(reading.samples))
-        for name in INSTANT_FIELDS:
-            low_high = reading.minmax.get(name)
-            if low_high is None:
-                cells += ["", ""]
+class RowFormat:
+    """Readings as CSV lines (with their newline), in the order of `columns`.
+
+    A meter's registers repeat their values from row to row (energies for minutes, powers
+    within a few hundred watts, always the same meter id), so the text of each number is
+    remembered per kind of column: a replay writes millions of cells. The text is always
+    `format_number`'s.
+    """
+
+    def __init__(self, aggregated: bool) -> None:
+        self.aggregated = aggregated
+        self._memos: dict[int, dict[float, str]] = {7: {}, 3: {}}
+        self._cell_memos = tuple(self._memos[d] for d in _DECIMALS)
+        self._meters: dict[str, str] = {}
+
+    def _number(self, value: float, decimals: int) -> str:
+        memo = self._memos[decimals]
+        text = memo.get(value)
+        if text is None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            # (equal numbers give equal text: -0.0 and 0.0 both give "0", 1 and 1.0 "1")
+            text = memo[value] = format_number(value, decimals)
+        return text
+
+    def row(self, reading: Reading) -> str:
+        """One reading as a CSV line."""
+        meter = self._meters.get(reading.meter_id)
+        if meter is None:
+            if len(self._meters) >= _MEMO_LIMIT:
+                self._meters.clear()
+            meter = self._meters[reading.meter_id] = _escape(reading.meter_id)
+        cells = [iso(reading.time), meter]
+        for value, memo, decimals in zip(
+            _pick_fields(reading.__dict__), self._cell_memos, _DECIMALS
+        ):
+            if value is None:
+                cells.append("")
             else:
-                cells += [format_number(low_high[0], 3), format_number(low_high[1], 3)]
-    return ",".join(cells) + "\n"
+                text = memo.get(value)
+                cells.append(text if text is not None else self._number(value, decimals))
+        if self.aggregated:
+            cells.append(str(reading.samples))
+            for name in INSTANT_FIELDS:
+                low_high = reading.minmax.get(name)
+                if low_high is None:
+                    cells += ["", ""]
+                else:
+                    cells += [self._number(low_high[0], 3), self._number(low_high[1], 3)]
+        return ",".join(cells) + "\n"
 
 
 def repair(path: Path) -> int:
@@ -207,6 +237,7 @@ class CsvLog:
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._names = names or (lambda _meter_id: None)
         self._header = ",".join(columns(aggregated)) + "\n"
+        self._format = RowFormat(aggregated)
         self._files: dict[str, _Open] = {}
         self._lock = threading.Lock()
         self.written = 0
@@ -433,7 +464,7 @@ class CsvLog:
         """Append the reading's row: through the RAM journal when there is one (written to
         the file every `sync_interval` s), else at once (held in memory while the disk is
         full)."""
-        row = format_row(reading, self.aggregated).encode()
+        row = self._format.row(reading).encode()
         with self._lock:
             if self._ram is not None:
                 head = struct.pack("<dH", reading.time.timestamp(), len(reading.meter_id.encode()))
@@ -490,7 +521,7 @@ class CsvLog:
     def _append_runs(self, readings: Sequence[Reading]) -> int:
         """Append runs of rows of the same meter and period with one write each; how many
         rows are in the files (stops at the first run the disk refuses)."""
-        aggregated = self.aggregated
+        format_row = self._format.row
         taken = 0
         rows: list[bytes] = []
         meter_id = ""
@@ -505,7 +536,7 @@ class CsvLog:
                     taken += len(rows)
                     rows = []
                 meter_id, first, key = reading.meter_id, reading.time, period
-            rows.append(format_row(reading, aggregated).encode())
+            rows.append(format_row(reading).encode())
         if rows and self._append(meter_id, first, b"".join(rows), count=len(rows)):
             taken += len(rows)
         return taken

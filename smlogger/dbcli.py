@@ -219,13 +219,14 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 
 
 def _csv_lines(readings: Iterator[Any], aggregated: bool, names: dict[str, str]) -> Iterator[str]:
-    from smlogger.csvlog import columns, format_row
+    from smlogger.csvlog import RowFormat, columns
 
     # the rolling CSV files' columns with the meter's name after its id
     head = columns(aggregated)
     yield ",".join([*head[:2], "name", *head[2:]]) + "\n"
+    format_row = RowFormat(aggregated).row
     for reading in readings:
-        row = format_row(reading, aggregated)
+        row = format_row(reading)
         time_text, meter_text, rest = row.split(",", 2)
         name = names.get(reading.meter_id, "")
         yield ",".join([time_text, meter_text, _csv_cell(name), rest])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -94,22 +95,33 @@ class _Baseline:
 
 
 _TARIFF_OF = {"e_sum": "e_t1", "e_export": "e_export_t1"}
+# (field, its register, the register a total made from tariffs takes its scaler from)
+_ENERGY_REGISTERS = tuple(
+    (name, ENERGY_OBIS[name], ENERGY_OBIS[_TARIFF_OF[name]] if name in _TARIFF_OF else None)
+    for name in ENERGY_FIELDS
+)
+_pick_energies = operator.itemgetter(*ENERGY_FIELDS)
+_POWER_FIELDS = ("p_sum", "p_L1", "p_L2", "p_L3")
+_pick_powers = operator.itemgetter(*_POWER_FIELDS)
+# one step of a register in kWh by its scaler (PIN-locked meters count whole kWh)
+_STEPS = {scaler: 10.0**scaler / 1000.0 for scaler in range(-9, 10)}
 
 
 def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
     energies: dict[str, float] = {}
     resolution: dict[str, float] = {}
-    for name in ENERGY_FIELDS:
-        value = getattr(reading, name)
+    values = reading.values
+    # (runs for every reading: the fields are read in one C call, most are None)
+    for (name, obis, tariff), value in zip(_ENERGY_REGISTERS, _pick_energies(reading.__dict__)):
         if value is None:
             continue
         energies[name] = value
-        entry = reading.values.get(ENERGY_OBIS[name])
-        if entry is None and name in _TARIFF_OF:
-            entry = reading.values.get(ENERGY_OBIS[_TARIFF_OF[name]])  # total from tariffs
+        entry = values.get(obis)
+        if entry is None and tariff is not None:
+            entry = values.get(tariff)  # a total made from the tariff registers
         scaler = entry.scaler if entry is not None and entry.scaler is not None else 0
-        # one step of the register in kWh (PIN-locked meters count whole kWh)
-        resolution[name] = 10.0**scaler / 1000.0
+        step = _STEPS.get(scaler)
+        resolution[name] = step if step is not None else 10.0**scaler / 1000.0
     return energies, resolution
 
 
@@ -155,8 +167,7 @@ class PlausibilityCheck:
 
     def check(self, reading: Reading) -> str | None:
         """None if plausible (and remembered), else the reason for rejecting it."""
-        for name in ("p_sum", "p_L1", "p_L2", "p_L3"):
-            power = getattr(reading, name)
+        for name, power in zip(_POWER_FIELDS, _pick_powers(reading.__dict__)):
             if power is not None and abs(power) > self.max_power_w:
                 return self._reject(reading, f"{name} {power:g} W beyond {self.max_power_w:g} W")
         energies, resolution = _energies(reading)
@@ -506,7 +517,6 @@ class MeterRunner:
         self._bulk: list[Reading] = []
         self._bulk_since = time.monotonic()
         self._unreported = False  # good frames whose news waits for the next batch
-        self._values: dict[Any, Value] = {}  # shared Value objects (readings_from_lists)
         self._is_bulk = spec.source.bulk  # (asked for every reading)
 
     def start(self) -> None:
@@ -637,7 +647,7 @@ class MeterRunner:
                             )
                             self.spec.capture = None
                     if lean:
-                        items = sml.feed_lists(decoder, chunk.data)
+                        items = sml.feed_values(decoder, chunk.data, Value)
                         self._lists(items, chunk, decoder, fed)
                     else:
                         for part in chunk.pieces():
@@ -656,7 +666,7 @@ class MeterRunner:
                     break
             end = Chunk(b"", datetime.now().astimezone())
             if lean:
-                self._lists(sml.feed_lists(decoder, b"", finish=True), end, decoder, fed)
+                self._lists(sml.feed_values(decoder, b"", Value, finish=True), end, decoder, fed)
             else:
                 self._frames(decoder.finish(), end, decoder)
         finally:
@@ -721,8 +731,8 @@ class MeterRunner:
             self._accept(readings)
         self._after_frames(decoder, got_frame=got_frame, damaged=damaged)
 
-    def _lists(self, items: list[sml.ListsFrame], chunk: Chunk, decoder: Any, start: int) -> None:
-        """`_frames` for frames as `sml.feed_lists` gives them (bulk sources); `start` is
+    def _lists(self, items: list[sml.ValuesFrame], chunk: Chunk, decoder: Any, start: int) -> None:
+        """`_frames` for frames as `sml.feed_values` gives them (bulk sources); `start` is
         where `chunk` begins in the decoder's stream."""
         got_frame = False
         damaged = False
@@ -733,8 +743,8 @@ class MeterRunner:
                 damaged = True
                 continue
             got_frame = True
-            for crc_ok, _server_id, _entries in item[2]:
-                if not crc_ok:
+            for got in item[2]:
+                if not got[0]:  # its crc_ok
                     self.counters["bad_msg_crc"] += 1
             # the time of the piece the frame starts in
             piece = max(0, bisect.bisect_right(positions, item[0] - start) - 1)
@@ -744,7 +754,6 @@ class MeterRunner:
                 direction_from_status=self.spec.direction_from_status,
                 meter_id=self.spec.meter_id,
                 accept_bad_msg_crc=self.spec.accept_bad_msg_crc,
-                cache=self._values,
             )
             self._accept(readings)
         self._after_frames(decoder, got_frame=got_frame, damaged=damaged)

@@ -237,7 +237,6 @@ def values_from_entries(
     return values, statuses
 
 
-_VALUE_CACHE_SIZE = 256  # entries per meter source whose Value objects are shared
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -277,13 +276,18 @@ def reading_from_values(
         if spec is None:
             continue
         name, factors, unit = spec
-        number = entry.value
-        if number.__class__ is not float:  # (floats, the usual case, are checked here)
+        number: Any = entry.value
+        kind = number.__class__
+        # _number's rule, with the two usual cases first
+        if kind is float:
+            if not math.isfinite(number):
+                continue
+        elif kind is int:  # (not a bool: its class is bool)
+            number = float(number)
+        else:
             number = _number(number)
             if number is None:
                 continue
-        elif not math.isfinite(number):
-            continue
         if factors is None:
             # a voltage, current or frequency in its own unit
             if entry.unit is None or entry.unit == unit:
@@ -299,9 +303,20 @@ def reading_from_values(
             present = [fields[t] for t in tariffs if t in fields]
             if present:
                 fields[total] = sum(present)
-    power = total_power(values, statuses, direction_from_status)
-    if power is not None:
-        fields["p_sum"] = power
+    # total_power's first choice, when it applies, without the calls: a signed 16.7.0 in W
+    signed = values.get(OBIS_P_SUM)
+    number = signed.value if signed is not None else None
+    if (
+        signed is not None
+        and not direction_from_status
+        and (number.__class__ is int or (number.__class__ is float and math.isfinite(number)))
+        and signed.unit in ("W", None)
+    ):
+        fields["p_sum"] = float(number)
+    else:
+        power = total_power(values, statuses, direction_from_status)
+        if power is not None:
+            fields["p_sum"] = power
     # the frozen dataclass __init__ writes its 22 attributes one by one; a reading per frame
     # is cheaper built as one dict (the same attributes, defaults included)
     state = _READING_DEFAULTS.copy()
@@ -367,50 +382,25 @@ def _list_reading(
 
 
 def readings_from_lists(
-    item: sml.ListsFrame,
+    item: sml.ValuesFrame,
     received: datetime,
     *,
     direction_from_status: bool = False,
     meter_id: str | None = None,
     accept_bad_msg_crc: bool = False,
-    cache: Optional[dict[Any, Value]] = None,
 ) -> list[Reading]:
-    """`readings_from_frame` for a frame from `sml.feed_lists` (the same readings).
+    """`readings_from_frame` for a frame from ``sml.feed_values(decoder, data, Value)`` (the
+    same readings).
 
-    With a `cache` (one per meter source), entries holding octet strings (server id, public
-    key, firmware: the same in every frame) share one Value object from frame to frame,
-    which also lets `smlogger.store.compact.split` recognise them without comparing.
+    Its value dicts are fresh per frame and become the readings' own; the Value objects in
+    them may be shared with earlier frames (a register that repeats its value), which is safe
+    because a Value never changes.
     """
     _offset, ok, lists = item
     if not ok:
         return []
-    readings = []
-    for crc_ok, server_id, entries in lists:
-        if not crc_ok and not accept_bad_msg_crc:
-            continue
-        values: dict[str, Value] = {}
-        statuses: dict[str, int] = {}
-        for entry in entries:
-            obis, value, unit, raw, scaler, status = entry
-            # (octet strings compare equal only to octet strings, so an equal entry tuple
-            # means an equal Value of the same types)
-            made = cache.get(entry) if cache is not None and value.__class__ is bytes else None
-            if made is None:
-                # _value, inlined: this is the innermost loop of a full-speed replay
-                made = _new_object(Value)
-                _set_attribute(
-                    made,
-                    "__dict__",
-                    {"obis": obis, "value": value, "unit": unit, "raw": raw, "scaler": scaler},
-                )
-                if cache is not None and value.__class__ is bytes:
-                    if len(cache) >= _VALUE_CACHE_SIZE:
-                        cache.clear()
-                    cache[entry] = made
-            values[obis] = made
-            if status.__class__ is int:  # (not a bool, which is an int subclass)
-                statuses[obis] = status
-        readings.append(
-            _list_reading(meter_id, server_id, received, values, statuses, direction_from_status)
-        )
-    return readings
+    return [
+        _list_reading(meter_id, server_id, received, values, statuses, direction_from_status)
+        for crc_ok, server_id, values, statuses in lists
+        if crc_ok or accept_bad_msg_crc
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Literal, Optional, Union, cast
+from typing import Any, Literal, Optional, Union, cast
 
 from smlogger._sml_core import (
     DEFAULT_MAX_FRAME,
@@ -28,7 +28,7 @@ from smlogger._sml_core import (
     decode,
     decode_values,
     encode,
-    feed_lists,
+    feed_values,
     frame,
     obis_from_str,
     obis_to_str,
@@ -51,12 +51,12 @@ __all__ = [
     "Entry",
     "Frame",
     "GetListResponseBody",
-    "ListEntryRow",
-    "ListsFrame",
     "Message",
     "OpenResponseBody",
     "Time",
     "ValueRow",
+    "ValuesFrame",
+    "ValuesList",
     "count_frames",
     "crc16_kermit",
     "crc16_x25",
@@ -64,7 +64,7 @@ __all__ = [
     "decode_values",
     "encode",
     "entries",
-    "feed_lists",
+    "feed_values",
     "format_value",
     "frame",
     "get_list_responses",
@@ -94,15 +94,18 @@ ValueRow = tuple[int, bytes, str, Scaled, Optional[str]]
 """One row of ``decode_values``: the frame's offset, the GetListResponse's
 server id, and the entry's ``obis``, ``value`` and ``unit_symbol``."""
 
-ListEntryRow = tuple[str, Scaled, Optional[str], Raw, Optional[int], Optional[int]]
-"""One list entry from ``feed_lists``: ``obis``, ``value``, ``unit_symbol``, ``raw``,
-``scaler`` and ``status``, each as the ``Entry`` dict of ``Decoder.feed`` has it."""
+ValuesList = tuple[bool, bytes, dict[str, Any], dict[str, int]]
+"""One GetListResponse from ``feed_values``: ``(crc_ok, server_id, values, statuses)``, with
+the entries' values by ``obis`` as objects of the ``value_type`` given (their ``__dict__``:
+``obis``, ``value``, ``unit`` = the entry's ``unit_symbol``, ``raw``, ``scaler``) and the status
+words of the entries that have one, by ``obis``."""
 
-ListsFrame = tuple[int, bool, list[tuple[bool, bytes, tuple[ListEntryRow, ...]]]]
-"""One frame from ``feed_lists(decoder, data)``: ``(offset, ok, lists)``, with the frame's
-``offset`` and one ``(crc_ok, server_id, entries)`` per GetListResponse of a good frame (none
-for a damaged one). What the reading model takes from a frame, without the dicts around it
-(for replays at full speed)."""
+ValuesFrame = tuple[int, bool, list[ValuesList]]
+"""One frame from ``feed_values(decoder, data, value_type)``: ``(offset, ok, lists)``, with the
+frame's ``offset`` and one `ValuesList` per GetListResponse of a good frame (none for a damaged
+one). What the reading model takes from a frame, without the dicts around it (for replays at
+full speed). A register that repeats its value gets the same (immutable) value object as in the
+frame before."""
 
 #: Column names of a ``ValueRow``, e.g. ``pandas.DataFrame(rows, columns=VALUE_FIELDS)``.
 VALUE_FIELDS = ("offset", "server_id", "obis", "value", "unit")

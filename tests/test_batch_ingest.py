@@ -1,4 +1,4 @@
-"""The batch path of a replay at full speed (`write_many`, joined chunks, `feed_lists`, one
+"""The batch path of a replay at full speed (`write_many`, joined chunks, `feed_values`, one
 batch per sink) stores exactly what the single-reading path stores: the same database rows
 (readings, rollups, OBIS dictionaries) and the same CSV files, line for line."""
 
@@ -156,7 +156,7 @@ def _replay(path: Path, root: Path, speed: float | None) -> str:
 def test_full_speed_replay_stores_what_a_paced_replay_stores(tmp_path: Path) -> None:
     data = _recording_and_simulator(tmp_path / "in.bin", 3000)
     frames = len(sml.decode(data))
-    # speed None: a bulk source (joined chunks, feed_lists, batches to write_many);
+    # speed None: a bulk source (joined chunks, feed_values, batches to write_many);
     # a paced replay (that never waits) goes frame by frame, reading by reading
     assert ReplaySource(tmp_path / "in.bin", speed=None, interval=1.0, loop=False).bulk
     fast = _replay(tmp_path / "in.bin", tmp_path / "fast", None)

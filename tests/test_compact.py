@@ -3,10 +3,13 @@ base + typed columns + delta, and the delta is small."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from conftest import recording_files
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smlogger import sml
 from smlogger.reading import Reading, Value, json_value, readings_from_frame
@@ -80,3 +83,53 @@ def test_changes_are_kept_and_missing_entries_marked() -> None:
 def test_base_key_depends_on_content_only() -> None:
     assert base_key({"a": [1, None], "b": [2, "W"]}) == base_key({"b": [2, "W"], "a": [1, None]})
     assert base_key({"a": [1, None]}) != base_key({"a": [2, None]})
+
+
+def _left_out_by_rule(value: Any, unit: Any, column: Any, base_item: list[Any]) -> bool:
+    """The rule of the module doc, spelled out: a register behind a typed column is left out
+    only when the column gives it back exactly (same unit and type as the base)."""
+    from smlogger.store.compact import _restore
+
+    kind = type(value)
+    if column is None or base_item[1] != unit or kind not in (int, float):
+        return False
+    if type(base_item[0]) is not kind:
+        return False
+    if kind is float and not math.isfinite(value):
+        return False
+    factor = {"Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}.get(unit) if unit is not None else None
+    if factor is None:
+        return False
+    restored = _restore(float(column), factor, kind is int)
+    return type(restored) is kind and restored == value
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    value=st.one_of(
+        st.integers(-(2**60), 2**60),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0, 0.0, -0.0, 1234567, 1234567.0, 1234567.5, True, "x", None]),
+    ),
+    unit=st.sampled_from(["Wh", "kWh", "MWh", "W", None]),
+    base_value=st.sampled_from([0, 0.0, "0", None]),
+    base_unit=st.sampled_from(["Wh", "kWh", None]),
+    column=st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+    from_value=st.booleans(),
+)
+def test_typed_registers_are_left_out_exactly_when_the_column_gives_them_back(
+    value: Any, unit: Any, base_value: Any, base_unit: Any, column: Any, from_value: bool
+) -> None:
+    obis = "1-0:1.8.0*255"
+    if from_value and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # the column as the reading model makes it: the register times its unit factor
+        factor = {"Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}.get(unit or "Wh")
+        column = None if factor is None or not math.isfinite(value) else float(value) * factor
+    base: dict[str, list[Any]] = {obis: [base_value, base_unit]}
+    values = {obis: Value(obis, value, unit)}
+    fields = {"e_sum": column}
+    delta = split(values, fields, base)
+    assert (obis not in delta) == _left_out_by_rule(value, unit, column, base[obis])
+    assert _stored(join(base, delta, fields)) == _stored(values)
+    # the same Value object a second time (a repeated register) gives the same answer
+    assert split(values, fields, base) == delta

@@ -11,12 +11,26 @@ import struct
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import METER, reading
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smallfs import fill, small_filesystem
 
-from smlogger.csvlog import CsvDiskFullError, CsvLog, columns, repair
+from smlogger.csvlog import (
+    INSTANT_FIELDS,
+    CsvDiskFullError,
+    CsvLog,
+    RowFormat,
+    _escape,
+    columns,
+    format_number,
+    repair,
+)
+from smlogger.reading import ENERGY_FIELDS, Reading
+from smlogger.timefmt import iso
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -301,3 +315,60 @@ def test_rows_written_before_a_kill_are_not_written_twice(tmp_path: Path) -> Non
     log.close()
     path = tmp_path / "csv" / METER / f"{METER}_2024-03-09.csv"
     assert [int(r["p_sum"]) for r in rows(path)] == list(range(4))
+
+
+AT = datetime(2024, 3, 9, 12, 0, 0, 250000, tzinfo=timezone.utc)
+
+
+def _reference_row(reading: Reading, aggregated: bool) -> str:
+    """A CSV line built cell by cell with format_number, no memo."""
+    cells = [iso(reading.time), _escape(reading.meter_id)]
+    for name in Reading.FIELDS:
+        cells.append(format_number(getattr(reading, name), 7 if name in ENERGY_FIELDS else 3))
+    if aggregated:
+        cells.append(str(reading.samples))
+        for name in INSTANT_FIELDS:
+            low, high = reading.minmax.get(name, (None, None))
+            cells += [format_number(low, 3), format_number(high, 3)]
+    return ",".join(cells) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    numbers=st.lists(
+        st.one_of(
+            st.none(),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 1.0, 12339.7, -0.0000001, 1e-12, 1234.5678]),
+            st.integers(-(10**6), 10**6),
+        ),
+        min_size=len(Reading.FIELDS) * 3,
+        max_size=len(Reading.FIELDS) * 3,
+    ),
+    aggregated=st.booleans(),
+)
+def test_row_format_remembers_numbers_without_changing_their_text(
+    numbers: list[Any], aggregated: bool
+) -> None:
+    """RowFormat keeps the text of numbers it has formatted; every row stays what
+    format_number gives, for repeated, negative-zero, int and non-finite values alike."""
+    fmt = RowFormat(aggregated)
+    width = len(Reading.FIELDS)
+    for round_ in range(2):  # the second time every number is remembered
+        for i in range(3):
+            row = numbers[i * width : (i + 1) * width]
+            fields = dict(zip(Reading.FIELDS, row))
+            minmax = {
+                name: (row[k], row[-k - 1])
+                for k, name in enumerate(INSTANT_FIELDS)
+                if row[k] is not None and row[-k - 1] is not None
+            }
+            item = Reading(
+                meter_id='m,"1"' if i else METER,
+                time=AT + timedelta(seconds=i + 10 * round_),
+                values={},
+                samples=3,
+                minmax=minmax,
+                **fields,
+            )
+            assert fmt.row(item) == _reference_row(item, aggregated)

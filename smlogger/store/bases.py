@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smlogger.reading import Value
-from smlogger.store.compact import Base, Delta, base_key, base_of, needs_new_base, split
+from smlogger.store.compact import Base, Delta, Splitter, base_key, base_of, needs_new_base
 
 log = logging.getLogger("smlogger.store")
 
@@ -33,8 +33,7 @@ class BaseBook:
         self._lock = threading.Lock()
         self._bases: dict[str, Base] = {}
         self._current: dict[str, str] = {}  # meter id -> key of its current base
-        # base key -> Value objects found equal to it (see compact.split)
-        self._same: dict[str, dict[str, Value]] = {}
+        self._splitters: dict[str, Splitter] = {}  # base key -> its Splitter
         if self._path is not None and self._path.exists():
             try:
                 loaded = json.loads(self._path.read_text(encoding="utf-8"))
@@ -59,9 +58,9 @@ class BaseBook:
         """(base key, delta) for a reading; starts a new base when the old one fits badly."""
         with self._lock:
             key = self._current.get(meter_id)
-            base = self._bases.get(key) if key is not None else None
-            if base is not None:
-                delta = split(values, fields, base, self._same.setdefault(key, {}))  # type: ignore[arg-type]
+            splitter = self._splitters.get(key) if key is not None else None
+            if splitter is not None:
+                delta = splitter.split(values, fields)
                 if not needs_new_base(delta, values):
                     return key, delta  # type: ignore[return-value]
             base = base_of(values)
@@ -70,7 +69,10 @@ class BaseBook:
                 self._bases[key] = base
                 self._save()
             self._current[meter_id] = key
-            return key, split(values, fields, base, self._same.setdefault(key, {}))
+            splitter = self._splitters.get(key)
+            if splitter is None:
+                splitter = self._splitters[key] = Splitter(self._bases[key])
+            return key, splitter.split(values, fields)
 
     def _save(self) -> None:
         if self._path is None:

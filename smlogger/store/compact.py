@@ -84,58 +84,81 @@ def _restore(column: float, factor: float, as_int: bool) -> Any:
     return value
 
 
-def split(
-    values: Mapping[str, Value],
-    fields: Mapping[str, Any],
-    base: Base,
-    same: Optional[dict[str, Value]] = None,
-) -> Delta:
-    """What a row must keep besides `base` and its typed `fields` to give `values` back.
+_UNTYPED: Any = object()  # (a register without a typed column: see Splitter.split)
 
-    `same` (one per base) remembers Value objects found equal to the base: a reading that
-    holds the very same object (see `smlogger.reading.readings_from_lists`) needs no
-    comparison for it.
-    """
-    delta: Delta = {}
-    # (this runs for every reading stored: the column check is inlined, and a [value, unit]
-    # list is made only for what goes into the delta)
-    for obis, entry in values.items():
-        if same is not None and same.get(obis) is entry:
-            continue  # (only entries without a typed column are remembered)
-        value = entry.value
-        if value.__class__ is not float or not isfinite(value):  # (a finite float stays)
-            value = json_value(value)
-        unit = entry.unit
-        base_item = base.get(obis)
-        if base_item is not None:
+
+class Splitter:
+    """`split` against one base, with what it learns about the base kept from one reading to
+    the next (one per base: `smlogger.store.bases.BaseBook` holds them)."""
+
+    def __init__(self, base: Base) -> None:
+        self.base = base
+        # Value objects found equal to the base: a reading that holds the very same object
+        # (see `smlogger.sml.feed_values`) needs no comparison for it
+        self._same: dict[str, Value] = {}
+        # base entries behind a typed column: obis -> (column, unit factor, unit, value type),
+        # or None when the column can never give the entry back (no known factor for the
+        # base's unit, or a base value that is not a number)
+        self._typed: dict[str, Optional[tuple[str, float, str, type]]] = {}
+        for obis, (value, unit) in base.items():
             source = FIELD_SOURCES.get(obis)
             if source is None:
-                if base_item[0] == value and base_item[1] == unit:
-                    if same is not None:
-                        same[obis] = entry
+                continue
+            factor = source[1].get(unit) if unit is not None else None
+            kind = value.__class__
+            usable = factor is not None and (kind is int or kind is float)
+            self._typed[obis] = (source[0], factor, unit, kind) if usable else None  # type: ignore[assignment]
+
+    def split(self, values: Mapping[str, Value], fields: Mapping[str, Any]) -> Delta:
+        """What a row must keep besides the base and its typed `fields` to give `values` back
+        (see the module doc)."""
+        delta: Delta = {}
+        same = self._same
+        typed = self._typed
+        base = self.base
+        # (this runs for every reading stored: the checks are inlined, and a [value, unit]
+        # list is made only for what goes into the delta)
+        for obis, entry in values.items():
+            plan = typed.get(obis, _UNTYPED)
+            if plan is _UNTYPED:
+                if same.get(obis) is entry:
                     continue
-            else:
-                # never left out for being equal to the base: `join` restores these from
-                # the typed column, so they are left out only when the column gives the
-                # value back exactly (same unit and type as the base), else spelled out
-                column = fields.get(source[0])
-                factor = source[1].get(unit) if unit is not None else None
+                value = entry.value
                 kind = value.__class__
-                if (
-                    column is not None
-                    and factor is not None
-                    and base_item[1] == unit
-                    and (kind is int or kind is float)
-                    and base_item[0].__class__ is kind
+                # stored JSON-safe (json_value changes only octet strings, non-finite floats)
+                if kind is not int and not (kind is float and isfinite(value)):  # type: ignore[arg-type]
+                    value = json_value(value)
+                base_item = base.get(obis)
+                if base_item is not None and base_item[0] == value and base_item[1] == entry.unit:
+                    same[obis] = entry
+                    continue
+                delta[obis] = [value, entry.unit]
+                continue
+            # a register behind a typed column is never left out for being equal to the
+            # base: `join` restores it from the column, so it is left out only when the
+            # column gives the value back exactly (same unit and type as the base)
+            value = entry.value
+            kind = value.__class__
+            if plan is not None and kind is plan[3] and entry.unit == plan[2]:
+                column = fields.get(plan[0])
+                # _restore's result equals `value` exactly when this holds (a float
+                # compares exactly with an int, and a NaN with nothing)
+                if column is not None and (
+                    column == value if plan[1] == 1.0 else round(column / plan[1], 6) == value
                 ):
-                    restored = _restore(float(column), factor, kind is int)
-                    if restored.__class__ is kind and restored == value:
-                        continue
-        delta[obis] = [value, unit]
-    for obis in base:
-        if obis not in values:
-            delta[obis] = None
-    return delta
+                    continue
+            if kind is not int and not (kind is float and isfinite(value)):  # type: ignore[arg-type]
+                value = json_value(value)
+            delta[obis] = [value, entry.unit]
+        for obis in base:
+            if obis not in values:
+                delta[obis] = None
+        return delta
+
+
+def split(values: Mapping[str, Value], fields: Mapping[str, Any], base: Base) -> Delta:
+    """What a row must keep besides `base` and its typed `fields` to give `values` back."""
+    return Splitter(base).split(values, fields)
 
 
 def needs_new_base(delta: Delta, values: Mapping[str, Value]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,21 @@ def _finite(value: Any) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+_pick_fields = operator.itemgetter(*Reading.FIELDS)
+_NUMBER_TYPES = frozenset((float, type(None)))
+
+
+def _fields_of(reading: Reading) -> dict[str, Optional[float]]:
+    """The typed columns of a reading: finite floats or None."""
+    state = reading.__dict__
+    picked = _pick_fields(state)
+    # what readings hold, floats and None (checked in C, without a call per field); a sum
+    # that is finite has only finite terms (an overflow merely takes the slow way)
+    if set(map(type, picked)) <= _NUMBER_TYPES and math.isfinite(sum(filter(None, picked))):
+        return dict(zip(Reading.FIELDS, picked))
+    return {name: _finite(state[name]) for name in Reading.FIELDS}
 
 
 def encode_values(values: Mapping[str, Value]) -> str:
@@ -84,7 +100,7 @@ class StoredRow:
         """The row of a reading; with a `book`, compact (base key + delta)."""
         if reading.time.tzinfo is None:
             raise ValueError("reading time must be timezone-aware")
-        fields = {name: _finite(getattr(reading, name)) for name in Reading.FIELDS}
+        fields = _fields_of(reading)
         minmax: dict[str, tuple[float, float]] = {}
         for name, pair in (reading.minmax or {}).items():
             lo, hi = _finite(pair[0]), _finite(pair[1])

@@ -412,6 +412,6 @@ fn _sml_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(obis_from_str, m)?)?;
     m.add_function(wrap_pyfunction!(unit_symbol, m)?)?;
     m.add_function(wrap_pyfunction!(count_frames, m)?)?;
-    m.add_function(wrap_pyfunction!(to_py::bulk::feed_lists, m)?)?;
+    m.add_function(wrap_pyfunction!(to_py::bulk::feed_values, m)?)?;
     Ok(())
 }

@@ -82,6 +82,8 @@ pub(super) struct Strings {
     /// Meters repeat their server id in every message; bytes are immutable,
     /// so the last one is shared.
     server_id: Option<(Vec<u8>, Py<PyBytes>)>,
+    /// The last value object of each register, see `bulk::feed_values`.
+    values: FastMap<EntryKey, bulk::MadeValue>,
 }
 
 /// A meter register as far as its entry template goes: OBIS name, unit, scaler.
@@ -549,7 +551,7 @@ impl<'py> Conv<'_, 'py> {
 
     /// `raw` (as sent) and `value` (scaled; a DZG power read as unsigned
     /// corrected first) of an entry's value: the one conversion of both the
-    /// entry dicts and `feed_lists`.
+    /// entry dicts and `feed_values`.
     pub(super) fn converted(&mut self, e: &ListEntry<'_>, v: &Value<'_>) -> PyResult<(Obj<'py>, Obj<'py>)> {
         let raw = self.raw(Some(v))?;
         let value = if e.quirks & quirk::DZG_UNSIGNED_POWER == 0 {
