@@ -17,21 +17,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any, Optional
-
-import peewee
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from smlogger import config as cfgmod
-from smlogger.store import (
-    Queries,
-    dialect_of,
-    ensure_schema,
-    is_connection_error,
-    open_database,
-    redact_url,
-    schema_version,
-)
 from smlogger.timefmt import iso
+
+if TYPE_CHECKING:
+    # peewee (with the MySQL and PostgreSQL drivers it loads) and the store are imported by
+    # the commands that open a database: the CLI imports this module for its parsers on
+    # every start, `smlogger --help` and `smlogger decode` included
+    import peewee
+
+    from smlogger.store import Queries
 
 FORMATS = ("csv", "json", "ndjson")
 
@@ -177,6 +174,8 @@ def _location(args: argparse.Namespace) -> tuple[Optional[str], Path, bool]:
 
 
 def _describe(db: peewee.Database, url: Optional[str]) -> str:
+    from smlogger.store import dialect_of, redact_url
+
     if dialect_of(db).name == "sqlite":
         return f"SQLite {db.database}"
     return redact_url(url)
@@ -188,6 +187,8 @@ def _fail(message: str) -> int:
 
 
 def _open(args: argparse.Namespace) -> tuple[peewee.Database, Optional[str], bool]:
+    from smlogger.store import open_database
+
     url, data_dir, legacy = _location(args)
     try:
         return open_database(url, data_dir), url, legacy
@@ -197,6 +198,10 @@ def _open(args: argparse.Namespace) -> tuple[peewee.Database, Optional[str], boo
 
 def cmd_db_init(args: argparse.Namespace) -> int:
     """`smlogger db-init`: create or migrate the schema and report the version; exit status."""
+    import peewee
+
+    from smlogger.store import ensure_schema, schema_version
+
     db, url, legacy = _open(args)
     where = _describe(db, url)
     try:
@@ -313,6 +318,10 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`smlogger export`: write stored readings of a time range as CSV/JSON; exit status."""
+    import peewee
+
+    from smlogger.store import Queries, is_connection_error, schema_version
+
     _url, data_dir, _legacy = _location(args)
     names = _names(_config(args), data_dir)
     db, url, _legacy = _open(args)
