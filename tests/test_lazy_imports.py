@@ -50,7 +50,8 @@ def _recording(path: Path) -> Path:
     return path
 
 
-def _run(*args: str) -> tuple[int, set[str]]:
+def _run(*args: str) -> tuple[int, set[str], str]:
+    """Exit code, loaded modules and what the command printed."""
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, *args],
         capture_output=True,
@@ -59,13 +60,14 @@ def _run(*args: str) -> tuple[int, set[str]]:
         check=False,
     )
     assert result.stdout.strip(), result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    return int(report["code"]), set(report["modules"])
+    *printed, last = result.stdout.strip().splitlines()
+    report = json.loads(last)
+    return int(report["code"]), set(report["modules"]), "\n".join(printed)
 
 
 def test_replay_with_http_off_loads_no_web_mqtt_or_simulator(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code, modules = _run(
+    code, modules, _ = _run(
         "run",
         "--replay",
         str(_recording(tmp_path / "rec.bin")),
@@ -92,7 +94,7 @@ def test_replay_with_http_off_loads_no_web_mqtt_or_simulator(tmp_path: Path) -> 
 
 
 def test_replay_with_the_web_page_on_loads_and_serves_it(tmp_path: Path) -> None:
-    code, modules = _run(
+    code, modules, _ = _run(
         "run",
         "--replay",
         str(_recording(tmp_path / "rec.bin")),
@@ -124,3 +126,12 @@ def test_a_simulated_meter_loads_the_simulator_when_its_source_is_built() -> Non
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.stdout.split() == ["False", "SimulatedSource", "True"], result.stderr
+
+
+def test_commands_without_a_database_load_no_database_code(tmp_path: Path) -> None:
+    code, modules, printed = _run("decode", str(_recording(tmp_path / "rec.bin")))
+    assert code == 0
+    assert printed.count("1-0:1.8.0*255#") == FRAMES  # one energy total a frame
+    assert "smlogger.tools" in modules
+    loaded = {"peewee", "pymysql", "psycopg2", "smlogger.store", "smlogger.web"} & modules
+    assert sorted(loaded) == []
