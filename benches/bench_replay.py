@@ -8,6 +8,7 @@ replaying it into SQLite + CSV (process start to exit) and counts what reached e
     python benches/bench_replay.py                  # 60,000 frames
     python benches/bench_replay.py --frames 10000   # a quick look
     python benches/bench_replay.py --write-results  # also update benches/RESULTS.md
+    python benches/bench_replay.py --runs 5         # best (and median) of 5 runs
 
 Target (issue 8): readings/s >= 3x smllib's frames/s, and every reading in both sinks at exit.
 No assertions: it prints the figures.
@@ -21,7 +22,9 @@ import gzip
 import io
 import json
 import os
+import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,17 +45,25 @@ HEADING = "## Replay ingest (bench_replay.py)"
 
 @dataclass
 class ReplayFigures:
-    """What one replay run gave."""
+    """What the replay runs gave (each figure best of the runs; medians beside)."""
 
     frames: int
     file_bytes: int
-    smllib_s: float
+    smllib_times: list[float]
     smllib_frames: int
-    replay_s: float
-    exit_code: int
-    db_rows: int
-    csv_rows: int
+    replay_times: list[float]
+    exit_codes: list[int]
+    db_rows: list[int]
+    csv_rows: list[int]
     summary: str
+
+    @property
+    def smllib_s(self) -> float:
+        return min(self.smllib_times)
+
+    @property
+    def replay_s(self) -> float:
+        return min(self.replay_times)
 
     @property
     def smllib_fps(self) -> float:
@@ -60,11 +71,23 @@ class ReplayFigures:
 
     @property
     def readings_per_s(self) -> float:
-        return self.db_rows / self.replay_s
+        return self.frames / self.replay_s
 
     @property
     def ratio(self) -> float:
         return self.readings_per_s / self.smllib_fps
+
+    @property
+    def median_ratio(self) -> float:
+        smllib = self.smllib_frames / statistics.median(self.smllib_times)
+        return self.frames / statistics.median(self.replay_times) / smllib
+
+    @property
+    def complete(self) -> bool:
+        """Every run exited 0 with every reading in both sinks."""
+        return all(code == 0 for code in self.exit_codes) and all(
+            db == csv == self.frames for db, csv in zip(self.db_rows, self.csv_rows)
+        )
 
 
 def make_recording(path: Path, frames: int) -> int:
@@ -154,35 +177,55 @@ def csv_files(folder: Path) -> list[tuple[int, int]]:
     return out
 
 
-def run_bench(frames: int, workdir: Path) -> ReplayFigures:
-    """Make the recording, time smllib on it, replay it; the figures."""
+def run_bench(frames: int, workdir: Path, runs: int) -> ReplayFigures:
+    """Make the recording, then time smllib on it and replay it `runs` times, interleaved (so
+    that a busy moment of the machine touches both sides alike)."""
     recording = workdir / "replay.bin"
     size = make_recording(recording, frames)
-    smllib_s, smllib_frames = time_smllib(recording.read_bytes())
-    data_dir = workdir / "data"
-    replay_s, code, summary = replay(recording, data_dir)
-    db_rows, csv_rows = count_rows(data_dir)
+    data = recording.read_bytes()
+    smllib_times: list[float] = []
+    replay_times: list[float] = []
+    codes: list[int] = []
+    db_rows: list[int] = []
+    csv_rows: list[int] = []
+    summary = ""
+    smllib_frames = 0
+    for run in range(runs):
+        seconds, smllib_frames = time_smllib(data)
+        smllib_times.append(seconds)
+        data_dir = workdir / f"data-{run}"
+        replay_s, code, summary = replay(recording, data_dir)
+        replay_times.append(replay_s)
+        codes.append(code)
+        db, rows = count_rows(data_dir)
+        db_rows.append(db)
+        csv_rows.append(rows)
+        shutil.rmtree(data_dir, ignore_errors=True)
     return ReplayFigures(
-        frames, size, smllib_s, smllib_frames, replay_s, code, db_rows, csv_rows, summary
+        frames, size, smllib_times, smllib_frames, replay_times, codes, db_rows, csv_rows, summary
     )
 
 
 def section(f: ReplayFigures) -> str:
     """The RESULTS.md section for these figures."""
     verdict = "meets" if f.ratio >= 3 else "misses"
+    runs = len(f.replay_times)
+    replays = ", ".join(f"{t:.2f}" for t in f.replay_times)
+    rows = ", ".join(f"{db:,}/{csv:,}" for db, csv in zip(f.db_rows, f.csv_rows))
     return (
         f"{HEADING}\n\n"
         f"`python benches/bench_replay.py`: {f.frames:,} simulated household frames "
         f"({f.file_bytes / 1e6:.1f} MB), `smlogger run --replay --speed max` into SQLite + CSV, "
-        "timed from process start to exit.\n\n"
+        f"timed from process start to exit; {runs} runs, each smllib timing followed by a "
+        "replay (interleaved), best of the runs.\n\n"
         "| | figure |\n|---|---:|\n"
         f"| smllib 1.7 parse only | {f.smllib_fps:,.0f} frames/s |\n"
         f"| smlogger replay, start to exit | {f.readings_per_s:,.0f} readings/s "
-        f"({f.replay_s:.1f} s) |\n"
-        f"| ratio (target >= 3x) | {f.ratio:.2f}x ({verdict} the target) |\n"
-        f"| rows in the database / CSV at exit | {f.db_rows:,} / {f.csv_rows:,} "
-        f"of {f.frames:,} |\n"
-        f"| exit code | {f.exit_code} |\n\n"
+        f"({f.replay_s:.2f} s; runs: {replays} s) |\n"
+        f"| ratio (target >= 3x) | {f.ratio:.2f}x ({verdict} the target; median of the runs "
+        f"{f.median_ratio:.2f}x) |\n"
+        f"| rows in the database / CSV at exit, each run | {rows} of {f.frames:,} |\n"
+        f"| exit codes | {', '.join(str(c) for c in f.exit_codes)} |\n\n"
         f"Summary line: `{f.summary}`\n"
     )
 
@@ -194,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-results", action="store_true", help="update RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="10,000 frames")
     parser.add_argument("--summary", action="store_true", help="end with a BENCH_SUMMARY line")
+    parser.add_argument("--runs", type=int, default=3, help="replays (interleaved with smllib)")
     options = parser.parse_args(argv)
     frames = 10_000 if options.quick else options.frames
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as workdir:
-        figures = run_bench(frames, Path(workdir))
+        figures = run_bench(frames, Path(workdir), max(1, options.runs))
     text = section(figures)
     print(text)
     if options.write_results:
@@ -209,20 +253,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(f: ReplayFigures) -> dict[str, Any]:
     """The BENCH_SUMMARY object for benches/run.py."""
-    complete = f.exit_code == 0 and f.db_rows == f.csv_rows == f.frames
+    rows_text = " ; ".join(f"{db:,} / {csv:,}" for db, csv in zip(f.db_rows, f.csv_rows))
     goals = [
         {"name": "smlogger run --replay --speed max into SQLite + CSV, readings/s vs smllib "
-         "parse-only frames/s", "value": f.ratio, "unit": "x", "goal": 3.0,
+         "parse-only frames/s (best of the runs)", "value": f.ratio, "unit": "x", "goal": 3.0,
          "met": f.ratio >= 3.0},
-        {"name": "every reading in the database and the CSV at exit",
-         "value": f"{f.db_rows:,} / {f.csv_rows:,} of {f.frames:,}", "unit": "",
-         "goal": "all", "met": complete},
+        {"name": "the same, median of the runs", "value": f.median_ratio, "unit": "x",
+         "goal": 3.0, "met": f.median_ratio >= 3.0},
+        {"name": "every reading in the database and the CSV at exit, every run",
+         "value": f"{rows_text} of {f.frames:,}", "unit": "", "goal": "all",
+         "met": f.complete},
     ]  # fmt: skip
     rows = [
         {"name": "smlogger replay, process start to exit", "value": f.readings_per_s,
          "unit": "readings/s"},
         {"name": "smllib 1.7, parse only", "value": f.smllib_fps, "unit": "frames/s"},
-        {"name": "replay wall time", "value": f.replay_s, "unit": "s"},
+        {"name": "replay wall time (best)", "value": f.replay_s, "unit": "s"},
     ]  # fmt: skip
     return {
         "section": "ingest",
@@ -230,7 +276,12 @@ def summary(f: ReplayFigures) -> dict[str, Any]:
         "input": f"{f.frames:,} simulated household frames, {f.file_bytes / 1e6:.1f} MB",
         "goals": goals,
         "rows": rows,
-        "notes": [f"summary line: `{f.summary}`", f"exit code {f.exit_code}"],
+        "notes": [
+            f"summary line: `{f.summary}`",
+            f"exit codes {', '.join(str(c) for c in f.exit_codes)}",
+            f"{len(f.replay_times)} runs, interleaved with smllib; replay times "
+            + ", ".join(f"{t:.2f} s" for t in f.replay_times),
+        ],
     }
 
 
