@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -151,13 +151,31 @@ class Dialect:
 
     def time_param(self, moment: datetime) -> Any:
         """A timestamp parameter with microseconds, as this driver stores it."""
-        if moment.tzinfo is timezone.utc:  # what readings hold: no conversion (per row)
-            utc = moment.replace(tzinfo=None)
-        else:
-            utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
-        if self.name == "sqlite":
-            return utc.isoformat(" ", "microseconds")
-        return utc
+        return self.time_params((moment,))[0]
+
+    def time_params(self, moments: Iterable[datetime]) -> list[Any]:
+        """`time_param` of each moment (the writer's: one per row of a batch)."""
+        if self.name != "sqlite":
+            return [
+                # what readings hold needs no conversion
+                (m if m.tzinfo is timezone.utc else m.astimezone(timezone.utc)).replace(
+                    tzinfo=None
+                )
+                for m in moments
+            ]
+        # fixed-width text, "YYYY-MM-DD HH:MM:SS.ffffff": isoformat() without the zone cost
+        # ~1 us per row; a batch's rows share their date and minute, formatted once per minute
+        minutes: dict[tuple[int, int, int, int, int], str] = {}
+        out: list[Any] = []
+        for moment in moments:
+            if moment.tzinfo is not timezone.utc:
+                moment = moment.astimezone(timezone.utc)
+            key = (moment.year, moment.month, moment.day, moment.hour, moment.minute)
+            minute = minutes.get(key)
+            if minute is None:
+                minute = minutes[key] = "%04d-%02d-%02d %02d:%02d:" % key
+            out.append("%s%02d.%06d" % (minute, moment.second, moment.microsecond))
+        return out
 
     def seconds_param(self, moment: datetime) -> Any:
         """A timestamp parameter in whole seconds, as this driver stores it."""
