@@ -9,6 +9,8 @@ from typing import Any
 
 import peewee
 
+_SECONDS = tuple(f"{second:02d}." for second in range(60))  # "SS." of a time text
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -158,9 +160,7 @@ class Dialect:
         if self.name != "sqlite":
             return [
                 # what readings hold needs no conversion
-                (m if m.tzinfo is timezone.utc else m.astimezone(timezone.utc)).replace(
-                    tzinfo=None
-                )
+                (m if m.tzinfo is timezone.utc else m.astimezone(timezone.utc)).replace(tzinfo=None)
                 for m in moments
             ]
         # fixed-width text, "YYYY-MM-DD HH:MM:SS.ffffff": isoformat() without the zone cost
@@ -173,8 +173,8 @@ class Dialect:
             key = (moment.year, moment.month, moment.day, moment.hour, moment.minute)
             minute = minutes.get(key)
             if minute is None:
-                minute = minutes[key] = "%04d-%02d-%02d %02d:%02d:" % key
-            out.append("%s%02d.%06d" % (minute, moment.second, moment.microsecond))
+                minute = minutes[key] = "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:".format(*key)
+            out.append(f"{minute}{_SECONDS[moment.second]}{moment.microsecond:06d}")
         return out
 
     def seconds_param(self, moment: datetime) -> Any:

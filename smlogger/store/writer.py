@@ -23,7 +23,6 @@ from smlogger.store.schema import (
     LEGACY_TABLE,
     POWER_FIELDS,
     ROLLUPS,
-    reading_columns,
     rollup_columns,
 )
 
