@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from smlogger.store.dialect import Dialect
@@ -152,8 +152,12 @@ def _first_present(column: Sequence[Optional[float]]) -> Optional[float]:
 
 
 def rollup_buckets(rows: Sequence[StoredRow]) -> list[dict[int, _Bucket]]:
-    """Partial aggregates per rollup level (minute, hour, day) for time-ordered rows of one
-    meter."""
+    """Partial aggregates per rollup level (minute, hour, day) of rows of one meter."""
+    return rollup_levels(minute_buckets(rows))
+
+
+def minute_buckets(rows: Sequence[StoredRow]) -> dict[int, _Bucket]:
+    """The minute level of `rollup_buckets` (usually of time-ordered rows)."""
     stamps = [row.time.timestamp() for row in rows]
     if any(map(operator.gt, stamps, stamps[1:])):
         # the minutes below are runs of time-ordered rows
@@ -175,6 +179,11 @@ def rollup_buckets(rows: Sequence[StoredRow]) -> list[dict[int, _Bucket]]:
             for i in range(start, end):
                 bucket.add_row(rows[i], stamps[i])
         start = end
+    return minutes
+
+
+def rollup_levels(minutes: dict[int, _Bucket]) -> list[dict[int, _Bucket]]:
+    """Every level of `rollup_buckets` from the minute level."""
     levels = [minutes]
     for _table, seconds in ROLLUPS[1:]:
         coarser: dict[int, _Bucket] = {}
@@ -186,6 +195,21 @@ def rollup_buckets(rows: Sequence[StoredRow]) -> list[dict[int, _Bucket]]:
             target.merge(fine)
         levels.append(coarser)
     return levels
+
+
+def minute_runs(rows: Sequence[StoredRow], size: int) -> Iterator[Sequence[StoredRow]]:
+    """Time-ordered rows in pieces of `size` or a little more, none splitting a minute (the
+    minute buckets of the pieces are those of all rows)."""
+    width = ROLLUPS[0][1]
+    start = 0
+    while start < len(rows):
+        end = min(start + size, len(rows))
+        if end < len(rows):
+            minute = rows[end - 1].time.timestamp() // width
+            while end < len(rows) and rows[end].time.timestamp() // width == minute:
+                end += 1
+        yield rows[start:end]
+        start = end
 
 
 def _rollup_upsert_tail(d: Dialect, table: str) -> str:

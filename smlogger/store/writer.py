@@ -16,7 +16,13 @@ from smlogger.reading import Reading
 from smlogger.store.bases import BaseBook
 from smlogger.store.compact import dumps
 from smlogger.store.dialect import _execute_many, _sql, dialect_of
-from smlogger.store.rollup import _Bucket, _rollup_upsert_tail, rollup_buckets
+from smlogger.store.rollup import (
+    _Bucket,
+    _rollup_upsert_tail,
+    minute_buckets,
+    minute_runs,
+    rollup_levels,
+)
 from smlogger.store.rows import StoredRow, decode_values
 from smlogger.store.schema import (
     LEGACY_FIELDS,
@@ -27,6 +33,8 @@ from smlogger.store.schema import (
 )
 
 log = logging.getLogger("smlogger.store")
+
+RUN_ROWS = 1000  # rows of one meter taken through the steps of a batch together (see _write_meter)
 
 
 def dumps_list(items: list[list[Any]]) -> str:
@@ -189,37 +197,47 @@ class SqlWriter:
         d = self.dialect
         group.sort(key=_row_time)
         existing = self._existing_times(meter, group[0].time, group[-1].time)
-        fresh: list[StoredRow] = []
-        stamps: list[Any] = []
-        for row, stamp in zip(group, d.time_params(map(_row_time, group))):
-            if stamp in existing:
+        minutes: dict[int, _Bucket] = {}
+        written = 0
+        newest: Optional[StoredRow] = None
+        # a few thousand rows at a time: each step below passes over the rows, and the rows
+        # of a large batch (a replay: 20,000) do not stay in the CPU cache from one to the next
+        for run in minute_runs(group, RUN_ROWS):
+            fresh: list[StoredRow] = []
+            stamps: list[Any] = []
+            for row, stamp in zip(run, d.time_params(map(_row_time, run))):
+                if stamp in existing:
+                    continue
+                existing.add(stamp)
+                fresh.append(row if row.base is not None else self.compact(row))
+                stamps.append(stamp)
+            if not fresh:
                 continue
-            existing.add(stamp)
-            fresh.append(row if row.base is not None else self.compact(row))
-            stamps.append(stamp)
-        if not fresh:
+            self._insert_readings(meter, fresh, stamps)
+            minutes.update(minute_buckets(fresh))  # (runs share no minute)
+            if self.legacy_table:
+                self._write_legacy(meter_id, fresh)
+            written += len(fresh)
+            newest = fresh[-1]
+        if newest is None:
             return 0
-        self._insert_readings(meter, fresh, stamps)
-        for (table, _seconds), buckets in zip(ROLLUPS, rollup_buckets(fresh)):
+        for (table, _seconds), buckets in zip(ROLLUPS, rollup_levels(minutes)):
             head, tail = self._rollup_sql[table]
             rollup_params = [b.params(meter) for b in sorted(buckets.values(), key=_bucket_key)]
             _execute_many(self.db, d, head, tail, rollup_params)
-        if self.legacy_table:
-            self._write_legacy(meter_id, fresh)
         # meters.last_seen to the hour: rewriting it with every batch cost the SD card a page
         # a minute; the exact last reading is MAX(time) of readings
-        newest = fresh[-1].ts
-        if newest - self._last_seen.get(meter, float("-inf")) < 3600:
-            return len(fresh)
-        self._last_seen[meter] = newest
-        last_seen = d.time_param(fresh[-1].time)
+        if newest.ts - self._last_seen.get(meter, float("-inf")) < 3600:
+            return written
+        self._last_seen[meter] = newest.ts
+        last_seen = d.time_param(newest.time)
         _sql(
             self.db,
             f"UPDATE {d.q('meters')} SET {d.q('last_seen')} = {d.param} WHERE {d.q('id')} = "
             f"{d.param} AND ({d.q('last_seen')} IS NULL OR {d.q('last_seen')} < {d.param})",
             (last_seen, meter, last_seen),
         )
-        return len(fresh)
+        return written
 
     def _insert_readings(self, meter: int, rows: list[StoredRow], stamps: list[Any]) -> None:
         """INSERT the rows of one meter, built column by column.
