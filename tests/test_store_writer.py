@@ -23,6 +23,8 @@ from smlogger.store import (
     rollup_buckets,
 )
 from smlogger.store.dialect import Dialect
+from smlogger.store.rollup import minute_runs
+from smlogger.store.writer import RUN_ROWS
 
 _MINMAX = [f"{name}_{end}" for name in POWER_FIELDS for end in ("min", "max")]
 _COLUMNS = ["time", "samples", *Reading.FIELDS, *_MINMAX, "obis_values", "obis_base"]
@@ -65,12 +67,16 @@ def _expected(row: StoredRow) -> dict[str, Any]:
 
 def test_a_batch_stores_each_row_as_written_and_as_written_one_by_one(tmp_path: Path) -> None:
     rng = random.Random(4)
-    moments = [T0 + timedelta(seconds=i * 1.5, microseconds=rng.choice([0, 7])) for i in range(900)]
+    # more rows than RUN_ROWS: the batch goes through in runs
+    count = 2 * RUN_ROWS + 300
+    moments = [
+        T0 + timedelta(seconds=i * 1.5, microseconds=rng.choice([0, 7])) for i in range(count)
+    ]
     rows = [_row(rng, m, aggregated=i % 100 >= 90) for i, m in enumerate(moments)]
     rng.shuffle(rows)  # the writer sorts
     batch_db = open_database(None, tmp_path / "batch")
     ensure_schema(batch_db)
-    assert SqlWriter(batch_db).write(rows + rows[:50]) == len(rows)  # duplicates: once
+    assert SqlWriter(batch_db).write(rows + rows[:500]) == len(rows)  # duplicates: once
     # plain single readings only: the extremes columns are left out of that statement
     assert SqlWriter(batch_db).write([r for r in rows if not r.minmax]) == 0
     single_db = open_database(None, tmp_path / "single")
@@ -85,9 +91,11 @@ def test_a_batch_stores_each_row_as_written_and_as_written_one_by_one(tmp_path: 
     # the OBIS lists (compacted by the writer: a base and what differs) alike
     assert stored == _stored(single_db)
     assert {item["obis_values"] is None for item in stored} == {True, False}
-    for table in ("rollup_minute", "rollup_hour", "rollup_day"):
-        query = f"SELECT * FROM {table} ORDER BY meter, bucket"
-        assert fetch(batch_db, query) == fetch(single_db, query)
+    # minutes summed in the same order; hours and days add up minutes in a batch, readings
+    # one by one (the same up to rounding: checked against the raw rows below)
+    query = "SELECT * FROM rollup_minute ORDER BY meter, bucket"
+    assert fetch(batch_db, query) == fetch(single_db, query)
+    assert_rollups_consistent(single_db)
     assert_rollups_consistent(batch_db)
     batch_db.close()
     single_db.close()
@@ -127,3 +135,15 @@ def test_rollup_buckets_of_rows_in_any_order_are_those_of_the_sorted_rows() -> N
     in_order = params(rollup_buckets(sorted(rows, key=lambda r: r.time)))
     assert params(rollup_buckets(rows)) == in_order
     assert len(in_order[0]) > 100  # minutes
+
+
+def test_minute_runs_cover_the_rows_in_order_and_never_split_a_minute() -> None:
+    rng = random.Random(3)
+    moments = sorted(T0 + timedelta(seconds=rng.uniform(0, 3000)) for _ in range(3000))
+    rows = [_row(rng, m, aggregated=False) for m in moments]
+    runs = list(minute_runs(rows, 100))
+    assert [r for run in runs for r in run] == rows
+    assert all(len(run) >= 100 for run in runs[:-1]) and len(runs) > 10
+    minutes = [{int(r.time.timestamp() // 60) for r in run} for run in runs]
+    assert all(not (a & b) for a, b in zip(minutes, minutes[1:]))
+    assert list(minute_runs(rows, len(rows))) == [rows]
