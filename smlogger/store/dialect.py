@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
 import peewee
@@ -209,18 +210,33 @@ def _sql(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> Any:
     return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
 
+# host parameters of one SQLite statement: the limit of SQLite builds before 3.32
+_SQLITE_PARAMS = 999
+
+
 def _execute_many(
     db: peewee.Database, dialect: Dialect, head: str, tail: str, rows: Sequence[Sequence[Any]]
 ) -> None:
-    """INSERT many rows: executemany on SQLite, multi-row VALUES elsewhere (one round trip)."""
+    """INSERT many rows with multi-row VALUES: one round trip per chunk elsewhere; on SQLite,
+    one statement per ~80 rows instead of executemany's one per row."""
     if not rows:
         return
     width = len(rows[0])
     placeholder = "(" + ", ".join([dialect.param] * width) + ")"
     if dialect.name == "sqlite":
+        # sqlite3 lets go of the GIL for each statement, and a busy thread then keeps it
+        # for its switch interval (5 ms): a replay's writer waited more than it wrote. Every
+        # statement but the last has the same size, so sqlite3 compiles it once (its cache).
+        per = max(1, _SQLITE_PARAMS // width)
+        full = len(rows) - len(rows) % per
         cursor = db.cursor()  # type: ignore[no-untyped-call]
         try:
-            cursor.executemany(head + placeholder + tail, rows)
+            if full:
+                sql = head + ", ".join([placeholder] * per) + tail
+                for start in range(0, full, per):
+                    cursor.execute(sql, list(chain.from_iterable(rows[start : start + per])))
+            if full < len(rows):
+                cursor.executemany(head + placeholder + tail, rows[full:])
         finally:
             cursor.close()
         return
@@ -228,5 +244,4 @@ def _execute_many(
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         sql = head + ", ".join([placeholder] * len(part)) + tail
-        params = [value for row in part for value in row]
-        _sql(db, sql, params)
+        _sql(db, sql, list(chain.from_iterable(part)))
