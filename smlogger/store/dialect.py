@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -210,38 +211,46 @@ def _sql(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> Any:
     return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
 
-# host parameters of one SQLite statement: the limit of SQLite builds before 3.32
+# host parameters of one SQLite statement where sqlite3 cannot tell (Python < 3.11): the limit
+# of SQLite builds before 3.32
 _SQLITE_PARAMS = 999
+_SQLITE_ROWS = 500  # rows per INSERT at most (the statement's text and compiled size grow)
 
 
 def _execute_many(
     db: peewee.Database, dialect: Dialect, head: str, tail: str, rows: Sequence[Sequence[Any]]
 ) -> None:
-    """INSERT many rows with multi-row VALUES: one round trip per chunk elsewhere; on SQLite,
-    one statement per ~80 rows instead of executemany's one per row."""
+    """INSERT many rows with multi-row VALUES: one statement (one round trip) per chunk."""
     if not rows:
         return
     width = len(rows[0])
     placeholder = "(" + ", ".join([dialect.param] * width) + ")"
     if dialect.name == "sqlite":
-        # sqlite3 lets go of the GIL for each statement, and a busy thread then keeps it
-        # for its switch interval (5 ms): a replay's writer waited more than it wrote. Every
-        # statement but the last has the same size, so sqlite3 compiles it once (its cache).
-        per = max(1, _SQLITE_PARAMS // width)
-        full = len(rows) - len(rows) % per
-        cursor = db.cursor()  # type: ignore[no-untyped-call]
-        try:
-            if full:
-                sql = head + ", ".join([placeholder] * per) + tail
-                for start in range(0, full, per):
-                    cursor.execute(sql, list(chain.from_iterable(rows[start : start + per])))
-            if full < len(rows):
-                cursor.executemany(head + placeholder + tail, rows[full:])
-        finally:
-            cursor.close()
+        _sqlite_many(db, head, placeholder, tail, rows)
         return
     chunk = max(1, min(1000, 30000 // width))
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         sql = head + ", ".join([placeholder] * len(part)) + tail
         _sql(db, sql, list(chain.from_iterable(part)))
+
+
+def _sqlite_many(
+    db: peewee.Database, head: str, placeholder: str, tail: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    # Not executemany: it runs a statement per row, and sqlite3 lets go of the GIL for each;
+    # a busy thread then keeps the GIL for its switch interval (5 ms), so during a replay the
+    # writer waited far longer than it wrote. Chunks of one size are compiled once (sqlite3
+    # keeps them in its statement cache); only the last one differs.
+    connection = db.connection()  # type: ignore[no-untyped-call]
+    getlimit = getattr(connection, "getlimit", None)
+    limit = _SQLITE_PARAMS if getlimit is None else getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, min(_SQLITE_ROWS, limit // len(rows[0])))
+    cursor = connection.cursor()
+    try:
+        for start in range(0, len(rows), per):
+            part = rows[start : start + per]
+            sql = head + ", ".join([placeholder] * len(part)) + tail
+            cursor.execute(sql, list(chain.from_iterable(part)))
+    finally:
+        cursor.close()
