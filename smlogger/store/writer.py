@@ -203,16 +203,15 @@ class SqlWriter:
         # a few thousand rows at a time: each step below passes over the rows, and the rows
         # of a large batch (a replay: 20,000) do not stay in the CPU cache from one to the next
         for run in minute_runs(group, RUN_ROWS):
-            fresh: list[StoredRow] = []
-            stamps: list[Any] = []
-            for row, stamp in zip(run, d.time_params(map(_row_time, run))):
-                if stamp in existing:
+            fresh = list(run)
+            stamps = d.time_params(map(_row_time, fresh))
+            # (runs never split a time: only the database's rows can repeat one of another run)
+            if existing or not all(map(operator.lt, stamps, stamps[1:])):
+                fresh, stamps = _new_rows(fresh, stamps, existing)
+                if not fresh:
                     continue
-                existing.add(stamp)
-                fresh.append(row if row.base is not None else self.compact(row))
-                stamps.append(stamp)
-            if not fresh:
-                continue
+            if None in map(_base, fresh):
+                fresh = [row if row.base is not None else self.compact(row) for row in fresh]
             self._insert_readings(meter, fresh, stamps)
             minutes.update(minute_buckets(fresh))  # (runs share no minute)
             if self.legacy_table:
@@ -310,6 +309,21 @@ class SqlWriter:
             for row in rows
         ]
         _execute_many(self.db, d, self._legacy_head, self._legacy_tail, params)
+
+
+def _new_rows(
+    rows: list[StoredRow], stamps: list[Any], existing: set[Any]
+) -> tuple[list[StoredRow], list[Any]]:
+    """The rows (and their times) whose time is neither in `existing` nor taken by an earlier
+    row of theirs; `existing` learns their times."""
+    fresh: list[StoredRow] = []
+    fresh_stamps: list[Any] = []
+    for row, stamp in zip(rows, stamps):
+        if stamp not in existing:
+            existing.add(stamp)
+            fresh.append(row)
+            fresh_stamps.append(stamp)
+    return fresh, fresh_stamps
 
 
 def _legacy_wall_clock(moment: datetime) -> datetime:
