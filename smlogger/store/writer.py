@@ -255,14 +255,16 @@ class SqlWriter:
         names: list[str] = ["meter", "time", "samples"]
         columns: list[Sequence[Any]] = [[meter] * count, stamps, list(map(_samples, rows))]
         optional: list[tuple[str, Sequence[Any]]] = list(zip(Reading.FIELDS, values))
-        ranged = [row.minmax for row in rows]
+        ranged = list(map(_minmax, rows))
         if any(ranged):
             no_range = (None, None)
             for name in POWER_FIELDS:
                 pairs = [minmax.get(name, no_range) for minmax in ranged]
                 optional.append((f"{name}_min", [pair[0] for pair in pairs]))
                 optional.append((f"{name}_max", [pair[1] for pair in pairs]))
-        optional.append(("obis_values", [row.values_json or None for row in rows]))
+        texts = list(map(_values_json, rows))
+        if texts.count("") != count:  # ("" -> NULL: nothing differs from the base)
+            optional.append(("obis_values", [text or None for text in texts]))
         optional.append(("obis_base", self._base_indexes(meter, rows)))
         for name, column in optional:
             # (a present value in the first row decides without counting)
@@ -277,18 +279,14 @@ class SqlWriter:
 
     def _base_indexes(self, meter: int, rows: list[StoredRow]) -> list[Optional[int]]:
         """The ``obis_base`` of each row: its base's index (rows of a batch share a few)."""
-        indexes: dict[str, Optional[int]] = {}
-        out: list[Optional[int]] = []
-        for key in map(_base, rows):
-            if key is None:
-                out.append(None)
-                continue
-            if key not in indexes:
+        bases = list(map(_base, rows))
+        indexes: dict[Optional[str], Optional[int]] = {None: None}
+        for key in dict.fromkeys(bases):  # (in order: a new base is appended to the list)
+            if key is not None:
                 # (once per batch: a lost base is not looked up again within the transaction,
                 # which holds the meter's row)
                 indexes[key] = self.base_index(meter, key)
-            out.append(indexes[key])
-        return out
+        return list(map(indexes.__getitem__, bases))
 
     def _legacy_time(self, moment: datetime) -> Any:
         # legacy_local_time: the old sml.py script stored the server's local NOW(); its
@@ -342,4 +340,6 @@ _meter_id = operator.attrgetter("meter_id")
 _fields = operator.attrgetter("fields")
 _samples = operator.attrgetter("samples")
 _base = operator.attrgetter("base")
+_minmax = operator.attrgetter("minmax")
+_values_json = operator.attrgetter("values_json")
 _pick_fields = operator.itemgetter(*Reading.FIELDS)
