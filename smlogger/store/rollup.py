@@ -165,7 +165,7 @@ def minute_buckets(rows: Sequence[StoredRow]) -> dict[int, _Bucket]:
         rows = [rows[i] for i in order]
         stamps = [stamps[i] for i in order]
     # a batch of single readings is summed a minute at once; one holding aggregates row by row
-    plain = not any(map(_minmax, rows)) and all(weight == 1 for weight in map(_samples, rows))
+    plain = not any(map(_minmax, rows)) and list(map(_samples, rows)).count(1) == len(rows)
     minutes: dict[int, _Bucket] = {}
     width = ROLLUPS[0][1]
     start = 0
