@@ -5,6 +5,7 @@ database exactly what the plain per-row form gives."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -147,3 +148,21 @@ def test_minute_runs_cover_the_rows_in_order_and_never_split_a_minute() -> None:
     minutes = [{int(r.time.timestamp() // 60) for r in run} for run in runs]
     assert all(not (a & b) for a, b in zip(minutes, minutes[1:]))
     assert list(minute_runs(rows, len(rows))) == [rows]
+
+
+def test_a_batch_keeps_to_the_parameter_limit_of_older_sqlite_builds(tmp_path: Path) -> None:
+    db = open_database(None, tmp_path)
+    ensure_schema(db)
+    connection = db.connection()  # type: ignore[no-untyped-call]
+    if hasattr(connection, "setlimit"):  # (before Python 3.11 the writer assumes 999 anyway)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
+    rng = random.Random(6)
+    rows = [
+        _row(rng, T0 + timedelta(seconds=i), aggregated=i % 2 == 0)  # all 28 columns
+        for i in range(1200)
+    ]
+    assert SqlWriter(db).write(rows) == 1200
+    assert fetch(db, "SELECT COUNT(*), SUM(samples) FROM readings") == [
+        (1200, sum(r.samples for r in rows))
+    ]
+    db.close()

@@ -242,12 +242,11 @@ def _sqlite_many(
     # a busy thread then keeps the GIL for its switch interval (5 ms), so during a replay the
     # writer waited far longer than it wrote. Chunks of one size are compiled once (sqlite3
     # keeps them in its statement cache); only the last one differs.
-    connection = db.connection()  # type: ignore[no-untyped-call]
-    getlimit = getattr(connection, "getlimit", None)
-    limit = _SQLITE_PARAMS if getlimit is None else getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per = max(1, min(_SQLITE_ROWS, limit // len(rows[0])))
-    cursor = connection.cursor()
+    cursor = db.cursor()  # type: ignore[no-untyped-call]
     try:
+        getlimit = getattr(cursor.connection, "getlimit", None)
+        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else _SQLITE_PARAMS
+        per = max(1, min(_SQLITE_ROWS, limit // len(rows[0])))
         for start in range(0, len(rows), per):
             part = rows[start : start + per]
             sql = head + ", ".join([placeholder] * len(part)) + tail
