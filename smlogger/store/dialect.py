@@ -214,7 +214,7 @@ def _sql(db: peewee.Database, sql: str, params: Sequence[Any] = ()) -> Any:
 # host parameters of one SQLite statement where sqlite3 cannot tell (Python < 3.11): the limit
 # of SQLite builds before 3.32
 _SQLITE_PARAMS = 999
-_SQLITE_ROWS = 500  # rows per INSERT at most (the statement's text and compiled size grow)
+_SQLITE_ROWS = 512  # rows per INSERT at most (the statement's text and compiled size grow)
 
 
 def _execute_many(
@@ -240,16 +240,18 @@ def _sqlite_many(
 ) -> None:
     # Not executemany: it runs a statement per row, and sqlite3 lets go of the GIL for each;
     # a busy thread then keeps the GIL for its switch interval (5 ms), so during a replay the
-    # writer waited far longer than it wrote. Chunks of one size are compiled once (sqlite3
-    # keeps them in its statement cache); only the last one differs.
+    # writer waited far longer than it wrote. Statements of power-of-two rows: a handful of
+    # sizes that sqlite3 compiles once each (its statement cache), whatever the row count.
     cursor = db.cursor()  # type: ignore[no-untyped-call]
     try:
         getlimit = getattr(cursor.connection, "getlimit", None)
         limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else _SQLITE_PARAMS
-        per = max(1, min(_SQLITE_ROWS, limit // len(rows[0])))
-        for start in range(0, len(rows), per):
-            part = rows[start : start + per]
-            sql = head + ", ".join([placeholder] * len(part)) + tail
-            cursor.execute(sql, list(chain.from_iterable(part)))
+        most = max(1, min(_SQLITE_ROWS, limit // len(rows[0])))
+        start = 0
+        while start < len(rows):
+            size = 1 << (min(most, len(rows) - start).bit_length() - 1)
+            sql = head + ", ".join([placeholder] * size) + tail
+            cursor.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
     finally:
         cursor.close()
