@@ -200,7 +200,7 @@ class SqlWriter:
         minutes: dict[int, _Bucket] = {}
         written = 0
         newest: Optional[StoredRow] = None
-        # a few thousand rows at a time: each step below passes over the rows, and the rows
+        # RUN_ROWS rows at a time: each step below passes over the rows, and the rows
         # of a large batch (a replay: 20,000) do not stay in the CPU cache from one to the next
         for run in minute_runs(group, RUN_ROWS):
             fresh = list(run)
