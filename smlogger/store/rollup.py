@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import operator
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from smlogger.store.dialect import Dialect
@@ -65,27 +67,36 @@ class _Bucket:
         minmax): per column in one pass of builtins instead of per row (the same sums,
         extremes and first/last values, in the same order)."""
         self.n += len(rows)
-        columns = [row.fields for row in rows]
+        fields = list(map(_fields, rows))
+        try:
+            columns = list(zip(*map(_pick_rollup, fields)))  # (rows hold all of them)
+        except KeyError:
+            columns = [tuple(f.get(name) for f in fields) for name in _ROLLUP_NAMES]
         pmin, pmax = self.pmin, self.pmax
-        for i, name in enumerate(POWER_FIELDS):
-            present = [v for v in (f.get(name) for f in columns) if v is not None]
-            if not present:
-                continue
+        for i, column in enumerate(columns[: len(POWER_FIELDS)]):
+            present: Sequence[Any] = column
+            try:
+                total = sum(present, self.psum[i])  # (a None raises TypeError)
+            except TypeError:
+                present = [v for v in column if v is not None]
+                if not present:
+                    continue
+                total = sum(present, self.psum[i])
             self.pn[i] += len(present)
-            self.psum[i] = sum(present, self.psum[i])
+            self.psum[i] = total
             low, high = min(present), max(present)
-            if pmin[i] is None or low < pmin[i]:  # type: ignore[operator]
+            if pmin[i] is None or low < pmin[i]:
                 pmin[i] = low
-            if pmax[i] is None or high > pmax[i]:  # type: ignore[operator]
+            if pmax[i] is None or high > pmax[i]:
                 pmax[i] = high
         self.t_first = min(self.t_first, min(stamps))
         self.t_last = max(self.t_last, max(stamps))
-        for i, name in enumerate(ROLLUP_ENERGY):
-            present = [v for v in (f.get(name) for f in columns) if v is not None]
-            if present:
+        for i, column in enumerate(columns[len(POWER_FIELDS) :]):
+            first = _first_present(column)
+            if first is not None:
                 if self.e_first[i] is None:
-                    self.e_first[i] = present[0]
-                self.e_last[i] = present[-1]
+                    self.e_first[i] = first
+                self.e_last[i] = _first_present(column[::-1])
 
     def merge(self, other: _Bucket) -> None:
         """Fold in a later partial aggregate (time order, like `add_row`)."""
@@ -113,6 +124,14 @@ class _Bucket:
         return out
 
 
+# per-row getters as C callables
+_fields = operator.attrgetter("fields")
+_minmax = operator.attrgetter("minmax")
+_samples = operator.attrgetter("samples")
+_ROLLUP_NAMES = (*POWER_FIELDS, *ROLLUP_ENERGY)
+_pick_rollup = operator.itemgetter(*_ROLLUP_NAMES)
+
+
 def _min_opt(a: Optional[float], b: Optional[float]) -> Optional[float]:
     if a is None:
         return b
@@ -125,29 +144,46 @@ def _max_opt(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a if b is None or a >= b else b
 
 
-def rollup_buckets(rows: Iterable[StoredRow]) -> list[dict[int, _Bucket]]:
-    """Partial aggregates per rollup level (minute, hour, day) for time-ordered rows of one
-    meter."""
+def _first_present(column: Sequence[Optional[float]]) -> Optional[float]:
+    for value in column:
+        if value is not None:
+            return value
+    return None
+
+
+def rollup_buckets(rows: Sequence[StoredRow]) -> list[dict[int, _Bucket]]:
+    """Partial aggregates per rollup level (minute, hour, day) of rows of one meter."""
+    return rollup_levels(minute_buckets(rows))
+
+
+def minute_buckets(rows: Sequence[StoredRow]) -> dict[int, _Bucket]:
+    """The minute level of `rollup_buckets` (usually of time-ordered rows)."""
+    stamps = [row.time.timestamp() for row in rows]
+    if any(map(operator.gt, stamps, stamps[1:])):
+        # the minutes below are runs of time-ordered rows
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)
+        rows = [rows[i] for i in order]
+        stamps = [stamps[i] for i in order]
+    # a batch of single readings is summed a minute at once; one holding aggregates row by row
+    plain = not any(map(_minmax, rows)) and list(map(_samples, rows)).count(1) == len(rows)
     minutes: dict[int, _Bucket] = {}
     width = ROLLUPS[0][1]
-    groups: dict[int, tuple[list[StoredRow], list[float]]] = {}
-    for row in rows:
-        ts = row.ts
-        key = int(ts // width) * width
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = ([], [])
-            minutes[key] = _Bucket(key, ts)
-        group[0].append(row)
-        group[1].append(ts)
-    for key, (group_rows, stamps) in groups.items():
-        bucket = minutes[key]
-        # a minute of single readings is summed at once; one holding aggregates row by row
-        if all(row.samples == 1 and not row.minmax for row in group_rows):
-            bucket.add_plain_rows(group_rows, stamps)
+    start = 0
+    while start < len(stamps):
+        key = int(stamps[start] // width) * width
+        end = bisect.bisect_left(stamps, key + width, start)  # the rows of that minute
+        bucket = minutes[key] = _Bucket(key, stamps[start])
+        if plain:
+            bucket.add_plain_rows(list(rows[start:end]), stamps[start:end])
         else:
-            for row, ts in zip(group_rows, stamps):
-                bucket.add_row(row, ts)
+            for i in range(start, end):
+                bucket.add_row(rows[i], stamps[i])
+        start = end
+    return minutes
+
+
+def rollup_levels(minutes: dict[int, _Bucket]) -> list[dict[int, _Bucket]]:
+    """Every level of `rollup_buckets` from the minute level."""
     levels = [minutes]
     for _table, seconds in ROLLUPS[1:]:
         coarser: dict[int, _Bucket] = {}
@@ -159,6 +195,21 @@ def rollup_buckets(rows: Iterable[StoredRow]) -> list[dict[int, _Bucket]]:
             target.merge(fine)
         levels.append(coarser)
     return levels
+
+
+def minute_runs(rows: Sequence[StoredRow], size: int) -> Iterator[Sequence[StoredRow]]:
+    """Time-ordered rows in pieces of `size` or a little more, none splitting a minute (the
+    minute buckets of the pieces are those of all rows)."""
+    width = ROLLUPS[0][1]
+    start = 0
+    while start < len(rows):
+        end = min(start + size, len(rows))
+        if end < len(rows):
+            minute = rows[end - 1].time.timestamp() // width
+            while end < len(rows) and rows[end].time.timestamp() // width == minute:
+                end += 1
+        yield rows[start:end]
+        start = end
 
 
 def _rollup_upsert_tail(d: Dialect, table: str) -> str:

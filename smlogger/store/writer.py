@@ -16,18 +16,25 @@ from smlogger.reading import Reading
 from smlogger.store.bases import BaseBook
 from smlogger.store.compact import dumps
 from smlogger.store.dialect import _execute_many, _sql, dialect_of
-from smlogger.store.rollup import _Bucket, _rollup_upsert_tail, rollup_buckets
+from smlogger.store.rollup import (
+    _Bucket,
+    _rollup_upsert_tail,
+    minute_buckets,
+    minute_runs,
+    rollup_levels,
+)
 from smlogger.store.rows import StoredRow, decode_values
 from smlogger.store.schema import (
     LEGACY_FIELDS,
     LEGACY_TABLE,
     POWER_FIELDS,
     ROLLUPS,
-    reading_columns,
     rollup_columns,
 )
 
 log = logging.getLogger("smlogger.store")
+
+RUN_ROWS = 1000  # rows of one meter taken through the steps of a batch together (see _write_meter)
 
 
 def dumps_list(items: list[list[Any]]) -> str:
@@ -70,15 +77,8 @@ class SqlWriter:
         self._legacy_meter: Optional[str] = None
         self._unknown_bases: set[str] = set()
         d = self.dialect
-        self._reading_cols = [
-            "meter", "time", "samples", *reading_columns(), "obis_values", "obis_base",
-        ]  # fmt: skip
-        self._reading_head = d.insert_head("readings", self._reading_cols)
-        # single readings (no extremes) leave the *_min/*_max columns NULL: fewer parameters
-        # to bind per row (a replay binds millions)
-        self._single_head = d.insert_head(
-            "readings", ["meter", "time", "samples", *Reading.FIELDS, "obis_values", "obis_base"]
-        )
+        # INSERT heads by the columns they bind (see _insert_readings)
+        self._reading_heads: dict[tuple[str, ...], str] = {}
         self._rollup_sql = {
             table: (d.insert_head(table, rollup_columns()), _rollup_upsert_tail(d, table))
             for table, _seconds in ROLLUPS
@@ -169,9 +169,13 @@ class SqlWriter:
         Rows already in the database (same meter and time) are skipped entirely, which makes
         replaying a batch after a crash harmless.
         """
-        by_meter: dict[str, list[StoredRow]] = {}
-        for row in rows:
-            by_meter.setdefault(row.meter_id, []).append(row)
+        meters = set(map(_meter_id, rows))
+        if len(meters) == 1:  # the usual batch: one meter (a copy: _write_meter sorts it)
+            by_meter = {meters.pop(): list(rows)}
+        else:
+            by_meter = {}
+            for row in rows:
+                by_meter.setdefault(row.meter_id, []).append(row)
         keys = {m: self.meter_key(m, group[0].time) for m, group in by_meter.items()}
         written = 0
         with self.db.atomic():
@@ -185,68 +189,104 @@ class SqlWriter:
             self.db,
             f"SELECT {d.q('time')} FROM {d.q('readings')} WHERE {d.q('meter')} = {d.param} "
             f"AND {d.q('time')} >= {d.param} AND {d.q('time')} <= {d.param}",
-            (meter, d.time_param(first), d.time_param(last)),
+            (meter, *d.time_params((first, last))),
         )
-        return {d.time_param(d.time_value(r[0])) for r in cursor.fetchall()}
+        return set(d.time_params([d.time_value(r[0]) for r in cursor.fetchall()]))
 
     def _write_meter(self, meter: int, meter_id: str, group: list[StoredRow]) -> int:
         d = self.dialect
-        group.sort(key=lambda r: r.time)
+        group.sort(key=_row_time)
         existing = self._existing_times(meter, group[0].time, group[-1].time)
-        fresh: list[StoredRow] = []
-        params: list[list[Any]] = []
-        singles: list[list[Any]] = []  # rows without extremes (see _single_head)
-        names = Reading.FIELDS
-        no_range = (None, None)
-        pick_fields = operator.itemgetter(*names)
-        for row in group:
-            stamp = d.time_param(row.time)
-            if stamp in existing:
-                continue
-            existing.add(stamp)
-            row = self.compact(row)
-            fresh.append(row)
-            fields = row.fields
-            values = [meter, stamp, row.samples]
-            try:
-                values += pick_fields(fields)  # (rows hold all of them: one C call)
-            except KeyError:
-                values += [fields.get(name) for name in names]
-            minmax = row.minmax
-            if minmax:
-                for name in POWER_FIELDS:
-                    values += minmax.get(name, no_range)
-            index = self.base_index(meter, row.base) if row.base is not None else None
-            values.append(row.values_json or None)
-            values.append(index)
-            # a single reading's min and max are its value: not stored twice
-            (params if minmax else singles).append(values)
-        if not fresh:
+        minutes: dict[int, _Bucket] = {}
+        written = 0
+        newest: Optional[StoredRow] = None
+        # RUN_ROWS rows at a time: each step below passes over the rows, and the rows
+        # of a large batch (a replay: 20,000) do not stay in the CPU cache from one to the next
+        for run in minute_runs(group, RUN_ROWS):
+            fresh = list(run)
+            stamps = d.time_params(map(_row_time, fresh))
+            # (runs never split a time: only the database's rows can repeat one of another run)
+            if existing or not all(map(operator.lt, stamps, stamps[1:])):
+                fresh, stamps = _new_rows(fresh, stamps, existing)
+                if not fresh:
+                    continue
+            if None in map(_base, fresh):
+                fresh = [row if row.base is not None else self.compact(row) for row in fresh]
+            self._insert_readings(meter, fresh, stamps)
+            minutes.update(minute_buckets(fresh))  # (runs share no minute)
+            if self.legacy_table:
+                self._write_legacy(meter_id, fresh)
+            written += len(fresh)
+            newest = fresh[-1]
+        if newest is None:
             return 0
-        if params:
-            _execute_many(self.db, d, self._reading_head, "", params)
-        if singles:
-            _execute_many(self.db, d, self._single_head, "", singles)
-        for (table, _seconds), buckets in zip(ROLLUPS, rollup_buckets(fresh)):
+        for (table, _seconds), buckets in zip(ROLLUPS, rollup_levels(minutes)):
             head, tail = self._rollup_sql[table]
             rollup_params = [b.params(meter) for b in sorted(buckets.values(), key=_bucket_key)]
             _execute_many(self.db, d, head, tail, rollup_params)
-        if self.legacy_table:
-            self._write_legacy(meter_id, fresh)
         # meters.last_seen to the hour: rewriting it with every batch cost the SD card a page
         # a minute; the exact last reading is MAX(time) of readings
-        newest = fresh[-1].ts
-        if newest - self._last_seen.get(meter, float("-inf")) < 3600:
-            return len(fresh)
-        self._last_seen[meter] = newest
-        last_seen = d.time_param(fresh[-1].time)
+        if newest.ts - self._last_seen.get(meter, float("-inf")) < 3600:
+            return written
+        self._last_seen[meter] = newest.ts
+        last_seen = d.time_param(newest.time)
         _sql(
             self.db,
             f"UPDATE {d.q('meters')} SET {d.q('last_seen')} = {d.param} WHERE {d.q('id')} = "
             f"{d.param} AND ({d.q('last_seen')} IS NULL OR {d.q('last_seen')} < {d.param})",
             (last_seen, meter, last_seen),
         )
-        return len(fresh)
+        return written
+
+    def _insert_readings(self, meter: int, rows: list[StoredRow], stamps: list[Any]) -> None:
+        """INSERT the rows of one meter, built column by column.
+
+        A column that is NULL in every row is left out of the statement (it has no default,
+        so the row is the same): sqlite3 binds a None through its adapter lookup, ~0.2 us
+        each, and a meter leaves most of the 25 value columns NULL in every row (a single
+        reading's min and max are its value: not stored twice).
+        """
+        count = len(rows)
+        fields = list(map(_fields, rows))
+        try:
+            values = list(zip(*map(_pick_fields, fields)))  # (rows hold all of them)
+        except KeyError:
+            values = [tuple(f.get(name) for f in fields) for name in Reading.FIELDS]
+        names: list[str] = ["meter", "time", "samples"]
+        columns: list[Sequence[Any]] = [[meter] * count, stamps, list(map(_samples, rows))]
+        optional: list[tuple[str, Sequence[Any]]] = list(zip(Reading.FIELDS, values))
+        ranged = list(map(_minmax, rows))
+        if any(ranged):
+            no_range = (None, None)
+            for name in POWER_FIELDS:
+                pairs = [minmax.get(name, no_range) for minmax in ranged]
+                optional.append((f"{name}_min", [pair[0] for pair in pairs]))
+                optional.append((f"{name}_max", [pair[1] for pair in pairs]))
+        texts = list(map(_values_json, rows))
+        if texts.count("") != count:  # ("" -> NULL: nothing differs from the base)
+            optional.append(("obis_values", [text or None for text in texts]))
+        optional.append(("obis_base", self._base_indexes(meter, rows)))
+        for name, column in optional:
+            # (a present value in the first row decides without counting)
+            if column[0] is not None or column.count(None) != count:
+                names.append(name)
+                columns.append(column)
+        key = tuple(names)
+        head = self._reading_heads.get(key)
+        if head is None:
+            head = self._reading_heads[key] = self.dialect.insert_head("readings", names)
+        _execute_many(self.db, self.dialect, head, "", list(zip(*columns)))
+
+    def _base_indexes(self, meter: int, rows: list[StoredRow]) -> list[Optional[int]]:
+        """The ``obis_base`` of each row: its base's index (rows of a batch share a few)."""
+        bases = list(map(_base, rows))
+        indexes: dict[Optional[str], Optional[int]] = {None: None}
+        for key in dict.fromkeys(bases):  # (in order: a new base is appended to the list)
+            if key is not None:
+                # (once per batch: a lost base is not looked up again within the transaction,
+                # which holds the meter's row)
+                indexes[key] = self.base_index(meter, key)
+        return list(map(indexes.__getitem__, bases))
 
     def _legacy_time(self, moment: datetime) -> Any:
         # legacy_local_time: the old sml.py script stored the server's local NOW(); its
@@ -269,6 +309,21 @@ class SqlWriter:
         _execute_many(self.db, d, self._legacy_head, self._legacy_tail, params)
 
 
+def _new_rows(
+    rows: list[StoredRow], stamps: list[Any], existing: set[Any]
+) -> tuple[list[StoredRow], list[Any]]:
+    """The rows (and their times) whose time is neither in `existing` nor taken by an earlier
+    row of theirs; `existing` learns their times."""
+    fresh: list[StoredRow] = []
+    fresh_stamps: list[Any] = []
+    for row, stamp in zip(rows, stamps):
+        if stamp not in existing:
+            existing.add(stamp)
+            fresh.append(row)
+            fresh_stamps.append(stamp)
+    return fresh, fresh_stamps
+
+
 def _legacy_wall_clock(moment: datetime) -> datetime:
     """Local wall-clock time written as if it were UTC: what the old script's NOW() stored."""
     local = moment.astimezone().replace(tzinfo=None)
@@ -277,3 +332,14 @@ def _legacy_wall_clock(moment: datetime) -> datetime:
 
 def _bucket_key(bucket: _Bucket) -> int:
     return bucket.bucket
+
+
+# per-row getters as C callables (a batch maps them over thousands of rows)
+_row_time = operator.attrgetter("time")
+_meter_id = operator.attrgetter("meter_id")
+_fields = operator.attrgetter("fields")
+_samples = operator.attrgetter("samples")
+_base = operator.attrgetter("base")
+_minmax = operator.attrgetter("minmax")
+_values_json = operator.attrgetter("values_json")
+_pick_fields = operator.itemgetter(*Reading.FIELDS)
