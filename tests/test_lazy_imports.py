@@ -65,21 +65,16 @@ def _run(*args: str) -> tuple[int, set[str], str]:
     return int(report["code"]), set(report["modules"]), "\n".join(printed)
 
 
+def _replay(tmp_path: Path, *options: str) -> tuple[int, set[str], str]:
+    """`_run` of a full-speed replay of a fresh recording into tmp_path/data."""
+    recording = str(_recording(tmp_path / "rec.bin"))
+    data = str(tmp_path / "data")
+    return _run("run", "--replay", recording, "--speed", "max", "--data-dir", data, *options)
+
+
 def test_replay_with_http_off_loads_no_web_mqtt_or_simulator(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code, modules, _ = _run(
-        "run",
-        "--replay",
-        str(_recording(tmp_path / "rec.bin")),
-        "--speed",
-        "max",
-        "--replay-start",
-        "2024-05-01T00:00:00Z",
-        "--data-dir",
-        str(data),
-        "--http",
-        "off",
-    )
+    code, modules, _ = _replay(tmp_path, "--replay-start", "2024-05-01T00:00:00Z", "--http", "off")
     assert code == 0
     assert sorted(m for m in NOT_FOR_A_PLAIN_REPLAY if m in modules) == []
     # what it does need is there, and did its work: every reading in both sinks
@@ -94,17 +89,7 @@ def test_replay_with_http_off_loads_no_web_mqtt_or_simulator(tmp_path: Path) -> 
 
 
 def test_replay_with_the_web_page_on_loads_and_serves_it(tmp_path: Path) -> None:
-    code, modules, _ = _run(
-        "run",
-        "--replay",
-        str(_recording(tmp_path / "rec.bin")),
-        "--speed",
-        "max",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--http",
-        f"127.0.0.1:{free_port()}",
-    )
+    code, modules, _ = _replay(tmp_path, "--http", f"127.0.0.1:{free_port()}")
     assert code == 0
     assert {"smlogger.web", "smlogger.web.server", "bottle"} <= modules
     assert "smlogger.simulate" not in modules  # a replay still needs no simulator
