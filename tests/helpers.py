@@ -6,11 +6,12 @@ Real servers (MariaDB, PostgreSQL) live in `servers.py`; the recordings fixtures
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -178,3 +179,24 @@ def csv_texts(folder: Path) -> list[tuple[Path, str]]:
         elif path.name.endswith(".csv"):
             out.append((path, path.read_text(encoding="utf-8")))
     return out
+
+
+@contextlib.contextmanager
+def tiered_store(folder: Path, *, sync_interval: float, commit_interval: float) -> Iterator[Any]:
+    """A Store on a SQLite database in `folder` with both journal tiers (RAM and disk), as the
+    service builds it; closed (store, then database) on the way out."""
+    from smlogger.store import Store, open_database
+
+    db = open_database(None, folder)
+    store = Store(
+        db,
+        spool_dir=folder / "spool",
+        ram_dir=folder / "ram",
+        sync_interval=sync_interval,
+        commit_interval=commit_interval,
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+        db.close()

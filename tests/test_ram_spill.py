@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import reading, wait_for
+from helpers import reading, tiered_store, wait_for
 
 from smlogger.diskqueue import DiskQueue
 from smlogger.store import Store, open_database
@@ -55,15 +55,7 @@ def test_journal_on_disk_every_sync_interval_database_every_commit_interval(
 ) -> None:
     """storage.commit_interval: readings reach the fsync'ed disk journal after
     sync_interval, the database only after commit_interval (or flush/close)."""
-    db = open_database(None, tmp_path)
-    store = Store(
-        db,
-        spool_dir=tmp_path / "spool",
-        ram_dir=tmp_path / "ram",
-        sync_interval=0.05,
-        commit_interval=3600,
-    )
-    try:
+    with tiered_store(tmp_path, sync_interval=0.05, commit_interval=3600) as store:
         assert store.commit_interval == store.status()["commit_interval_s"] == 3600
         for i in range(20):
             store.write(reading(i, 1000 + i / 3600))
@@ -72,29 +64,15 @@ def test_journal_on_disk_every_sync_interval_database_every_commit_interval(
         assert store.status()["pending_in_memory"] == 20  # what the web page merges
         store.flush(timeout=30)  # what close and the shutdown do: commit now
         assert _count(tmp_path) == 20
-    finally:
-        store.close()
-        db.close()
 
 
 def test_commit_interval_below_sync_interval_means_sync_interval(tmp_path: Path) -> None:
-    db = open_database(None, tmp_path)
-    store = Store(
-        db,
-        spool_dir=tmp_path / "spool",
-        ram_dir=tmp_path / "ram",
-        sync_interval=0.05,
-        commit_interval=0,
-    )
-    try:
+    with tiered_store(tmp_path, sync_interval=0.05, commit_interval=0) as store:
         assert store.commit_interval == 0.05
         for i in range(20):
             store.write(reading(i, 1000 + i / 3600))
         # no flush: the writer commits by itself once the interval has passed
         wait_for(lambda: _count(tmp_path) == 20, what="the commit")
-    finally:
-        store.close()
-        db.close()
     # without the RAM tier the database follows sync_interval, whatever commit_interval says
     plain = Store(open_database(None, tmp_path / "b"), spool_dir=tmp_path / "b" / "spool",
                   sync_interval=2, commit_interval=600)  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import peewee
 import pytest
 from helpers import T0 as R0
-from helpers import reading
+from helpers import reading, tiered_store
 from test_store_support import T0, household
 
 from smlogger.reading import Reading
@@ -25,18 +25,9 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    db = open_database(None, tmp_path)
     # nothing is committed unless a test flushes: an hour between database transactions
-    st = Store(
-        db,
-        spool_dir=tmp_path / "spool",
-        ram_dir=tmp_path / "ram",
-        sync_interval=60,
-        commit_interval=3600,
-    )
-    yield st
-    st.close()
-    db.close()
+    with tiered_store(tmp_path, sync_interval=60, commit_interval=3600) as st:
+        yield st
 
 
 def commit(store: Store) -> None:
