@@ -4,6 +4,7 @@ nothing is counted twice once they are committed."""
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -163,6 +164,47 @@ def test_pending_counts_readings_of_the_previous_run_first() -> None:
     assert pending.commits == 2
     with pytest.raises(ValueError, match="limit"):
         PendingReadings(limit=0)
+
+
+def test_readings_only_in_the_journal_are_committed_after_those_before_them() -> None:
+    """Rows moved to the journal without passing `add` (a failed direct batch) sit behind the
+    readings queued before them: the commit of those readings takes them off the page."""
+    pending = PendingReadings()
+    for s in range(3):
+        pending.add(reading(s, meter="m"))
+    pending.in_journal_only(2)
+    pending.add(reading(10, meter="m"))
+    assert len(pending) == 4  # (the two moved rows are not in memory)
+    pending.committed(3)  # the three queued first
+    assert [r.time for r in pending.snapshot()[1]] == [R0 + timedelta(seconds=10)]
+    pending.committed(2)  # the two moved rows
+    assert [r.time for r in pending.snapshot()[1]] == [R0 + timedelta(seconds=10)]
+    pending.committed(1)
+    assert pending.snapshot()[1] == [] and len(pending) == 0
+
+
+def test_readings_the_journal_refused_are_withdrawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading is pending before it is queued (a commit may follow at once); when the
+    journal refuses it, it leaves the page again."""
+    with tiered_store(tmp_path, sync_interval=60, commit_interval=3600) as store:
+        store.write(reading(0))
+        assert store.ram is not None
+
+        def refuse(*_args: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(store.ram, "put", refuse)
+            patch.setattr(store.ram, "put_many", refuse)
+            with pytest.raises(OSError, match="No space"):
+                store.write(reading(1))
+            with pytest.raises(OSError, match="No space"):
+                store.write_many([reading(2), reading(3)])
+        assert [r.time for r in store.pending.snapshot()[1]] == [R0]
+        store.write(reading(4))
+        assert len(store.pending) == 2
 
 
 def test_store_starts_with_the_previous_runs_readings_unseen(tmp_path: Path) -> None:

@@ -25,16 +25,19 @@ class PendingReadings:
     """The readings between `Store.write` and the database commit, oldest first.
 
     The journal delivers readings to the database in the order they were written, so a
-    commit of n readings takes the n oldest off. Readings the journal holds that are not
-    here (left by the previous run, or beyond `limit`) are counted in `_unseen` and taken
-    first. `commits` grows after every commit: a reader that saw it change while it read the
-    database reads again, so a reading is never counted twice nor missed (see `StoreReader`).
+    commit of n readings takes the n oldest off. Readings the journal holds before the first
+    one here (left by the previous run, or pushed out by `limit`) are counted in `_unseen`
+    and taken first; readings that reached the journal without passing `add` hold their
+    place in the queue as None (see `in_journal_only`). `commits` grows after every commit:
+    a reader that saw it change while it read the database reads again, so a reading is
+    never counted twice nor missed (see `StoreReader`).
     """
 
     def __init__(self, unseen: int = 0, limit: int = DEFAULT_LIMIT) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        self._items: deque[Reading] = deque()
+        # (a full deque drops its oldest item as a new one comes: it is then unseen)
+        self._items: deque[Optional[Reading]] = deque(maxlen=limit)
         self._unseen = unseen
         self._limit = limit
         self._lock = threading.Lock()
@@ -42,28 +45,30 @@ class PendingReadings:
 
     def add(self, reading: Reading) -> None:
         """A reading was queued for the database."""
-        with self._lock:
-            if len(self._items) >= self._limit:
-                self._items.popleft()
-                self._unseen += 1  # still in the journal: its commit must not take a newer one
-            self._items.append(reading)
+        self.add_many((reading,))
 
-    def add_many(self, readings: Sequence[Reading]) -> None:
+    def add_many(self, readings: Sequence[Optional[Reading]]) -> None:
         """Readings queued for the database together (in this order)."""
         with self._lock:
             items = self._items
+            # still in the journal, those pushed out: their commit must not take newer ones
+            self._unseen += max(0, len(items) + len(readings) - self._limit)
             items.extend(readings)
-            over = len(items) - self._limit
-            if over > 0:
-                for _ in range(over):
-                    items.popleft()
-                self._unseen += over
+
+    def withdraw(self, count: int) -> None:
+        """The `count` newest readings did not reach the journal after all (it refused them).
+
+        (Readings are added before they are queued: a commit that lands right after the
+        queueing must find them here.)"""
+        with self._lock:
+            for _ in range(min(count, len(self._items))):
+                self._items.pop()
 
     def in_journal_only(self, count: int) -> None:
-        """`count` readings reached the journal without passing `add` (rows a full-speed
-        replay handed over in memory, moved to the journal when the database failed)."""
-        with self._lock:
-            self._unseen += count
+        """`count` readings reached the journal without passing `add`, behind those queued so
+        far (rows a full-speed replay handed over in memory, moved to the journal when the
+        database failed); their commits take these places off, not queued readings."""
+        self.add_many([None] * count)
 
     def committed(self, count: int) -> None:
         """The `count` oldest queued readings reached the database (or were rejected)."""
@@ -85,10 +90,11 @@ class PendingReadings:
         with self._lock:
             items = list(self._items)
             commits = self._commits
-        if meter_id is not None:
-            items = [r for r in items if r.meter_id == meter_id]
-        return commits, items
+        return commits, [
+            r for r in items if r is not None and (meter_id is None or r.meter_id == meter_id)
+        ]
 
     def __len__(self) -> int:
+        """Readings held in memory."""
         with self._lock:
-            return len(self._items)
+            return len(self._items) - self._items.count(None)

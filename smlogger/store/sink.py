@@ -232,14 +232,18 @@ class Store:
         # the age bound counts from queueing, not from the reading's own time: it limits how
         # long an outage is bridged, and replays may carry old timestamps
         payload = StoredRow.from_reading(reading, self.book).to_payload()
-        if self.ram is not None:
-            self.ram.put(payload)
-            self.pending.add(reading)
-            return
-        self.queue.put(payload)
+        # pending before it is queued: the writer may commit it at once (see withdraw)
+        self.pending.add(reading)
+        try:
+            if self.ram is not None:
+                self.ram.put(payload)
+                return
+            self.queue.put(payload)
+        except BaseException:
+            self.pending.withdraw(1)
+            raise
         with self._state_lock:
             self._disk_readings += 1
-        self.pending.add(reading)
 
     def write_many(self, readings: Sequence[Reading]) -> int:
         """Take a batch of readings; returns how many (all of them).
@@ -260,7 +264,18 @@ class Store:
         if not payloads:
             return 0
         # committed through the journal like single readings: the page shows them meanwhile
+        # (pending before they are queued, as in `write`)
         self.pending.add_many(readings)
+        try:
+            self._queue_many(rows, payloads)
+        except BaseException:
+            self.pending.withdraw(len(readings))
+            raise
+        return len(payloads)
+
+    def _queue_many(self, rows: list[StoredRow], payloads: list[bytes]) -> None:
+        """`write_many`'s payloads to the RAM tier (a small batch, or older readings wait
+        there) or as batch records to the journal on disk."""
         ram = self.ram
         if len(payloads) < BULK_MIN or (ram is not None and ram.depth):
             if ram is not None:
@@ -269,7 +284,7 @@ class Store:
                     # older readings wait in RAM and go first (the database gets them in
                     # order): have them moved to the journal now, later batches go direct
                     self._commit_now.set()
-                return len(payloads)
+                return
             self.queue.put_many(payloads)
         else:
             starts = range(0, len(payloads), BULK_RECORD)
@@ -283,7 +298,6 @@ class Store:
             self._commit_now.set()
         with self._state_lock:
             self._disk_readings += len(payloads)
-        return len(payloads)
 
     def _hand_over(self, rows: list[StoredRow]) -> bool:
         """`direct_batches`: queue rows in memory for the writer, waiting while it is more
