@@ -55,9 +55,10 @@ _ENERGY_TO_KWH = {"Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}
 _POWER_TO_W = {"W": 1.0, "kW": 1e3}
 
 # OBIS code -> (field, unit factors or None for a plain value, default or required unit);
-# p_sum has its own rules (total_power) and is not in here
+# p_sum from 16.7.0 is total_power's first choice (its other rules are there)
 _FIELD_OF_OBIS: dict[str, tuple[str, Optional[Mapping[str, float]], str]] = {
     **{obis: (name, _ENERGY_TO_KWH, "Wh") for name, obis in ENERGY_OBIS.items()},
+    OBIS_P_SUM: ("p_sum", _POWER_TO_W, "W"),
     **{
         obis: (name, _POWER_TO_W if name.startswith("p_") else None, unit)
         for name, (obis, unit) in INSTANT_OBIS.items()
@@ -181,13 +182,6 @@ def _scaled(
     return number * factor
 
 
-def _plain(values: Mapping[str, Value], obis: str, unit: str) -> Optional[float]:
-    entry = values.get(obis)
-    if entry is None or (entry.unit is not None and entry.unit != unit):
-        return None
-    return _number(entry.value)
-
-
 def _status(values: Mapping[str, Value], obis: str, statuses: Mapping[str, int]) -> Optional[int]:
     return statuses.get(obis) if obis in values else None
 
@@ -303,17 +297,8 @@ def reading_from_values(
             present = [fields[t] for t in tariffs if t in fields]
             if present:
                 fields[total] = sum(present)
-    # total_power's first choice, when it applies, without the calls: a signed 16.7.0 in W
-    signed = values.get(OBIS_P_SUM)
-    number = signed.value if signed is not None else None
-    if (
-        signed is not None
-        and not direction_from_status
-        and (number.__class__ is int or (number.__class__ is float and math.isfinite(number)))
-        and signed.unit in ("W", None)
-    ):
-        fields["p_sum"] = float(number)
-    else:
+    if direction_from_status or "p_sum" not in fields:
+        # the sign from the status word, or no usable 16.7.0: total_power's other rules
         power = total_power(values, statuses, direction_from_status)
         if power is not None:
             fields["p_sum"] = power
