@@ -89,6 +89,12 @@ pub(super) struct Strings {
 /// A meter register as far as its entry template goes: OBIS name, unit, scaler.
 type EntryKey = ([u8; 6], Option<u8>, Option<i8>);
 
+/// The cache key of an entry's register (None for an OBIS name that is not
+/// six bytes long: such entries are not cached).
+fn entry_key(e: &ListEntry<'_>) -> Option<EntryKey> {
+    <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler))
+}
+
 /// An entry template and the register's last value objects.
 struct EntryTemplate {
     dict: Py<PyDict>,
@@ -102,7 +108,6 @@ struct EntryTemplate {
 
 /// A wire value as far as its Python objects go (width and signedness do not
 /// change them).
-#[derive(PartialEq, Eq)]
 enum LastValue {
     Int(i128),
     Bytes(Vec<u8>),
@@ -461,7 +466,7 @@ impl<'py> Conv<'_, 'py> {
         e: &ListEntry<'_>,
     ) -> PyResult<(Bound<'py, PyDict>, Option<(Obj<'py>, Obj<'py>)>)> {
         let py = self.py;
-        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
+        let key = entry_key(e);
         if let Some(t) = key.as_ref().and_then(|k| self.strings.entries.get(k)) {
             let again = match (&t.last, &e.value) {
                 (Some((last, raw, value)), Some(v)) if e.quirks == 0 && last.is(v) => {
@@ -540,7 +545,7 @@ impl<'py> Conv<'_, 'py> {
     /// quirks); remembered as the register's last (see [`EntryTemplate::last`]).
     fn raw_and_value(&mut self, e: &ListEntry<'_>, v: &Value<'_>) -> PyResult<(Obj<'py>, Obj<'py>)> {
         let (raw, value) = self.converted(e, v)?;
-        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
+        let key = entry_key(e);
         if e.quirks == 0 {
             if let Some(t) = key.and_then(|k| self.strings.entries.get_mut(&k)) {
                 t.last = LastValue::of(v).map(|l| (l, raw.clone().unbind(), value.clone().unbind()));

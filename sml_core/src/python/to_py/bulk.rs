@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
-use super::{Conv, LastValue, Obj, ENTRY_TEMPLATE_LIMIT};
+use super::{entry_key, Conv, LastValue, Obj, ENTRY_TEMPLATE_LIMIT};
 use crate::message::{Body, MessageResult};
 use crate::python::{GcPause, PyDecoder};
 use crate::value::ListEntry;
@@ -58,12 +58,12 @@ impl<'py> Conv<'_, 'py> {
         let py = self.py;
         // As for the entry dicts' raw/value objects: entries with quirks are
         // corrected on the way, so they are made afresh every time.
-        let key = <[u8; 6]>::try_from(e.obj_name).ok().map(|name| (name, e.unit, e.scaler));
-        let last = e.value.as_ref().filter(|_| e.quirks == 0).and_then(LastValue::of);
-        if let (Some(k), Some(l)) = (&key, &last) {
+        let key = entry_key(e);
+        let cacheable = e.value.as_ref().filter(|_| e.quirks == 0);
+        if let (Some(k), Some(v)) = (&key, cacheable) {
             if let Some(made) = self.strings.values.get(k) {
                 let object = made.object.bind(py);
-                if made.last == *l && object.get_type().is(&class.class) {
+                if made.last.is(v) && object.get_type().is(&class.class) {
                     return Ok(object.clone());
                 }
             }
@@ -79,7 +79,8 @@ impl<'py> Conv<'_, 'py> {
         fields.set_item(intern!(py, "unit"), self.unit_symbol(e.unit))?;
         fields.set_item(intern!(py, "raw"), raw)?;
         fields.set_item(intern!(py, "scaler"), self.opt_int(e.scaler)?)?;
-        if let (Some(k), Some(last)) = (key, last) {
+        // (only a changed or new register gets here: its wire value is copied once)
+        if let (Some(k), Some(last)) = (key, cacheable.and_then(LastValue::of)) {
             let values = &mut self.strings.values;
             if values.len() < ENTRY_TEMPLATE_LIMIT || values.contains_key(&k) {
                 values.insert(k, MadeValue { last, object: object.clone().unbind() });
