@@ -25,7 +25,6 @@ import contextlib
 import errno
 import gzip
 import logging
-import operator
 import os
 import re
 import shutil
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smlogger.diskqueue import DiskQueue
-from smlogger.reading import ENERGY_FIELDS, Reading
+from smlogger.reading import ENERGY_FIELDS, Reading, pick_fields
 from smlogger.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,6 @@ def _escape(text: str) -> str:
 
 
 _DECIMALS = tuple(7 if name in ENERGY_FIELDS else 3 for name in Reading.FIELDS)
-_pick_fields = operator.itemgetter(*Reading.FIELDS)
 _MEMO_LIMIT = 4096  # numbers remembered per kind of column
 
 
@@ -135,7 +133,7 @@ class RowFormat:
             meter = self._meters[reading.meter_id] = _escape(reading.meter_id)
         cells = [iso(reading.time), meter]
         for value, memo, decimals in zip(
-            _pick_fields(reading.__dict__), self._cell_memos, _DECIMALS
+            pick_fields(reading.__dict__), self._cell_memos, _DECIMALS
         ):
             if value is None:
                 cells.append("")

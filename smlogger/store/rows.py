@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Optional
 
-from smlogger.reading import Reading, Value, json_value
+from smlogger.reading import Reading, Value, json_value, pick_fields
 from smlogger.store.compact import Base, dumps, join
 
 if TYPE_CHECKING:
@@ -33,14 +32,13 @@ def _finite(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
-_pick_fields = operator.itemgetter(*Reading.FIELDS)
 _NUMBER_TYPES = frozenset((float, type(None)))
 
 
 def _fields_of(reading: Reading) -> dict[str, Optional[float]]:
     """The typed columns of a reading: finite floats or None."""
     state = reading.__dict__
-    picked = _pick_fields(state)
+    picked = pick_fields(state)
     # what readings hold, floats and None (checked in C, without a call per field); a sum
     # that is finite has only finite terms (an overflow merely takes the slow way)
     if set(map(type, picked)) <= _NUMBER_TYPES and math.isfinite(sum(filter(None, picked))):

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import peewee
 
-from smlogger.reading import Reading
+from smlogger.reading import Reading, pick_fields
 from smlogger.store.bases import BaseBook
 from smlogger.store.compact import dumps
 from smlogger.store.dialect import _execute_many, _sql, dialect_of
@@ -249,7 +249,7 @@ class SqlWriter:
         count = len(rows)
         fields = list(map(_fields, rows))
         try:
-            values = list(zip(*map(_pick_fields, fields)))  # (rows hold all of them)
+            values = list(zip(*map(pick_fields, fields)))  # (rows hold all of them)
         except KeyError:
             values = [tuple(f.get(name) for f in fields) for name in Reading.FIELDS]
         names: list[str] = ["meter", "time", "samples"]
@@ -342,4 +342,3 @@ _samples = operator.attrgetter("samples")
 _base = operator.attrgetter("base")
 _minmax = operator.attrgetter("minmax")
 _values_json = operator.attrgetter("values_json")
-_pick_fields = operator.itemgetter(*Reading.FIELDS)
