@@ -630,63 +630,65 @@ def run(config: Config) -> int:
         # replays at full speed only: the files are the source of the readings until the
         # database has them, so batches need not be journalled first (see Store.write_many)
         store.direct_batches = True
-    pipeline.start()
-    web = None
+    # (the collector as before on every way out: run() may be called again in one process)
     try:
-        web = start_web(
-            config,
-            live,
-            None if store is None else StoreReader(store.db, store.pending),
-            status_extra,
+        pipeline.start()
+        web = None
+        try:
+            web = start_web(
+                config,
+                live,
+                None if store is None else StoreReader(store.db, store.pending),
+                status_extra,
+            )
+        except OSError as exc:
+            log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
+            pipeline.stop(SETUP_FAILURE_BUDGET_S)
+            return 1
+        described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
+        log.info(
+            "smlogger %s running: %s; sinks: %s",
+            __version__,
+            described,
+            ", ".join(s.name for s in sinks) or "none",
         )
-    except OSError as exc:
-        log.error("cannot serve the web page on %s: %s", config.http_listen, exc)
-        pipeline.stop(SETUP_FAILURE_BUDGET_S)
-        collector.end()
-        return 1
-    described = ", ".join(f"{m.name} ({m.describe_source()})" for m in config.meters)
-    log.info(
-        "smlogger %s running: %s; sinks: %s",
-        __version__,
-        described,
-        ", ".join(s.name for s in sinks) or "none",
-    )
-    notifier.ready(f"reading {described}")
+        notifier.ready(f"reading {described}")
 
-    last_status = [0.0]
+        last_status = [0.0]
 
-    def on_tick() -> None:
-        """Ping the systemd watchdog (only while healthy) and refresh the status text."""
-        notifier.watchdog(pipeline.healthy())
-        if notifier.enabled and time.monotonic() - last_status[0] >= STATUS_EVERY_S:
-            last_status[0] = time.monotonic()
-            notifier.status(status_line(live))
+        def on_tick() -> None:
+            """Ping the systemd watchdog (only while healthy) and refresh the status text."""
+            notifier.watchdog(pipeline.healthy())
+            if notifier.enabled and time.monotonic() - last_status[0] >= STATUS_EVERY_S:
+                last_status[0] = time.monotonic()
+                notifier.status(status_line(live))
 
-    progress = ReplayProgress(pipeline, sys.stderr) if _show_progress(meters) else None
+        progress = ReplayProgress(pipeline, sys.stderr) if _show_progress(meters) else None
 
-    def tick() -> None:
-        """Per-tick work of the main loop, plus the replay progress bar."""
-        on_tick()
+        def tick() -> None:
+            """Per-tick work of the main loop, plus the replay progress bar."""
+            on_tick()
+            if progress is not None:
+                progress.show()
+            collector.tick()
+
+        pipeline.run(stop, tick)
+        if signals.received is not None:
+            log.info("%s received: flushing and exiting", signal.Signals(signals.received).name)
+        else:
+            log.info("all sources finished: flushing and exiting")
+        notifier.stopping()
+        web_stopper = None
+        if web is not None:
+            web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
+            web_stopper.start()
         if progress is not None:
-            progress.show()
-        collector.tick()
-
-    pipeline.run(stop, tick)
-    if signals.received is not None:
-        log.info("%s received: flushing and exiting", signal.Signals(signals.received).name)
-    else:
-        log.info("all sources finished: flushing and exiting")
-    notifier.stopping()
-    web_stopper = None
-    if web is not None:
-        web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
-        web_stopper.start()
-    if progress is not None:
-        progress.finish_line()
-    # sinks write what they hold as long as they make progress (replays must end complete;
-    # a slow database on SIGTERM gets its time), up to shutdown_timeout
-    clean = pipeline.stop(config.shutdown_timeout)
-    collector.end()
+            progress.finish_line()
+        # sinks write what they hold as long as they make progress (replays must end complete;
+        # a slow database on SIGTERM gets its time), up to shutdown_timeout
+        clean = pipeline.stop(config.shutdown_timeout)
+    finally:
+        collector.end()
     if config.database_enabled or config.csv_enabled:
         remove_empty_ram_tier(ram_base(config))
     for runner in pipeline.runners:

@@ -323,3 +323,26 @@ def test_stored_row_from_a_reading_equals_the_dataclass_constructor() -> None:
     assert row == plain and repr(row) == repr(plain)
     assert dataclasses.replace(row, base="k") == dataclasses.replace(plain, base="k")
     assert StoredRow.from_payload(row.to_payload()) == row
+
+
+def test_a_failing_run_restores_the_garbage_collector_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However `run` leaves (here: an unexpected error while starting the web page), the
+    collector it switched off for a full-speed replay is back on and nothing stays frozen."""
+    import gc
+
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+
+    _recording_and_simulator(tmp_path / "in.bin", 50)
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--speed", "max", "--http", "off"]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path / "data")])
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("web start failed")
+
+    monkeypatch.setattr(service, "start_web", broken)
+    with pytest.raises(RuntimeError, match="web start failed"):
+        service.run(cfgmod.load(args))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
