@@ -250,8 +250,10 @@ class DiskQueue:
         self._closed = False
         self.dropped = 0  # records dropped by the age/size bound since open
         # told (under the queue's lock: it must not call back) which records the bounds
-        # dropped, so that a consumer counting what waits can count them off
-        self._on_drop = on_drop
+        # dropped, so that a consumer counting what waits can count them off; from the end of
+        # the opening on (what opening drops, the consumer never counted: it counts what
+        # waits once the queue is open)
+        self._on_drop: Optional[Callable[[list[Entry]], None]] = None
         self.corrupt = 0  # damaged stretches skipped (at open or while reading)
         self.skipped_bytes = 0  # their size
         self.torn_bytes = 0  # torn tail cut at open
@@ -286,6 +288,7 @@ class DiskQueue:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             raise
+        self._on_drop = on_drop
 
     # ---- opening / recovery ------------------------------------------------------------------
 

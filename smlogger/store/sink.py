@@ -145,8 +145,6 @@ class Store:
         self.shutdown_timeout = shutdown_timeout
         self.legacy_table = legacy_table
         self.legacy_local_time = legacy_local_time
-        # records the journal drops while it opens are not counted in the first place
-        self._count_drops = False
         self.queue = DiskQueue(
             Path(spool_dir),
             max_age_s=max_spool_age_days * 86400 if max_spool_age_days > 0 else None,
@@ -204,7 +202,6 @@ class Store:
         # Rows a full-speed replay hands over in memory (`direct_batches`) are not in it: they
         # reach the database within seconds, and their commits do not go through the journal.
         self.pending = PendingReadings(unseen=self.depth)
-        self._count_drops = True
         self._batches = 0
         self._closed = False
         self._stop = threading.Event()
@@ -694,8 +691,6 @@ class Store:
     def _journal_dropped(self, entries: list[Entry]) -> None:
         # the oldest records went over the age/size bound (a database away for a week): they
         # no longer wait, so neither the depth nor the page may count them
-        if not self._count_drops:
-            return
         count = sum(batch_count(e.payload) for e in entries)
         with self._state_lock:
             self._disk_readings -= count
