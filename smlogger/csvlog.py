@@ -31,6 +31,7 @@ import shutil
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -181,12 +182,24 @@ class CsvDiskFullError(OSError):
 
 
 def _last_time(path: Path, size: int) -> bytes:
-    """The time cell of a file's last row (b"" for a file with only its header)."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, size - 4096))
-        lines = fh.read().splitlines()
+    """The time cell of a file's last row (b"" for a file with only its header); a finished
+    file (`.csv.gz`) is read through."""
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as packed:
+            lines = [line.rstrip(b"\r\n") for line in deque(packed, maxlen=1)]
+    else:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - 4096))
+            lines = fh.read().splitlines()
     last = lines[-1] if lines else b""
     return last[:24] if last[:1].isdigit() else b""
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @dataclass
@@ -254,8 +267,8 @@ class CsvLog:
         # rows the disk refused, in order, waiting for space: (meter, time, encoded row)
         self._pending: list[tuple[str, datetime, bytes]] = []
         # The RAM journal (a tmpfs): rows wait there, safe against kill -9, and reach the file
-        # every sync_interval seconds, so the SD card sees a few pages a minute instead of a
-        # page per row. Rows a killed process left there are written at the next start
+        # every write_interval seconds (see above), so the SD card sees a burst of pages per
+        # interval instead of a page per row. Rows a killed process left there are written at the next start
         # (those it had written already are recognised by their time and skipped).
         self._ram: Optional[DiskQueue] = None
         if ram_dir is not None and sync_interval > 0:
@@ -443,24 +456,35 @@ class CsvLog:
                 self._drain_ram()
 
     def last_row_time(self, meter_id: str) -> Optional[datetime]:
-        """The time of the newest row in the meter's files not yet compressed (None: no row).
-        Files with a partial last line are repaired when the log opens (`housekeeping`)."""
-        newest: Optional[datetime] = None
+        """The time of the newest row in the meter's files (None: no row). The open period's
+        files are plain; when they hold no row yet (a start in a new period: the last one
+        was compressed at opening), the newest compressed one counts. Files with a partial
+        last line are repaired when the log opens (`housekeeping`)."""
         with self._lock:
-            for path in self.meter_dir(meter_id).glob("*.csv"):
-                try:
-                    cell = _last_time(path, path.stat().st_size).decode()
-                    moment = datetime.fromisoformat(cell.replace("Z", "+00:00"))
-                except (OSError, ValueError):
-                    continue  # an empty file, a foreign one: nothing to go by
-                if newest is None or moment > newest:
-                    newest = moment
+            folder = self.meter_dir(meter_id)
+            newest = self._newest_row(folder.glob("*.csv"))
+            if newest is None:
+                packed = sorted(folder.glob("*.csv.gz"), key=_mtime)
+                newest = self._newest_row(packed[-1:])
+        return newest
+
+    @staticmethod
+    def _newest_row(paths: Iterable[Path]) -> Optional[datetime]:
+        newest: Optional[datetime] = None
+        for path in paths:
+            try:
+                cell = _last_time(path, path.stat().st_size).decode()
+                moment = datetime.fromisoformat(cell.replace("Z", "+00:00"))
+            except (OSError, ValueError, EOFError, gzip.BadGzipFile):
+                continue  # an empty file, a foreign or damaged one: nothing to go by
+            if newest is None or moment > newest:
+                newest = moment
         return newest
 
     # ---- Sink protocol -------------------------------------------------------------------
     def write(self, reading: Reading) -> None:
         """Append the reading's row: through the RAM journal when there is one (written to
-        the file every `sync_interval` s), else at once (held in memory while the disk is
+        the file every `write_interval` s), else at once (held in memory while the disk is
         full)."""
         row = self._format.row(reading).encode()
         with self._lock:

@@ -372,3 +372,24 @@ def test_row_format_remembers_numbers_without_changing_their_text(
                 **fields,
             )
             assert fmt.row(item) == _reference_row(item, aggregated)
+
+
+def test_last_row_time_reads_the_compressed_file_after_a_new_period_began(tmp_path: Path) -> None:
+    """A start after midnight finds the previous day compressed (at opening) and no row yet
+    in the new day's file: the newest row is in the `.csv.gz` (what the power-cut catch-up
+    compares the database with)."""
+    day = datetime(2024, 3, 1, 23, 50, tzinfo=timezone.utc)
+    log = CsvLog(tmp_path, compress=True, clock=lambda: day)
+    for s in range(5):
+        log.write(reading(day + timedelta(seconds=s), 100.0, 250.0))
+    log.close()
+    later = CsvLog(tmp_path, compress=True, clock=lambda: day + timedelta(hours=1))
+    try:
+        assert sorted(p.name for p in tmp_path.rglob("*.csv*")) == [f"{METER}_2024-03-01.csv.gz"]
+        assert later.last_row_time(METER) == day + timedelta(seconds=4)
+        later.write(reading(day + timedelta(hours=1), 100.0, 250.0))
+        later.flush()
+        assert later.last_row_time(METER) == day + timedelta(hours=1)  # the open file's row
+        assert later.last_row_time("no-such-meter") is None
+    finally:
+        later.close()
