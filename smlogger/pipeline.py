@@ -103,8 +103,6 @@ _ENERGY_REGISTERS = tuple(
 _pick_energies = operator.itemgetter(*ENERGY_FIELDS)
 _POWER_FIELDS = ("p_sum", "p_L1", "p_L2", "p_L3")
 _pick_powers = operator.itemgetter(*_POWER_FIELDS)
-# one step of a register in kWh by its scaler (PIN-locked meters count whole kWh)
-_STEPS = {scaler: 10.0**scaler / 1000.0 for scaler in range(-9, 10)}
 
 
 def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
@@ -120,8 +118,8 @@ def _energies(reading: Reading) -> tuple[dict[str, float], dict[str, float]]:
         if entry is None and tariff is not None:
             entry = values.get(tariff)  # a total made from the tariff registers
         scaler = entry.scaler if entry is not None and entry.scaler is not None else 0
-        step = _STEPS.get(scaler)
-        resolution[name] = step if step is not None else 10.0**scaler / 1000.0
+        # one step of the register in kWh (PIN-locked meters count whole kWh)
+        resolution[name] = 10.0**scaler / 1000.0
     return energies, resolution
 
 
