@@ -599,12 +599,13 @@ def catch_up(meter: SimulatedMeter, since: datetime, now: datetime, window_s: fl
     step = max(_CATCH_UP_STEP_S, span / _CATCH_UP_MAX_STEPS)
     regs = meter.registers
     moment = since
+    power = meter.model.at(since).total  # (each step's end is the next one's start)
     while moment < end:
         nxt = min(end, moment + timedelta(seconds=step))
         hours = (nxt - moment).total_seconds() / 3600.0
-        samples = [meter.model.at(moment).total, meter.model.at(nxt).total]
+        samples = [power, meter.model.at(nxt).total]
         regs.import_wh += max(0.0, *samples) * hours
         regs.export_wh += max(0.0, *(-p for p in samples)) * hours
-        moment = nxt
+        moment, power = nxt, samples[1]
     regs.last = end
-    regs.last_power = meter.model.at(end).total
+    regs.last_power = power
