@@ -338,7 +338,7 @@ def catch_up_csv(store: Optional[Store], sinks: Sequence[Sink], timeout: float) 
     added = 0
     try:
         for meter in reader.meters():
-            newest = reader.queries.newest_time(meter)
+            newest = reader.newest_time(meter)
             if newest is None:
                 continue
             # what the RAM journal can have held: the last write interval before the newest
@@ -355,7 +355,7 @@ def catch_up_csv(store: Optional[Store], sinks: Sequence[Sink], timeout: float) 
         # a database that is down now: the CSV files stay as they are, nothing else waits
         log.warning("csv: cannot compare the CSV files with the database: %s", describe(exc))
     finally:
-        reader.db.close()  # this thread's connection; the web and the writer have their own
+        reader.close()  # this thread's connection; the web and the writer have their own
     if added:
         csv.drain()  # these belong in the files now, not an interval later
         log.warning(

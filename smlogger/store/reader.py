@@ -80,6 +80,14 @@ class StoreReader:
                     raise StoreUnavailableError(f"database unavailable: {exc}") from exc
         raise AssertionError("unreachable")
 
+    def close(self) -> None:
+        """Close the calling thread's connection (each thread that reads opens its own)."""
+        self._close_connection()
+
+    def newest_time(self, meter_id: str) -> Optional[datetime]:
+        """The time of the meter's newest stored reading (None: none stored)."""
+        return self._read(lambda: self.queries.newest_time(meter_id))
+
     def _close_connection(self) -> None:
         try:
             self.db.close()
