@@ -120,35 +120,34 @@ class Splitter:
         # list is made only for what goes into the delta)
         for obis, entry in values.items():
             plan = typed.get(obis, _UNTYPED)
-            if plan is _UNTYPED:
-                if same.get(obis) is entry:
-                    continue
-                value = entry.value
-                kind = value.__class__
-                # stored JSON-safe (json_value changes only octet strings, non-finite floats)
-                if kind is not int and not (kind is float and isfinite(value)):  # type: ignore[arg-type]
-                    value = json_value(value)
-                base_item = base.get(obis)
-                if base_item is not None and base_item[0] == value and base_item[1] == entry.unit:
-                    same[obis] = entry
-                    continue
-                delta[obis] = [value, entry.unit]
+            if plan is _UNTYPED and same.get(obis) is entry:
                 continue
-            # a register behind a typed column is never left out for being equal to the
-            # base: `join` restores it from the column, so it is left out only when the
-            # column gives the value back exactly (same unit and type as the base)
             value = entry.value
             kind = value.__class__
-            if plan is not None and kind is plan[3] and entry.unit == plan[2]:
+            # a register behind a typed column is never left out for being equal to the base:
+            # `join` restores it from the column, so it is left out only when the column gives
+            # the value back exactly (same unit and type as the base)
+            if (
+                plan is not _UNTYPED
+                and plan is not None
+                and kind is plan[3]
+                and entry.unit == plan[2]
+            ):
                 column = fields.get(plan[0])
-                # _restore's result equals `value` exactly when this holds (a float
-                # compares exactly with an int, and a NaN with nothing)
+                # _restore's result equals `value` exactly when this holds (a float compares
+                # exactly with an int, and a NaN with nothing)
                 if column is not None and (
                     column == value if plan[1] == 1.0 else round(column / plan[1], 6) == value
                 ):
                     continue
+            # stored JSON-safe (json_value changes only octet strings, non-finite floats)
             if kind is not int and not (kind is float and isfinite(value)):  # type: ignore[arg-type]
                 value = json_value(value)
+            if plan is _UNTYPED:
+                base_item = base.get(obis)
+                if base_item is not None and base_item[0] == value and base_item[1] == entry.unit:
+                    same[obis] = entry
+                    continue
             delta[obis] = [value, entry.unit]
         for obis in base:
             if obis not in values:
