@@ -268,8 +268,9 @@ class CsvLog:
         self._pending: list[tuple[str, datetime, bytes]] = []
         # The RAM journal (a tmpfs): rows wait there, safe against kill -9, and reach the file
         # every write_interval seconds (see above), so the SD card sees a burst of pages per
-        # interval instead of a page per row. Rows a killed process left there are written at the next start
-        # (those it had written already are recognised by their time and skipped).
+        # interval instead of a page per row. Rows a killed process left there are written
+        # at the next start (those it had written already are recognised by their time and
+        # skipped).
         self._ram: Optional[DiskQueue] = None
         if ram_dir is not None and sync_interval > 0:
             self._ram = DiskQueue(
