@@ -125,11 +125,14 @@ class Queries:
         end: datetime,
         step: Optional[int] = None,
         max_points: int = 2000,
+        extra: int = 0,
     ) -> dict[str, Any]:
         """Power and energy series of a meter between `start` and `end`.
 
         Without `step` the resolution is chosen so that at most `max_points` come back (raw rows or
-        rollups); raises ValueError for an empty range or a step giving too many points.
+        rollups), counting `extra` readings in the range that the caller adds (not committed
+        yet); the choice is the same for a meter not stored yet, which has no points. Raises
+        ValueError for an empty range or a step giving too many points.
         """
         start, end = _utc(start), _utc(end)
         span = (end - start).total_seconds()
@@ -155,29 +158,27 @@ class Queries:
             "points": [],
         }
         meter = self.meter_key(meter_id)
-        if meter is None:
-            return result
         if step is None and span <= max_points * RAW_SECONDS_PER_READING:
             # short ranges: the readings themselves when there are few enough of them
-            rows = self._raw_rows(meter, start, end, limit=max_points + 1)
-            if len(rows) <= max_points:
+            room = max_points - extra
+            rows = [] if meter is None or room < 0 else self._raw_rows(meter, start, end, room + 1)
+            if len(rows) <= room:
                 result["points"] = [
                     _point(r[0], r[2], r[3], r[4], r[5:8], r[8], r[9], int(r[1] or 1)) for r in rows
                 ]
                 return result
-            step = nice_step(span / max_points)
-            result["step"] = step
-            result["points"] = self._raw_points(meter, start, end, step)
-            return result
         if step is None:
             step = nice_step(span / max_points)
         result["step"] = step
         table = rollup_for_step(step)
-        if table is None:
-            result["points"] = self._raw_points(meter, start, end, step)
-            return result
-        result["source"] = table.split("_", 1)[1]
-        result["points"] = self._rollup_points(meter, table, start, end, step)
+        if table is not None:
+            result["source"] = table.split("_", 1)[1]
+        if meter is not None:
+            result["points"] = (
+                self._raw_points(meter, start, end, step)
+                if table is None
+                else self._rollup_points(meter, table, start, end, step)
+            )
         return result
 
     def _raw_rows(self, meter: int, start: datetime, end: datetime, limit: int) -> list[list[Any]]:

@@ -13,12 +13,9 @@ from smlogger.reading import Reading
 from smlogger.store.merge import merge_consumption, merge_export, merge_history
 from smlogger.store.pending import PendingReadings
 from smlogger.store.queries import (
-    RAW_SECONDS_PER_READING,
     Queries,
     _utc,
     _zone,
-    nice_step,
-    rollup_for_step,
 )
 from smlogger.store.writer import is_connection_error
 
@@ -48,19 +45,20 @@ class StoreReader:
         self.pending = pending
 
     def _with_pending(
-        self, meter_id: Optional[str], query: Callable[[], T]
+        self, meter_id: Optional[str], query: Callable[[list[Reading]], T]
     ) -> tuple[T, list[Reading]]:
-        """`query`'s answer and the pending readings (of `meter_id`) that it lacks.
+        """`query`'s answer and the pending readings (of `meter_id`) that it lacks (`query`
+        is given them too).
 
         The pending readings are taken before the database is asked: a commit in between
         would otherwise hide its readings from both. If a commit happened while the database
         answered, they may be in both: then both are read again (commits are minutes apart).
         """
         if self.pending is None:
-            return self._read(query), []
+            return self._read(lambda: query([])), []
         for _ in range(4):
             commits, readings = self.pending.snapshot(meter_id)
-            answer = self._read(query)
+            answer = self._read(lambda: query(readings))  # noqa: B023 (called at once)
             if self.pending.commits == commits:
                 return answer, readings
         return answer, []  # the database has them by now
@@ -128,27 +126,10 @@ class StoreReader:
         """
         start, end = _utc(start), _utc(end)
 
-        def query() -> dict[str, Any]:
-            result = self.queries.history(meter_id, start, end, step, max_points)
-            if step is None and result["step"] is None and self.pending is not None:
-                # readings and pending readings together may be too many to list (or the
-                # database does not know the meter yet and did not choose): then points of
-                # the step the database chooses for a long or full range
-                span = (end - start).total_seconds()
-                waiting = sum(
-                    1 for r in self.pending.snapshot(meter_id)[1] if start <= r.time < end
-                )
-                if (
-                    len(result["points"]) + waiting > max_points
-                    or span > max_points * RAW_SECONDS_PER_READING
-                ):
-                    wider = nice_step(span / max_points)
-                    result = self.queries.history(meter_id, start, end, wider, max_points)
-            if result["step"] is not None and not result["points"]:
-                # (a meter the database does not know yet: its answer names no table)
-                table = rollup_for_step(result["step"])
-                result["source"] = "raw" if table is None else table.split("_", 1)[1]
-            return result
+        def query(pending: list[Reading]) -> dict[str, Any]:
+            # readings and pending readings together may be too many to list
+            waiting = sum(1 for r in pending if start <= r.time < end) if step is None else 0
+            return self.queries.history(meter_id, start, end, step, max_points, extra=waiting)
 
         result, pending = self._with_pending(meter_id, query)
         return merge_history(result, [r for r in pending if start <= r.time < end])
@@ -171,7 +152,9 @@ class StoreReader:
         """
         start, end = _utc(start), _utc(end)
 
-        def query() -> tuple[list[dict[str, Any]], list[Optional[float]], Optional[datetime]]:
+        def query(
+            _pending: list[Reading],
+        ) -> tuple[list[dict[str, Any]], list[Optional[float]], Optional[datetime]]:
             bars = self.queries.consumption(meter_id, period, start, end, tz)
             newest = self.queries.newest_time(meter_id)
             return bars, self.queries.last_counters(meter_id), newest
