@@ -548,14 +548,18 @@ class BulkCollector:
     unreachable objects), need not set off collections at all: at the default rate the
     collector took a fifth of such a replay's time, at a 50,000 threshold still a tenth. So
     automatic collection is off and `tick` collects every BULK_GC_EVERY_S instead; `end`
-    puts the collector back (run() may be called again in one process).
+    puts the collector back (run() may be called again in one process). A program embedding
+    run() that froze objects of its own keeps them frozen: `unfreeze` cannot tell theirs from
+    ours, so then nothing is frozen here.
     """
 
     def __init__(self, active: bool) -> None:
         self.active = active
         self._last = time.monotonic()
+        self._froze = active and gc.get_freeze_count() == 0
         if active:
-            gc.freeze()
+            if self._froze:
+                gc.freeze()
             gc.disable()
 
     def tick(self) -> None:
@@ -568,7 +572,8 @@ class BulkCollector:
         """The collector as before (once)."""
         if self.active:
             self.active = False
-            gc.unfreeze()
+            if self._froze:
+                gc.unfreeze()
             gc.enable()
 
 

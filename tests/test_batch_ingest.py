@@ -302,6 +302,27 @@ def test_full_speed_replay_in_process_restores_the_garbage_collector(tmp_path: P
     assert len(_tables(data / "smlogger.db")["readings"]) == len(frames)
 
 
+def test_a_full_speed_replay_leaves_the_callers_frozen_objects_frozen(tmp_path: Path) -> None:
+    """A program that froze objects of its own before calling `run` finds them still frozen
+    after it (gc.get_objects() lists every generation but the frozen one)."""
+    import gc
+
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+
+    _recording_and_simulator(tmp_path / "in.bin", 50)
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--speed", "max", "--http", "off"]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path / "data")])
+    mine = [object()]
+    gc.freeze()
+    try:
+        assert service.run(cfgmod.load(args)) == 0
+        assert gc.isenabled()
+        assert id(mine) not in {id(o) for o in gc.get_objects()}
+    finally:
+        gc.unfreeze()
+
+
 def test_stored_row_from_a_reading_equals_the_dataclass_constructor() -> None:
     """StoredRow.from_reading builds its attributes as one dict: the same row as the
     constructor gives (equality, repr, dataclasses.replace)."""
