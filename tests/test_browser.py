@@ -561,3 +561,63 @@ def test_history_opens_on_a_range_with_data_and_keeps_it_in_the_url(tmp_path: Pa
     finally:
         driver.quit()
         stop_logger(running)
+
+
+def test_history_while_the_database_cannot_be_read(tmp_path: Path) -> None:
+    """A database that fails every history query (here: its readings table is gone): the
+    chart still draws the readings waiting to be stored and the hint says why only those."""
+    import sqlite3
+
+    from smlogger.store import StoreReader
+    from smlogger.store.pending import PendingReadings
+
+    meter = "abc123"
+    store = Store(open_database(None, tmp_path), spool_dir=tmp_path / "spool")
+    now = datetime.now(timezone.utc)
+    try:
+        store.bulk_load([Reading(meter_id=meter, time=now - timedelta(hours=2), values={})])
+        with sqlite3.connect(tmp_path / "smlogger.db") as con:
+            con.execute('DROP TABLE "readings"')
+        pending = PendingReadings()
+        pending.add_many(
+            [
+                Reading(
+                    meter_id=meter,
+                    time=now - timedelta(seconds=s),
+                    values={},
+                    p_sum=400.0 + s,
+                    e_sum=5.0 - s / 1000,
+                )
+                for s in range(300, 0, -2)
+            ]
+        )
+        live = LiveState()
+        live.set_source("sim", "connected", stats={"frames_ok": 1, "crc_errors": 0})
+        live.update(Reading(meter_id=meter, time=now, values={}, p_sum=401.0), source="sim")
+        with WebServer(build_app(live, StoreReader(store.db, pending)), "127.0.0.1", 0) as server:
+            driver = make_driver()
+            try:
+                driver.get(server.url + "?range=hour")
+                hint = driver.find_element(By.ID, "history-hint")
+                wait_for(
+                    driver,
+                    15,
+                    "the hint about the database",
+                    lambda: "database cannot be read" in hint.text,
+                )
+                assert "warn" in (hint.get_attribute("class") or "")
+                wait_for(
+                    driver,
+                    15,
+                    "the waiting readings drawn",
+                    lambda: chart_points(driver, "history-chart") > 0,
+                )
+                # (the consumption bars need the stored counters: their 503 is expected)
+                problems = [
+                    p for p in console_problems(driver) if "/api/consumption" not in p["message"]
+                ]
+                assert problems == []
+            finally:
+                driver.quit()
+    finally:
+        store.close()

@@ -26,6 +26,7 @@ from smlogger.store import (
     SqlWriter,
     Store,
     StoreReader,
+    StoreUnavailableError,
     ensure_schema,
     open_database,
     schema_version,
@@ -192,6 +193,14 @@ def test_server_down_for_30_s_loses_nothing_duplicates_nothing_keeps_order(
             assert status["db"] == "down" and status["last_error"]
             # ~20 readings/s kept queueing
             assert counter(status, "queue_depth") > depth_early + 300
+            # the page's history meanwhile: the readings waiting for the server
+            with pytest.raises(StoreUnavailableError) as down:
+                StoreReader(db, store.pending).history(METER, T0, T0 + timedelta(hours=1))
+            partial = down.value.partial
+            assert partial is not None and partial["source"] == "pending"
+            shown = [p["t"] for p in partial["points"]]
+            assert len(shown) > 300 and shown == sorted(shown)
+            assert set(shown) <= {t.timestamp() for t in list(written)}
             srv.start()
             time.sleep(5)  # readings keep flowing while the backlog drains
         finally:

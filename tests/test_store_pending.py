@@ -18,7 +18,7 @@ from helpers import reading, tiered_store
 from test_store_support import T0, household
 
 from smlogger.reading import Reading
-from smlogger.store import Store, StoreReader, open_database
+from smlogger.store import Store, StoreReader, StoreUnavailableError, open_database
 from smlogger.store.pending import PendingReadings
 
 DAY = timedelta(days=1)
@@ -138,6 +138,48 @@ def test_too_many_for_raw_points_become_buckets(store: Store) -> None:
     want = reader.history("m", R0, R0 + timedelta(seconds=300), max_points=100)
     assert got["step"] == want["step"] == 5
     assert approx(got["points"]) == want["points"]
+
+
+def test_a_database_that_cannot_be_read_still_shows_the_pending_readings(
+    tmp_path: Path, store: Store
+) -> None:
+    """The history the page gets while the database is down: the readings waiting for it,
+    the same points as once they are stored; without pending readings it is a plain error."""
+    readings = list(household(T0, 3 * 1800, interval=2.0, meter="household"))
+    write(store, readings)
+    working = StoreReader(store.db, store.pending)
+    # a database without the schema: every query fails (as a damaged file does)
+    broken_db = peewee.SqliteDatabase(str(tmp_path / "broken.db"))
+    broken = StoreReader(broken_db, store.pending)
+    try:
+        for start, end, step in RANGES:
+            want = working.history("household", start, end, step=step, max_points=1500)
+            with pytest.raises(StoreUnavailableError, match="no such table") as failed:
+                broken.history("household", start, end, step=step, max_points=1500)
+            got = failed.value.partial
+            assert got is not None
+            assert got["source"] == "pending"
+            assert (got["meter"], got["from"], got["to"]) == (
+                want["meter"],
+                want["from"],
+                want["to"],
+            )
+            assert got["step"] == want["step"]
+            assert got["points"] == approx(want["points"])
+        assert got is not None and got["points"], "the last range holds every reading"
+        # another meter's readings are not in it
+        with pytest.raises(StoreUnavailableError) as other:
+            broken.history("garage", T0, T0 + DAY)
+        assert other.value.partial is not None and other.value.partial["points"] == []
+        # consumption needs the stored counters: no partial answer
+        with pytest.raises(StoreUnavailableError) as consumption:
+            broken.consumption("household", "day", T0 - DAY, T0 + DAY)
+        assert consumption.value.partial is None
+        with pytest.raises(StoreUnavailableError) as plain:
+            StoreReader(broken_db).history("household", T0, T0 + DAY)
+        assert plain.value.partial is None
+    finally:
+        broken_db.close()
 
 
 def test_export_gives_a_reading_once_when_committed_meanwhile(store: Store) -> None:

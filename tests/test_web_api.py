@@ -21,6 +21,7 @@ from smlogger.live import LiveState
 from smlogger.reading import Reading, Value
 from smlogger.states import page_link_states
 from smlogger.store import Store, StoreReader, open_database
+from smlogger.store.pending import PendingReadings
 from smlogger.web import WebServer, build_app
 
 METER_A = "0a01445a47000282225e"  # live and stored
@@ -435,6 +436,47 @@ def test_broken_database_is_503_not_500(tmp_path: Path, live: LiveState, now: da
             assert resp.headers["Retry-After"]
             assert_error(get(srv, "/api/consumption", meter=METER_A), 503)
             assert get(srv, "/api/live").status == 200  # live data does not need the database
+        finally:
+            srv.stop()
+    finally:
+        store.close()
+
+
+def test_broken_database_history_shows_the_readings_waiting_for_it(
+    tmp_path: Path, live: LiveState, now: datetime
+) -> None:
+    """While the database cannot be read the chart keeps the readings not committed yet,
+    marked so; consumption (which needs the stored counters) stays a 503."""
+    db = open_database(None, tmp_path)
+    store = Store(db, spool_dir=tmp_path / "spool")
+    try:
+        store.bulk_load([make_reading(METER_A, now - timedelta(minutes=30), 1.0, 1.0)])
+        with sqlite3.connect(tmp_path / "smlogger.db") as con:  # someone damages the database
+            con.execute('DROP TABLE "readings"')
+        pending = PendingReadings()
+        waiting = [
+            make_reading(METER_A, now - timedelta(seconds=60 - s), 500.0 + s, 2.0 + s / 1000)
+            for s in range(0, 60, 2)
+        ]
+        pending.add_many(waiting)
+        pending.add(make_reading(METER_B, now - timedelta(seconds=5), 9.0, 9.0))
+        srv = serve(live, StoreReader(db, pending))
+        try:
+            resp = get(srv, "/api/history", meter=METER_A, **{"from": "-10m"})
+            assert resp.status == 200, resp.body
+            body = resp.json()
+            assert body["unavailable"] == "database unavailable"
+            assert body["source"] == "pending" and body["step"] is None
+            assert [p["ts"] for p in body["points"]] == [r.time.timestamp() for r in waiting]
+            assert [p["p_avg"] for p in body["points"]] == [r.p_sum for r in waiting]
+            # too many points for the range: buckets of a step, as from the database
+            stepped = get(srv, "/api/history", meter=METER_A, step="30s", **{"from": "-10m"})
+            assert stepped.status == 200, stepped.body
+            assert stepped.json()["step"] == 30
+            assert sum(p["n"] for p in stepped.json()["points"]) == len(waiting)
+            assert_error(get(srv, "/api/consumption", meter=METER_A), 503)
+            # a bad parameter is still the caller's error
+            assert_error(get(srv, "/api/history", meter=METER_A, step="0"), 400, "step")
         finally:
             srv.stop()
     finally:

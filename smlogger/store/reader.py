@@ -13,11 +13,14 @@ from smlogger.reading import Reading
 from smlogger.store.merge import merge_consumption, merge_export, merge_history
 from smlogger.store.pending import PendingReadings
 from smlogger.store.queries import (
+    RAW_SECONDS_PER_READING,
     Queries,
     _utc,
     _zone,
+    nice_step,
 )
 from smlogger.store.writer import is_connection_error
+from smlogger.timefmt import iso
 
 log = logging.getLogger("smlogger.store")
 
@@ -25,7 +28,15 @@ T = TypeVar("T")
 
 
 class StoreUnavailableError(RuntimeError):
-    """The database could not be reached for a query."""
+    """The database could not be reached (or read) for a query.
+
+    `partial` is what could be answered without it, if anything: for a history, the
+    readings not committed yet (see `StoreReader.history`).
+    """
+
+    def __init__(self, message: str, partial: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class StoreReader:
@@ -123,6 +134,10 @@ class StoreReader:
         Points: ``t`` (epoch seconds, bucket start), ``p_avg``/``p_min``/``p_max`` (W, total
         power), ``p_L1``..``p_L3`` (W, mean), ``e_sum``/``e_export`` (kWh, last counter),
         ``n`` (readings in the point). Buckets are UTC-aligned; an unknown meter has no points.
+
+        When the database cannot be read, `StoreUnavailableError` carries as `partial` the
+        same answer made of the readings not committed yet alone (``source`` "pending"): while
+        the database is down they pile up there, and the page keeps showing the newest ones.
         """
         start, end = _utc(start), _utc(end)
 
@@ -131,7 +146,18 @@ class StoreReader:
             waiting = sum(1 for r in pending if start <= r.time < end) if step is None else 0
             return self.queries.history(meter_id, start, end, step, max_points, extra=waiting)
 
-        result, pending = self._with_pending(meter_id, query)
+        try:
+            result, pending = self._with_pending(meter_id, query)
+        except ValueError:
+            raise
+        except Exception as exc:
+            if self.pending is None:
+                raise
+            waiting = [r for r in self.pending.snapshot(meter_id)[1] if start <= r.time < end]
+            partial = _pending_history(meter_id, start, end, step, max_points, waiting)
+            unavailable = isinstance(exc, StoreUnavailableError)  # (_read's already says so)
+            message = str(exc) if unavailable else f"database unavailable: {exc}"
+            raise StoreUnavailableError(message, partial) from exc
         return merge_history(result, [r for r in pending if start <= r.time < end])
 
     def consumption(
@@ -174,3 +200,28 @@ class StoreReader:
             return stored
         _, pending = self.pending.snapshot(meter_id)
         return merge_export(stored, [r for r in pending if start <= r.time < end])
+
+
+def _pending_history(
+    meter_id: str,
+    start: datetime,
+    end: datetime,
+    step: Optional[int],
+    max_points: int,
+    readings: list[Reading],
+) -> dict[str, Any]:
+    """A `history` answer of `readings` alone (in [start, end)), with the step
+    `Queries.history` would choose: the readings themselves for a short range holding at
+    most `max_points` of them, else points of a round step."""
+    span = (end - start).total_seconds()
+    if step is None and (span > max_points * RAW_SECONDS_PER_READING or len(readings) > max_points):
+        step = nice_step(span / max_points)
+    empty: dict[str, Any] = {
+        "meter": meter_id,
+        "from": iso(start),
+        "to": iso(end),
+        "step": step,
+        "source": "pending",
+        "points": [],
+    }
+    return merge_history(empty, readings)

@@ -292,15 +292,23 @@ class WebApp:
         self.db_log.ok("database readable again")
         return meters
 
-    def query_store(self, query: Callable[[], _T]) -> _T:
+    def query_store(
+        self,
+        query: Callable[[], _T],
+        partial: Callable[[dict[str, Any]], _T] | None = None,
+    ) -> _T:
         """Run a database read for a request: a bad parameter the store refuses is a 400, a
-        database that cannot be read a 503 (logged once per outage)."""
+        database that cannot be read a 503 (logged once per outage), unless the store could
+        answer part of it without the database and `partial` makes the answer of that part."""
         try:
             result = query()
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except Exception as exc:
             self.db_log.failed(f"database unreadable: {describe(exc)}", exc)
+            part = getattr(exc, "partial", None)  # StoreUnavailableError's
+            if partial is not None and isinstance(part, dict):
+                return partial(part)
             raise ApiError(503, "database unavailable", headers={"Retry-After": "10"}) from None
         self.db_log.ok("database readable again")
         return result
@@ -392,7 +400,8 @@ class WebApp:
         return body
 
     def history(self) -> Json:
-        """GET /api/history: stored series for a meter and time range (503 without database)."""
+        """GET /api/history: stored series for a meter and time range (503 without database;
+        while it cannot be read, the readings waiting for it, marked `unavailable`)."""
         store = self.require_store()
         meter = self.meter_param()
         start, end = self.time_range(DEFAULT_HISTORY_SPAN)
@@ -412,9 +421,11 @@ class WebApp:
         if meter is None:
             return {"meter": None, "from": iso(start), "to": iso(end), "step": step, "points": []}
         result = self.query_store(
-            lambda: store.history(meter, start, end, step=step, max_points=max_points)
+            lambda: dict(store.history(meter, start, end, step=step, max_points=max_points)),
+            # the database is down: the readings waiting for it, and the page says so
+            partial=lambda part: {**part, "unavailable": "database unavailable"},
         )
-        return normalise_points(dict(result))
+        return normalise_points(result)
 
     def consumption(self) -> Json:
         """GET /api/consumption: energy per day or month (503 without database)."""

@@ -518,7 +518,12 @@
       meter: state.meter, from: (span[0] / 1000).toFixed(3), to: (span[1] / 1000).toFixed(3)
     }).then((h) => {
       if (seq !== state.historySeq) return;  // superseded by a newer request
-      if (!state.zoom && state.autoRange && pickRange(h.points || [], now)) return;
+      if (h.unavailable && !(h.points || []).length) {
+        historyChart.setData({ from: span[0], to: span[1], series: [], emptyText: "History unavailable: " + h.unavailable });
+        return;
+      }
+      // (the readings waiting for a database that is down say nothing about the range to open on)
+      if (!state.zoom && state.autoRange && !h.unavailable && pickRange(h.points || [], now)) return;
       state.history = { data: h, from: span[0], to: span[1] };
       renderHistory();
     }).catch((err) => {
@@ -617,6 +622,10 @@
       }));
       if (hint) hint.textContent = "Energy counted since the start of the shown range · drag to zoom, double-click to reset";
     }
+    if (hint && h.unavailable) {
+      hint.textContent = "The database cannot be read (" + h.unavailable + "): showing only the readings waiting to be stored";
+    }
+    if (hint) hint.classList.toggle("warn", Boolean(h.unavailable));
   }
 
   $$("[data-range]").forEach((b) => b.addEventListener("click", () => {
