@@ -155,11 +155,9 @@ def test_failing_sink_is_retried_in_order() -> None:
     worker.start()
     for i in range(5):
         worker.put(reading(i, 1000 + i))
-    deadline = time.monotonic() + 15
-    while len(sink.readings) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(sink.readings) == 5, what="the five readings")
     worker.close(time.monotonic() + 2)
-    assert worker.join(time.monotonic() + 3)
+    assert worker.join(time.monotonic() + 30)
     assert [r.e_sum for r in sink.readings] == [1000, 1001, 1002, 1003, 1004]
     status = worker.status()
     # the errors are counted; last_error is cleared once writing works again

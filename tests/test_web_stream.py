@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from helpers import reading
+from helpers import reading, wait_for
 
 from smlogger.live import LiveState
 from smlogger.web import WebServer, build_app
@@ -205,10 +205,7 @@ def test_stream_limit_and_release(live: LiveState) -> None:
         assert stream_count(srv) == 1
         first.close()
         # the server notices the closed connection at its next keep-alive write
-        deadline = time.monotonic() + 5
-        while stream_count(srv) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert stream_count(srv) == 0
+        wait_for(lambda: stream_count(srv) == 0, what="the closed stream noticed")
         third = SseClient(srv)
         try:
             assert third.resp.status == 200
