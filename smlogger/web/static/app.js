@@ -623,7 +623,7 @@
       if (hint) hint.textContent = "Energy counted since the start of the shown range · drag to zoom, double-click to reset";
     }
     if (hint && h.unavailable) {
-      hint.textContent = "The database cannot be read (" + h.unavailable + "): showing only the readings waiting to be stored";
+      hint.textContent = "The database cannot be read right now: showing only the readings waiting to be stored";
     }
     if (hint) hint.classList.toggle("warn", Boolean(h.unavailable));
   }
