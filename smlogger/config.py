@@ -697,6 +697,15 @@ MQTT_OPTIONS: tuple[Option, ...] = (
         "seconds a value may be missing from the readings before its HA entity is removed",
         metavar="SECONDS",
     ),
+    _opt(
+        "mqtt.reconnect_max",
+        "--mqtt-reconnect-max",
+        # paho waits whole seconds between attempts; the backoff starts at 1 s
+        parse_float(1, 3600),
+        60.0,
+        "longest wait between attempts to reach the broker (backoff from 1 s, doubling)",
+        metavar="SECONDS",
+    ),
 )
 
 GLOBAL_OPTIONS = GLOBAL_OPTIONS + MQTT_OPTIONS
@@ -1026,6 +1035,7 @@ class Config:
     mqtt_queue_size: int
     mqtt_offline_after: float
     mqtt_remove_after: float
+    mqtt_reconnect_max: float
     meters: tuple[MeterConfig, ...]
     config_file: Optional[str]
     # files holding a secret (config file, *_file options) and the warnings found at load time:

@@ -273,6 +273,7 @@ def mqtt_settings(config: Config) -> Optional[MqttSettings]:
             queue_size=config.mqtt_queue_size,
             offline_after=config.mqtt_offline_after,
             remove_after=config.mqtt_remove_after,
+            reconnect_max=config.mqtt_reconnect_max,
             meter_names=MappingProxyType(names),
             meter_models=MappingProxyType(models),
         )

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ class Mosquitto:
             ]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         self.write_config()
         with open(self.base / "stderr.txt", "ab") as err:
             self.proc = subprocess.Popen(
@@ -154,8 +155,8 @@ class Mosquitto:
     @contextlib.contextmanager
     def running(cls, base: Path, **kw: object) -> Iterator[Mosquitto]:
         broker = cls(base, **kw)  # type: ignore[arg-type]
-        broker.start()
         try:
+            broker.start()  # inside: a start that fails after Popen still stops the process
             yield broker
         finally:
             broker.stop()
@@ -184,6 +185,7 @@ class Collector:
         self._lock = threading.Lock()
         self._topics = topics
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged the subscription
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{id(self)}")
         if user:
             self.client.username_pw_set(user, password)
@@ -191,14 +193,18 @@ class Collector:
             self.client.tls_set(ca_certs=str(broker.tls.ca_cert))
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", broker.port, 10)
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, *args: object) -> None:
-        for topic in self._topics:
-            client.subscribe(topic, qos=1)
+        # one SUBSCRIBE for all topics: one SUBACK says all of them are in place
+        client.subscribe([(topic, 1) for topic in self._topics])
         self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -229,17 +235,35 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho 2.x closes its wake-up socket pair only in Client.__del__, and the client sits in
+        # a reference cycle with our callbacks: left to the cyclic GC, the pair is reported as a
+        # leaked socket (a ResourceWarning, an error) in whichever test runs then
+        reset = getattr(self.client, "_reset_sockets", None)
+        if callable(reset):
+            reset()
 
 
 def retained(
-    broker: Mosquitto, pattern: str = "#", settle: float = 1.0, **kw: str
+    broker: Mosquitto, pattern: str = "#", *, timeout: float = 60.0, **kw: str
 ) -> dict[str, str]:
-    """What a fresh subscriber gets as retained messages right now (topic -> payload)."""
-    collector = Collector(broker, (pattern,), **kw)
+    """What a fresh subscriber gets as retained messages right now (topic -> payload).
+
+    The broker sends the retained messages of a subscription right after its SUBACK, before
+    any message published later: a marker published to a private topic once the subscription
+    is acknowledged arrives after all of them, however slow the broker is. `timeout` only
+    says when to give up.
+    """
+    marker = f"smlogger-test/marker/{uuid.uuid4().hex}"
+    collector = Collector(broker, (pattern, marker), **kw)
     try:
-        if not collector.connected.wait(10):
-            raise AssertionError("collector could not connect")
-        time.sleep(settle)
+        deadline = time.monotonic() + timeout
+        if not collector.subscribed.wait(timeout):
+            raise AssertionError(f"collector could not subscribe to {pattern}")
+        collector.client.publish(marker, "end", qos=1)
+        while not collector.all(marker):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the marker after the retained {pattern} never came")
+            time.sleep(0.02)
         return {m.topic: m.payload for m in collector.all() if m.retain}
     finally:
         collector.close()

@@ -188,11 +188,17 @@ def test_server_down_for_30_s_loses_nothing_duplicates_nothing_keeps_order(
             down_at = time.monotonic()
             wait_for(lambda: store.status()["db"] == "down", 15, "the store to notice")
             depth_early = counter(store.status(), "queue_depth")
+            written_early = len(written)
             time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
             status = store.status()
+            written_late = len(written)
             assert status["db"] == "down" and status["last_error"]
-            # ~20 readings/s kept queueing
-            assert counter(status, "queue_depth") > depth_early + 300
+            # what the producer wrote meanwhile kept queueing (at its own pace: a loaded
+            # machine writes fewer than 20 a second); a reading may be between append and status
+            grown = counter(status, "queue_depth") - depth_early
+            assert written_late - written_early > 50, (written_early, written_late)  # it ran
+            meanwhile = written_late - written_early
+            assert grown >= 0.9 * meanwhile, (grown, meanwhile)
             # the page's history meanwhile: the readings waiting for the server
             with pytest.raises(StoreUnavailableError) as down:
                 StoreReader(db, store.pending).history(METER, T0, T0 + timedelta(hours=1))

@@ -76,7 +76,7 @@ def test_values_state_and_discovery_arrive(broker: Mosquitto, sinks: list[MqttSi
     expect = {"smlogger/house/p_sum": "504", "smlogger/house/e_sum": "100.004"}
 
     def arrived() -> dict[str, str] | None:
-        now = retained(broker, "smlogger/#", settle=0.3)
+        now = retained(broker, "smlogger/#")
         return now if all(now.get(t) == v for t, v in expect.items()) else None
 
     values = wait_for(arrived, 10, "retained values")
@@ -103,8 +103,8 @@ def test_ha_birth_message_resends_discovery(broker: Mosquitto, sinks: list[MqttS
     wait_for(lambda: sink.status()["discovery_sent"] > 0, 10, "discovery")
     watcher = Collector(broker, ("homeassistant/sensor/#",))
     try:
-        assert watcher.connected.wait(10)
-        time.sleep(0.5)
+        # subscribed before HA's birth message goes out, so its live copy cannot be missed
+        assert watcher.subscribed.wait(60)
         watcher.clear()
         before = sink.status()["discovery_sent"]
         watcher.publish("homeassistant/status", "online")
@@ -120,17 +120,19 @@ def test_broker_restart_without_persistence_heals(broker: Mosquitto, sinks: list
     sink = MqttSink(settings(broker.url()))
     sinks.append(sink)
     sink.write(reading(p_sum=111))
-    wait_for(lambda: retained(broker, "smlogger/house/p_sum", 0.3), 10, "first value")
+    wait_for(lambda: retained(broker, "smlogger/house/p_sum"), 10, "first value")
     broker.stop()
-    wait_for(lambda: sink.status()["state"] == "disconnected", 10, "disconnected state")
+    # "disconnected" lasts until the first failed attempt, then "unreachable"
+    wait_for(
+        lambda: sink.status()["state"] in ("disconnected", "unreachable"), 10, "connection lost"
+    )
     for i in range(3):  # readings while the broker is away
         sink.write(reading(p_sum=200 + i))
     time.sleep(5)
     broker.start()
-    restarted = time.monotonic()
 
     def healed() -> dict[str, str] | None:
-        now = retained(broker, "#", settle=0.3)
+        now = retained(broker, "#")
         ok = (
             now.get("smlogger/house/p_sum") == "202"
             and now.get("smlogger/logger/smlogger-test/availability") == "online"
@@ -139,9 +141,9 @@ def test_broker_restart_without_persistence_heals(broker: Mosquitto, sinks: list
         return now if ok else None
 
     wait_for(healed, 15, "discovery and states back after the restart")
-    assert time.monotonic() - restarted < 15
     status = sink.status()
-    assert status["connects"] == 2 and status["disconnects"] == 1
+    # reconnected after every loss (a loaded machine may see more than the one restart)
+    assert status["disconnects"] >= 1 and status["connects"] == status["disconnects"] + 1
     assert status["state"] == "connected"
 
 
@@ -152,19 +154,21 @@ def test_broker_down_at_start_then_appears(tmp_path: Path, sinks: list[MqttSink]
     started = time.monotonic()
     for i in range(20):
         sink.write(reading(p_sum=float(i)))
-    assert time.monotonic() - started < 1.0  # write() never waits for the network
+    # write() never waits for the network (a connect attempt to a dead broker would take seconds
+    # each; the bound is generous for a loaded machine)
+    assert time.monotonic() - started < 5.0
     wait_for(lambda: sink.status()["state"] == "unreachable", 10, "unreachable state")
     assert "connection refused" in sink.status()["detail"]
     assert sink.status()["connect_failures"] >= 1
     assert sink.status()["queue_depth"] > 0
     broker.start()
     try:
-        got = wait_for(
-            lambda: retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum"),
+        # the queued values go out oldest first: wait for the last one written
+        wait_for(
+            lambda: retained(broker, "smlogger/house/p_sum").get("smlogger/house/p_sum") == "19",
             15,
-            "value after the broker appeared",
+            "the last value after the broker appeared",
         )
-        assert got == "19"
         wait_for(lambda: sink.status()["queue_depth"] == 0, 10, "queue drained")
     finally:
         sink.close()
@@ -184,9 +188,7 @@ def test_full_queue_drops_oldest_values_and_counts(tmp_path: Path, sinks: list[M
     try:
         # the newest values survived the drops
         wait_for(
-            lambda: (
-                retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum") == "199"
-            ),
+            lambda: retained(broker, "smlogger/house/p_sum").get("smlogger/house/p_sum") == "199",
             15,
             "newest value",
         )
@@ -200,7 +202,7 @@ def test_clean_close_marks_logger_and_meters_offline(
 ) -> None:
     sink = MqttSink(settings(broker.url()))
     sink.write(reading())
-    wait_for(lambda: retained(broker, "smlogger/house/availability", 0.3), 10, "online")
+    wait_for(lambda: retained(broker, "smlogger/house/availability"), 10, "online")
     sink.close()
     now = retained(broker, "smlogger/#")
     assert now["smlogger/house/availability"] == "offline"
@@ -219,9 +221,7 @@ def test_tls_with_a_test_ca(tmp_path: Path, sinks: list[MqttSink]) -> None:
         sink.write(reading(p_sum=42))
         wait_for(lambda: sink.status()["state"] == "connected", 10, "TLS connection")
         wait_for(
-            lambda: (
-                retained(broker, "smlogger/house/p_sum", 0.3).get("smlogger/house/p_sum") == "42"
-            ),
+            lambda: retained(broker, "smlogger/house/p_sum").get("smlogger/house/p_sum") == "42",
             10,
             "value over TLS",
         )
@@ -264,7 +264,7 @@ def test_sink_keeps_time_of_reading(broker: Mosquitto, sinks: list[MqttSink]) ->
     sinks.append(sink)
     sink.write(reading())
     state = wait_for(
-        lambda: retained(broker, "smlogger/house/state", 0.3).get("smlogger/house/state"),
+        lambda: retained(broker, "smlogger/house/state").get("smlogger/house/state"),
         10,
         "state",
     )
@@ -320,7 +320,7 @@ def test_several_loggers_and_meters_on_one_broker(broker: Mosquitto, sinks: list
     second.write(reading(meter=other_meter, p_sum=7))
 
     def both() -> dict[str, str] | None:
-        now = retained(broker, "#", 0.3)
+        now = retained(broker, "#")
         return (
             now
             if f"smlogger/{other_meter}/p_sum" in now and f"smlogger/{METER}/p_sum" in now
@@ -347,7 +347,7 @@ def test_vanished_values_lose_their_entities_also_across_restarts(
     config = f"homeassistant/sensor/smlogger_{METER}/p_L1/config"
     first = MqttSink(settings(broker.url()))
     first.write(reading())
-    wait_for(lambda: config in retained(broker, "homeassistant/#", 0.3), 10, "p_L1 config")
+    wait_for(lambda: config in retained(broker, "homeassistant/#"), 10, "p_L1 config")
     first.close()
     # the next run: the meter no longer sends the phase values
     second = MqttSink(settings(broker.url(), remove_after=2))
@@ -355,10 +355,10 @@ def test_vanished_values_lose_their_entities_also_across_restarts(
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         second.write(reading(phases=False))
-        if config not in retained(broker, "homeassistant/#", 0.3):
+        if config not in retained(broker, "homeassistant/#"):
             break
         time.sleep(0.5)
-    now = retained(broker, "#", 0.3)
+    now = retained(broker, "#")
     assert config not in now and "smlogger/house/p_L1" not in now
     assert f"homeassistant/sensor/smlogger_{METER}/e_sum/config" in now
     assert second.status()["discovery_removed"] >= 4

@@ -16,7 +16,9 @@ def test_details_panel_shows_the_broker_state(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     running = start_logger(
         ["--simulate", "--mqtt", f"mqtt://bob:pw-not-shown@127.0.0.1:{broker.port}",
-         "--mqtt-client-id", "page"],
+         "--mqtt-client-id", "page",
+         # attempts at most 2 s apart (default: up to 60 s): the page sees the broker come up
+         "--mqtt-reconnect-max", "2"],
         tmp_path,
     )  # fmt: skip
     driver = make_driver()

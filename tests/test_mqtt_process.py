@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, wait_for
+from helpers import counter, free_port, wait_for
 from mqtt_broker import CertAuthority, Mosquitto, retained
 from test_run_process import csv_rows, get_json, start, stop
 
@@ -48,7 +48,7 @@ def test_states_arrive_match_storage_and_kill_9_leaves_offline(tmp_path: Path) -
         proc, log_path = start(run_args(data_dir, http_port, broker.url()), tmp_path)
         try:
             now = wait_for(
-                lambda: (r := retained(broker, "#", 0.3)).get("smlogger/house/p_sum") and r,
+                lambda: (r := retained(broker, "#")).get("smlogger/house/p_sum") and r,
                 20,
                 "values on the broker",
             )
@@ -58,10 +58,17 @@ def test_states_arrive_match_storage_and_kill_9_leaves_offline(tmp_path: Path) -
             for key in ("e_sum", "e_export", "p_sum", "p_L3", "u_L2", "i_L1", "freq"):
                 assert any(t.endswith(f"/{key}/config") for t in configs), key
             state = json.loads(now["smlogger/house/state"])
-            status = mqtt_status(http_port)
-            assert status["state"] == "connected" and status["degraded"] is False
-            health = get_json(f"http://127.0.0.1:{http_port}/healthz")
-            assert health["status"] == "ok"
+            # /api/status and /healthz serve a snapshot of the sinks refreshed every second
+            wait_for(
+                lambda: (
+                    (s := mqtt_status(http_port))["state"] == "connected" and s["degraded"] is False
+                ),
+                what="connected in /api/status",
+            )
+            wait_for(
+                lambda: get_json(f"http://127.0.0.1:{http_port}/healthz")["status"] == "ok",
+                what="healthy",
+            )
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics") as response:
                 metrics = response.read().decode()
             assert 'smlogger_sink_stat{sink="mqtt",stat="connected"} 1' in metrics
@@ -72,9 +79,7 @@ def test_states_arrive_match_storage_and_kill_9_leaves_offline(tmp_path: Path) -
             proc.wait(10)
         # the broker publishes the Last Will for the killed logger
         gone = wait_for(
-            lambda: (
-                retained(broker, LOGGER_AVAILABILITY, 0.3).get(LOGGER_AVAILABILITY) == "offline"
-            ),
+            lambda: retained(broker, LOGGER_AVAILABILITY).get(LOGGER_AVAILABILITY) == "offline",
             15,
             "offline after kill -9",
         )
@@ -93,7 +98,9 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     http_port = free_port()
     data_dir = tmp_path / "data"
-    proc, log_path = start(run_args(data_dir, http_port, broker.url()), tmp_path)
+    # attempts at most 2 s apart (default: up to 60 s), so "up again" is seen within seconds
+    args = run_args(data_dir, http_port, broker.url(), "--mqtt-reconnect-max", "2")
+    proc, log_path = start(args, tmp_path)
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(
@@ -102,8 +109,11 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
             "unreachable broker in /api/status",
             ignore=(OSError, KeyError),
         )
-        health = get_json(f"{base}/healthz")
-        assert health["status"] == "degraded" and "unreachable" in health["degraded"]["mqtt"]
+        health = wait_for(
+            lambda: (h := get_json(f"{base}/healthz"))["status"] == "degraded" and h,
+            what="degraded health",
+        )
+        assert "unreachable" in health["degraded"]["mqtt"]
         # the meter is still read and stored meanwhile
         wait_for(
             lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 3,
@@ -112,7 +122,7 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
         )
         broker.start()
         wait_for(
-            lambda: retained(broker, "smlogger/house/p_sum", 0.3),
+            lambda: retained(broker, "smlogger/house/p_sum"),
             20,
             "values once the broker is up",
         )
@@ -121,10 +131,9 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
         broker.stop()
         time.sleep(5)
         broker.start()
-        restarted = time.monotonic()
 
         def back() -> bool:
-            now = retained(broker, "#", 0.3)
+            now = retained(broker, "#")
             return bool(
                 now.get(LOGGER_AVAILABILITY) == "online"
                 and now.get("smlogger/house/state")
@@ -132,10 +141,13 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
             )
 
         wait_for(back, 15, "discovery and states back after the broker restart")
-        assert time.monotonic() - restarted < 15
         # /api/status refreshes sink figures every second
         wait_for(
-            lambda: (s := mqtt_status(http_port))["connects"] == 2 and s["disconnects"] == 1,
+            # reconnected after every loss (a loaded machine may see more than the restart)
+            lambda: (
+                counter(s := mqtt_status(http_port), "disconnects") >= 1
+                and s["connects"] == counter(s, "disconnects") + 1
+            ),
             5,
             "reconnect counted",
         )
@@ -160,7 +172,7 @@ def test_tls_with_test_ca_via_the_command_line(tmp_path: Path) -> None:
         )  # fmt: skip
         try:
             assert broker.url().startswith("mqtts://")
-            wait_for(lambda: retained(broker, "smlogger/house/p_sum", 0.3), 20, "values over TLS")
+            wait_for(lambda: retained(broker, "smlogger/house/p_sum"), 20, "values over TLS")
         finally:
             code, _ = stop(proc)
         assert code == 0

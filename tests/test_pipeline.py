@@ -176,7 +176,7 @@ def test_full_queue_drops_oldest_and_counts() -> None:
 
 @pytest.mark.slow  # a deliberately slow sink
 def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: Path) -> None:
-    slow = Collect(delay=0.2)
+    slow = _Held()
     fast = Collect()
     fast.name = "fast"
     live = LiveState()
@@ -185,12 +185,31 @@ def test_slow_sink_does_not_hold_up_the_others(tmp_path: Path, recordings_dir: P
     )
     pipeline = Pipeline([MeterSpec("m", replay)], [slow, fast], live)
     pipeline.start()
-    pipeline.run(threading.Event())
-    # the source ran through at its own pace while the slow sink lagged behind
-    assert len(fast.readings) == 10 and len(slow.readings) < 10
-    assert live.latest() is not None
-    assert pipeline.stop(4.0)
+    try:
+        pipeline.run(threading.Event())
+        # the source ran through and the fast sink got everything while the slow one hung in
+        # its first write (run() returns when the source ends, the sinks may still be busy)
+        wait_for(lambda: len(fast.readings) == 10, what="every reading in the fast sink")
+        assert slow.readings == []
+        assert live.latest() is not None
+    finally:
+        slow.release.set()
+        assert pipeline.stop(30.0)
     assert len(slow.readings) == 10  # drained at shutdown
+
+
+class _Held(Collect):
+    """A sink whose writes hang until the test releases them: slower than any other sink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, reading: Reading) -> None:
+        """Waits for the release (at most a minute), then keeps `reading`."""
+        if not self.release.wait(60):
+            raise TimeoutError("the test never released the held sink")
+        super().write(reading)
 
 
 # ---- end to end ------------------------------------------------------------------------------

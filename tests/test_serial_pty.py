@@ -7,16 +7,18 @@ USB IR head); starting it again brings it back under the same name.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Collect, wait_for
+from helpers import Collect, csv_texts, free_port, wait_for
 
 from smlogger import sml
 from smlogger.csvlog import CsvLog
@@ -108,7 +110,11 @@ def test_unplug_replug_and_watchdog_in_process(
         pty_pair.start()  # ... and plugged in again: same name, new tty
         wait_for(lambda: state() == "connected", what="reopened port")
         expected_b = pty_pair.feed(recordings_dir / MT175_B)
-        meter_b = next(r.meter_id for r in sink.readings if r.meter_id != meter_a)
+        # the pipeline may still be decoding what was fed: wait for the other meter's first reading
+        meter_b = wait_for(
+            lambda: next((r.meter_id for r in list(sink.readings) if r.meter_id != meter_a), None),
+            what="the second meter's first reading",
+        )
         wait_for(lambda: sink.count(meter_b) == expected_b, what="second recording")
 
         # silence: the watchdog reports it and reopens the port
@@ -134,6 +140,15 @@ def test_smlogger_run_port_survives_replug(
     """`smlogger run --port` as a subprocess: SQLite + CSV get the data from before and after."""
     data_dir = tmp_path / "data"
     log_path = tmp_path / "stderr.txt"
+    port = free_port()
+
+    def readings_read() -> int:
+        """How many readings the logger has decoded from the port so far (all sources)."""
+        url = f"http://127.0.0.1:{port}/api/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            sources = json.load(response)["sources"]
+        return sum(int(s["stats"].get("readings", 0)) for s in sources.values())
+
     cmd = [
         sys.executable,
         "-m",
@@ -144,7 +159,7 @@ def test_smlogger_run_port_survives_replug(
         "--data-dir",
         str(data_dir),
         "--http",
-        "off",
+        f"127.0.0.1:{port}",
         "--reconnect-max",
         "0.5",
         "-v",
@@ -158,19 +173,34 @@ def test_smlogger_run_port_survives_replug(
                 "port opened",
             )
             first = pty_pair.feed(recordings_dir / MT175_A)
+            # unplug only once the logger has read every frame fed: the test is about losing
+            # nothing across a replug, not about how fast a loaded machine reads a pty
+            wait_for(
+                lambda: readings_read() >= first, what="first recording read", ignore=(OSError,)
+            )
             pty_pair.stop()
             wait_for(lambda: b"connection lost" in log_path.read_bytes(), what="loss logged")
             pty_pair.start()
             wait_for(lambda: b"open again" in log_path.read_bytes(), what="reopen logged")
             second = pty_pair.feed(recordings_dir / MT175_B)
-            time.sleep(1.0)
+            wait_for(
+                lambda: readings_read() >= first + second,
+                what="second recording read",
+                ignore=(OSError,),
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(10)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                raise
     stderr = log_path.read_text()
     assert code == 0, stderr
-    csv_files = sorted((data_dir / "csv").rglob("*.csv"))
-    counts = {p.parent.name: len(p.read_text().splitlines()) - 1 for p in csv_files}
+    counts: dict[str, int] = {}
+    for path, text in csv_texts(data_dir / "csv"):  # every day file: a run may cross midnight
+        counts[path.parent.name] = counts.get(path.parent.name, 0) + len(text.splitlines()) - 1
     assert counts == {"090149534b000403df63": first, "0649534b010e1f66299a": second}, stderr
 
     from datetime import datetime, timezone

@@ -123,7 +123,10 @@ def test_source_emits_frames_at_its_pace() -> None:
     source.on_state = lambda state, detail: states.append(state)
     chunks = list(source.chunks(threading.Event()))
     assert len(chunks) == 8 and states == ["connected"]
-    deltas = [(b.time - a.time).total_seconds() for a, b in zip(chunks, chunks[1:])]
-    assert all(0.02 < d < 0.5 for d in deltas)
+    # frame k leaves no earlier than k intervals after the first (a grid, never a burst to
+    # catch up), and a loaded machine may delay single frames: check the whole span, generously
+    span = (chunks[-1].time - chunks[0].time).total_seconds()
+    assert 7 * 0.05 * 0.9 <= span < 7 * 0.05 + 10.0, span
+    assert all(a.time <= b.time for a, b in zip(chunks, chunks[1:]))
     decoder = sml.Decoder()
     assert sum(1 for c in chunks for f in decoder.feed(c.data) if f["ok"]) == 8

@@ -25,7 +25,15 @@ from smlogger.store import Store, StoreReader, open_database
 from smlogger.web import build_app
 from smlogger.web.params import TIME_MAX, TIME_MIN, ApiError, parse_step, parse_time
 
-FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the same examples on every run (derandomize, no example database): CI fails on a bug, not on
+# the day's luck; a new finding is added as an @example
+FUZZ = settings(
+    max_examples=600,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 METER = "0a01445a47000282225e"
 
 # text shaped like the documented forms, with their pieces swapped, repeated and overgrown
