@@ -201,12 +201,14 @@ def test_server_down_for_30_s_loses_nothing_duplicates_nothing_keeps_order(
             assert grown >= 0.9 * meanwhile, (grown, meanwhile)
             # the page's history meanwhile: the readings waiting for the server
             with pytest.raises(StoreUnavailableError) as down:
-                StoreReader(db, store.pending).history(METER, T0, T0 + timedelta(hours=1))
+                StoreReader(db, store.pending).history(METER, T0, T0 + timedelta(hours=2))
             partial = down.value.partial
             assert partial is not None and partial["source"] == "pending"
             shown = [p["t"] for p in partial["points"]]
-            assert len(shown) > 300 and shown == sorted(shown)
-            assert set(shown) <= {t.timestamp() for t in list(written)}
+            # (nothing is committed while the server is down: every queued reading is pending)
+            assert len(shown) >= counter(status, "queue_depth") and shown == sorted(shown)
+            # (one reading may be pending before the producer appended it to `written`)
+            assert len(set(shown) - {t.timestamp() for t in list(written)}) <= 1
             srv.start()
             time.sleep(5)  # readings keep flowing while the backlog drains
         finally:

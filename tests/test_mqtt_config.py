@@ -38,6 +38,7 @@ interval = 5
 deadband = "p_sum=10,u_*=1%"
 heartbeat = 120
 client_id = "cellar"
+reconnect_max = 20
 
 [[meter]]
 name = "house"
@@ -55,12 +56,18 @@ simulate = true
     assert settings.qos == 2 and settings.retain is False
     assert settings.ca_file == ca and settings.interval == 5 and settings.heartbeat == 120
     assert settings.deadband == "p_sum=10,u_*=1%" and settings.client_id == "cellar"
+    assert settings.reconnect_max == 20
     assert settings.meter_names == {"house": "house"}
     assert settings.meter_models == {"house": "MT631"}
     # flags win
     cfg = load(["--config", path, "--mqtt-prefix", "x", "--no-mqtt-discovery"])
     flagged = mqtt_settings(cfg)
     assert flagged is not None and flagged.prefix == "x" and flagged.discovery is False
+
+
+def test_reconnect_max_defaults_to_a_minute() -> None:
+    settings = mqtt_settings(load(["--simulate", "--mqtt", "mqtt://h"]))
+    assert settings is not None and settings.reconnect_max == 60
 
 
 def test_made_up_meter_names_are_not_topic_names() -> None:
@@ -91,6 +98,8 @@ def test_password_from_environment_and_file(tmp_path: Path) -> None:
         (["--mqtt-prefix", "a/#"], "option --mqtt-prefix"),
         (["--mqtt-deadband", "lots"], "option --mqtt-deadband"),
         (["--mqtt-interval", "-1"], "option --mqtt-interval"),
+        (["--mqtt-reconnect-max", "0.5"], "option --mqtt-reconnect-max: invalid value '0.5'"),
+        (["--mqtt-reconnect-max", "7200"], "option --mqtt-reconnect-max"),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], words: str) -> None:
