@@ -460,39 +460,47 @@ def test_scan_a_file_and_a_directory(tmp_path: Path) -> None:
     assert "--replay" in results[0]["hint"]
 
 
+# opens a serial port as `nobody`, once Python, pyserial and smlogger are loaded (nobody may not
+# read them where they are installed); prints the diagnosis of the failure as JSON
+OPEN_AS_NOBODY = """
+import json, os, sys
+import serial
+from smlogger.diagnose import open_failure
+from smlogger.sources import SerialSettings, SerialSource
+source = SerialSource(SerialSettings(sys.argv[1], 9600, 8, "N", 1.0, False, False), reconnect_max=1)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+try:
+    source._open()
+except OSError as exc:
+    print(json.dumps(open_failure(source.target, exc).as_dict()))
+else:
+    print(json.dumps({"code": "opened"}))
+"""
+
+
 def test_permission_denied_names_dialout(pty_pair: PtyPair, tmp_path: Path) -> None:
     """A port the user may not open: the OS's EACCES becomes the `dialout` hint."""
-    import serial  # noqa: F401  (loaded before the fork: the child may not read site-packages)
-
     from smlogger.diagnose import open_failure
     from smlogger.sources import SerialSettings, SerialSource
 
     if os.geteuid() == 0:
-        # root opens anything: a child that dropped to `nobody` tries the pty (root:tty 0620)
+        # root opens anything: a child that dropped to `nobody` tries the pty (root:tty 0620).
+        # A child process, not a fork: a fork of the threaded pytest process can inherit a
+        # lock another thread held at that moment and hang on it.
         device = os.path.realpath(pty_pair.logger_end)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            result = "opened"
-            try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                settings = SerialSettings(device, 9600, 8, "N", 1.0, False, False)
-                source = SerialSource(settings, reconnect_max=1)
-                try:
-                    source._open()
-                except OSError as exc:
-                    result = json.dumps(open_failure(source.target, exc).as_dict())
-            except BaseException as exc:
-                result = repr(exc)
-            os.write(write_end, result.encode())
-            os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            answer = pipe.read().decode()
-        os.waitpid(pid, 0)
-        found = json.loads(answer)
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.run(
+            [sys.executable, "-c", OPEN_AS_NOBODY, device],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            cwd="/",  # a folder nobody may be in
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        found = json.loads(proc.stdout)
     else:
         device = str(tmp_path / "ttyUSB0")
         Path(device).touch(mode=0)
