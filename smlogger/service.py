@@ -484,6 +484,7 @@ class Signals:
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
         """The signal handler: stop gracefully, or at once on the second signal."""
@@ -496,7 +497,27 @@ class Signals:
     def install(self) -> None:
         """Handle SIGTERM and SIGINT in this (the main) thread."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self)
+            self._previous[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        """Put back the handlers `install` replaced: a program (or test) that runs the logger
+        in-process keeps its own Ctrl-C, not one that sets an event nobody waits for."""
+        for sig, handler in self._previous.items():
+            # None: a handler not set from Python, which cannot be put back from here
+            if handler is not None:
+                signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _stop_after_failure(pipeline: Pipeline, web: Optional[WebServer]) -> None:
+    """Stop what `run` started before it failed, within SETUP_FAILURE_BUDGET_S; a failure
+    here is logged, so that the first one is what the caller sees."""
+    try:
+        if web is not None:
+            web.stop()
+        pipeline.stop(SETUP_FAILURE_BUDGET_S)
+    except Exception:
+        log.exception("stopping after a failure failed too")
 
 
 def _show_progress(meters: list[MeterSpec]) -> bool:
@@ -587,6 +608,14 @@ def run(config: Config) -> int:
     stop = threading.Event()
     signals = Signals(stop)
     signals.install()
+    try:
+        return _serve(config, stop, signals)
+    finally:
+        signals.restore()
+
+
+def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
+    """`run` once the signal handlers are in place."""
     notifier = Notifier()
 
     for warning in config.warnings:
@@ -637,9 +666,9 @@ def run(config: Config) -> int:
         # database has them, so batches need not be journalled first (see Store.write_many)
         store.direct_batches = True
     # (the collector as before on every way out: run() may be called again in one process)
+    web = None
     try:
         pipeline.start()
-        web = None
         try:
             web = start_web(
                 config,
@@ -693,6 +722,12 @@ def run(config: Config) -> int:
         # sinks write what they hold as long as they make progress (replays must end complete;
         # a slow database on SIGTERM gets its time), up to shutdown_timeout
         clean = pipeline.stop(config.shutdown_timeout)
+    except BaseException:
+        # anything else that fails once the pipeline runs (a bug, a web server that raises
+        # more than OSError): the sink workers and the SQL writer must not outlive run(),
+        # whose caller may carry on (tests, a second run in one process)
+        _stop_after_failure(pipeline, web)
+        raise
     finally:
         collector.end()
     if config.database_enabled or config.csv_enabled:

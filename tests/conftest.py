@@ -1,9 +1,10 @@
 """Shared fixtures: where the real meter recordings live (never copied into the repo); the
-timeout of the quick tests."""
+timeout of the quick tests; the logging set-up restored after each test."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,34 @@ def _ram_tier_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("runtime")))
         yield
+
+
+# the loggers whose level `cli.setup_logging` sets (besides the root logger's handlers)
+LOGGERS_SET_UP = ("", "peewee", "asyncio", "urllib3", "smlogger")
+
+
+def _pytests_own(handler: logging.Handler) -> bool:
+    # pytest adds (and removes) its capture handlers around each phase of a test by itself
+    return type(handler).__module__.startswith("_pytest")
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs `cli.main` in-process gets `setup_logging`: the root logger's handlers
+    replaced by one bound to that test's captured stderr, and levels changed. Both go back
+    after the test, so later tests log (and caplog) as before."""
+    root = logging.getLogger()
+    handlers = [h for h in root.handlers if not _pytests_own(h)]
+    levels = {name: logging.getLogger(name).level for name in LOGGERS_SET_UP}
+    yield
+    for handler in list(root.handlers):
+        if not _pytests_own(handler) and handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def recording_files() -> list[Path]:

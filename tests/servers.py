@@ -1,7 +1,9 @@
 """Real database servers for tests: MariaDB and PostgreSQL in temporary directories.
 
 Each server listens on 127.0.0.1 on a free port (and a unix socket in its directory), runs
-with settings tuned for throw-away data (no fsync), and is torn down with its files.
+with settings tuned for throw-away data (no fsync), and is torn down with its files. The port
+is picked at the first start (one picked earlier may be another process's by then), and a
+server that finds it taken after all starts once more on a new one; later starts keep it.
 Use them as context managers, or through small fixtures in the test modules:
 
     with MariaDBServer.running(tmp_path) as server:
@@ -20,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,30 +66,87 @@ def terminate(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
         proc.wait(10)
 
 
-def _wait_for(check: object, timeout: float, what: str, log: Path) -> None:
+class ServerExited(RuntimeError):
+    """The server process ended while we waited for it to come up."""
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     last: Optional[BaseException] = None
     while time.monotonic() < deadline:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
+        except ServerExited as exc:  # no use waiting any longer
+            raise ServerExited(f"{exc}; log:\n{_log_tail(log)}") from None
         except Exception as exc:
             last = exc
         time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise RuntimeError(f"{what} did not come up within {timeout} s ({last}); log:\n{tail}")
+    raise RuntimeError(
+        f"{what} did not come up within {timeout} s ({last}); log:\n{_log_tail(log)}"
+    )
 
 
-class MariaDBServer:
+def _port_was_taken(log: Path, since: int) -> bool:
+    """Whether the server's log says, after offset `since`, that its port was in use."""
+    if not log.exists():
+        return False
+    with open(log, "rb") as fh:
+        fh.seek(since)
+        return b"Address already in use" in fh.read()
+
+
+class _Server:
+    """What MariaDB and PostgreSQL share: start on a port, and stop whatever start began."""
+
+    what = "server"
+    port = 0  # not picked yet
+    proc: Optional[subprocess.Popen[bytes]] = None
+    log: Path
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it takes connections; a server that does not
+        come up is stopped (killed if need be) before the error is raised."""
+        fresh = not self.port
+        for attempt in (1, 2):
+            if fresh:
+                self.port = free_port()
+            seen = self.log.stat().st_size if self.log.exists() else 0
+            self.proc = self._spawn()
+            try:
+                _wait_for(self._ready, timeout, self.what, self.log)
+                return
+            except BaseException:
+                self.stop(10)
+                # someone took the port between free_port() and the server's bind
+                if attempt == 1 and fresh and _port_was_taken(self.log, seen):
+                    continue
+                raise
+
+
+class MariaDBServer(_Server):
     """A private mariadbd with a database and a password user for the tests."""
+
+    what = "mariadbd"
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.datadir = base / "data"
         self.socket = base / "mysqld.sock"
         self.log = base / "error.log"
-        self.port = free_port()
-        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.mariadbd = find_binary("mariadbd")
         self.install_db = find_binary("mariadb-install-db")
 
@@ -106,7 +165,7 @@ class MariaDBServer:
         if result.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed:\n{result.stdout}\n{result.stderr}")
 
-    def start(self, timeout: float = 60.0) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         cmd = [
             self.mariadbd,
             "--no-defaults",
@@ -125,24 +184,22 @@ class MariaDBServer:
         ]
         if os.geteuid() == 0:
             cmd.append("--user=root")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mariadbd exited with {self.proc.returncode}")
-            # plain connects first: PyMySQL does not close its socket when connecting to a
-            # unix socket fails (no listener yet), which the tests see as a ResourceWarning
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.settimeout(2)
-                probe.connect(str(self.socket))
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
-                pass
-            conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
-            conn.close()
-            return True
-
-        _wait_for(ready, timeout, "mariadbd", self.log)
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise ServerExited(f"mariadbd exited with {self.proc.returncode}")
+        # plain connects first: PyMySQL does not close its socket when connecting to a
+        # unix socket fails (no listener yet), which the tests see as a ResourceWarning
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            probe.connect(str(self.socket))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+            pass
+        conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
+        conn.close()
+        return True
 
     def root(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
         return pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True)
@@ -188,9 +245,10 @@ class MariaDBServer:
     @contextlib.contextmanager
     def running(cls, base: Path) -> Iterator[MariaDBServer]:
         server = cls(base)
-        server.install()
-        server.start()
         try:
+            # (in the try: a mariadbd that does not come up in time is stopped too)
+            server.install()
+            server.start()
             server.create_user()
             yield server
         finally:
@@ -198,8 +256,10 @@ class MariaDBServer:
             shutil.rmtree(base, ignore_errors=True)
 
 
-class PostgresServer:
+class PostgresServer(_Server):
     """A private PostgreSQL cluster (initdb + postgres, as user `postgres` when run as root)."""
+
+    what = "postgres"
 
     def __init__(self) -> None:
         bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
@@ -210,8 +270,6 @@ class PostgresServer:
         self.base = Path(tempfile.mkdtemp(prefix="smlogger-pg-"))
         self.datadir = self.base / "data"
         self.log = self.base / "server.log"
-        self.port = free_port()
-        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.user: Optional[str] = None
         if os.geteuid() == 0:
             self.user = "postgres"
@@ -230,10 +288,10 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
-    def start(self, timeout: float = 60.0) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         log_fh = open(self.log, "ab")  # noqa: SIM115 - the server keeps writing to it
         try:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 [self.postgres, "-D", str(self.datadir), "-p", str(self.port),
                  "-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                  "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
@@ -245,19 +303,17 @@ class PostgresServer:
         finally:
             log_fh.close()
 
-        def ready() -> bool:
-            import psycopg2
+    def _ready(self) -> bool:
+        import psycopg2
 
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}")
-            conn = psycopg2.connect(
-                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres"
-            )
-            conn.close()
-            return True
-
-        _wait_for(ready, timeout, "postgres", self.log)
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise ServerExited(f"postgres exited with {self.proc.returncode}")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=2
+        )
+        conn.close()
+        return True
 
     def url(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -5,6 +5,7 @@ batch per sink) stores exactly what the single-reading path stores: the same dat
 from __future__ import annotations
 
 import gzip
+import signal
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import peewee
 import pytest
 from conftest import RECORDINGS
-from helpers import Collect
+from helpers import Collect, wait_for
 
 from smlogger import sml
 from smlogger.capture import CaptureWriter, parse_line
@@ -364,6 +365,56 @@ def test_a_failing_run_restores_the_garbage_collector_too(
         raise RuntimeError("web start failed")
 
     monkeypatch.setattr(service, "start_web", broken)
+    before = set(threading.enumerate())
+    handlers = _signal_handlers()
     with pytest.raises(RuntimeError, match="web start failed"):
         service.run(cfgmod.load(args))
     assert gc.isenabled() and gc.get_freeze_count() == 0
+    # nor does anything it started run on: the pipeline is stopped, the handlers are back
+    wait_for(lambda: not _logger_threads(before), 30, "the logger's threads to end")
+    assert _signal_handlers() == handlers
+
+
+# the threads of a running logger: SQL writer and HTTP server (smlogger-*), sink workers,
+# meter readers, MQTT publisher, web stopper
+LOGGER_THREADS = ("smlogger-", "sink-", "meter-", "mqtt-", "web-")
+
+
+def _logger_threads(before: set[threading.Thread]) -> list[str]:
+    """The names of the logger's threads that run now and did not before."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and t.name.startswith(LOGGER_THREADS)
+    ]
+
+
+def _signal_handlers() -> list[object]:
+    return [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+
+
+def test_an_in_process_run_gives_back_the_signal_handlers(tmp_path: Path) -> None:
+    """`run` handles SIGTERM/SIGINT itself while it runs, and puts the caller's back after."""
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+
+    _recording_and_simulator(tmp_path / "in.bin", 50)
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--speed", "max", "--http", "off"]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path / "data")])
+    seen: list[object] = []
+
+    def mine(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        handlers = _signal_handlers()
+        before = set(threading.enumerate())
+        assert service.run(cfgmod.load(args)) == 0
+        assert _signal_handlers() == handlers
+        wait_for(lambda: not _logger_threads(before), 30, "the logger's threads to end")
+        # and it is ours that a SIGTERM reaches now
+        signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

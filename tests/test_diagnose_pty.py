@@ -7,11 +7,11 @@ bytes with the 8th bit cleared (a 7-bit port), random noise, D0 text, or nothing
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import free_port, wait_for
 from test_serial_pty import PtyPair
 
 from smlogger.sources import split_frames
@@ -37,6 +37,8 @@ D0_TELEGRAM = (
     b"1-0:2.8.0*255(0000000.0*kWh)\r\n!\r\n"
 )
 MODES = ("silent", "seven_bit", "noise", "d0")
+# what one request to a logger busy on a loaded machine may raise: a wait tries again
+HTTP_TROUBLE = (OSError, http.client.HTTPException)
 
 
 class Feeder(threading.Thread):
@@ -187,7 +189,7 @@ class Logger:
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as resp:
+            with urllib.request.urlopen(self.base + path, timeout=20) as resp:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
@@ -201,16 +203,15 @@ class Logger:
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(15)
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # no logger left behind for the next test
+            self.process.wait(10)
+            pytest.fail(f"smlogger run ignored SIGTERM for 60 s:\n{self.log.read_text()}")
         text = self.log.read_text()
         assert code == 0, text
         return text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_logger(port: Path, tmp_path: Path) -> Logger:
@@ -231,7 +232,7 @@ def start_logger(port: Path, tmp_path: Path) -> Logger:
             pytest.fail(f"smlogger run exited:\n{log.read_text()}")
         try:
             return logger.get("/api/status")[0] == 200
-        except OSError:
+        except HTTP_TROUBLE:
             return False
 
     wait_for(up, 30, "the web server")
@@ -255,7 +256,10 @@ def test_running_logger_diagnoses_then_heals(
     logger = start_logger(pty_pair.logger_end, tmp_path)
     try:
         found = wait_for(
-            lambda: (d := logger.diagnosis()).get("code") == mode and d, 15, f"{mode} diagnosis"
+            lambda: (d := logger.diagnosis()).get("code") == mode and d,
+            30,
+            f"{mode} diagnosis",
+            ignore=HTTP_TROUBLE,
         )
         status = logger.get("/api/status")[1]["sources"]["meter"]
         assert status["state"] == "no data"
@@ -273,8 +277,15 @@ def test_running_logger_diagnoses_then_heals(
         assert found["sentence"] in text.replace("&#039;", "'")
 
         feeder.mode = "sml"  # the head is fixed
-        wait_for(lambda: logger.get("/healthz")[0] == 200, 15, "healthz 200 after good frames")
-        wait_for(lambda: logger.diagnosis().get("code") == "ok", 10, "diagnosis ok")
+        wait_for(
+            lambda: logger.get("/healthz")[0] == 200,
+            30,
+            "healthz 200 after good frames",
+            ignore=HTTP_TROUBLE,
+        )
+        wait_for(
+            lambda: logger.diagnosis().get("code") == "ok", 30, "diagnosis ok", ignore=HTTP_TROUBLE
+        )
         assert logger.get("/api/live")[1]["problems"] == []
         assert banner(logger.get("/")[1]) == ""
         assert logger.get("/api/status")[1]["sources"]["meter"]["state"] == "connected"
@@ -291,7 +302,12 @@ def test_running_logger_missing_port_then_plugged_in(frames: list[bytes], tmp_pa
     feeder = None
     try:
         sentence = f"{pair.logger_end} does not exist"
-        wait_for(lambda: logger.diagnosis().get("sentence") == sentence, 15, "missing diagnosis")
+        wait_for(
+            lambda: logger.diagnosis().get("sentence") == sentence,
+            30,
+            "missing diagnosis",
+            ignore=HTTP_TROUBLE,
+        )
         assert logger.diagnosis()["code"] == "missing"
         code, health = logger.get("/healthz")
         assert code == 503
@@ -300,7 +316,12 @@ def test_running_logger_missing_port_then_plugged_in(frames: list[bytes], tmp_pa
 
         pair.start()
         feeder = feed(pair, frames, "sml")
-        wait_for(lambda: logger.get("/healthz")[0] == 200, 20, "healthz 200 once plugged in")
+        wait_for(
+            lambda: logger.get("/healthz")[0] == 200,
+            30,
+            "healthz 200 once plugged in",
+            ignore=HTTP_TROUBLE,
+        )
         assert logger.get("/api/live")[1]["problems"] == []
     finally:
         if feeder is not None:
@@ -320,13 +341,15 @@ def test_banner_visible_on_a_phone(pty_pair: PtyPair, frames: list[bytes], tmp_p
 
     feeder = feed(pty_pair, frames, "silent")
     logger = start_logger(pty_pair.logger_end, tmp_path)
-    driver = make_driver(width=390, height=844)
-    # headless Chromium keeps windows at least 500 px wide: emulate the phone's viewport
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True},
-    )
+    driver = None
     try:
+        # (in the try: a browser that fails to start must not leave the logger running)
+        driver = make_driver(width=390, height=844)
+        # headless Chromium keeps windows at least 500 px wide: emulate the phone's viewport
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True},
+        )
         # opened while the logger still listens: the banner appears live (SSE status events)
         driver.get(logger.base + "/")
         box = driver.find_element(By.ID, "diag")
@@ -348,9 +371,12 @@ def test_banner_visible_on_a_phone(pty_pair: PtyPair, frames: list[bytes], tmp_p
 
         feeder.mode = "sml"
         wait_for(lambda: not box.is_displayed(), 20, "the banner to go once frames arrive")
-        assert driver.find_element(By.ID, "link-text").text == "Connected"
+        # the link line is a separate update of the page: wait for it too
+        link = driver.find_element(By.ID, "link-text")
+        wait_for(lambda: link.text == "Connected", 30, "the link line to say Connected")
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         feeder.stop()
         logger.stop()
 
@@ -393,10 +419,18 @@ def test_second_logger_on_the_same_port_is_busy(
     first = start_logger(pty_pair.logger_end, tmp_path / "first")
     second = None
     try:
-        wait_for(lambda: first.get("/healthz")[0] == 200, 15, "the first logger reads frames")
+        wait_for(
+            lambda: first.get("/healthz")[0] == 200,
+            30,
+            "the first logger reads frames",
+            ignore=HTTP_TROUBLE,
+        )
         second = start_logger(pty_pair.logger_end, tmp_path / "second")
         found = wait_for(
-            lambda: (d := second.diagnosis()).get("code") == "busy" and d, 15, "busy diagnosis"
+            lambda: (d := second.diagnosis()).get("code") == "busy" and d,
+            30,
+            "busy diagnosis",
+            ignore=HTTP_TROUBLE,
         )
         assert found["sentence"] == f"{pty_pair.logger_end} is in use by another program"
         assert "Only one program can read an IR head" in found["hint"]
@@ -426,39 +460,47 @@ def test_scan_a_file_and_a_directory(tmp_path: Path) -> None:
     assert "--replay" in results[0]["hint"]
 
 
+# opens a serial port as `nobody`, once Python, pyserial and smlogger are loaded (nobody may not
+# read them where they are installed); prints the diagnosis of the failure as JSON
+OPEN_AS_NOBODY = """
+import json, os, sys
+import serial
+from smlogger.diagnose import open_failure
+from smlogger.sources import SerialSettings, SerialSource
+source = SerialSource(SerialSettings(sys.argv[1], 9600, 8, "N", 1.0, False, False), reconnect_max=1)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+try:
+    source._open()
+except OSError as exc:
+    print(json.dumps(open_failure(source.target, exc).as_dict()))
+else:
+    print(json.dumps({"code": "opened"}))
+"""
+
+
 def test_permission_denied_names_dialout(pty_pair: PtyPair, tmp_path: Path) -> None:
     """A port the user may not open: the OS's EACCES becomes the `dialout` hint."""
-    import serial  # noqa: F401  (loaded before the fork: the child may not read site-packages)
-
     from smlogger.diagnose import open_failure
     from smlogger.sources import SerialSettings, SerialSource
 
     if os.geteuid() == 0:
-        # root opens anything: a child that dropped to `nobody` tries the pty (root:tty 0620)
+        # root opens anything: a child that dropped to `nobody` tries the pty (root:tty 0620).
+        # A child process, not a fork: a fork of the threaded pytest process can inherit a
+        # lock another thread held at that moment and hang on it.
         device = os.path.realpath(pty_pair.logger_end)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            result = "opened"
-            try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                settings = SerialSettings(device, 9600, 8, "N", 1.0, False, False)
-                source = SerialSource(settings, reconnect_max=1)
-                try:
-                    source._open()
-                except OSError as exc:
-                    result = json.dumps(open_failure(source.target, exc).as_dict())
-            except BaseException as exc:
-                result = repr(exc)
-            os.write(write_end, result.encode())
-            os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            answer = pipe.read().decode()
-        os.waitpid(pid, 0)
-        found = json.loads(answer)
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.run(
+            [sys.executable, "-c", OPEN_AS_NOBODY, device],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            cwd="/",  # a folder nobody may be in
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        found = json.loads(proc.stdout)
     else:
         device = str(tmp_path / "ttyUSB0")
         Path(device).touch(mode=0)

@@ -87,30 +87,60 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(60)
 
 
+def _stored(path: Path) -> int:
+    """How many readings the running logger has committed so far."""
+    con = sqlite3.connect(path, timeout=5)
+    try:
+        return int(con.execute("SELECT count(*) FROM readings").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _grows(path: Path, by: int) -> int:
+    """Waits until the logger has committed `by` readings more than now; returns the count."""
+    start = _stored(path)
+    return int(
+        wait_for(
+            lambda: (n := _stored(path)) >= start + by and n,
+            60,
+            f"{by} more readings in the database",
+            ignore=(sqlite3.OperationalError,),  # the table not there yet, a busy database
+        )
+    )
+
+
+FULL_S = 8.0  # how long the disk stays full: 160 readings arrive meanwhile
+MAX_GAP_MS = 4000  # more than a loaded machine's stall, clearly less than the full window
+
+
 def test_filesystem_filling_during_a_run_loses_nothing(tmp_path: Path) -> None:
     log_path = tmp_path / "stderr.txt"
     with small_filesystem(tmp_path / "fs", 6 * 1024) as mount:
         data_dir = mount / "data"
+        db_path = data_dir / "smlogger.db"
         proc = _start(data_dir, log_path)
         try:
-            wait_for(lambda: (data_dir / "smlogger.db").exists(), 30, "the database")
-            time.sleep(3)
+            wait_for(db_path.exists, 30, "the database")
+            _grows(db_path, 40)
+            full_from = time.time()
             filler = fill(mount)
-            time.sleep(6)  # full for 6 s: 120 readings arrive meanwhile
-            text = log_path.read_text()
-            assert "disk full on" in text, text[-3000:]
+            wait_for(lambda: "disk full on" in log_path.read_text(), 60, "the disk-full report")
+            # readings keep arriving while the disk stays full: they must all reach the database
+            time.sleep(max(0.0, full_from + FULL_S - time.time()))
             filler.unlink()
-            time.sleep(4)
+            full_until = time.time()
+            _grows(db_path, 40)  # written again: the database took the readings that waited
             assert _stop(proc) == 0
             restart_at = time.time()
             proc = _start(data_dir, log_path)
-            time.sleep(4)
+            _grows(db_path, 40)
             assert _stop(proc) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(10)
         log_text = log_path.read_text()
-        db_raw = _db_times(data_dir / "smlogger.db")
+        db_raw = _db_times(db_path)
         csv_raw = _csv_rows(data_dir / "csv")
     # (meter, time) is the key: a reading stored twice would show as a repeated time
     assert len(db_raw) == len(set(db_raw)), "a reading stored twice"
@@ -120,14 +150,19 @@ def test_filesystem_filling_during_a_run_loses_nothing(tmp_path: Path) -> None:
     csv_rows = [_ms(row["time"]) for row in csv_raw]
     missing = sorted(set(csv_rows) - set(db))
     assert not missing, f"{len(missing)} CSV readings not in the database: {missing[:5]}"
-    # 20 readings/s: apart from the restart, no two stored readings are a second apart
+    # 20 readings/s: apart from the restart, no gap in the stored readings. The simulator skips
+    # the readings it fell behind on, so a stalled logger leaves a gap of the stall: the bound
+    # allows a loaded machine's stall, and is well below the disk-full window it guards.
     restart_ms = restart_at * 1000
     gaps = [
         (a, b)
         for a, b in zip(db, db[1:])
-        if b - a > 1000 and not (a - 2000 <= restart_ms <= b + 2000)
+        if b - a > MAX_GAP_MS and not (a - 2000 <= restart_ms <= b + 2000)
     ]
     assert not gaps, f"gaps in the database: {gaps[:5]}"
-    assert len(db) > 20 * 12
+    during = [t for t in db if full_from * 1000 <= t <= full_until * 1000]
+    assert during, "no reading from the time the disk was full"
     # the state was reported once per episode, not per retry
-    assert log_text.count("journal: disk full on") <= 2, log_text[-3000:]
+    # (one line each from the database's spool and the CSV log)
+    reports = [line for line in log_text.splitlines() if "ERROR" in line and "disk full on" in line]
+    assert 1 <= len(reports) <= 2, log_text[-3000:]

@@ -177,8 +177,12 @@ def test_sink_retries_log_two_lines_and_clear_last_error(caplog: pytest.LogCaptu
     worker = SinkWorker(sink, retry_initial=0.01)
     worker.start()
     worker.put(energy_reading(0, 1.0))
-    wait_for(lambda: sink.written, 20, "the write to go through")
-    status = worker.status()
+    # the worker's own count, not the sink's list: the sink holds the reading a moment before
+    # the worker counts it and clears last_error (one step, under its lock)
+    status = wait_for(
+        lambda: (now := worker.status())["handed_over"] == 1 and now, 20, "the write to go through"
+    )
+    assert sink.written
     worker.close(time.monotonic() + 2)
     assert worker.join(time.monotonic() + 3)
     assert status["write_errors"] == 6 and status["last_error"] is None

@@ -4,23 +4,22 @@ real MariaDB server for the database rights (marked slow)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
-from helpers import load_config as load
 from servers import MariaDBServer, PostgresServer
 
-from smlogger import preflight
-from smlogger.config import MeterConfig
 from smlogger.store import ensure_schema, open_database
 
 EXCEPTION_WORDS = ("Traceback", "Error:", "Exception", "OperationalError", "ImproperlyConfigured")
@@ -68,31 +67,44 @@ def test_replay_of_a_missing_file(tmp_path: Path) -> None:
     assert line == f"meter: replay file {missing} not found"
 
 
-def _check_source_as_nobody(meter: MeterConfig) -> str:
-    """`preflight.check_source` in a forked child that runs as `nobody` when we are root (root
-    reads any file); the StartupError's message, or "" when the check passed."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        message = ""
-        try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            preflight.check_source(meter)
-        except preflight.StartupError as exc:
-            message = str(exc)
-        except BaseException as exc:  # anything else is a failure the parent must see
-            message = f"unexpected {type(exc).__name__}: {exc}"
-        finally:
-            os.write(write_end, message.encode())
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        text = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return text
+# preflight.check_source in a child process that drops to `nobody` once Python and smlogger
+# are loaded (nobody may not read them where they are installed)
+CHECK_AS_NOBODY = textwrap.dedent(
+    """
+    import json, os, sys
+    from helpers import load_config
+    from smlogger import preflight
+    [meter] = load_config(json.loads(sys.argv[1])).meters
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    try:
+        preflight.check_source(meter)
+    except preflight.StartupError as exc:
+        print(exc, end="")
+    """
+)
+
+
+def _check_source_as_nobody(argv: list[str]) -> str:
+    """`preflight.check_source` for the meter of `smlogger run ARGV`, run as `nobody` when we
+    are root (root reads any file); the StartupError's message, or "" when the check passed.
+
+    A child process, not a fork: a fork of the threaded pytest process can inherit a lock
+    that another thread held at that moment and hang on it."""
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_AS_NOBODY, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",  # a folder nobody may be in
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr  # anything but a StartupError is a failure
+    return proc.stdout
 
 
 def test_replay_of_an_unreadable_file(tmp_path: Path) -> None:
@@ -103,8 +115,7 @@ def test_replay_of_an_unreadable_file(tmp_path: Path) -> None:
         locked = shared / "locked.bin"
         locked.write_bytes(b"\x1b\x1b\x1b\x1b")
         locked.chmod(0)
-        [meter] = load(["--replay", str(locked), "--no-db", "--no-csv"]).meters
-        message = _check_source_as_nobody(meter)
+        message = _check_source_as_nobody(["--replay", str(locked), "--no-db", "--no-csv"])
     finally:
         shutil.rmtree(shared)
     assert message == f"meter: replay file {locked} cannot be read: Permission denied"
@@ -245,6 +256,17 @@ def test_wrong_password(mariadb: MariaDBServer, tmp_path: Path) -> None:
 
 
 # rows reach the database within a second or two (default: a batch every 10 minutes)
+def _stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, then the process's stderr; killed (and the test failed) if it does not end."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        err = proc.communicate()[1]
+        pytest.fail(f"smlogger run ignored SIGTERM for 60 s:\n{err}")
+
+
 _SOON = ["--sync-interval", "1", "--commit-interval", "0", "--db-batch-size", "3"]
 
 
@@ -271,13 +293,13 @@ def test_the_exact_readme_grants_are_enough(mariadb: MariaDBServer, tmp_path: Pa
             rows = int(str(mariadb.query("SELECT COUNT(*) FROM `values`", "smart_meter")[0][0]))
         assert rows >= 3
     finally:
-        proc.terminate()
-        _out, err = proc.communicate(timeout=20)
+        err = _stop(proc)
     assert proc.returncode == 0, err
     legacy = mariadb.query("SELECT MAX(`time`) FROM `values`", "smart_meter")[0][0]
     utc = mariadb.query("SELECT MAX(`time`) FROM readings", "smart_meter")[0][0]
     assert isinstance(legacy, datetime) and isinstance(utc, datetime)
-    offset = datetime.now(ZoneInfo("Europe/Berlin")).utcoffset()
+    # Berlin's offset at that reading, not now: a test run may straddle a DST change
+    offset = utc.replace(tzinfo=timezone.utc).astimezone(ZoneInfo("Europe/Berlin")).utcoffset()
     assert offset is not None
     assert abs((legacy - utc) - offset) < timedelta(seconds=2), (legacy, utc)
 
@@ -307,8 +329,7 @@ def test_the_readme_grants_for_a_logger_that_creates_its_tables(
                 rows = 0  # the table is not there yet
         assert rows >= 3
     finally:
-        proc.terminate()
-        _out, err = proc.communicate(timeout=20)
+        err = _stop(proc)
     assert proc.returncode == 0, err
 
 
