@@ -509,6 +509,19 @@ class Signals:
         self._previous.clear()
 
 
+def _close_after_failure(sinks: Sequence[Sink]) -> None:
+    """Close the sinks set up before the set-up failed (a failure here is logged: the
+    first one is what the caller sees)."""
+    for sink in sinks:
+        try:
+            if isinstance(sink, Store):
+                sink.close(SETUP_FAILURE_BUDGET_S)
+            else:
+                sink.close()
+        except Exception:
+            log.exception("closing sink %s after a failure failed too", sink.name)
+
+
 def _stop_after_failure(pipeline: Pipeline, web: Optional[WebServer]) -> None:
     """Stop what `run` started before it failed, within SETUP_FAILURE_BUDGET_S; a failure
     here is logged, so that the first one is what the caller sees."""
@@ -634,15 +647,20 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
+    store: Optional[Store] = None
+    sinks: list[Sink] = []
     try:
         if config.database_enabled or config.csv_enabled:
             config.data_path.mkdir(parents=True, exist_ok=True)
         store = open_store(config)
         sinks = build_sinks(config, store, live)
         catch_up_csv(store, sinks, min(config.shutdown_timeout, CSV_CATCH_UP_S))
-    except (ImportError, ConfigError):
-        raise  # a broken installation is a bug to see in full, not a storage problem
-    except Exception as exc:
+    except BaseException as exc:
+        # what was opened already (the SQL writer thread, the MQTT client) must not
+        # outlive run(), whose caller may carry on
+        _close_after_failure(sinks or ([store] if store is not None else []))
+        if isinstance(exc, (ImportError, ConfigError)) or not isinstance(exc, Exception):
+            raise  # a broken installation is a bug to see in full, not a storage problem
         # a data dir we may not write, a database URL naming no database, ...
         log.error("cannot set up storage: %s", exc)
         return 2

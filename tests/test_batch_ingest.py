@@ -375,6 +375,27 @@ def test_a_failing_run_restores_the_garbage_collector_too(
     assert _signal_handlers() == handlers
 
 
+def test_a_failing_storage_set_up_closes_the_store_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage that fails after the database store was opened (here: the CSV catch-up):
+    exit code 2, and the store's writer thread does not outlive `run`."""
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+
+    _recording_and_simulator(tmp_path / "in.bin", 20)
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--http", "off"]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path / "data")])
+
+    def broken(*_args: object) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(service, "catch_up_csv", broken)
+    before = set(threading.enumerate())
+    assert service.run(cfgmod.load(args)) == 2
+    wait_for(lambda: not _logger_threads(before), 30, "the logger's threads to end")
+
+
 # the threads of a running logger: SQL writer and HTTP server (smlogger-*), sink workers,
 # meter readers, MQTT publisher, web stopper
 LOGGER_THREADS = ("smlogger-", "sink-", "meter-", "mqtt-", "web-")
