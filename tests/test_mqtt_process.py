@@ -47,16 +47,24 @@ def test_states_arrive_match_storage_and_kill_9_leaves_offline(tmp_path: Path) -
         data_dir = tmp_path / "data"
         proc, log_path = start(run_args(data_dir, http_port, broker.url()), tmp_path)
         try:
+            keys = ("e_sum", "e_export", "p_sum", "p_L3", "u_L2", "i_L1", "freq")
+
+            def everything(r: dict[str, str]) -> bool:
+                # a reading's topics are published one after the other: a snapshot taken
+                # in between has some of them
+                wanted = ("smlogger/house/p_sum", "smlogger/house/state", LOGGER_AVAILABILITY)
+                configs = [t for t in r if t.startswith("homeassistant/sensor/")]
+                return all(t in r for t in (*wanted, "smlogger/house/availability")) and all(
+                    any(t.endswith(f"/{key}/config") for t in configs) for key in keys
+                )
+
             now = wait_for(
-                lambda: (r := retained(broker, "#")).get("smlogger/house/p_sum") and r,
+                lambda: everything(r := retained(broker, "#")) and r,
                 20,
-                "values on the broker",
+                "values, state, availability and discovery on the broker",
             )
             assert now[LOGGER_AVAILABILITY] == "online"
             assert now["smlogger/house/availability"] == "online"
-            configs = [t for t in now if t.startswith("homeassistant/sensor/")]
-            for key in ("e_sum", "e_export", "p_sum", "p_L3", "u_L2", "i_L1", "freq"):
-                assert any(t.endswith(f"/{key}/config") for t in configs), key
             state = json.loads(now["smlogger/house/state"])
             # /api/status and /healthz serve a snapshot of the sinks refreshed every second
             wait_for(
