@@ -311,12 +311,17 @@ def build_sinks(
     sinks: list[Sink] = []
     if store is not None:
         sinks.append(store)
-    if config.csv_enabled:
-        names = live.names if live is not None else meter_names(config)
-        sinks.append(_csv_sink(config, names))
-    settings = mqtt_settings(config)
-    if settings is not None:
-        sinks.append(_mqtt_sink(settings, live or LiveState(names=meter_names(config))))
+    try:
+        if config.csv_enabled:
+            names = live.names if live is not None else meter_names(config)
+            sinks.append(_csv_sink(config, names))
+        settings = mqtt_settings(config)
+        if settings is not None:
+            sinks.append(_mqtt_sink(settings, live or LiveState(names=meter_names(config))))
+    except BaseException:
+        # those built here (the store is the caller's to close)
+        _close_after_failure([s for s in sinks if s is not store])
+        raise
     return sinks
 
 
@@ -503,9 +508,9 @@ class Signals:
         """Put back the handlers `install` replaced: a program (or test) that runs the logger
         in-process keeps its own Ctrl-C, not one that sets an event nobody waits for."""
         for sig, handler in self._previous.items():
-            # None: a handler not set from Python, which cannot be put back from here
-            if handler is not None:
-                signal.signal(sig, handler)
+            # None: a handler not set from Python, which cannot be put back from here; the
+            # default action then, rather than ours, whose stop event nobody waits for
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
 
 
@@ -522,15 +527,23 @@ def _close_after_failure(sinks: Sequence[Sink]) -> None:
             log.exception("closing sink %s after a failure failed too", sink.name)
 
 
-def _stop_after_failure(pipeline: Pipeline, web: Optional[WebServer]) -> None:
-    """Stop what `run` started before it failed, within SETUP_FAILURE_BUDGET_S; a failure
-    here is logged, so that the first one is what the caller sees."""
+def _stop_after_failure(
+    pipeline: Pipeline, web: Optional[WebServer], web_stopper: Optional[threading.Thread]
+) -> None:
+    """Stop what `run` started before it failed, within SETUP_FAILURE_BUDGET_S: the
+    pipeline first (its sinks hold the readings), then the web server unless `web_stopper`
+    stops it already. A failure here is logged, so that the first one is what the caller sees."""
     try:
-        if web is not None:
-            web.stop()
         pipeline.stop(SETUP_FAILURE_BUDGET_S)
     except Exception:
-        log.exception("stopping after a failure failed too")
+        log.exception("stopping the pipeline after a failure failed too")
+    try:
+        if web_stopper is not None:
+            web_stopper.join(SETUP_FAILURE_BUDGET_S)
+        elif web is not None:
+            web.stop()
+    except Exception:
+        log.exception("stopping the web server after a failure failed too")
 
 
 def _show_progress(meters: list[MeterSpec]) -> bool:
@@ -664,7 +677,11 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
         # a data dir we may not write, a database URL naming no database, ...
         log.error("cannot set up storage: %s", exc)
         return 2
-    pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
+    try:
+        pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
+    except BaseException:
+        _close_after_failure(sinks)
+        raise
 
     def status_extra() -> dict[str, Any]:
         """Run-time settings that /api/status adds to its own fields."""
@@ -685,6 +702,7 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
         store.direct_batches = True
     # (the collector as before on every way out: run() may be called again in one process)
     web = None
+    web_stopper = None
     try:
         pipeline.start()
         try:
@@ -731,7 +749,6 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
         else:
             log.info("all sources finished: flushing and exiting")
         notifier.stopping()
-        web_stopper = None
         if web is not None:
             web_stopper = threading.Thread(target=web.stop, name="web-stop", daemon=True)
             web_stopper.start()
@@ -744,7 +761,7 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
         # anything else that fails once the pipeline runs (a bug, a web server that raises
         # more than OSError): the sink workers and the SQL writer must not outlive run(),
         # whose caller may carry on (tests, a second run in one process)
-        _stop_after_failure(pipeline, web)
+        _stop_after_failure(pipeline, web, web_stopper)
         raise
     finally:
         collector.end()

@@ -396,6 +396,25 @@ def test_a_failing_storage_set_up_closes_the_store_it_opened(
     wait_for(lambda: not _logger_threads(before), 30, "the logger's threads to end")
 
 
+def test_a_sink_that_cannot_be_built_closes_those_built_before(tmp_path: Path) -> None:
+    """A bad MQTT setting found while the sinks are built (after the store and the CSV log):
+    the error reaches the caller and nothing built before it runs on."""
+    from smlogger import cli, service
+    from smlogger import config as cfgmod
+    from smlogger.config import ConfigError
+
+    _recording_and_simulator(tmp_path / "in.bin", 20)
+    argv = ["run", "--replay", str(tmp_path / "in.bin"), "--http", "off"]
+    argv += ["--mqtt", "mqtt://127.0.0.1", "--mqtt-ca-file", str(tmp_path / "missing.pem")]
+    args = cli.build_parser().parse_args([*argv, "--data-dir", str(tmp_path / "data")])
+    before = set(threading.enumerate())
+    handlers = _signal_handlers()
+    with pytest.raises(ConfigError, match=r"mqtt\.ca_file"):
+        service.run(cfgmod.load(args))
+    wait_for(lambda: not _logger_threads(before), 30, "the logger's threads to end")
+    assert _signal_handlers() == handlers
+
+
 # the threads of a running logger: SQL writer and HTTP server (smlogger-*), sink workers,
 # meter readers, MQTT publisher, web stopper
 LOGGER_THREADS = ("smlogger-", "sink-", "meter-", "mqtt-", "web-")

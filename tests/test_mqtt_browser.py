@@ -21,8 +21,9 @@ def test_details_panel_shows_the_broker_state(tmp_path: Path) -> None:
          "--mqtt-reconnect-max", "2"],
         tmp_path,
     )  # fmt: skip
-    driver = make_driver()
+    driver = None
     try:
+        driver = make_driver()
         driver.get(running.url)
         driver.find_element(By.CSS_SELECTOR, "#details-box summary").click()
         details = driver.find_element(By.ID, "details-body")
@@ -34,6 +35,7 @@ def test_details_panel_shows_the_broker_state(tmp_path: Path) -> None:
         wait_for(driver, 30, "connected", lambda: "connected" in details.text.split("MQTT")[-1])
         assert console_problems(driver) == []
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         stop_logger(running)
         broker.stop()
