@@ -127,6 +127,9 @@ def test_source_emits_frames_at_its_pace() -> None:
     # catch up), and a loaded machine may delay single frames: check the whole span, generously
     span = (chunks[-1].time - chunks[0].time).total_seconds()
     assert 7 * 0.05 * 0.9 <= span < 7 * 0.05 + 10.0, span
+    # ... and no slower than its pace either, but for a stalled frame or two
+    gaps = sorted((b.time - a.time).total_seconds() for a, b in zip(chunks, chunks[1:]))
+    assert gaps[len(gaps) // 2] < 5 * 0.05, gaps
     assert all(a.time <= b.time for a, b in zip(chunks, chunks[1:]))
     decoder = sml.Decoder()
     assert sum(1 for c in chunks for f in decoder.feed(c.data) if f["ok"]) == 8
