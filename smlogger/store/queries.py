@@ -49,6 +49,15 @@ def nice_step(seconds: float) -> int:
     return math.ceil(seconds / 86400) * 86400
 
 
+def auto_step(span: float, max_points: int, readings: int) -> Optional[int]:
+    """The step of a history asked for without one: None (the readings themselves) for a
+    short range holding at most `max_points` readings, else the smallest round step giving
+    at most `max_points` points."""
+    if span <= max_points * RAW_SECONDS_PER_READING and readings <= max_points:
+        return None
+    return nice_step(span / max_points)
+
+
 def rollup_for_step(step: int) -> Optional[str]:
     """The coarsest rollup table whose buckets tile `step` (None: read raw readings)."""
     for table, seconds in reversed(ROLLUPS):
@@ -158,17 +167,19 @@ class Queries:
             "points": [],
         }
         meter = self.meter_key(meter_id)
-        if step is None and span <= max_points * RAW_SECONDS_PER_READING:
-            # short ranges: the readings themselves when there are few enough of them
+        if step is None:
+            rows: list[list[Any]] = []
             room = max_points - extra
-            rows = [] if meter is None or room < 0 else self._raw_rows(meter, start, end, room + 1)
-            if len(rows) <= room:
+            if span <= max_points * RAW_SECONDS_PER_READING and meter is not None and room >= 0:
+                # a short range: are there few enough readings to list? (one more than fit
+                # is enough to tell)
+                rows = self._raw_rows(meter, start, end, room + 1)
+            step = auto_step(span, max_points, len(rows) + extra)
+            if step is None:
                 result["points"] = [
                     _point(r[0], r[2], r[3], r[4], r[5:8], r[8], r[9], int(r[1] or 1)) for r in rows
                 ]
                 return result
-        if step is None:
-            step = nice_step(span / max_points)
         result["step"] = step
         table = rollup_for_step(step)
         if table is not None:

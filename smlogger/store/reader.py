@@ -13,11 +13,10 @@ from smlogger.reading import Reading
 from smlogger.store.merge import merge_consumption, merge_export, merge_history
 from smlogger.store.pending import PendingReadings
 from smlogger.store.queries import (
-    RAW_SECONDS_PER_READING,
     Queries,
     _utc,
     _zone,
-    nice_step,
+    auto_step,
 )
 from smlogger.store.writer import is_connection_error
 from smlogger.timefmt import iso
@@ -211,11 +210,9 @@ def _pending_history(
     readings: list[Reading],
 ) -> dict[str, Any]:
     """A `history` answer of `readings` alone (in [start, end)), with the step
-    `Queries.history` would choose: the readings themselves for a short range holding at
-    most `max_points` of them, else points of a round step."""
-    span = (end - start).total_seconds()
-    if step is None and (span > max_points * RAW_SECONDS_PER_READING or len(readings) > max_points):
-        step = nice_step(span / max_points)
+    `Queries.history` would choose for them."""
+    if step is None:
+        step = auto_step((end - start).total_seconds(), max_points, len(readings))
     empty: dict[str, Any] = {
         "meter": meter_id,
         "from": iso(start),
