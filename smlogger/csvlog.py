@@ -195,13 +195,6 @@ def _last_time(path: Path, size: int) -> bytes:
     return last[:24] if last[:1].isdigit() else b""
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 @dataclass
 class _Open:
     path: Path
@@ -465,8 +458,10 @@ class CsvLog:
             folder = self.meter_dir(meter_id)
             newest = self._newest_row(folder.glob("*.csv"))
             if newest is None:
-                packed = sorted(folder.glob("*.csv.gz"), key=_mtime)
-                newest = self._newest_row(packed[-1:])
+                # the newest period by its name (compressing gives a file a new mtime)
+                named = ((p, _NAME.match(p.name)) for p in folder.glob("*.csv.gz"))
+                packed = [(self._period_start(m), int(m["n"] or 0), p) for p, m in named if m]
+                newest = self._newest_row([max(packed)[2]] if packed else [])
         return newest
 
     @staticmethod

@@ -393,3 +393,21 @@ def test_last_row_time_reads_the_compressed_file_after_a_new_period_began(tmp_pa
         assert later.last_row_time("no-such-meter") is None
     finally:
         later.close()
+
+
+def test_last_row_time_takes_the_newest_compressed_period_by_name(tmp_path: Path) -> None:
+    """Several days compressed at one start get their mtimes in glob order: the period in the
+    name says which is newest."""
+    day = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+    for d in range(2):
+        log = CsvLog(tmp_path, compress=False, clock=lambda d=d: day + timedelta(days=d))
+        log.write(reading(day + timedelta(days=d), 100.0, 250.0))
+        log.close()
+    later = CsvLog(tmp_path, compress=True, clock=lambda: day + timedelta(days=3))
+    try:
+        packed = sorted(tmp_path.rglob("*.csv.gz"))
+        assert [p.name for p in packed] == [f"{METER}_2024-03-0{d}.csv.gz" for d in (1, 2)]
+        os.utime(packed[0], (2e9, 2e9))  # the older day compressed last
+        assert later.last_row_time(METER) == day + timedelta(days=1)
+    finally:
+        later.close()
