@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import logging
@@ -400,8 +401,9 @@ def test_last_row_time_takes_the_newest_compressed_period_by_name(tmp_path: Path
     name says which is newest."""
     day = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
     for d in range(2):
-        log = CsvLog(tmp_path, compress=False, clock=lambda d=d: day + timedelta(days=d))
-        log.write(reading(day + timedelta(days=d), 100.0, 250.0))
+        moment = day + timedelta(days=d)
+        log = CsvLog(tmp_path, compress=False, clock=functools.partial(lambda t: t, moment))
+        log.write(reading(moment, 100.0, 250.0))
         log.close()
     later = CsvLog(tmp_path, compress=True, clock=lambda: day + timedelta(days=3))
     try:
