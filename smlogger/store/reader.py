@@ -147,16 +147,12 @@ class StoreReader:
 
         try:
             result, pending = self._with_pending(meter_id, query)
-        except ValueError:
-            raise
-        except Exception as exc:
+        except StoreUnavailableError as exc:
             if self.pending is None:
                 raise
             waiting = [r for r in self.pending.snapshot(meter_id)[1] if start <= r.time < end]
             partial = _pending_history(meter_id, start, end, step, max_points, waiting)
-            unavailable = isinstance(exc, StoreUnavailableError)  # (_read's already says so)
-            message = str(exc) if unavailable else f"database unavailable: {exc}"
-            raise StoreUnavailableError(message, partial) from exc
+            raise StoreUnavailableError(str(exc), partial) from exc
         return merge_history(result, [r for r in pending if start <= r.time < end])
 
     def consumption(
