@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from smlogger.store.dialect import Dialect
-from smlogger.store.rows import StoredRow
+from smlogger.store.rows import StoredRow, row_fields, row_minmax, row_samples
 from smlogger.store.schema import POWER_FIELDS, ROLLUP_ENERGY, ROLLUPS
 
 
@@ -67,7 +67,7 @@ class _Bucket:
         minmax): per column in one pass of builtins instead of per row (the same sums,
         extremes and first/last values, in the same order)."""
         self.n += len(rows)
-        fields = list(map(_fields, rows))
+        fields = list(map(row_fields, rows))
         try:
             columns = list(zip(*map(_pick_rollup, fields)))  # (rows hold all of them)
         except KeyError:
@@ -125,9 +125,6 @@ class _Bucket:
 
 
 # per-row getters as C callables
-_fields = operator.attrgetter("fields")
-_minmax = operator.attrgetter("minmax")
-_samples = operator.attrgetter("samples")
 _ROLLUP_NAMES = (*POWER_FIELDS, *ROLLUP_ENERGY)
 _pick_rollup = operator.itemgetter(*_ROLLUP_NAMES)
 
@@ -165,7 +162,7 @@ def minute_buckets(rows: Sequence[StoredRow]) -> dict[int, _Bucket]:
         rows = [rows[i] for i in order]
         stamps = [stamps[i] for i in order]
     # a batch of single readings is summed a minute at once; one holding aggregates row by row
-    plain = not any(map(_minmax, rows)) and list(map(_samples, rows)).count(1) == len(rows)
+    plain = not any(map(row_minmax, rows)) and list(map(row_samples, rows)).count(1) == len(rows)
     minutes: dict[int, _Bucket] = {}
     width = ROLLUPS[0][1]
     start = 0

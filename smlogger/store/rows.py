@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -228,3 +229,9 @@ class StoredRow:
             minmax=MappingProxyType(dict(self.minmax)),
             **{name: self.fields.get(name) for name in Reading.FIELDS},
         )
+
+
+# a batch's rows read in C, by the SQL writer and the rollups alike
+row_fields = operator.attrgetter("fields")
+row_minmax = operator.attrgetter("minmax")
+row_samples = operator.attrgetter("samples")

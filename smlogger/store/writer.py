@@ -23,7 +23,7 @@ from smlogger.store.rollup import (
     minute_runs,
     rollup_levels,
 )
-from smlogger.store.rows import StoredRow, decode_values
+from smlogger.store.rows import StoredRow, decode_values, row_fields, row_minmax, row_samples
 from smlogger.store.schema import (
     LEGACY_FIELDS,
     LEGACY_TABLE,
@@ -247,15 +247,15 @@ class SqlWriter:
         reading's min and max are its value: not stored twice).
         """
         count = len(rows)
-        fields = list(map(_fields, rows))
+        fields = list(map(row_fields, rows))
         try:
             values = list(zip(*map(pick_fields, fields)))  # (rows hold all of them)
         except KeyError:
             values = [tuple(f.get(name) for f in fields) for name in Reading.FIELDS]
         names: list[str] = ["meter", "time", "samples"]
-        columns: list[Sequence[Any]] = [[meter] * count, stamps, list(map(_samples, rows))]
+        columns: list[Sequence[Any]] = [[meter] * count, stamps, list(map(row_samples, rows))]
         optional: list[tuple[str, Sequence[Any]]] = list(zip(Reading.FIELDS, values))
-        ranged = list(map(_minmax, rows))
+        ranged = list(map(row_minmax, rows))
         if any(ranged):
             no_range = (None, None)
             for name in POWER_FIELDS:
@@ -337,8 +337,5 @@ def _bucket_key(bucket: _Bucket) -> int:
 # per-row getters as C callables (a batch maps them over thousands of rows)
 _row_time = operator.attrgetter("time")
 _meter_id = operator.attrgetter("meter_id")
-_fields = operator.attrgetter("fields")
-_samples = operator.attrgetter("samples")
 _base = operator.attrgetter("base")
-_minmax = operator.attrgetter("minmax")
 _values_json = operator.attrgetter("values_json")
