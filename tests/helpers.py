@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import http.client
 import socket
 import threading
 import time
@@ -134,6 +135,14 @@ class Collect:
 # the least time any wait_for gives its condition before it fails the test
 MIN_WAIT_S = 30.0
 
+# what one request to a running logger may raise on a loaded machine (refused, reset, a slow
+# or half answer, a 503 before the first frame): a wait_for polling it retries (`ignore=`)
+HTTP_TROUBLE: tuple[type[BaseException], ...] = (
+    OSError,
+    http.client.HTTPException,
+    ValueError,
+)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, for servers that need a fixed one."""
@@ -144,7 +153,7 @@ def free_port() -> int:
 
 def wait_for(
     predicate: Callable[[], Any],
-    timeout: float = 20.0,
+    timeout: float = MIN_WAIT_S,
     what: str = "it",
     *,
     ignore: tuple[type[BaseException], ...] = (),

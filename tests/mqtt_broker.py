@@ -184,7 +184,6 @@ class Collector:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._topics = topics
-        self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker acknowledged the subscription
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{id(self)}")
         if user:
@@ -201,7 +200,6 @@ class Collector:
     def _on_connect(self, client: mqtt.Client, *args: object) -> None:
         # one SUBSCRIBE for all topics: one SUBACK says all of them are in place
         client.subscribe([(topic, 1) for topic in self._topics])
-        self.connected.set()
 
     def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
         self.subscribed.set()

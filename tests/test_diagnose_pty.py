@@ -7,7 +7,6 @@ bytes with the 8th bit cleared (a 7-bit port), random noise, D0 text, or nothing
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, wait_for
+from helpers import HTTP_TROUBLE, free_port, wait_for
 from test_serial_pty import PtyPair
 
 from smlogger.sources import split_frames
@@ -37,8 +36,6 @@ D0_TELEGRAM = (
     b"1-0:2.8.0*255(0000000.0*kWh)\r\n!\r\n"
 )
 MODES = ("silent", "seven_bit", "noise", "d0")
-# what one request to a logger busy on a loaded machine may raise: a wait tries again
-HTTP_TROUBLE = (OSError, http.client.HTTPException)
 
 
 class Feeder(threading.Thread):

@@ -10,7 +10,6 @@ minute may add one "repeated N times" summary per condition and minute: that is 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, wait_for
+from helpers import HTTP_TROUBLE, free_port, wait_for
 from servers import MariaDBServer
 from webload import SseClients
 
@@ -37,9 +36,6 @@ PAGE_PATHS = (
     "/api/consumption?period=day",
     "/api/status",
 )
-
-# what a request to the logger may raise while it is busy (or the database gone): a wait retries
-HTTP_TROUBLE = (OSError, http.client.HTTPException, ValueError)
 
 
 def get_json(url: str) -> Any:

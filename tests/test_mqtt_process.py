@@ -4,7 +4,6 @@ restarts, TLS, a wrong password; /api/status, /healthz and /metrics show the MQT
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import subprocess
@@ -14,13 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import counter, free_port, wait_for
+from helpers import HTTP_TROUBLE, counter, free_port, wait_for
 from mqtt_broker import CertAuthority, Mosquitto, retained
 from test_run_process import csv_rows, get_json, start, stop
-
-# a request to the running logger that failed (a 503 before the first frame, a slow answer):
-# a poll asks again
-HTTP_TROUBLE = (OSError, http.client.HTTPException, KeyError)
 
 pytestmark = pytest.mark.slow
 
@@ -77,12 +72,12 @@ def test_states_arrive_match_storage_and_kill_9_leaves_offline(tmp_path: Path) -
                     (s := mqtt_status(http_port))["state"] == "connected" and s["degraded"] is False
                 ),
                 what="connected in /api/status",
-                ignore=HTTP_TROUBLE,
+                ignore=(*HTTP_TROUBLE, KeyError),
             )
             wait_for(
                 lambda: get_json(f"http://127.0.0.1:{http_port}/healthz")["status"] == "ok",
                 what="healthy",
-                ignore=HTTP_TROUBLE,
+                ignore=(*HTTP_TROUBLE, KeyError),
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics") as response:
                 metrics = response.read().decode()
@@ -135,7 +130,7 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
         health = wait_for(
             lambda: (h := get_json(f"{base}/healthz"))["status"] == "degraded" and h,
             what="degraded health",
-            ignore=HTTP_TROUBLE,  # (503 until the first frame)
+            ignore=(*HTTP_TROUBLE, KeyError),  # (503 until the first frame)
         )
         assert "unreachable" in health["degraded"]["mqtt"]
         # the meter is still read and stored meanwhile
@@ -143,7 +138,7 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
             lambda: get_json(f"{base}/api/status")["sinks"]["sql"]["written"] >= 3,
             20,
             "rows in SQLite without a broker",
-            ignore=HTTP_TROUBLE,
+            ignore=(*HTTP_TROUBLE, KeyError),
         )
         broker.start()
         wait_for(
@@ -155,7 +150,7 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
             lambda: get_json(f"{base}/healthz")["status"] == "ok",
             10,
             "healthy again",
-            ignore=HTTP_TROUBLE,
+            ignore=(*HTTP_TROUBLE, KeyError),
         )
         # restart without persistence: every retained message is gone with it
         broker.stop()
@@ -180,7 +175,7 @@ def test_broker_down_at_start_then_up_then_restarted(tmp_path: Path) -> None:
             ),
             5,
             "reconnect counted",
-            ignore=HTTP_TROUBLE,
+            ignore=(*HTTP_TROUBLE, KeyError),
         )
     finally:
         code, _ = stop(proc)
