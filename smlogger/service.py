@@ -660,28 +660,26 @@ def _serve(config: Config, stop: threading.Event, signals: Signals) -> int:
     except OSError as exc:
         log.error("cannot set up the meters: %s", exc)
         return 1
-    store: Optional[Store] = None
-    sinks: list[Sink] = []
-    try:
-        if config.database_enabled or config.csv_enabled:
-            config.data_path.mkdir(parents=True, exist_ok=True)
-        store = open_store(config)
-        sinks = build_sinks(config, store, live)
-        catch_up_csv(store, sinks, min(config.shutdown_timeout, CSV_CATCH_UP_S))
-    except BaseException as exc:
-        # what was opened already (the SQL writer thread, the MQTT client) must not
-        # outlive run(), whose caller may carry on
-        _close_after_failure(sinks or ([store] if store is not None else []))
-        if isinstance(exc, (ImportError, ConfigError)) or not isinstance(exc, Exception):
+    # until the pipeline owns them, what is opened (the SQL writer thread, the MQTT client)
+    # is closed on every way out: run()'s caller may carry on
+    with contextlib.ExitStack() as until_owned:
+        try:
+            if config.database_enabled or config.csv_enabled:
+                config.data_path.mkdir(parents=True, exist_ok=True)
+            store = open_store(config)
+            if store is not None:
+                until_owned.callback(_close_after_failure, [store])
+            sinks = build_sinks(config, store, live)
+            until_owned.callback(_close_after_failure, [s for s in sinks if s is not store])
+            catch_up_csv(store, sinks, min(config.shutdown_timeout, CSV_CATCH_UP_S))
+        except (ImportError, ConfigError):
             raise  # a broken installation is a bug to see in full, not a storage problem
-        # a data dir we may not write, a database URL naming no database, ...
-        log.error("cannot set up storage: %s", exc)
-        return 2
-    try:
+        except Exception as exc:
+            # a data dir we may not write, a database URL naming no database, ...
+            log.error("cannot set up storage: %s", exc)
+            return 2
         pipeline = Pipeline(meters, sinks, live, store_interval=config.store_interval)
-    except BaseException:
-        _close_after_failure(sinks)
-        raise
+        until_owned.pop_all()
 
     def status_extra() -> dict[str, Any]:
         """Run-time settings that /api/status adds to its own fields."""
